@@ -1,0 +1,270 @@
+//! Access configuration: `apply -f FILE.hcl`, `target ...`, `role ...`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use hallpass_api::{ApplyResponse, ChangeAction, Role, Target};
+
+use super::{CmdResult, Ctx, ok};
+use crate::output::{Table, join_or_dash, or_dash, print_fields, print_json, time, truncate, yes_no};
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// HCL file with `target` and `role` blocks.
+    #[arg(short = 'f', long = "file", value_name = "FILE.hcl")]
+    pub file: PathBuf,
+    /// Show what would change without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TargetCommand {
+    /// List targets.
+    List,
+    /// Show one target.
+    Show { name: String },
+    /// Delete a target (its roles must be deleted first).
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// List roles.
+    List,
+    /// Show one role.
+    Show { name: String },
+    /// Delete a role.
+    Delete { name: String },
+}
+
+pub async fn apply(ctx: &Ctx, args: ApplyArgs) -> CmdResult {
+    // Parse before connecting: a broken file is reported without a server.
+    let mut request = hallpass_config::parse_apply_file(&args.file)?;
+    request.dry_run = args.dry_run;
+    let response = ctx.client()?.apply(&request).await?;
+    if ctx.json() {
+        print_json(&response)?;
+    } else {
+        print!("{}", render_changes(&response));
+    }
+    ok()
+}
+
+/// The diff-like listing and the summary line.
+pub fn render_changes(response: &ApplyResponse) -> String {
+    let mut out = String::new();
+    let (mut created, mut updated, mut unchanged) = (0, 0, 0);
+    for change in &response.changes {
+        let line = match change.action {
+            ChangeAction::Create => {
+                created += 1;
+                format!("+ {} {}", change.kind, change.name)
+            }
+            ChangeAction::Update => {
+                updated += 1;
+                if change.fields.is_empty() {
+                    format!("~ {} {}", change.kind, change.name)
+                } else {
+                    format!("~ {} {} ({})", change.kind, change.name, change.fields.join(", "))
+                }
+            }
+            ChangeAction::Unchanged => {
+                unchanged += 1;
+                format!("  {} {} (unchanged)", change.kind, change.name)
+            }
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if !response.changes.is_empty() {
+        out.push('\n');
+    }
+    if response.dry_run {
+        out.push_str(&format!(
+            "{created} to create, {updated} to update, {unchanged} unchanged (dry run: nothing changed)\n"
+        ));
+    } else {
+        out.push_str(&format!(
+            "{created} created, {updated} updated, {unchanged} unchanged\n"
+        ));
+    }
+    out
+}
+
+pub async fn target(ctx: &Ctx, command: TargetCommand) -> CmdResult {
+    let client = ctx.client()?;
+    match command {
+        TargetCommand::List => {
+            let targets = client.list_targets().await?;
+            if ctx.json() {
+                print_json(&targets)?;
+                return ok();
+            }
+            let mut table = Table::new(["NAME", "TYPE", "CONFIG", "UPDATED"]);
+            for t in &targets {
+                table.row([
+                    t.spec.name.clone(),
+                    t.spec.target_type.clone(),
+                    truncate(&serde_json::Value::Object(t.spec.config.clone()).to_string(), 60),
+                    time(&t.updated_at),
+                ]);
+            }
+            table.print_or("no targets");
+        }
+        TargetCommand::Show { name } => {
+            let target = client.get_target(&name).await?;
+            if ctx.json() {
+                print_json(&target)?;
+            } else {
+                print_target(&target);
+            }
+        }
+        TargetCommand::Delete { name } => {
+            client.delete_target(&name).await?;
+            if !ctx.json() {
+                println!("deleted target {name}");
+            }
+        }
+    }
+    ok()
+}
+
+fn print_target(target: &Target) {
+    let mut rows = vec![
+        ("name", target.spec.name.clone()),
+        ("type", target.spec.target_type.clone()),
+        ("created", time(&target.created_at)),
+        ("updated", time(&target.updated_at)),
+    ];
+    if target.spec.config.is_empty() {
+        rows.push(("config", "-".to_string()));
+    } else {
+        rows.push(("config", String::new()));
+    }
+    print_fields(&rows);
+    for (key, value) in &target.spec.config {
+        println!("  {key} = {value}");
+    }
+}
+
+pub async fn role(ctx: &Ctx, command: RoleCommand) -> CmdResult {
+    let client = ctx.client()?;
+    match command {
+        RoleCommand::List => {
+            let roles = client.list_roles().await?;
+            if ctx.json() {
+                print_json(&roles)?;
+                return ok();
+            }
+            let mut table = Table::new([
+                "NAME",
+                "TARGET",
+                "DEFAULT",
+                "MAX",
+                "APPROVAL",
+                "REQUESTABLE BY",
+                "DESCRIPTION",
+            ]);
+            for r in &roles {
+                table.row([
+                    r.spec.name.clone(),
+                    r.spec.target.clone(),
+                    hallpass_core::format_duration(r.default_duration_seconds),
+                    hallpass_core::format_duration(r.max_duration_seconds),
+                    approval_summary(r),
+                    join_or_dash(&r.spec.requestable_by),
+                    truncate(&r.spec.description, 40),
+                ]);
+            }
+            table.print_or("no roles");
+        }
+        RoleCommand::Show { name } => {
+            let role = client.get_role(&name).await?;
+            if ctx.json() {
+                print_json(&role)?;
+            } else {
+                print_role(&role);
+            }
+        }
+        RoleCommand::Delete { name } => {
+            client.delete_role(&name).await?;
+            if !ctx.json() {
+                println!("deleted role {name}");
+            }
+        }
+    }
+    ok()
+}
+
+/// `auto`, `1 of group:approvers`, or `-` when no approval is configured.
+fn approval_summary(role: &Role) -> String {
+    match (&role.spec.approval, role.spec.auto_approve) {
+        (_, true) => "auto".to_string(),
+        (Some(approval), false) => {
+            format!("{} of {}", approval.required, approval.approvers.join(", "))
+        }
+        (None, false) => "-".to_string(),
+    }
+}
+
+fn print_role(role: &Role) {
+    let spec = &role.spec;
+    let labels: Vec<String> = spec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    print_fields(&[
+        ("name", spec.name.clone()),
+        ("target", spec.target.clone()),
+        ("description", or_dash(Some(&spec.description))),
+        (
+            "default duration",
+            hallpass_core::format_duration(role.default_duration_seconds),
+        ),
+        (
+            "max duration",
+            hallpass_core::format_duration(role.max_duration_seconds),
+        ),
+        ("requestable by", join_or_dash(&spec.requestable_by)),
+        ("approval", approval_summary(role)),
+        ("auto approve", yes_no(spec.auto_approve)),
+        ("labels", join_or_dash(&labels)),
+        ("created", time(&role.created_at)),
+        ("updated", time(&role.updated_at)),
+    ]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hallpass_api::Change;
+
+    fn change(kind: &str, name: &str, action: ChangeAction, fields: &[&str]) -> Change {
+        Change {
+            kind: kind.into(),
+            name: name.into(),
+            action,
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn changes_render_as_a_diff_with_a_summary() {
+        let response = ApplyResponse {
+            dry_run: true,
+            changes: vec![
+                change("target", "demo", ChangeAction::Create, &[]),
+                change("role", "demo-admin", ChangeAction::Update, &["max_duration", "labels"]),
+                change("role", "x", ChangeAction::Unchanged, &[]),
+            ],
+        };
+        assert_eq!(
+            render_changes(&response),
+            "+ target demo\n~ role demo-admin (max_duration, labels)\n  role x (unchanged)\n\n\
+             1 to create, 1 to update, 1 unchanged (dry run: nothing changed)\n"
+        );
+        let applied = ApplyResponse {
+            dry_run: false,
+            ..response
+        };
+        assert!(render_changes(&applied).ends_with("\n1 created, 1 updated, 1 unchanged\n"));
+    }
+}

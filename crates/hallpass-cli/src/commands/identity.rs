@@ -1,0 +1,110 @@
+//! Who am I, and API tokens: `whoami`, `token create|list|revoke`.
+
+use clap::Subcommand;
+use hallpass_api::CreateToken;
+
+use super::{CmdResult, Ctx, ok};
+use crate::output::{Table, join_or_dash, opt_time, print_fields, print_json, time, yes_no};
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token for a user or service (admin only).
+    Create {
+        /// Principal the token authenticates as, e.g. `alice` or `ci-deploy`.
+        #[arg(long)]
+        principal: String,
+        /// Groups of the principal, comma separated.
+        #[arg(long, value_delimiter = ',', value_name = "GROUP,...")]
+        groups: Vec<String>,
+        /// Lifetime such as `30d` or `12h`; without it the token never expires.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
+    },
+    /// List API tokens.
+    List,
+    /// Revoke an API token by id.
+    Revoke { id: String },
+}
+
+pub async fn whoami(ctx: &Ctx) -> CmdResult {
+    let me = ctx.client()?.whoami().await?;
+    if ctx.json() {
+        print_json(&me)?;
+        return ok();
+    }
+    print_fields(&[
+        ("principal", me.principal),
+        ("groups", join_or_dash(&me.groups)),
+        ("admin", yes_no(me.admin)),
+        ("token id", me.token_id),
+        (
+            "token expires",
+            me.token_expires_at.as_ref().map_or_else(|| "never".to_string(), time),
+        ),
+    ]);
+    ok()
+}
+
+pub async fn token(ctx: &Ctx, command: TokenCommand) -> CmdResult {
+    let client = ctx.client()?;
+    match command {
+        TokenCommand::Create { principal, groups, ttl } => {
+            let groups = groups
+                .into_iter()
+                .map(|g| g.trim().to_string())
+                .filter(|g| !g.is_empty())
+                .collect();
+            let created = client.create_token(&CreateToken { principal, groups, ttl }).await?;
+            if ctx.json() {
+                print_json(&created)?;
+                return ok();
+            }
+            let info = &created.info;
+            // Details on stderr, the secret alone on stdout: `T=$(hallpass token create ...)` works.
+            eprintln!(
+                "created token {} for {} (groups: {}; expires: {})",
+                info.id,
+                info.principal,
+                join_or_dash(&info.groups),
+                info.expires_at.as_ref().map_or_else(|| "never".to_string(), time),
+            );
+            println!("{}", created.token);
+            eprintln!("This token is shown only once: store it now. Hallpass keeps only its hash.");
+        }
+        TokenCommand::List => {
+            let tokens = client.list_tokens().await?;
+            if ctx.json() {
+                print_json(&tokens)?;
+                return ok();
+            }
+            let mut table = Table::new([
+                "ID",
+                "PRINCIPAL",
+                "GROUPS",
+                "CREATED BY",
+                "CREATED",
+                "EXPIRES",
+                "REVOKED",
+            ]);
+            for t in &tokens {
+                table.row([
+                    t.id.clone(),
+                    t.principal.clone(),
+                    join_or_dash(&t.groups),
+                    t.created_by.clone(),
+                    time(&t.created_at),
+                    t.expires_at.as_ref().map_or_else(|| "never".to_string(), time),
+                    opt_time(t.revoked_at.as_ref()),
+                ]);
+            }
+            table.print_or("no tokens");
+        }
+        TokenCommand::Revoke { id } => {
+            client.revoke_token(&id).await?;
+            if !ctx.json() {
+                println!("revoked token {id}");
+            }
+        }
+    }
+    ok()
+}

@@ -1,0 +1,229 @@
+//! `hallpass`: one binary for the broker (`hallpass server`) and every client
+//! of its HTTP API. This file holds the clap command tree and the dispatch;
+//! the commands live in [`commands`], the rendering in [`output`].
+//!
+//! Errors are printed once, as `error: MESSAGE`, and map to exit code 1;
+//! clap's usage errors exit 2; code 3 means "no access" (see [`EXIT_CODES`]).
+
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use commands::audit::AuditCommand;
+use commands::config::{ApplyArgs, RoleCommand, TargetCommand};
+use commands::identity::TokenCommand;
+use commands::requests::{CredentialFormat, Decision, ListArgs, RequestArgs};
+use commands::server::ServerArgs;
+use commands::{CmdResult, Ctx};
+use output::OutputFormat;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    error: API, network or bad input (the message says what to fix)
+  2    usage error (unknown flag, missing argument)
+  3    no access: a `request --wait` ended without access (denied, cancelled,
+       expired, revoked, released), or `audit verify` found a broken chain
+  130  interrupted while waiting (Ctrl-C); the request stays open
+
+Environment:
+  HALLPASS_ADDR   server address (same as --addr)
+  HALLPASS_TOKEN  API token (same as --token)";
+
+/// Just-in-time access broker: request a role for a bounded time, get it
+/// approved, receive short-lived credentials, and let them lapse.
+#[derive(Debug, Parser)]
+#[command(name = "hallpass", version, after_help = EXIT_CODES, propagate_version = true)]
+struct Cli {
+    /// Hallpass server address.
+    #[arg(
+        long,
+        global = true,
+        env = "HALLPASS_ADDR",
+        default_value = "http://127.0.0.1:7070",
+        value_name = "URL"
+    )]
+    addr: String,
+    /// API token (`hp_...`).
+    #[arg(
+        long,
+        global = true,
+        env = "HALLPASS_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    token: Option<String>,
+    /// Human tables, or the API's JSON objects for scripts.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the Hallpass broker.
+    Server(ServerArgs),
+    /// Show who the token belongs to.
+    Whoami,
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Create or update targets and roles from an HCL file.
+    Apply(ApplyArgs),
+    /// Inspect and delete targets.
+    #[command(subcommand)]
+    Target(TargetCommand),
+    /// Inspect and delete roles.
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Request access to a role.
+    Request(RequestArgs),
+    /// List access requests.
+    Requests(ListArgs),
+    /// Show one request in detail.
+    Show {
+        /// Request id.
+        id: String,
+    },
+    /// Approve a pending request.
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Deny a pending request.
+    Deny {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Withdraw your own pending request.
+    Cancel { id: String },
+    /// Print the credential of your active grant.
+    Credentials {
+        id: String,
+        /// token: the raw token; env: `export KEY='value'` lines; json: the whole credential.
+        #[arg(long, value_enum)]
+        format: Option<CredentialFormat>,
+    },
+    /// List grants (requests that were given access).
+    Grants {
+        /// Only grants that are active now.
+        #[arg(long)]
+        active: bool,
+    },
+    /// End someone's access early.
+    Revoke {
+        id: String,
+        /// Why; kept in the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Give up your own access before it expires.
+    Release { id: String },
+    /// List, export and verify the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            report_error(&error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> CmdResult {
+    let ctx = Ctx {
+        addr: cli.addr,
+        token: cli.token,
+        output: cli.output,
+    };
+    match cli.command {
+        Command::Server(args) => commands::server::run(args).await,
+        Command::Whoami => commands::identity::whoami(&ctx).await,
+        Command::Token(command) => commands::identity::token(&ctx, command).await,
+        Command::Apply(args) => commands::config::apply(&ctx, args).await,
+        Command::Target(command) => commands::config::target(&ctx, command).await,
+        Command::Role(command) => commands::config::role(&ctx, command).await,
+        Command::Request(args) => commands::requests::request(&ctx, args).await,
+        Command::Requests(args) => commands::requests::list(&ctx, args).await,
+        Command::Show { id } => commands::requests::show(&ctx, &id).await,
+        Command::Approve { id, comment } => commands::requests::decide(&ctx, &id, Decision::Approve(comment)).await,
+        Command::Deny { id, comment } => commands::requests::decide(&ctx, &id, Decision::Deny(comment)).await,
+        Command::Cancel { id } => commands::requests::decide(&ctx, &id, Decision::Cancel).await,
+        Command::Credentials { id, format } => commands::requests::credentials(&ctx, &id, format).await,
+        Command::Grants { active } => commands::grants::list(&ctx, active).await,
+        Command::Revoke { id, reason } => commands::grants::revoke(&ctx, &id, reason).await,
+        Command::Release { id } => commands::grants::release(&ctx, &id).await,
+        Command::Audit(command) => commands::audit::run(&ctx, command).await,
+    }
+}
+
+/// `error: MESSAGE` on stderr; one line per problem for configuration files.
+fn report_error(error: &anyhow::Error) {
+    if let Some(errors) = error.downcast_ref::<hallpass_config::ConfigErrors>() {
+        for problem in errors.errors() {
+            eprintln!("error: {problem}");
+        }
+        return;
+    }
+    eprintln!("error: {error:#}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse_where_people_put_them() {
+        let cli = Cli::try_parse_from([
+            "hallpass",
+            "request",
+            "demo-admin",
+            "--for",
+            "30m",
+            "--reason",
+            "INC-1",
+            "--wait",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.output, OutputFormat::Json);
+        let Command::Request(args) = cli.command else {
+            panic!("not a request")
+        };
+        assert_eq!(args.duration.as_deref(), Some("30m"));
+        assert!(args.wait);
+
+        let cli = Cli::try_parse_from(["hallpass", "token", "create", "--principal", "ci", "--groups", "a,b"]).unwrap();
+        let Command::Token(TokenCommand::Create { groups, ttl, .. }) = cli.command else {
+            panic!("not token create")
+        };
+        assert_eq!(groups, ["a", "b"]);
+        assert_eq!(ttl, None);
+    }
+
+    #[test]
+    fn help_documents_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Exit codes:"));
+        assert!(help.contains("3    no access"));
+    }
+}

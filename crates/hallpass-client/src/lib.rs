@@ -1,0 +1,608 @@
+//! Typed async client for the Hallpass HTTP API.
+//!
+//! One method per route, taking and returning the wire types of
+//! [`hallpass_api`]. Every call goes through one private helper that attaches
+//! the bearer token, sends the request, and turns non-2xx responses into
+//! [`ClientError::Api`] by decoding the server's
+//! `{"error": {"code": "...", "message": "..."}}` body.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), hallpass_client::ClientError> {
+//! let client = hallpass_client::Client::new("127.0.0.1:7070", Some("hp_...".into()))?;
+//! let me = client.whoami().await?;
+//! println!("{} ({})", me.principal, me.groups.join(","));
+//! # Ok(()) }
+//! ```
+
+use std::time::Duration;
+
+use hallpass_api::{
+    AccessRequest, ApplyRequest, ApplyResponse, AuditEvent, CreateRequest, CreateToken, CreatedToken, Credential,
+    DecisionBody, ErrorBody, Health, Introspection, RevokeBody, Role, RoleSpec, Target, TargetSpec, TokenInfo,
+    VerifyReport, WhoAmI,
+};
+use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// Time allowed for an ordinary call, from connecting to the end of the body.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time allowed to open the TCP (and TLS) connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Slack added to a long-poll's server-side timeout before the client gives up.
+const LONG_POLL_SLACK: Duration = Duration::from_secs(15);
+
+/// Everything that can go wrong talking to Hallpass.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error status. `message` is written for
+    /// humans and is the whole `Display`.
+    #[error("{message}")]
+    Api { status: u16, code: String, message: String },
+    /// The server could not be reached, or the connection broke or timed out.
+    #[error("{0}")]
+    Transport(String),
+    /// The server answered 2xx, but not with the JSON this client expected.
+    #[error("{0}")]
+    Decode(String),
+    /// The address given to [`Client::new`] is not a usable URL.
+    #[error("invalid Hallpass address {0}")]
+    InvalidAddress(String),
+    /// Writing a streamed response (the audit export) to its destination failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl ClientError {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The machine-readable code of an API error, e.g. `not_found`.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A handle on one Hallpass server, with an optional bearer token. Cheap to
+/// clone: clones share the connection pool.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: Option<String>,
+}
+
+impl Client {
+    /// `addr` is a URL such as `http://127.0.0.1:7070`, or a bare
+    /// `host:port`, which means `http://host:port`.
+    pub fn new(addr: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let base = parse_address(addr)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("hallpass-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::Transport(format!("cannot set up the HTTP client: {}", root_cause(&e))))?;
+        Ok(Self { http, base, token })
+    }
+
+    /// The same server and connection pool, with another token.
+    pub fn with_token(&self, token: impl Into<String>) -> Self {
+        Self {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            token: Some(token.into()),
+        }
+    }
+
+    /// The server's base URL, as normalised by [`Client::new`].
+    pub fn base_url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    /// The bearer token in use, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    // ------------------------------------------------------------- health
+
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.json(self.request(Method::GET, &["healthz"])?).await
+    }
+
+    // ----------------------------------------------------------- identity
+
+    pub async fn whoami(&self) -> Result<WhoAmI, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "whoami"])?).await
+    }
+
+    pub async fn create_token(&self, body: &CreateToken) -> Result<CreatedToken, ClientError> {
+        self.json(self.request(Method::POST, &["v1", "tokens"])?.json(body))
+            .await
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "tokens"])?).await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<(), ClientError> {
+        self.empty(self.request(Method::DELETE, &["v1", "tokens", id])?).await
+    }
+
+    // ------------------------------------------------------ configuration
+
+    pub async fn list_targets(&self) -> Result<Vec<Target>, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "targets"])?).await
+    }
+
+    pub async fn get_target(&self, name: &str) -> Result<Target, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "targets", name])?).await
+    }
+
+    pub async fn put_target(&self, spec: &TargetSpec) -> Result<Target, ClientError> {
+        let req = self.request(Method::PUT, &["v1", "targets", &spec.name])?;
+        self.json(req.json(spec)).await
+    }
+
+    pub async fn delete_target(&self, name: &str) -> Result<(), ClientError> {
+        self.empty(self.request(Method::DELETE, &["v1", "targets", name])?)
+            .await
+    }
+
+    pub async fn list_roles(&self) -> Result<Vec<Role>, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "roles"])?).await
+    }
+
+    pub async fn get_role(&self, name: &str) -> Result<Role, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "roles", name])?).await
+    }
+
+    pub async fn put_role(&self, spec: &RoleSpec) -> Result<Role, ClientError> {
+        let req = self.request(Method::PUT, &["v1", "roles", &spec.name])?;
+        self.json(req.json(spec)).await
+    }
+
+    pub async fn delete_role(&self, name: &str) -> Result<(), ClientError> {
+        self.empty(self.request(Method::DELETE, &["v1", "roles", name])?).await
+    }
+
+    pub async fn apply(&self, body: &ApplyRequest) -> Result<ApplyResponse, ClientError> {
+        self.json(self.request(Method::POST, &["v1", "apply"])?.json(body))
+            .await
+    }
+
+    // ----------------------------------------------------------- requests
+
+    pub async fn create_request(&self, body: &CreateRequest) -> Result<AccessRequest, ClientError> {
+        self.json(self.request(Method::POST, &["v1", "requests"])?.json(body))
+            .await
+    }
+
+    /// Requests visible to the caller, optionally only in `state` and only
+    /// the caller's own.
+    pub async fn list_requests(&self, state: Option<&str>, mine: bool) -> Result<Vec<AccessRequest>, ClientError> {
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        if let Some(state) = state {
+            query.push(("state", state));
+        }
+        if mine {
+            query.push(("mine", "true"));
+        }
+        self.json(self.request(Method::GET, &["v1", "requests"])?.query(&query))
+            .await
+    }
+
+    pub async fn get_request(&self, id: &str) -> Result<AccessRequest, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "requests", id])?).await
+    }
+
+    /// Long-polls until the request's `version` exceeds `after_version`, or
+    /// `timeout_secs` pass on the server; either way returns the current state.
+    pub async fn wait_request(
+        &self,
+        id: &str,
+        after_version: u64,
+        timeout_secs: u64,
+    ) -> Result<AccessRequest, ClientError> {
+        let query = [
+            ("wait_version", after_version.to_string()),
+            ("timeout", timeout_secs.to_string()),
+        ];
+        let req = self
+            .request(Method::GET, &["v1", "requests", id])?
+            .query(&query)
+            .timeout(Duration::from_secs(timeout_secs) + LONG_POLL_SLACK);
+        self.json(req).await
+    }
+
+    pub async fn approve(&self, id: &str, comment: Option<String>) -> Result<AccessRequest, ClientError> {
+        let req = self.request(Method::POST, &["v1", "requests", id, "approve"])?;
+        self.json(req.json(&DecisionBody { comment })).await
+    }
+
+    pub async fn deny(&self, id: &str, comment: Option<String>) -> Result<AccessRequest, ClientError> {
+        let req = self.request(Method::POST, &["v1", "requests", id, "deny"])?;
+        self.json(req.json(&DecisionBody { comment })).await
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<AccessRequest, ClientError> {
+        let req = self.request(Method::POST, &["v1", "requests", id, "cancel"])?;
+        self.json(req.json(&EmptyBody {})).await
+    }
+
+    /// The secret credential of an active grant (requester only).
+    pub async fn credentials(&self, id: &str) -> Result<Credential, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "requests", id, "credentials"])?)
+            .await
+    }
+
+    // ------------------------------------------------------------- grants
+
+    pub async fn list_grants(&self, active_only: bool) -> Result<Vec<AccessRequest>, ClientError> {
+        let mut req = self.request(Method::GET, &["v1", "grants"])?;
+        if active_only {
+            req = req.query(&[("active", "true")]);
+        }
+        self.json(req).await
+    }
+
+    pub async fn revoke(&self, id: &str, reason: impl Into<String>) -> Result<AccessRequest, ClientError> {
+        let req = self.request(Method::POST, &["v1", "grants", id, "revoke"])?;
+        self.json(req.json(&RevokeBody { reason: reason.into() })).await
+    }
+
+    pub async fn release(&self, id: &str) -> Result<AccessRequest, ClientError> {
+        let req = self.request(Method::POST, &["v1", "grants", id, "release"])?;
+        self.json(req.json(&EmptyBody {})).await
+    }
+
+    /// RFC 7662 introspection of an issued token (form-encoded).
+    pub async fn introspect(&self, token: &str) -> Result<Introspection, ClientError> {
+        let req = self.request(Method::POST, &["v1", "introspect"])?;
+        self.json(req.form(&[("token", token)])).await
+    }
+
+    // -------------------------------------------------------------- audit
+
+    /// Events with `seq > since`, optionally only those of one request.
+    pub async fn audit_list(
+        &self,
+        since: Option<u64>,
+        request: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Vec<AuditEvent>, ClientError> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(since) = since {
+            query.push(("since", since.to_string()));
+        }
+        if let Some(request) = request {
+            query.push(("request", request.to_string()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        self.json(self.request(Method::GET, &["v1", "audit"])?.query(&query))
+            .await
+    }
+
+    /// Streams the NDJSON export (events with `seq > since`) into `out`,
+    /// chunk by chunk, without holding it in memory. Returns the number of
+    /// bytes written. `out` is flushed at the end.
+    pub async fn audit_export<W>(&self, since: Option<u64>, out: &mut W) -> Result<u64, ClientError>
+    where
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        let mut req = self.request_untimed(Method::GET, &["v1", "audit", "export"])?;
+        if let Some(since) = since {
+            req = req.query(&[("since", since.to_string())]);
+        }
+        let mut response = self.send(req).await?;
+        let mut written = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(&e))? {
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| ClientError::Io(format!("cannot write the audit export: {e}")))?;
+            written += chunk.len() as u64;
+        }
+        out.flush()
+            .await
+            .map_err(|e| ClientError::Io(format!("cannot write the audit export: {e}")))?;
+        Ok(written)
+    }
+
+    /// Has the server check its whole audit chain.
+    pub async fn audit_verify(&self) -> Result<VerifyReport, ClientError> {
+        let req = self.request_untimed(Method::GET, &["v1", "audit", "verify"])?;
+        self.json(req).await
+    }
+
+    // ---------------------------------------------------------- discovery
+
+    pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "openapi.json"])?).await
+    }
+
+    pub async fn jwks(&self) -> Result<serde_json::Value, ClientError> {
+        self.json(self.request(Method::GET, &[".well-known", "jwks.json"])?)
+            .await
+    }
+
+    // ----------------------------------------------------------- plumbing
+
+    /// A request to the path made of `segments` (each percent-encoded), with
+    /// the default timeout.
+    fn request(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, ClientError> {
+        Ok(self.request_untimed(method, segments)?.timeout(DEFAULT_TIMEOUT))
+    }
+
+    /// Like [`Client::request`] but without an overall deadline, for
+    /// responses whose size or duration is unbounded (export, verify).
+    fn request_untimed(&self, method: Method, segments: &[&str]) -> Result<RequestBuilder, ClientError> {
+        let url = endpoint(&self.base, segments)?;
+        let mut req = self.http.request(method, url);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        Ok(req)
+    }
+
+    /// Sends, and turns any non-2xx answer into [`ClientError::Api`].
+    async fn send(&self, req: RequestBuilder) -> Result<Response, ClientError> {
+        let response = req.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let body = response.bytes().await.map_err(|e| self.transport_error(&e))?;
+        Err(api_error(status, &body))
+    }
+
+    async fn json<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, ClientError> {
+        let response = self.send(req).await?;
+        let what = response.url().path().to_string();
+        let body = response.bytes().await.map_err(|e| self.transport_error(&e))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Decode(format!("unexpected response from Hallpass for {what}: {e}")))
+    }
+
+    async fn empty(&self, req: RequestBuilder) -> Result<(), ClientError> {
+        let response = self.send(req).await?;
+        // Drain the body so the connection can be reused.
+        response.bytes().await.map_err(|e| self.transport_error(&e))?;
+        Ok(())
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> ClientError {
+        let addr = self.base.as_str().trim_end_matches('/');
+        let cause = root_cause(error);
+        if error.is_timeout() {
+            ClientError::Transport(format!("Hallpass at {addr} did not answer in time: {cause}"))
+        } else if error.is_decode() {
+            ClientError::Decode(format!("unreadable response from Hallpass at {addr}: {cause}"))
+        } else {
+            ClientError::Transport(format!(
+                "cannot reach Hallpass at {addr}: {cause} (is `hallpass server` running? set HALLPASS_ADDR or --addr)"
+            ))
+        }
+    }
+}
+
+/// `{}`: the body of `cancel` and `release`.
+#[derive(Serialize)]
+struct EmptyBody {}
+
+/// Accepts `http(s)://host[:port][/prefix]` or a bare `host:port`.
+fn parse_address(addr: &str) -> Result<Url, ClientError> {
+    let trimmed = addr.trim();
+    if trimmed.is_empty() {
+        return Err(ClientError::InvalidAddress(
+            "\"\": it is empty; use something like http://127.0.0.1:7070".into(),
+        ));
+    }
+    let with_scheme = if trimmed.contains("://") {
+        trimmed.to_string()
+    } else {
+        format!("http://{trimmed}")
+    };
+    let url = Url::parse(&with_scheme)
+        .map_err(|e| ClientError::InvalidAddress(format!("{addr:?}: {e}; use something like http://127.0.0.1:7070")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ClientError::InvalidAddress(format!(
+            "{addr:?}: the scheme must be http or https"
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ClientError::InvalidAddress(format!("{addr:?}: it names no host")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ClientError::InvalidAddress(format!(
+            "{addr:?}: it must not contain a query or fragment"
+        )));
+    }
+    Ok(url)
+}
+
+/// `base` with `segments` appended as percent-encoded path segments.
+fn endpoint(base: &Url, segments: &[&str]) -> Result<Url, ClientError> {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .map_err(|()| ClientError::InvalidAddress(format!("{base}: it cannot carry a path")))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+/// The error of a non-2xx response, from its `{"error": {...}}` body when it
+/// has one, else from the status line and whatever text came back.
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(body) {
+        return ClientError::Api {
+            status: status.as_u16(),
+            code: error.code,
+            message: error.message,
+        };
+    }
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    let reason = status.canonical_reason().unwrap_or("error");
+    let message = if text.is_empty() {
+        format!("Hallpass answered {} {reason}", status.as_u16())
+    } else {
+        let short: String = text.chars().take(300).collect();
+        format!("Hallpass answered {} {reason}: {short}", status.as_u16())
+    };
+    ClientError::Api {
+        status: status.as_u16(),
+        code: format!("http_{}", status.as_u16()),
+        message,
+    }
+}
+
+/// The innermost cause: reqwest's own message names only the URL.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    #[test]
+    fn bare_host_port_gets_http() {
+        let url = parse_address("127.0.0.1:7070").unwrap();
+        assert_eq!(url.as_str(), "http://127.0.0.1:7070/");
+        let url = parse_address(" https://hallpass.example.com ").unwrap();
+        assert_eq!(url.as_str(), "https://hallpass.example.com/");
+    }
+
+    #[test]
+    fn bad_addresses_are_rejected() {
+        assert!(matches!(parse_address(""), Err(ClientError::InvalidAddress(_))));
+        assert!(matches!(
+            parse_address("ftp://x:1"),
+            Err(ClientError::InvalidAddress(_))
+        ));
+        assert!(matches!(parse_address("http://"), Err(ClientError::InvalidAddress(_))));
+        assert!(matches!(
+            parse_address("http://h:7070/?a=b"),
+            Err(ClientError::InvalidAddress(_))
+        ));
+    }
+
+    #[test]
+    fn endpoints_encode_segments_and_keep_prefixes() {
+        let base = parse_address("http://h:1").unwrap();
+        assert_eq!(
+            endpoint(&base, &["v1", "roles", "a b/c"]).unwrap().as_str(),
+            "http://h:1/v1/roles/a%20b%2Fc"
+        );
+        let base = parse_address("http://h:1/hallpass/").unwrap();
+        assert_eq!(
+            endpoint(&base, &["v1", "whoami"]).unwrap().as_str(),
+            "http://h:1/hallpass/v1/whoami"
+        );
+    }
+
+    #[test]
+    fn api_errors_use_the_server_message() {
+        let err = api_error(
+            StatusCode::NOT_FOUND,
+            br#"{"error":{"code":"not_found","message":"no role named x; see `hallpass role list`"}}"#,
+        );
+        assert_eq!(err.to_string(), "no role named x; see `hallpass role list`");
+        assert_eq!(err.status(), Some(404));
+        assert_eq!(err.code(), Some("not_found"));
+
+        let err = api_error(StatusCode::BAD_GATEWAY, b"upstream down");
+        assert_eq!(err.to_string(), "Hallpass answered 502 Bad Gateway: upstream down");
+        assert_eq!(err.code(), Some("http_502"));
+    }
+
+    /// Serves one canned HTTP response and returns the request it received.
+    async fn one_shot(response: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let handle = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 8192];
+            let mut received = Vec::new();
+            loop {
+                let n = socket.read(&mut buf).await.unwrap();
+                received.extend_from_slice(&buf[..n]);
+                if n == 0 || received.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            socket.write_all(response.as_bytes()).await.unwrap();
+            socket.shutdown().await.unwrap();
+            String::from_utf8_lossy(&received).into_owned()
+        });
+        (addr, handle)
+    }
+
+    #[tokio::test]
+    async fn sends_the_bearer_token_and_decodes_errors() {
+        let body = r#"{"error":{"code":"unauthorized","message":"token expired"}}"#;
+        let response: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        );
+        let (addr, server) = one_shot(response).await;
+        let client = Client::new(&addr, Some("hp_secret".into())).unwrap();
+        let err = client.whoami().await.unwrap_err();
+        assert_eq!(err.to_string(), "token expired");
+        assert_eq!(err.status(), Some(401));
+        let request = server.await.unwrap().to_ascii_lowercase();
+        assert!(request.starts_with("get /v1/whoami "), "{request}");
+        assert!(request.contains("authorization: bearer hp_secret"), "{request}");
+    }
+
+    #[tokio::test]
+    async fn export_streams_the_body_verbatim() {
+        let (addr, server) = one_shot(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n4\r\n{}\n\n\r\n3\r\n[]\n\r\n0\r\n\r\n",
+        )
+        .await;
+        let client = Client::new(&addr, None).unwrap();
+        let mut out = Vec::new();
+        let written = client.audit_export(Some(7), &mut out).await.unwrap();
+        assert_eq!(out, b"{}\n\n[]\n");
+        assert_eq!(written, 7);
+        let request = server.await.unwrap();
+        assert!(request.starts_with("GET /v1/audit/export?since=7 "), "{request}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_says_how_to_fix_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let client = Client::new(&addr, None).unwrap();
+        let err = client.health().await.unwrap_err();
+        assert!(matches!(err, ClientError::Transport(_)));
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("cannot reach Hallpass at http://{addr}")),
+            "{text}"
+        );
+        assert!(text.contains("is `hallpass server` running?"), "{text}");
+    }
+}

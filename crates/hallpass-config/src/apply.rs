@@ -1,0 +1,586 @@
+//! Access configuration files (`hallpass apply -f FILE.hcl`): `target` and
+//! `role` blocks, checked here so mistakes are reported with their position
+//! before anything is sent to the server.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use hallpass_api::{ApplyRequest, ApprovalSpec, RoleSpec, TargetSpec};
+use hallpass_core::Subject;
+use hallpass_core::subject::is_valid_name;
+use hcl_edit::structure::{Block, BlockLabel};
+
+use crate::body::Shape;
+use crate::error::{ConfigErrors, Reporter, parse_body, read_file, start_of};
+use crate::value::Literal;
+
+const TOP: Shape = Shape {
+    attributes: &[],
+    blocks: &["target", "role"],
+};
+const TARGET: Shape = Shape {
+    attributes: &["type", "config"],
+    blocks: &[],
+};
+const ROLE: Shape = Shape {
+    attributes: &[
+        "target",
+        "description",
+        "default_duration",
+        "max_duration",
+        "requestable_by",
+        "labels",
+        "auto_approve",
+    ],
+    blocks: &["approval"],
+};
+const APPROVAL: Shape = Shape {
+    attributes: &["approvers", "required"],
+    blocks: &[],
+};
+
+/// Parses an access configuration; `file_name` is only used in messages.
+/// The result always has `dry_run: false`; the caller decides.
+pub fn parse_apply_str(source: &str, file_name: &str) -> Result<ApplyRequest, ConfigErrors> {
+    let body = parse_body(source, file_name)?;
+    let mut reporter = Reporter::new(source, file_name);
+    let (_, blocks) = reporter.walk(&body, &TOP, "at the top level".to_string(), 0);
+    let mut request = ApplyRequest::default();
+    // Offsets of the first definition of each (kind, name), to point the
+    // duplicate error back at it.
+    let mut seen: HashMap<(&str, String), usize> = HashMap::new();
+    for block in blocks {
+        let kind = block.ident.as_str();
+        let Some((name, name_at)) = reporter.block_name(block) else {
+            continue;
+        };
+        if let Some(first) = seen.get(&(kind, name.clone())) {
+            let message = format!(
+                "duplicate {kind} \"{name}\": it is already defined at {}; rename or remove one of them",
+                reporter.describe_position(*first)
+            );
+            reporter.error(name_at, message);
+            continue;
+        }
+        seen.insert((kind, name.clone()), name_at);
+        if kind == "target" {
+            request.targets.extend(reporter.target(block, name));
+        } else {
+            request.roles.extend(reporter.role(block, name));
+        }
+    }
+    reporter.finish(request)
+}
+
+/// Reads and parses an access configuration file.
+pub fn parse_apply_file(path: &Path) -> Result<ApplyRequest, ConfigErrors> {
+    let (source, file) = read_file(path)?;
+    parse_apply_str(&source, &file)
+}
+
+impl Reporter<'_> {
+    /// The single quoted label of a `target`/`role` block, if it is one and a
+    /// valid name.
+    fn block_name(&mut self, block: &Block) -> Option<(String, usize)> {
+        let kind = block.ident.as_str();
+        let usage = format!("write it as {kind} \"NAME\" {{ ... }}");
+        match block.labels.as_slice() {
+            [BlockLabel::String(label)] => {
+                let at = start_of(label);
+                if is_valid_name(label) {
+                    return Some((label.value().clone(), at));
+                }
+                self.error(
+                    at,
+                    format!(
+                        "{kind} name {:?} is not valid: use 1 to 64 letters, digits, '.', '_', '-' or '@', \
+                         starting with a letter or digit",
+                        label.value()
+                    ),
+                );
+            }
+            [BlockLabel::Ident(label)] => {
+                let message = format!("the {kind} name must be quoted; {usage}");
+                self.error(start_of(label), message);
+            }
+            [] => self.error(start_of(&block.ident), format!("{kind} block has no name; {usage}")),
+            [_, extra, ..] => {
+                self.error(
+                    start_of(extra),
+                    format!("{kind} block has more than one label; {usage}"),
+                );
+            }
+        }
+        None
+    }
+
+    fn target(&mut self, block: &Block, name: String) -> Option<TargetSpec> {
+        let place = format!("in target \"{name}\"");
+        let (attrs, _) = self.walk(&block.body, &TARGET, place, start_of(&block.ident));
+        let target_type = attrs.required(self, "type", "type = \"jwt\"", Self::string);
+        let config = attrs.optional(self, "config", Self::json_object);
+        Some(TargetSpec {
+            name,
+            target_type: target_type?,
+            config: config.unwrap_or_default(),
+        })
+    }
+
+    fn role(&mut self, block: &Block, name: String) -> Option<RoleSpec> {
+        let place = format!("in role \"{name}\"");
+        let at = start_of(&block.ident);
+        let (attrs, approval_blocks) = self.walk(&block.body, &ROLE, place, at);
+
+        let target = attrs.required(self, "target", "target = \"my-target\"", Self::string);
+        let description = attrs.optional(self, "description", Self::string);
+        let default_duration = attrs.optional(self, "default_duration", Self::duration);
+        let max_duration = attrs.required(self, "max_duration", "max_duration = \"4h\"", Self::duration);
+        let requestable_by = attrs.optional(self, "requestable_by", Self::subjects);
+        let labels = attrs.optional(self, "labels", Self::string_map);
+        let auto_approve = attrs.optional(self, "auto_approve", Self::boolean);
+
+        // A default longer than the maximum could never be granted.
+        if let (Some((default, default_seconds)), Some((max, max_seconds))) = (&default_duration, &max_duration)
+            && default_seconds > max_seconds
+        {
+            let at = attrs.get("default_duration").map_or(at, |literal| literal.at);
+            let message = format!(
+                "default_duration \"{default}\" is longer than max_duration \"{max}\" in role \"{name}\"; \
+                 shorten it or raise max_duration"
+            );
+            self.error(at, message);
+        }
+
+        let approval = match approval_blocks.as_slice() {
+            [] => None,
+            [only] => Some(self.approval(only, &name)),
+            [_, extra, ..] => {
+                let message = format!("role \"{name}\" has more than one approval block; merge them into one");
+                self.error(start_of(&extra.ident), message);
+                None
+            }
+        };
+        // Every role must say how requests get approved, in exactly one way.
+        let has_approval = !approval_blocks.is_empty();
+        let auto_approve_invalid = attrs.get("auto_approve").is_some() && auto_approve.is_none();
+        if auto_approve == Some(true) && has_approval {
+            let at = attrs.get("auto_approve").map_or(at, |literal| literal.at);
+            let message = format!(
+                "role \"{name}\" sets auto_approve = true and has an approval block; \
+                 remove one of them: auto-approved roles need no approvers"
+            );
+            self.error(at, message);
+        } else if auto_approve != Some(true) && !has_approval && !auto_approve_invalid {
+            let message = format!(
+                "role \"{name}\" does not say how requests are approved; add an approval {{ approvers = [...] }} \
+                 block, or auto_approve = true for a self-service role"
+            );
+            self.error(at, message);
+        }
+
+        Some(RoleSpec {
+            name,
+            target: target?,
+            description: description.unwrap_or_default(),
+            default_duration: default_duration.map(|(text, _)| text),
+            max_duration: max_duration?.0,
+            requestable_by: requestable_by.unwrap_or_default(),
+            labels: labels.unwrap_or_default(),
+            approval: approval.flatten(),
+            auto_approve: auto_approve.unwrap_or(false),
+        })
+    }
+
+    fn approval(&mut self, block: &Block, role: &str) -> Option<ApprovalSpec> {
+        if let Some(label) = block.labels.first() {
+            let message = format!("the approval block of role \"{role}\" takes no label; write approval {{ ... }}");
+            self.error(start_of(label), message);
+        }
+        let place = format!("in approval of role \"{role}\"");
+        let (attrs, _) = self.walk(&block.body, &APPROVAL, place, start_of(&block.ident));
+        let approvers = attrs.required(self, "approvers", "approvers = [\"group:approvers\"]", Self::subjects);
+        if let (Some(approvers), Some(literal)) = (&approvers, attrs.get("approvers"))
+            && approvers.is_empty()
+        {
+            let message = format!(
+                "{} is empty; list at least one user:NAME or group:NAME",
+                attrs.what("approvers")
+            );
+            self.error(literal.at, message);
+        }
+        let required = attrs.optional(self, "required", |reporter, literal, what| {
+            let n = reporter.whole_number(literal, what, 1, u64::from(u32::MAX))?;
+            u32::try_from(n).ok()
+        });
+        Some(ApprovalSpec {
+            approvers: approvers?,
+            required: required.unwrap_or(1),
+        })
+    }
+
+    /// A duration string, checked with the same rules as the server; returns
+    /// the text as written and its length in seconds.
+    fn duration(&mut self, literal: &Literal, what: &str) -> Option<(String, u64)> {
+        let text = self.string(literal, what)?;
+        match hallpass_core::parse_duration(&text) {
+            Ok(seconds) => Some((text, seconds)),
+            Err(error) => {
+                self.error(literal.at, format!("{what}: {error}"));
+                None
+            }
+        }
+    }
+
+    /// A list of `user:NAME` / `group:NAME` subjects, each error at its item.
+    fn subjects(&mut self, literal: &Literal, what: &str) -> Option<Vec<String>> {
+        let items = self.string_list(literal, what)?;
+        let mut valid = true;
+        for (text, at) in &items {
+            if let Err(error) = text.parse::<Subject>() {
+                self.error(*at, format!("{what}: {error}"));
+                valid = false;
+            }
+        }
+        valid.then(|| items.into_iter().map(|(text, _)| text).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    const EXAMPLE: &str = r#"target "demo" {
+  type   = "jwt"
+  config = { audience = "demo" }
+}
+role "demo-admin" {
+  target           = "demo"
+  description      = "Admin on the demo service"
+  default_duration = "1h"
+  max_duration     = "4h"
+  requestable_by   = ["group:dev"]
+  labels           = { env = "dev" }
+  approval {
+    approvers = ["group:approvers", "user:carol"]
+    required  = 1
+  }
+}
+"#;
+
+    /// The errors for `source`, as `LINE:COLUMN: MESSAGE` strings.
+    fn errors(source: &str) -> Vec<String> {
+        match parse_apply_str(source, "access.hcl") {
+            Ok(request) => panic!("expected errors, parsed {request:?}"),
+            Err(errors) => errors
+                .errors()
+                .iter()
+                .map(|error| {
+                    assert_eq!(error.file, "access.hcl");
+                    format!("{}:{}: {}", error.line, error.column, error.message)
+                })
+                .collect(),
+        }
+    }
+
+    /// Asserts exactly one error, at `position`, whose message contains `text`.
+    fn assert_error(source: &str, position: &str, text: &str) {
+        let errors = errors(source);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].starts_with(&format!("{position}: ")), "{errors:#?}");
+        assert!(errors[0].contains(text), "{errors:#?}");
+    }
+
+    /// A valid role body with `extra` spliced in, for error cases.
+    fn role(extra: &str) -> String {
+        format!("role \"r\" {{\n  target = \"demo\"\n  max_duration = \"4h\"\n  auto_approve = true\n{extra}}}\n")
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let expected = ApplyRequest {
+            targets: vec![TargetSpec {
+                name: "demo".into(),
+                target_type: "jwt".into(),
+                config: serde_json::json!({"audience": "demo"}).as_object().cloned().unwrap(),
+            }],
+            roles: vec![RoleSpec {
+                name: "demo-admin".into(),
+                target: "demo".into(),
+                description: "Admin on the demo service".into(),
+                default_duration: Some("1h".into()),
+                max_duration: "4h".into(),
+                requestable_by: vec!["group:dev".into()],
+                labels: BTreeMap::from([("env".to_string(), "dev".to_string())]),
+                approval: Some(ApprovalSpec {
+                    approvers: vec!["group:approvers".into(), "user:carol".into()],
+                    required: 1,
+                }),
+                auto_approve: false,
+            }],
+            dry_run: false,
+        };
+        assert_eq!(parse_apply_str(EXAMPLE, "access.hcl").unwrap(), expected);
+    }
+
+    #[test]
+    fn defaults_and_nested_config_values() {
+        let source = r#"
+target "t" {
+  type   = "jwt"
+  config = { n = 3, neg = -2, f = 1.5, ok = true, list = ["a", 1], nested = { "key.x" = "v" } }
+}
+role "self" {
+  target       = "t"
+  max_duration = "30m"
+  auto_approve = true
+  description  = <<-EOT
+    Line one
+    EOT
+}
+role "r2" {
+  target       = "t"
+  max_duration = "1h"
+  approval {
+    approvers = ["user:bob"]
+  }
+}
+"#;
+        let request = parse_apply_str(source, "a.hcl").unwrap();
+        assert_eq!(
+            serde_json::Value::Object(request.targets[0].config.clone()),
+            serde_json::json!({"n": 3, "neg": -2, "f": 1.5, "ok": true, "list": ["a", 1], "nested": {"key.x": "v"}})
+        );
+        let role = &request.roles[0];
+        assert!(role.auto_approve && role.approval.is_none() && role.default_duration.is_none());
+        assert_eq!(role.description, "Line one\n");
+        assert_eq!(request.roles[1].approval.as_ref().unwrap().required, 1);
+        assert!(!request.dry_run);
+    }
+
+    #[test]
+    fn unknown_attribute_is_positioned_with_suggestion() {
+        let source = "role \"x\" {\n  target = \"demo\"\n  auto_approve = true\n    max_duraton = \"4h\"\n}\n";
+        let errors = errors(source);
+        assert!(
+            errors.iter().any(|e| e
+                == "4:5: unknown attribute \"max_duraton\" in role \"x\"; expected one of: target, description, \
+                 default_duration, max_duration, requestable_by, labels, auto_approve; did you mean \"max_duration\"?"),
+            "{errors:#?}"
+        );
+        // The misspelt attribute also leaves the real one missing.
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("1:1: missing required attribute \"max_duration\"")),
+            "{errors:#?}"
+        );
+    }
+
+    #[test]
+    fn unknown_blocks_and_top_level_attributes() {
+        assert_error(
+            "policy \"p\" {}\n",
+            "1:1",
+            "unknown block \"policy\" at the top level; expected one of: target, role",
+        );
+        assert_error(
+            "  version = 2\n",
+            "1:3",
+            "unexpected attribute \"version\" at the top level",
+        );
+        assert_error(
+            &role("  approvals {\n  }\n"),
+            "5:3",
+            "unknown block \"approvals\" in role \"r\"; expected one of: approval",
+        );
+        assert_error(
+            &role("  labels {\n  }\n"),
+            "5:3",
+            "\"labels\" in role \"r\" is an attribute, not a block",
+        );
+    }
+
+    #[test]
+    fn block_labels_are_checked() {
+        assert_error("target {\n  type = \"jwt\"\n}\n", "1:1", "target block has no name");
+        assert_error("target demo {\n  type = \"jwt\"\n}\n", "1:8", "must be quoted");
+        assert_error(
+            "target \"a\" \"b\" {\n  type = \"jwt\"\n}\n",
+            "1:12",
+            "more than one label",
+        );
+        assert_error(
+            "target \"-bad name\" {\n  type = \"jwt\"\n}\n",
+            "1:8",
+            "target name \"-bad name\" is not valid",
+        );
+    }
+
+    #[test]
+    fn duplicate_names_point_at_the_second() {
+        let source = "target \"t\" {\n  type = \"jwt\"\n}\ntarget \"t\" {\n  type = \"jwt\"\n}\n";
+        assert_error(
+            source,
+            "4:8",
+            "duplicate target \"t\": it is already defined at line 1, column 8",
+        );
+        // A role may share a target's name.
+        let source = format!("target \"r\" {{\n  type = \"jwt\"\n}}\n{}", role(""));
+        assert!(parse_apply_str(&source, "a.hcl").is_ok());
+    }
+
+    #[test]
+    fn bad_duration_is_reported_at_the_value() {
+        assert_error(
+            "role \"r\" {\n  target = \"t\"\n  max_duration = \"4 hours\"\n  auto_approve = true\n}\n",
+            "3:18",
+            "attribute \"max_duration\" in role \"r\": duration \"4 hours\" is not valid",
+        );
+        assert_error(
+            &role("  default_duration = \"8h\"\n"),
+            "5:22",
+            "default_duration \"8h\" is longer than max_duration \"4h\"",
+        );
+    }
+
+    #[test]
+    fn bad_subject_is_reported_at_the_item() {
+        assert_error(
+            &role("  requestable_by = [\"group:dev\", \"dev\"]\n"),
+            "5:34",
+            "attribute \"requestable_by\" in role \"r\": \"dev\" is not a subject: write user:NAME or group:NAME",
+        );
+        let source =
+            "role \"r\" {\n  target = \"t\"\n  max_duration = \"1h\"\n  approval {\n    approvers = []\n  }\n}\n";
+        assert_error(
+            source,
+            "5:17",
+            "attribute \"approvers\" in approval of role \"r\" is empty",
+        );
+    }
+
+    #[test]
+    fn non_literals_are_refused() {
+        let cases = [
+            (
+                "  description = \"hi ${var.x}\"\n",
+                "5:21",
+                "template with ${...} interpolation",
+            ),
+            ("  description = var.x\n", "5:17", "an attribute or index reference"),
+            ("  description = name\n", "5:17", "a variable reference"),
+            ("  description = upper(\"x\")\n", "5:17", "a function call"),
+            (
+                "  description = true ? \"a\" : \"b\"\n",
+                "5:17",
+                "a conditional expression",
+            ),
+            ("  labels = { a = 1 + 2 }\n", "5:18", "an operator expression"),
+        ];
+        for (extra, position, kind) in cases {
+            assert_error(&role(extra), position, "only literal values are supported here");
+            assert_error(&role(extra), position, kind);
+        }
+    }
+
+    #[test]
+    fn wrong_types_name_both_types() {
+        let source = "role \"x\" {\n  target = \"t\"\n  max_duration = \"1h\"\n  approval {\n    approvers = [\"user:a\"]\n    required = \"2\"\n  }\n}\n";
+        assert_error(
+            source,
+            "6:16",
+            "attribute \"required\" in approval of role \"x\" must be a whole number, found a string",
+        );
+        let source = source.replace("\"2\"", "0");
+        assert_error(&source, "6:16", "must be at least 1, found 0");
+        assert_error(
+            &role("  labels = { env = 1 }\n"),
+            "5:20",
+            "attribute \"labels\" in role \"r\", key \"env\" must be a string, found a number",
+        );
+        assert_error(&role("  description = null\n"), "5:17", "must be a string, found null");
+        assert_error(
+            &role("  requestable_by = \"group:dev\"\n"),
+            "5:20",
+            "must be a list of strings, found a string",
+        );
+        assert_error(
+            "target \"t\" {\n  type = \"jwt\"\n  config = { a = null }\n}\n",
+            "3:18",
+            "null is not allowed here",
+        );
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_parser_position() {
+        let errors = errors("role \"r\" {\n  target = \n}\n");
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].starts_with("2:12: syntax error:"), "{errors:#?}");
+    }
+
+    #[test]
+    fn approval_must_be_decided_exactly_once() {
+        assert_error(
+            &role("  approval {\n    approvers = [\"user:a\"]\n  }\n"),
+            "4:18",
+            "role \"r\" sets auto_approve = true and has an approval block",
+        );
+        assert_error(
+            "role \"r\" {\n  target = \"t\"\n  max_duration = \"1h\"\n}\n",
+            "1:1",
+            "role \"r\" does not say how requests are approved; add an approval",
+        );
+    }
+
+    #[test]
+    fn missing_required_attributes_point_at_the_block() {
+        let errors = errors("target \"t\" {}\n\n  role \"r\" {\n  auto_approve = true\n}\n");
+        assert_eq!(
+            errors,
+            [
+                "1:1: missing required attribute \"type\" in target \"t\"; add it, e.g. type = \"jwt\"",
+                "3:3: missing required attribute \"target\" in role \"r\"; add it, e.g. target = \"my-target\"",
+                "3:3: missing required attribute \"max_duration\" in role \"r\"; add it, e.g. max_duration = \"4h\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn all_errors_are_collected_and_displayed_one_per_line() {
+        let source = "oops = 1\nrole \"a\" {\n  target = 5\n  max_duration = \"1h\"\n  auto_approve = true\n}\n";
+        let error = parse_apply_str(source, "f.hcl").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "f.hcl:1:1: unexpected attribute \"oops\" at the top level; no attributes are allowed here, only the blocks: target, role\n\
+             f.hcl:3:12: attribute \"target\" in role \"a\" must be a string, found a number"
+        );
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        assert_error(
+            "target \"t\" {\n  type = \"jwt\"\n  config = { \"é\" = \"é\", x = null }\n}\n",
+            "3:29",
+            "null is not allowed",
+        );
+    }
+
+    #[test]
+    fn reads_files_and_reports_io_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.hcl");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        assert_eq!(parse_apply_file(&path).unwrap().roles.len(), 1);
+        std::fs::write(&path, "role \"r\" {}\n").unwrap();
+        let error = parse_apply_file(&path).unwrap_err();
+        assert!(error.errors()[0].file.ends_with("access.hcl"));
+        let missing = parse_apply_file(&dir.path().join("nope.hcl")).unwrap_err();
+        assert_eq!(missing.errors()[0].line, 0);
+        assert!(
+            missing.to_string().contains("nope.hcl: cannot read the file"),
+            "{missing}"
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! HCL configuration files for Hallpass: the access configuration sent by
+//! `hallpass apply -f FILE.hcl` and the server's own `--config FILE.hcl`.
+//!
+//! Files are parsed with `hcl-edit`, which keeps source spans, so every
+//! problem is reported as `FILE:LINE:COLUMN: MESSAGE` and all problems in a
+//! file are reported together. Only literal values are accepted: these files
+//! are data, and interpolation or functions would make them harder to review.
+
+mod apply;
+mod body;
+mod error;
+mod server;
+mod value;
+
+pub use apply::{parse_apply_file, parse_apply_str};
+pub use error::{ConfigError, ConfigErrors};
+pub use server::{LogFormat, ServerConfig, parse_server_config_file, parse_server_config_str};

@@ -1,0 +1,150 @@
+//! The audit log: every step recorded, no secrets, verifiable offline, and
+//! tampering named by sequence number.
+
+use hallpass_e2e::Server;
+use serde_json::Value;
+
+fn busy_server() -> (Server, String) {
+    let server = Server::dev();
+    let request = server.json(
+        &server.alice,
+        &["request", "demo-admin", "--for", "10m", "--reason", "audit me"],
+    );
+    let id = request["id"].as_str().unwrap().to_string();
+    server.json(&server.bob, &["approve", &id]);
+    server.json(&server.alice, &["credentials", &id]);
+    server.json(&server.alice, &["release", &id]);
+    (server, id)
+}
+
+fn export(server: &Server, dir: &std::path::Path) -> (std::path::PathBuf, Vec<String>) {
+    let output = server.run(&server.admin, &["audit", "export"]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let path = dir.join("audit.jsonl");
+    std::fs::write(&path, &text).unwrap();
+    (path, lines)
+}
+
+fn verify_file(server: &Server, path: &std::path::Path) -> (bool, String) {
+    // Offline: no server address or token needed.
+    let output = std::process::Command::new(hallpass_e2e::hallpass_bin())
+        .args(["audit", "verify", "--file"])
+        .arg(path)
+        .env("HALLPASS_ADDR", "http://127.0.0.1:9")
+        .env_remove("HALLPASS_TOKEN")
+        .output()
+        .unwrap();
+    let _ = server;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if !output.status.success() {
+        assert_eq!(output.status.code(), Some(3), "verification failure exits 3: {text}");
+    }
+    (output.status.success(), text)
+}
+
+#[test]
+fn every_step_is_recorded_without_secrets() {
+    let (server, id) = busy_server();
+    let events = server.json(&server.admin, &["audit", "list", "--request", &id]);
+    let kinds: Vec<_> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "request.created",
+            "request.approved",
+            "grant.activated",
+            "grant.released"
+        ]
+    );
+    let all = server.json(&server.admin, &["audit", "list"]);
+    let kinds: Vec<String> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    for expected in ["token.created", "target.created", "role.created"] {
+        assert!(kinds.iter().any(|k| k == expected), "{expected} missing from {kinds:?}");
+    }
+    let credential = server.json(&server.alice, &["request", "demo-read", "--for", "5m", "--reason", "x"]);
+    let token = server.json(&server.alice, &["credentials", credential["id"].as_str().unwrap()])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let text = String::from_utf8(server.run(&server.admin, &["audit", "export"]).stdout).unwrap();
+    for secret in [&server.alice, &server.bob, &server.admin, &token] {
+        assert!(!text.contains(secret.as_str()), "a secret leaked into the audit log");
+    }
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!text.contains(signature));
+    // Non-auditors cannot read it.
+    let (status, body) = server.http("GET", "/v1/audit", Some(&server.alice), None);
+    assert_eq!(status, 403, "{body}");
+}
+
+#[test]
+fn exported_log_verifies_offline_and_tampering_is_named() {
+    let (server, _) = busy_server();
+    let temp = tempfile::tempdir().unwrap();
+    let (path, lines) = export(&server, temp.path());
+    assert!(lines.len() >= 8);
+    let (ok, text) = verify_file(&server, &path);
+    assert!(ok, "{text}");
+    assert_eq!(server.json(&server.admin, &["audit", "verify"])["ok"], true);
+
+    let seq_of = |line: &str| serde_json::from_str::<Value>(line).unwrap()["seq"].as_u64().unwrap();
+    let target = 5;
+    let target_seq = seq_of(&lines[target]);
+
+    // Changed: an actor rewritten.
+    let mut changed = lines.clone();
+    let mut event: Value = serde_json::from_str(&changed[target]).unwrap();
+    event["actor"] = Value::String("mallory".into());
+    changed[target] = event.to_string();
+    std::fs::write(&path, changed.join("\n")).unwrap();
+    let (ok, text) = verify_file(&server, &path);
+    assert!(!ok);
+    assert!(text.contains(&target_seq.to_string()), "names seq {target_seq}: {text}");
+
+    // Removed.
+    let mut removed = lines.clone();
+    removed.remove(target);
+    std::fs::write(&path, removed.join("\n")).unwrap();
+    let (ok, text) = verify_file(&server, &path);
+    assert!(!ok);
+    assert!(text.contains(&target_seq.to_string()), "names seq {target_seq}: {text}");
+
+    // Reordered.
+    let mut reordered = lines.clone();
+    reordered.swap(target, target + 1);
+    std::fs::write(&path, reordered.join("\n")).unwrap();
+    let (ok, text) = verify_file(&server, &path);
+    assert!(!ok);
+    assert!(text.contains(&target_seq.to_string()), "names seq {target_seq}: {text}");
+}
+
+#[test]
+fn partial_export_verifies_from_its_first_event() {
+    let (server, _) = busy_server();
+    let temp = tempfile::tempdir().unwrap();
+    let output = server.run(&server.admin, &["audit", "export", "--since", "3"]);
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["seq"], 4, "--since is exclusive");
+    let path = temp.path().join("tail.jsonl");
+    std::fs::write(&path, text).unwrap();
+    let (ok, text) = verify_file(&server, &path);
+    assert!(ok, "{text}");
+}

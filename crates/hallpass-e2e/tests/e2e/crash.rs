@@ -1,0 +1,101 @@
+//! Durability across crashes: `kill -9` while a grant is active, restart
+//! after its expiry, and the grant is revoked before the API answers.
+
+use std::time::Duration;
+
+use hallpass_e2e::Server;
+
+const ROLE_FILE: &str = r#"
+target "svc" {
+  type   = "jwt"
+  config = { audience = "svc" }
+}
+role "svc-read" {
+  target         = "svc"
+  max_duration   = "1h"
+  requestable_by = ["group:dev"]
+  auto_approve   = true
+}
+"#;
+
+#[test]
+fn overdue_grant_is_revoked_at_start_up_after_kill_9() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let mut server = Server::persistent(&data_dir);
+    let file = temp.path().join("access.hcl");
+    std::fs::write(&file, ROLE_FILE).unwrap();
+    server.json(&server.admin, &["apply", "-f", file.to_str().unwrap()]);
+    let dev = server.json(
+        &server.admin,
+        &["token", "create", "--principal", "dana", "--groups", "dev"],
+    );
+    let dana = dev["token"].as_str().unwrap().to_string();
+
+    let short = server.json(
+        &dana,
+        &["request", "svc-read", "--for", "2s", "--reason", "before the crash"],
+    );
+    let long = server.json(
+        &dana,
+        &["request", "svc-read", "--for", "1h", "--reason", "survives the crash"],
+    );
+    let short_id = short["id"].as_str().unwrap().to_string();
+    let long_id = long["id"].as_str().unwrap().to_string();
+    assert_eq!(short["state"], "active");
+
+    server.kill_hard();
+    std::thread::sleep(Duration::from_secs(3));
+
+    let server = Server::persistent(&data_dir);
+    // The very first answer after start-up already shows the grant ended.
+    let after = server.json(&dana, &["show", &short_id]);
+    assert_eq!(
+        after["state"], "expired",
+        "overdue grant must be revoked at start-up: {after}"
+    );
+    assert_eq!(after["ended_by"]["by"], "hallpass");
+    assert_eq!(
+        server.json(&dana, &["show", &long_id])["state"],
+        "active",
+        "grants not yet due stay active"
+    );
+
+    let events = server.json(&server.admin, &["audit", "list", "--request", &short_id]);
+    let kinds: Vec<_> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["request.created", "grant.activated", "grant.expired"]);
+    assert_eq!(server.json(&server.admin, &["audit", "verify"])["ok"], true);
+}
+
+#[test]
+fn graceful_shutdown_on_sigterm_and_restart_keeps_everything() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let mut server = Server::persistent(&data_dir);
+    let created = server.json(
+        &server.admin,
+        &[
+            "token",
+            "create",
+            "--principal",
+            "erin",
+            "--groups",
+            "ops",
+            "--ttl",
+            "30d",
+        ],
+    );
+    assert!(server.terminate(), "SIGTERM must stop the server cleanly with exit 0");
+    let server = Server::persistent(&data_dir);
+    let erin = created["token"].as_str().unwrap();
+    let whoami = server.json(erin, &["whoami"]);
+    assert_eq!(whoami["principal"], "erin");
+    // The bootstrap token is created only on the first start.
+    let tokens = server.json(&server.admin, &["token", "list"]);
+    assert_eq!(tokens.as_array().unwrap().len(), 2);
+}

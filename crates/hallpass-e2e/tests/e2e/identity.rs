@@ -1,0 +1,80 @@
+//! Tokens: creation, identity, revocation; and the service endpoints.
+
+use hallpass_e2e::Server;
+
+#[test]
+fn tokens_carry_identity_and_stop_working_when_revoked() {
+    let server = Server::dev();
+    let created = server.json(
+        &server.admin,
+        &[
+            "token",
+            "create",
+            "--principal",
+            "frank",
+            "--groups",
+            "dev,oncall",
+            "--ttl",
+            "1h",
+        ],
+    );
+    let secret = created["token"].as_str().unwrap().to_string();
+    assert!(
+        secret.starts_with("hp_") && secret.len() >= 3 + 43,
+        "≥ 256 bits, base64url: {secret}"
+    );
+    assert!(created["expires_at"].is_string());
+    let me = server.json(&secret, &["whoami"]);
+    assert_eq!(me["principal"], "frank");
+    assert_eq!(me["groups"], serde_json::json!(["dev", "oncall"]));
+    assert_eq!(me["admin"], false);
+
+    let id = created["id"].as_str().unwrap();
+    let output = server.run(&server.admin, &["token", "revoke", id]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let (status, _) = server.http("GET", "/v1/whoami", Some(&secret), None);
+    assert_eq!(status, 401);
+
+    // Only the hash is stored: the secret is nowhere in the database files.
+    for entry in std::fs::read_dir(&server.data_dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains(&secret) && !text.contains(&server.alice),
+            "a token secret is stored in clear"
+        );
+    }
+    let (_, stderr) = server.fails(
+        &server.admin,
+        &["token", "create", "--principal", "x", "--ttl", "forever"],
+    );
+    assert!(stderr.contains("ttl"), "{stderr}");
+}
+
+#[test]
+fn service_endpoints_answer() {
+    let server = Server::dev();
+    let (status, health) = server.http("GET", "/healthz", None, None);
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    let (status, openapi) = server.http("GET", "/v1/openapi.json", None, None);
+    assert_eq!(status, 200);
+    for path in [
+        "/v1/requests",
+        "/v1/requests/{id}/approve",
+        "/v1/grants/{id}/revoke",
+        "/v1/introspect",
+        "/v1/audit/verify",
+    ] {
+        assert!(
+            openapi["paths"][path].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    assert!(openapi["components"]["schemas"]["AccessRequest"].is_object());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(server.data_dir.join("jwt-signing-key.pk8"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "the signing key is readable by others");
+}

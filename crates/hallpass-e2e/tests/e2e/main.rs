@@ -1,0 +1,9 @@
+//! End-to-end tests of the real `hallpass` binary. One test binary with a
+//! module per area, so the suite links once.
+
+mod access_config;
+mod audit;
+mod bad_input;
+mod crash;
+mod identity;
+mod lifecycle;

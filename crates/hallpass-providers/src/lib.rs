@@ -1,0 +1,97 @@
+//! Credential providers: how Hallpass creates and removes access on a target.
+//!
+//! The contract is deliberately small, after Vault's database plugins: check a
+//! target's settings, issue a credential for a grant, hand the secret to its
+//! requester, revoke it. `issue` and `revoke` are idempotent — issuing twice
+//! for one grant yields one credential, revoking something already gone
+//! succeeds — because the scheduler retries them after crashes and failures.
+//! Providers never write the secret anywhere; what they return as metadata is
+//! stored and audited, so it must not contain one.
+
+pub mod jwt;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ProviderError {
+    #[error("invalid {target_type} target settings: {message}")]
+    InvalidConfig { target_type: String, message: String },
+    #[error("target {target}: {message}")]
+    Target { target: String, message: String },
+    #[error("credential error: {0}")]
+    Credential(String),
+}
+
+/// Everything a provider needs to know about one grant.
+#[derive(Debug, Clone)]
+pub struct GrantContext {
+    pub grant_id: String,
+    pub principal: String,
+    pub role: String,
+    pub target: String,
+    pub target_config: Map<String, Value>,
+    pub activated_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The secret handed to the requester; never stored or logged.
+#[derive(Clone)]
+pub struct SecretCredential {
+    pub credential_type: String,
+    pub token: String,
+    pub env: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for SecretCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretCredential")
+            .field("credential_type", &self.credential_type)
+            .finish_non_exhaustive()
+    }
+}
+
+pub trait CredentialProvider: Send + Sync {
+    /// The target `type` this provider serves.
+    fn target_type(&self) -> &'static str;
+
+    /// Checks a target's `config` before it is stored.
+    fn validate_config(&self, config: &Map<String, Value>) -> Result<(), ProviderError>;
+
+    /// Creates the credential on the target. Returns non-secret metadata.
+    fn issue<'a>(&'a self, grant: &'a GrantContext) -> BoxFuture<'a, Result<Value, ProviderError>>;
+
+    /// The secret for an issued grant, for its requester.
+    fn credential(&self, grant: &GrantContext, metadata: &Value) -> Result<SecretCredential, ProviderError>;
+
+    /// Removes the access and checks it is gone. Succeeds when already gone.
+    fn revoke<'a>(&'a self, grant: &'a GrantContext, metadata: &'a Value) -> BoxFuture<'a, Result<(), ProviderError>>;
+}
+
+/// Providers by target type.
+#[derive(Clone, Default)]
+pub struct Registry {
+    providers: HashMap<&'static str, Arc<dyn CredentialProvider>>,
+}
+
+impl Registry {
+    pub fn with(mut self, provider: Arc<dyn CredentialProvider>) -> Self {
+        self.providers.insert(provider.target_type(), provider);
+        self
+    }
+
+    pub fn get(&self, target_type: &str) -> Option<&Arc<dyn CredentialProvider>> {
+        self.providers.get(target_type)
+    }
+
+    pub fn types(&self) -> Vec<&'static str> {
+        let mut types: Vec<_> = self.providers.keys().copied().collect();
+        types.sort_unstable();
+        types
+    }
+}

@@ -1,0 +1,121 @@
+# shellcheck shell=bash
+# Installs what a fresh Debian machine lacks for scripts/test. Source, don't run.
+# Needs scripts/lib/common.sh.
+
+DEPS_POLICY_RC_CREATED=""
+
+# Is the Debian package installed? (Only used where no command identifies it.)
+deb_installed() {
+  [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
+has_pip() {
+  command -v pip3 >/dev/null 2>&1 && return 0
+  [[ -x /usr/bin/python3 ]] && /usr/bin/python3 -m pip --version >/dev/null 2>&1
+}
+
+# Print the Debian packages that are missing, one per line.
+deps_missing_packages() {
+  deb_installed build-essential || echo build-essential
+  deb_installed ca-certificates || echo ca-certificates
+  have_cmds pkg-config || echo pkg-config
+  have_cmds cmake || echo cmake
+  pg_bindir >/dev/null || echo postgresql
+  have_cmds psql pg_isready || echo postgresql-client
+  have_cmds mariadbd mariadb-install-db || echo mariadb-server
+  have_cmds mariadb mariadb-admin || echo mariadb-client
+  have_cmds redis-server || echo redis-server
+  have_cmds redis-cli || echo redis-tools
+  [[ -x /usr/sbin/sshd ]] || echo openssh-server
+  have_cmds ssh ssh-keygen ssh-keyscan || echo openssh-client
+  have_cmds curl || echo curl
+  have_cmds jq || echo jq
+  have_cmds ps pgrep || echo procps
+  has_pip || echo python3-pip
+}
+
+# Keep apt from starting the system-wide daemons it installs (postgresql,
+# mariadb, redis, ssh): we start our own throwaway instances, and a fresh
+# sshd listening on every interface is not something a test run should leave
+# behind. Only done when no policy-rc.d exists yet; removed again afterwards.
+deps_block_service_start() {
+  local f=/usr/sbin/policy-rc.d
+  [[ -e $f ]] && return 0
+  printf '#!/bin/sh\n# Temporary, created by hallpass scripts/test.\nexit 101\n' >"$f"
+  chmod 0755 "$f"
+  DEPS_POLICY_RC_CREATED=$f
+}
+
+deps_unblock_service_start() {
+  if [[ -n $DEPS_POLICY_RC_CREATED ]]; then
+    rm -f -- "$DEPS_POLICY_RC_CREATED"
+    DEPS_POLICY_RC_CREATED=""
+  fi
+}
+
+deps_install_system() {
+  if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+    warn "not a Debian-like system (no apt-get/dpkg-query): not installing anything"
+    return 0
+  fi
+
+  local missing=()
+  mapfile -t missing < <(deps_missing_packages)
+  if ((${#missing[@]} == 0)); then
+    info "system packages: all present"
+    return 0
+  fi
+
+  local sudo=()
+  if ((EUID != 0)); then
+    command -v sudo >/dev/null 2>&1 ||
+      die "missing packages (${missing[*]}) and not root / no sudo: install them first"
+    sudo=(sudo)
+  fi
+
+  info "installing: ${missing[*]}"
+  local log rc=0
+  log=$(mktemp -t hallpass-apt.XXXXXX)
+  if ((EUID == 0)); then
+    deps_block_service_start
+  fi
+  {
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+      apt-get -qq -o DPkg::Lock::Timeout=300 update &&
+      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get -qq -y -o DPkg::Lock::Timeout=300 -o Dpkg::Use-Pty=0 \
+        install --no-install-recommends "${missing[@]}"
+  } >"$log" 2>&1 || rc=$?
+  deps_unblock_service_start
+  if ((rc != 0)); then
+    cat "$log" >&2
+    rm -f -- "$log"
+    die "apt-get install failed (exit $rc) for: ${missing[*]}"
+  fi
+  rm -f -- "$log"
+
+  local still=()
+  mapfile -t still < <(deps_missing_packages)
+  ((${#still[@]} == 0)) || die "still missing after apt-get install: ${still[*]}"
+}
+
+deps_install_rust_tools() {
+  if ! command -v cargo >/dev/null 2>&1 && [[ -r ${CARGO_HOME:-$HOME/.cargo}/env ]]; then
+    # shellcheck disable=SC1091
+    . "${CARGO_HOME:-$HOME/.cargo}/env"
+  fi
+  command -v cargo >/dev/null 2>&1 ||
+    die "cargo not found: install Rust with rustup (https://rustup.rs) first"
+
+  if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 || die "rustfmt/clippy missing and no rustup to add them"
+    info "adding rustup components: rustfmt clippy"
+    rustup component add rustfmt clippy
+  fi
+
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    info "installing cargo-nextest (cargo install --locked; takes a few minutes)"
+    cargo install cargo-nextest --locked --quiet
+  fi
+  info "rust: $(cargo --version), $(cargo nextest --version 2>/dev/null | head -n1)"
+}
