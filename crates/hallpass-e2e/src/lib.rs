@@ -235,6 +235,20 @@ impl Server {
         }
     }
 
+    /// GET a non-JSON page (e.g. `/metrics`) as text.
+    pub fn text(&self, path: &str) -> String {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let response = reqwest::get(format!("{}{path}", self.addr))
+                .await
+                .expect("http request");
+            response.text().await.expect("body")
+        })
+    }
+
     /// Raw HTTP call; returns (status, body as JSON or Null).
     pub fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<(&str, Vec<u8>)>) -> (u16, Value) {
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -71,6 +71,16 @@ fn service_endpoints_answer() {
         );
     }
     assert!(openapi["components"]["schemas"]["AccessRequest"].is_object());
+    server.json(
+        &server.alice,
+        &["request", "demo-read", "--for", "5m", "--reason", "metrics"],
+    );
+    let metrics = server.text("/metrics");
+    assert!(metrics.contains("hallpass_grants_activated_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("hallpass_requests_total{outcome=\"auto_approved\"} 1"),
+        "{metrics}"
+    );
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(server.data_dir.join("jwt-signing-key.pk8"))
             .unwrap()
