@@ -132,7 +132,9 @@ fn unknown_entry(kind: &str, name: &str, place: &str, expected: &[&str], other_k
             _ => format!("\"{name}\" {place} is an attribute, not a block; write {name} = ..."),
         };
     }
-    let mut message = if expected.is_empty() {
+    let mut message = if expected.is_empty() && other_kind.is_empty() {
+        format!("unexpected {kind} \"{name}\" {place}; nothing is allowed here, leave the block empty")
+    } else if expected.is_empty() {
         let other = if kind == "block" { "attribute" } else { "block" };
         format!(
             "unexpected {kind} \"{name}\" {place}; no {kind}s are allowed here, only the {other}s: {}",

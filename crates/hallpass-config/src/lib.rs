@@ -14,4 +14,4 @@ mod value;
 
 pub use apply::{parse_apply_file, parse_apply_str};
 pub use error::{ConfigError, ConfigErrors};
-pub use server::{LogFormat, ServerConfig, parse_server_config_file, parse_server_config_str};
+pub use server::{LogFormat, SealKey, ServerConfig, Storage, parse_server_config_file, parse_server_config_str};

@@ -539,9 +539,12 @@ impl RequestRecord {
         Ok("grant.revoke_failed")
     }
 
-    /// When the scheduler must next act on this record, if ever.
+    /// When the scheduler must next act on this record, if ever. An approved
+    /// request is due at once: credentials must be issued; whoever approved it
+    /// claims it first, so the scheduler only steps in if that server died.
     pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
         match self.state {
+            RequestState::Approved => Some(self.updated_at),
             RequestState::Active => self.expires_at,
             RequestState::RevokeFailed => self.next_revoke_at,
             _ => None,
@@ -657,6 +660,15 @@ mod tests {
             Err(RuleError::NotAnApprover { .. })
         ));
         assert_eq!(record.state, RequestState::Pending);
+    }
+
+    #[test]
+    fn approved_requests_are_due_at_once_and_pending_ones_never() {
+        let mut record = open(1);
+        assert_eq!(record.next_deadline(), None, "nothing to do while pending");
+        record.approve(&principal("bob", &["approvers"]), None, now()).unwrap();
+        assert_eq!(record.next_deadline(), Some(now()), "credentials must be issued now");
+        record.deny(&principal("bob", &["approvers"]), None, now()).unwrap_err();
     }
 
     #[test]

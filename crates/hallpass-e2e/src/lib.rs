@@ -5,15 +5,63 @@
 //! never see each other's state. The binary is the one `cargo build` put in
 //! the target dir (`scripts/test` builds it before running the suite).
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 pub const ROOT_TOKEN: &str = "hp_e2e_root_token_0123456789";
+/// The seal key the servers under test use on PostgreSQL (32 bytes, base64).
+pub const SEAL_KEY: &str = "aGFsbHBhc3MtZTJlLXNlYWwta2V5LTMyLWJ5dGVzLiE=";
+
+/// Which store the servers under test use: `HALLPASS_TEST_BACKEND=postgres`
+/// (with `HALLPASS_TEST_POSTGRES_URL`, as `scripts/test` sets) or SQLite.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("HALLPASS_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Some(
+            std::env::var("HALLPASS_TEST_POSTGRES_URL")
+                .expect("HALLPASS_TEST_BACKEND=postgres needs HALLPASS_TEST_POSTGRES_URL (scripts/test sets it)"),
+        ),
+        _ => None,
+    }
+}
+
+/// Runs one SQL command with `psql`, asserting success; returns its
+/// unaligned output.
+fn psql(url: &str, sql: &str) -> String {
+    let output = Command::new("psql")
+        .arg(url)
+        .args(["-v", "ON_ERROR_STOP=1", "-qtAc", sql])
+        .output()
+        .expect("run psql");
+    assert!(
+        output.status.success(),
+        "psql {sql:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A database of its own for the server whose data dir is `data_dir`
+/// (restarts on the same dir reuse it); created on first use. `base_url`
+/// names a server where the caller may `CREATE DATABASE`.
+pub fn database_for(base_url: &str, data_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut hasher);
+    let name = format!("hp_{:016x}", hasher.finish());
+    let exists = psql(base_url, &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"));
+    if exists.trim() != "1" {
+        psql(base_url, &format!("CREATE DATABASE {name}"));
+    }
+    let (prefix, _) = base_url.rsplit_once('/').expect("a database URL has a path");
+    format!("{prefix}/{name}")
+}
 
 /// Path of the `hallpass` binary under test.
 pub fn hallpass_bin() -> PathBuf {
@@ -30,6 +78,8 @@ pub struct Server {
     child: Option<Child>,
     pub addr: String,
     pub data_dir: PathBuf,
+    /// The PostgreSQL database, when the backend is PostgreSQL.
+    pub database_url: Option<String>,
     pub admin: String,
     pub alice: String,
     pub bob: String,
@@ -41,7 +91,7 @@ impl Server {
     pub fn dev() -> Server {
         let temp = tempfile::tempdir().expect("temp dir");
         let data_dir = temp.path().join("data");
-        let mut server = Self::spawn(&data_dir, true, &[]);
+        let mut server = Self::spawn(&data_dir, true, Self::suite_database(&data_dir));
         server._temp = Some(temp);
         server
     }
@@ -49,24 +99,53 @@ impl Server {
     /// `hallpass server --data-dir DIR` (not dev): the first start creates
     /// the admin token from HALLPASS_BOOTSTRAP_TOKEN.
     pub fn persistent(data_dir: &Path) -> Server {
-        Self::spawn(data_dir, false, &[])
+        Self::spawn(data_dir, false, Self::suite_database(data_dir))
     }
 
-    fn spawn(data_dir: &Path, dev: bool, extra: &[&str]) -> Server {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
+    /// One of several servers sharing the PostgreSQL database
+    /// `database_url` (not dev), whatever this suite's backend. Like
+    /// [`Server::persistent`], the first start on an empty database creates
+    /// the admin token: start one replica alone before the others.
+    pub fn replica(database_url: &str, data_dir: &Path) -> Server {
+        Self::spawn(data_dir, false, Some(database_url.to_string()))
+    }
+
+    /// The suite's database for the server of `data_dir`, if on PostgreSQL.
+    fn suite_database(data_dir: &Path) -> Option<String> {
+        postgres_url().map(|base| database_for(&base, data_dir))
+    }
+
+    /// The command that starts a server on `addr` for `data_dir` with this
+    /// suite's backend; returns it with the database URL in use.
+    pub fn command(data_dir: &Path, addr: &str) -> (Command, Option<String>) {
+        let database_url = Self::suite_database(data_dir);
+        (Self::command_on(data_dir, addr, database_url.as_deref()), database_url)
+    }
+
+    /// The command that starts a server on `addr` for `data_dir`, on
+    /// PostgreSQL at `database_url` or else on SQLite.
+    fn command_on(data_dir: &Path, addr: &str, database_url: Option<&str>) -> Command {
         let mut command = Command::new(hallpass_bin());
         command
             .arg("server")
-            .args(["--listen", &addr, "--data-dir"])
-            .arg(data_dir)
-            .args(extra);
+            .args(["--listen", addr, "--data-dir"])
+            .arg(data_dir);
+        if let Some(url) = database_url {
+            command.args(["--database-url", url]).env("HALLPASS_SEAL_KEY", SEAL_KEY);
+        }
+        command.env_remove("HALLPASS_TOKEN").env("RUST_LOG", "warn");
+        command
+    }
+
+    fn spawn(data_dir: &Path, dev: bool, database_url: Option<String>) -> Server {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut command = Self::command_on(data_dir, &addr, database_url.as_deref());
         if dev {
             command.args(["--dev", "--dev-root-token", ROOT_TOKEN]);
         } else {
             command.env("HALLPASS_BOOTSTRAP_TOKEN", ROOT_TOKEN);
         }
-        command.env_remove("HALLPASS_TOKEN").env("RUST_LOG", "warn");
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -84,6 +163,7 @@ impl Server {
             child: Some(child),
             addr: format!("http://{addr}"),
             data_dir: data_dir.to_path_buf(),
+            database_url,
             admin: ROOT_TOKEN.to_string(),
             alice: String::new(),
             bob: String::new(),
@@ -115,10 +195,9 @@ impl Server {
 
     fn healthy(&self) -> bool {
         let host = self.addr.trim_start_matches("http://");
-        let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+        let Ok(mut stream) = TcpStream::connect(host) else {
             return false;
         };
-        use std::io::{Read, Write};
         let request = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         if stream.write_all(request.as_bytes()).is_err() {
             return false;
@@ -126,6 +205,29 @@ impl Server {
         let mut response = String::new();
         let _ = stream.read_to_string(&mut response);
         response.starts_with("HTTP/1.1 200")
+    }
+
+    /// Everything the store holds at rest, as text: the SQLite files, or a
+    /// `pg_dump` of the PostgreSQL database. For checking that no secret is
+    /// stored in clear.
+    pub fn dump_storage(&self) -> String {
+        match &self.database_url {
+            Some(url) => {
+                let output = Command::new("pg_dump").arg(url).output().expect("run pg_dump");
+                assert!(
+                    output.status.success(),
+                    "pg_dump failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                String::from_utf8_lossy(&output.stdout).into_owned()
+            }
+            None => std::fs::read_dir(&self.data_dir)
+                .expect("data dir")
+                .filter_map(Result::ok)
+                .filter(|entry| entry.file_name() != "seal.key")
+                .map(|entry| String::from_utf8_lossy(&std::fs::read(entry.path()).unwrap_or_default()).into_owned())
+                .collect(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -288,4 +390,120 @@ pub fn jwt_claims(token: &str) -> Value {
         .decode(payload)
         .expect("base64url payload");
     serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// One call a [`WebhookRecorder`] received.
+#[derive(Debug, Clone)]
+pub struct WebhookCall {
+    /// `event` of the body: `issue` or `revoke`.
+    pub event: String,
+    pub grant_id: String,
+    /// The `Idempotency-Key` header (empty if missing).
+    pub idempotency_key: String,
+    pub body: Value,
+}
+
+/// An HTTP/1.1 endpoint for `webhook` targets that records every call and
+/// answers `200 OK`; one thread per connection, keep-alive honoured.
+pub struct WebhookRecorder {
+    /// The URL to put in the target's `config.url`.
+    pub url: String,
+    addr: SocketAddr,
+    calls: Arc<Mutex<Vec<WebhookCall>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl WebhookRecorder {
+    pub fn start() -> WebhookRecorder {
+        Self::with_revoke_delay(Duration::ZERO)
+    }
+
+    /// Answers each revoke only `delay` after recording it, like a slow
+    /// system: the caller holds its work that much longer.
+    pub fn with_revoke_delay(delay: Duration) -> WebhookRecorder {
+        use Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the webhook endpoint");
+        let addr = listener.local_addr().expect("local addr");
+        let calls = Arc::default();
+        let stop = Arc::<AtomicBool>::default();
+        let (recorded, stopped) = (Arc::clone(&calls), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let recorded = Arc::clone(&recorded);
+                // A connection the caller drops (or a caller that dies) just
+                // ends its thread.
+                std::thread::spawn(move || {
+                    let _ = Self::serve(stream, &recorded, delay);
+                });
+            }
+        });
+        WebhookRecorder {
+            url: format!("http://{addr}/hook"),
+            addr,
+            calls,
+            stop,
+        }
+    }
+
+    /// Answers the requests of one connection until the caller closes it.
+    fn serve(stream: TcpStream, calls: &Mutex<Vec<WebhookCall>>, revoke_delay: Duration) -> std::io::Result<()> {
+        let mut writer = stream.try_clone()?;
+        let mut reader = BufReader::new(stream);
+        loop {
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line)? == 0 {
+                return Ok(());
+            }
+            let (mut length, mut key) = (0usize, String::new());
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line)? == 0 {
+                    return Ok(());
+                }
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    match name.trim().to_ascii_lowercase().as_str() {
+                        "content-length" => length = value.trim().parse().unwrap_or(0),
+                        "idempotency-key" => key = value.trim().to_string(),
+                        _ => {}
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body)?;
+            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let event = body["event"].as_str().unwrap_or_default().to_string();
+            let revoke = event == "revoke";
+            calls.lock().unwrap().push(WebhookCall {
+                event,
+                grant_id: body["grant_id"].as_str().unwrap_or_default().to_string(),
+                idempotency_key: key,
+                body,
+            });
+            if revoke {
+                std::thread::sleep(revoke_delay);
+            }
+            writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")?;
+        }
+    }
+
+    /// Every call so far, in arrival order.
+    pub fn calls(&self) -> Vec<WebhookCall> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Drop for WebhookRecorder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
 }

@@ -9,6 +9,7 @@
 //! stored and audited, so it must not contain one.
 
 pub mod jwt;
+pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -28,6 +28,9 @@ pub const SYSTEM_ACTOR: &str = "hallpass";
 pub const AUDITOR_GROUP: &str = "auditors";
 /// Longest long-poll a client may ask for.
 const MAX_WAIT_SECONDS: u64 = 60;
+/// How long a claim on due work lasts; if this server dies holding it,
+/// another picks the work up this long after.
+pub const CLAIM_LEASE_SECONDS: i64 = 10;
 
 #[derive(Clone)]
 pub struct App {
@@ -40,6 +43,8 @@ struct Inner {
     signer: Arc<JwtSigner>,
     clock: Arc<dyn Clock>,
     deadlines: mpsc::UnboundedSender<(DateTime<Utc>, String)>,
+    /// Names this server in claims on due work.
+    replica_id: String,
 }
 
 fn new_request_id() -> String {
@@ -128,7 +133,7 @@ fn token_to_api(row: &TokenRow) -> api::TokenInfo {
 }
 
 /// Loads a request inside a write closure, or says it does not exist.
-fn load_request(wtx: &WriteTx<'_>, id: &str) -> ApiResult<RequestRecord> {
+fn load_request(wtx: &mut WriteTx<'_>, id: &str) -> ApiResult<RequestRecord> {
     wtx.read()
         .request(id)?
         .map(|(record, _)| record)
@@ -147,6 +152,16 @@ fn save_with_event(
     Ok(wtx.put_request(record)?)
 }
 
+/// An approved request is activated next by this server; claiming it in the
+/// same transaction keeps other servers' schedulers off it unless this one
+/// dies first.
+fn claim_if_approved(wtx: &mut WriteTx<'_>, record: &RequestRecord, owner: &str) -> ApiResult<()> {
+    if record.state == RequestState::Approved {
+        wtx.claim(&record.id, owner, Duration::seconds(CLAIM_LEASE_SECONDS))?;
+    }
+    Ok(())
+}
+
 fn check_token_groups(groups: &[String]) -> ApiResult<()> {
     groups.iter().try_for_each(|group| check_name("group", group))
 }
@@ -159,6 +174,7 @@ impl App {
         clock: Arc<dyn Clock>,
         deadlines: mpsc::UnboundedSender<(DateTime<Utc>, String)>,
     ) -> Self {
+        let replica_id = format!("replica-{}", uuid::Uuid::now_v7().simple());
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -166,6 +182,7 @@ impl App {
                 signer,
                 clock,
                 deadlines,
+                replica_id,
             }),
         }
     }
@@ -188,6 +205,17 @@ impl App {
             // deadline, and start-up rebuilds the timer from it.
             let _ = self.inner.deadlines.send((deadline, record.id.clone()));
         }
+    }
+
+    /// Claims due work (expiries, revoke retries) for this server, so that
+    /// among several replicas each record is handled by one.
+    pub async fn claim_due(&self, limit: u32) -> ApiResult<Vec<String>> {
+        let owner = self.inner.replica_id.clone();
+        Ok(self
+            .inner
+            .store
+            .write(move |w| w.claim_due(&owner, Duration::seconds(CLAIM_LEASE_SECONDS), limit))
+            .await?)
     }
 
     /// Puts a record back on the timer after scheduled work failed
@@ -514,6 +542,7 @@ impl App {
         };
         let principal = caller.principal.clone();
         let role_name = body.role;
+        let owner = self.inner.replica_id.clone();
         let (record, version) = self
             .inner
             .store
@@ -531,6 +560,7 @@ impl App {
                     "auto_approved": record.auto_approved, "required_approvals": record.required_approvals,
                 });
                 let version = save_with_event(wtx, &record, &principal.name, kind, data)?;
+                claim_if_approved(wtx, &record, &owner)?;
                 Ok((record, version))
             })
             .await?;
@@ -544,6 +574,7 @@ impl App {
 
     pub async fn approve(&self, caller: &Caller, id: String, comment: Option<String>) -> ApiResult<api::AccessRequest> {
         let approver = caller.principal.clone();
+        let owner = self.inner.replica_id.clone();
         let (record, version) = self
             .inner
             .store
@@ -554,6 +585,7 @@ impl App {
                 let data = json!({"comment": comment, "approvals": record.approvals.len(),
                                   "required_approvals": record.required_approvals, "state": record.state});
                 let version = save_with_event(wtx, &record, &approver.name, kind, data)?;
+                claim_if_approved(wtx, &record, &owner)?;
                 Ok((record, version))
             })
             .await?;
@@ -664,9 +696,15 @@ impl App {
     }
 
     /// Issues credentials for an approved request and starts its clock.
+    ///
+    /// The clock starts when the request became approved, which is when the
+    /// first issue attempt is made. Retries (after a crash or a failed
+    /// attempt) reuse that time, so every attempt sends the target the same
+    /// grant window under the same idempotency key, and a retry never
+    /// stretches access beyond what the first attempt asked for.
     pub async fn activate(&self, record: RequestRecord) -> ApiResult<api::AccessRequest> {
         let (provider, target) = self.provider_for(&record.target).await?;
-        let activated_at = self.now();
+        let activated_at = record.updated_at;
         let context = Self::grant_context(&record, &target, activated_at);
         let metadata = provider.issue(&context).await.map_err(|e| {
             ApiError::new(
@@ -887,7 +925,7 @@ impl App {
 
     /// Verifies the whole live chain, and that it ends at the writer's head.
     pub async fn audit_verify(&self) -> ApiResult<api::VerifyReport> {
-        let head = *self.inner.store.changes().borrow();
+        let head = self.inner.store.read(|r| r.audit_head_seq()).await?;
         let mut verifier = ChainVerifier::from_genesis();
         let mut since = 0;
         loop {

@@ -2,7 +2,6 @@
 //! (demo target, two roles, tokens for admin, alice and bob).
 
 use std::net::SocketAddr;
-use std::path::Path;
 
 use anyhow::{Context, bail};
 use hallpass_api as api;
@@ -66,12 +65,9 @@ const DEMO_CONFIG: &str = r#"{
 }"#;
 
 /// Seeds the playground on an empty store and prints its tokens.
-pub async fn seed(app: &App, settings: &Settings, data_dir: &Path) -> anyhow::Result<()> {
+pub async fn seed(app: &App, settings: &Settings, storage: &str) -> anyhow::Result<()> {
     if app.token_count().await? > 0 {
-        println!(
-            "Dev data in {} is already seeded; its tokens were printed at its first start.",
-            data_dir.display()
-        );
+        println!("Dev data in {storage} is already seeded; its tokens were printed at its first start.");
         return Ok(());
     }
     if let Some(token) = &settings.dev_root_token {
@@ -113,13 +109,12 @@ pub async fn seed(app: &App, settings: &Settings, data_dir: &Path) -> anyhow::Re
         )
         .await?;
     println!(
-        "Hallpass dev server: throwaway data in {dir}\n\
+        "Hallpass dev server: data in {storage}\n\
          Seeded target `demo` (jwt), roles `demo-read` (auto-approved, max 1h) and `demo-admin` (1 approval from group:approvers, max 4h).\n\n\
          Tokens (dev only; anyone with one acts as that principal):\n\
          \x20 admin (group admins):    {admin}\n\
          \x20 alice (group dev):       {alice}\n\
          \x20 bob   (group approvers): {bob}\n",
-        dir = data_dir.display(),
         admin = admin.token,
         alice = alice.token,
         bob = bob.token,

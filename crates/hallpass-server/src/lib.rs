@@ -14,6 +14,7 @@ mod dev;
 pub mod error;
 pub mod routes;
 pub mod scheduler;
+pub mod seal;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,8 +25,9 @@ use axum::extract::DefaultBodyLimit;
 use hallpass_config::{LogFormat, ServerConfig};
 use hallpass_core::{Clock, SystemClock};
 use hallpass_providers::jwt::{JwtProvider, JwtSigner};
+use hallpass_providers::webhook::WebhookProvider;
 use hallpass_providers::{CredentialProvider, Registry};
-use hallpass_store::Store;
+use hallpass_store::{Backend, Store};
 use tokio::sync::{mpsc, watch};
 
 use crate::app::App;
@@ -41,6 +43,8 @@ pub struct ServerOptions {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub dev_root_token: Option<String>,
+    /// `postgres://...`: use PostgreSQL instead of the embedded SQLite.
+    pub database_url: Option<String>,
 }
 
 /// Settings after flags, config file and defaults are merged.
@@ -55,6 +59,9 @@ pub struct Settings {
     pub log_level: String,
     pub max_body_bytes: usize,
     pub dev_root_token: Option<String>,
+    /// PostgreSQL URL; `None` means the embedded SQLite in the data dir.
+    pub database_url: Option<String>,
+    pub seal_key: Option<hallpass_config::SealKey>,
 }
 
 impl Settings {
@@ -72,7 +79,16 @@ impl Settings {
             .parse()
             .with_context(|| format!("--listen {listen_text:?} is not an address like 127.0.0.1:7070"))?;
         let data_dir = options.data_dir.or(config.data_dir);
-        if !options.dev && data_dir.is_none() {
+        let database_url = options.database_url.or(match config.storage {
+            Some(hallpass_config::Storage::Postgres { url }) => Some(url),
+            Some(hallpass_config::Storage::Sqlite) | None => None,
+        });
+        if let Some(url) = &database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            bail!("--database-url must be a PostgreSQL URL like postgres://user@host:5432/hallpass");
+        }
+        if !options.dev && data_dir.is_none() && database_url.is_none() {
             bail!(
                 "no data directory: pass --data-dir DIR (or data_dir in the config file), or run with --dev for a throwaway playground"
             );
@@ -99,6 +115,8 @@ impl Settings {
             log_level: config.log_level.unwrap_or_else(|| "info".to_string()),
             max_body_bytes,
             dev_root_token: options.dev_root_token,
+            database_url,
+            seal_key: config.seal_key,
         })
     }
 }
@@ -145,29 +163,58 @@ pub async fn serve(
     clock: Arc<dyn Clock>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // In dev mode without --data-dir, everything lives in a temp dir that is
+    // SQLite in dev mode without --data-dir lives in a temp dir that is
     // removed when the server stops.
-    let temp_dir = match settings.data_dir {
-        Some(_) => None,
-        None => Some(
+    let temp_dir = match (&settings.database_url, &settings.data_dir) {
+        (None, None) => Some(
             tempfile::Builder::new()
                 .prefix("hallpass-dev-")
                 .tempdir()
                 .context("cannot create a temp dir")?,
         ),
+        _ => None,
     };
-    let data_dir = match (&settings.data_dir, &temp_dir) {
-        (Some(dir), _) => dir.clone(),
-        (None, Some(temp)) => temp.path().to_path_buf(),
-        (None, None) => bail!("no data directory"),
+    let data_dir = settings
+        .data_dir
+        .clone()
+        .or_else(|| temp_dir.as_ref().map(|t| t.path().to_path_buf()));
+    let backend = match (&settings.database_url, &data_dir) {
+        (Some(url), _) => Backend::Postgres { url: url.clone() },
+        (None, Some(dir)) => Backend::Sqlite { data_dir: dir.clone() },
+        (None, None) => bail!("no storage configured"),
     };
-    let store = Store::open(&data_dir, clock.clone())
-        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+    let sqlite_dir = match &backend {
+        Backend::Sqlite { data_dir } => Some(data_dir.as_path()),
+        Backend::Postgres { .. } => None,
+    };
+    if let Some(dir) = sqlite_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let seal_key = seal::resolve_key(settings.seal_key.clone(), sqlite_dir)?;
+    let sealer = seal::Sealer::new(&seal_key)?;
+    // Opening connects synchronously (and runs migrations): off the runtime.
+    let store = {
+        let (backend, clock) = (backend.clone(), clock.clone());
+        tokio::task::spawn_blocking(move || Store::open(backend, clock))
+            .await
+            .context("store start-up panicked")?
+    }
+    .with_context(|| format!("cannot open the {backend:?} store"))?;
+    let signing_key = seal::unseal_signing_key(&store, &sealer).await?;
     let signer = Arc::new(
-        JwtSigner::load_or_create(&data_dir.join("jwt-signing-key.pk8"), settings.issuer.clone())
-            .context("cannot load the JWT signing key")?,
+        JwtSigner::from_pkcs8(&signing_key, settings.issuer.clone()).context("cannot load the JWT signing key")?,
     );
-    let mut registry = Registry::default().with(Arc::new(JwtProvider::new(signer.clone())));
+    if sqlite_dir.is_some() {
+        // One server per SQLite file: claims left by a crash are dead.
+        store
+            .write(|w| -> Result<u64, error::ApiError> { Ok(w.release_all_claims()?) })
+            .await
+            .context("cannot release stale claims")?;
+    }
+    let webhook = WebhookProvider::new().context("cannot set up the webhook provider")?;
+    let mut registry = Registry::default()
+        .with(Arc::new(JwtProvider::new(signer.clone())))
+        .with(Arc::new(webhook));
     for provider in extra_providers {
         registry = registry.with(provider);
     }
@@ -175,7 +222,7 @@ pub async fn serve(
     let app = App::new(store.clone(), registry, signer, clock, deadline_tx);
 
     if settings.dev {
-        dev::seed(&app, &settings, &data_dir).await?;
+        dev::seed(&app, &settings, &format!("{backend:?}")).await?;
     } else {
         dev::bootstrap_admin(&app).await?;
     }
@@ -205,7 +252,7 @@ pub async fn serve(
         )
     })?;
     let local = listener.local_addr().context("listener has no address")?;
-    tracing::info!(listen = %local, data_dir = %data_dir.display(), "hallpass is serving");
+    tracing::info!(listen = %local, storage = ?backend, "hallpass is serving");
     if settings.dev {
         dev::print_ready(local);
     }
@@ -220,25 +267,13 @@ pub async fn serve(
     Ok(())
 }
 
-/// Before serving: finish activations a crash interrupted and end every grant
-/// whose time ran out while the server was down.
+/// Before serving: end every grant whose time ran out while the server was
+/// down, retry failed revocations that are due, and finish activations a
+/// crash interrupted (approved requests are due at once).
 async fn recover(app: &App) -> anyhow::Result<()> {
-    let interrupted = app.store().read(|r| r.approved_not_active()).await?;
-    for record in interrupted {
-        let id = record.id.clone();
-        if let Err(error) = app.activate(record).await {
-            tracing::error!(request_id = %id, %error, "could not finish an interrupted activation; retrying later");
-            app.retry_later(id);
-        }
-    }
-    let now = app.now();
-    let overdue = app.store().read(move |r| r.due_requests(now, u32::MAX)).await?;
-    if !overdue.is_empty() {
-        tracing::info!(
-            count = overdue.len(),
-            "ending grants that expired while the server was down"
-        );
-        scheduler::process(app, overdue.into_iter().map(|r| r.id).collect()).await;
+    let ended = scheduler::drain_due(app).await?;
+    if ended > 0 {
+        tracing::info!(count = ended, "ended grants that became due while the server was down");
     }
     Ok(())
 }

@@ -1,15 +1,20 @@
-//! The in-memory timer that ends grants on time.
+//! Ends grants on time.
 //!
 //! The store is the truth: every active grant and every failed revoke carries
-//! its next deadline in an indexed column. This task keeps a min-heap of those
-//! deadlines (rebuilt from the store at start-up, fed by the app as grants
-//! activate or fail) and sleeps until the earliest. Due work runs with bounded
-//! concurrency, so a burst of expiries shares the store's group commits
-//! instead of queueing one by one. A heap entry is only a hint: the record is
-//! re-read before acting, so stale or duplicate entries are harmless.
+//! its next deadline in an indexed column. Work is taken by *claiming* due
+//! records in the store (a lease of [`crate::app::CLAIM_LEASE_SECONDS`]), so when several
+//! servers share a database each record is handled by one of them, and the
+//! work of a server that dies is picked up by another once its lease lapses.
+//!
+//! A min-heap of this server's own deadlines (rebuilt from the store at
+//! start-up, fed as grants activate or fail) says when to wake; between
+//! deadlines the scheduler also polls, to see other servers' grants and
+//! lapsed claims. Claimed work runs with bounded concurrency, so a burst of
+//! expiries shares the store's group commits.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -19,6 +24,10 @@ use crate::app::App;
 
 /// How many due records are processed at once.
 const CONCURRENCY: usize = 256;
+/// Most records claimed per round.
+const CLAIM_BATCH: u32 = 1000;
+/// Longest sleep between looks at the store.
+const POLL_INTERVAL: StdDuration = StdDuration::from_secs(1);
 
 pub type Deadline = (DateTime<Utc>, String);
 
@@ -30,25 +39,23 @@ pub async fn run(
 ) {
     let mut heap: BinaryHeap<Reverse<Deadline>> = initial.into_iter().map(Reverse).collect();
     loop {
-        let now = app.now();
-        let mut due = Vec::new();
-        while heap.peek().is_some_and(|Reverse((at, _))| *at <= now) {
-            if let Some(Reverse((_, id))) = heap.pop() {
-                due.push(id);
+        match app.claim_due(CLAIM_BATCH).await {
+            Ok(claimed) if !claimed.is_empty() => {
+                process(&app, claimed).await;
+                continue;
             }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "cannot claim due grants; retrying"),
         }
-        if !due.is_empty() {
-            process(&app, due).await;
-            // Collect what arrived meanwhile before sleeping again.
-            while let Ok(entry) = incoming.try_recv() {
-                heap.push(Reverse(entry));
-            }
-            continue;
+        let now = app.now();
+        while heap.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+            heap.pop();
         }
         let sleep = heap
             .peek()
             .map(|Reverse((at, _))| (*at - now).to_std().unwrap_or_default())
-            .unwrap_or(std::time::Duration::from_secs(3600));
+            .unwrap_or(POLL_INTERVAL)
+            .min(POLL_INTERVAL);
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
             entry = incoming.recv() => match entry {
@@ -60,7 +67,7 @@ pub async fn run(
     }
 }
 
-/// Processes due records; failures are logged and retried from the store.
+/// Processes claimed records; failures are logged and retried.
 pub async fn process(app: &App, due: Vec<String>) {
     futures::stream::iter(due)
         .for_each_concurrent(CONCURRENCY, |id| async move {
@@ -70,4 +77,18 @@ pub async fn process(app: &App, due: Vec<String>) {
             }
         })
         .await;
+}
+
+/// Claims and processes everything due now, until nothing new is due. Used
+/// at start-up, before the API serves.
+pub async fn drain_due(app: &App) -> anyhow::Result<usize> {
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let claimed = app.claim_due(CLAIM_BATCH).await?;
+        let fresh: Vec<String> = claimed.into_iter().filter(|id| seen.insert(id.clone())).collect();
+        if fresh.is_empty() {
+            return Ok(seen.len());
+        }
+        process(app, fresh).await;
+    }
 }

@@ -84,7 +84,7 @@ fn caller(name: &str, groups: &[&str]) -> Caller {
 async fn harness(failures: u32) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(SystemClock);
-    let store = Store::open(dir.path(), clock.clone()).unwrap();
+    let store = Store::open_sqlite(dir.path(), clock.clone()).unwrap();
     let signer = Arc::new(JwtSigner::load_or_create(&dir.path().join("key"), "test".into()).unwrap());
     let provider = Arc::new(FlakyProvider {
         failures,

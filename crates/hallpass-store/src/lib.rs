@@ -1,21 +1,27 @@
 //! Persistence for Hallpass: the source of truth.
 //!
-//! One SQLite database in WAL mode with `synchronous = FULL`, so an
-//! acknowledged write survives a crash or power loss. All writes go through a
-//! single writer thread ([`Store::write`]) that runs each caller's closure in
-//! its own savepoint and commits whole batches at once (group commit): under
-//! load many requests share one fsync, and a failing closure rolls back only
-//! its own changes. Each closure sees a [`WriteTx`] whose audit appends chain
-//! onto the in-memory head, so a state change and its audit event always
-//! commit together. Reads run on a small pool of read-only connections.
+//! Two backends behind one API: embedded SQLite (WAL, `synchronous = FULL`,
+//! the default) and PostgreSQL (for production and several replicas). All
+//! writes go through a writer thread ([`Store::write`]) that runs each
+//! caller's closure in its own savepoint and commits whole batches at once
+//! (group commit): under load many requests share one fsync, and a failing
+//! closure rolls back only its own changes. Each closure sees a [`WriteTx`]
+//! whose audit appends chain onto the locked `audit_head` row, so a state
+//! change and its audit event always commit together and replicas share one
+//! chain. Reads run on reader threads with their own connections.
 //!
 //! Records are stored as JSON documents beside a few indexed columns; the
 //! store does not interpret targets or roles, it only keeps them.
 
+mod engine;
+mod pg;
 mod schema;
+pub mod sql;
 mod sqlite;
+mod tx;
 
-pub use sqlite::{ReadTx, Store, WriteTx};
+pub use engine::{Backend, Store};
+pub use tx::{ReadTx, WriteTx};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use thiserror::Error;
@@ -30,6 +36,12 @@ pub enum StoreError {
     Io { path: String, message: String },
     #[error("the store is shut down")]
     Closed,
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    #[error("the transaction could not be committed: {0}")]
+    Commit(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A token row. Only the SHA-256 of the secret is kept.

@@ -1,9 +1,13 @@
-//! Schema migrations, applied in order at start-up; `PRAGMA user_version`
-//! records how many have run.
-
-use rusqlite::Connection;
+//! Schema migrations, applied in order at start-up. The same DDL runs on
+//! SQLite and PostgreSQL (TEXT and BIGINT only). `schema_version` records how
+//! many have run; on PostgreSQL an advisory lock makes replicas that start at
+//! the same time apply them once.
 
 use crate::StoreError;
+use crate::sql::{Conn, Dialect};
+
+/// Arbitrary, fixed: the advisory lock id that serialises migrations.
+const MIGRATION_LOCK: i64 = 0x4841_4c4c_5041_5353;
 
 const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE meta (
@@ -40,17 +44,19 @@ CREATE TABLE requests (
     state         TEXT NOT NULL,
     requester     TEXT NOT NULL,
     role          TEXT NOT NULL,
-    activated     INTEGER NOT NULL,
+    activated     BIGINT NOT NULL,
     next_deadline TEXT,
+    claimed_by    TEXT,
+    claim_until   TEXT,
     created_at    TEXT NOT NULL,
-    version       INTEGER NOT NULL,
+    version       BIGINT NOT NULL,
     record        TEXT NOT NULL
 );
 CREATE INDEX requests_by_created ON requests (created_at);
 CREATE INDEX requests_by_deadline ON requests (next_deadline) WHERE next_deadline IS NOT NULL;
 CREATE INDEX requests_by_state ON requests (state, created_at);
 CREATE TABLE audit (
-    seq        INTEGER PRIMARY KEY,
+    seq        BIGINT PRIMARY KEY,
     time       TEXT NOT NULL,
     actor      TEXT NOT NULL,
     kind       TEXT NOT NULL,
@@ -60,10 +66,37 @@ CREATE TABLE audit (
     hash       TEXT NOT NULL
 );
 CREATE INDEX audit_by_request ON audit (request_id) WHERE request_id IS NOT NULL;
+CREATE TABLE audit_head (
+    id   BIGINT PRIMARY KEY,
+    seq  BIGINT NOT NULL,
+    hash TEXT NOT NULL
+);
+INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
 "#];
 
-pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let applied: usize = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+pub fn migrate(conn: &mut dyn Conn) -> Result<(), StoreError> {
+    let postgres = conn.dialect() == Dialect::Postgres;
+    if postgres {
+        conn.batch(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+    }
+    let result = apply_pending(conn);
+    if postgres {
+        let unlocked = conn.batch(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"));
+        result?;
+        return unlocked;
+    }
+    result
+}
+
+fn apply_pending(conn: &mut dyn Conn) -> Result<(), StoreError> {
+    conn.batch("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")?;
+    let applied = match conn.query_one("SELECT version FROM schema_version", &[])? {
+        Some(row) => usize::try_from(row.int(0)?).unwrap_or(usize::MAX),
+        None => {
+            conn.execute("INSERT INTO schema_version (version) VALUES (0)", &[])?;
+            0
+        }
+    };
     if applied > MIGRATIONS.len() {
         return Err(StoreError::Corrupt(format!(
             "the database has schema version {applied}, newer than this build knows ({}); upgrade hallpass",
@@ -71,10 +104,20 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         )));
     }
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(migration)?;
-        tx.pragma_update(None, "user_version", index + 1)?;
-        tx.commit()?;
+        conn.batch(conn.dialect().begin())?;
+        let step = conn.batch(migration).and_then(|()| {
+            conn.execute(
+                "UPDATE schema_version SET version = $1",
+                crate::sql_params![(index + 1) as i64],
+            )
+        });
+        match step {
+            Ok(_) => conn.batch("COMMIT")?,
+            Err(error) => {
+                let _ = conn.batch("ROLLBACK");
+                return Err(error);
+            }
+        }
     }
     Ok(())
 }

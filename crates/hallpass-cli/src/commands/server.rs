@@ -24,6 +24,10 @@ pub struct ServerArgs {
     /// Fixed admin token for --dev instead of a random one.
     #[arg(long, env = "HALLPASS_DEV_ROOT_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub dev_root_token: Option<String>,
+    /// Use PostgreSQL (`postgres://user@host:5432/db`) instead of the
+    /// embedded SQLite; several servers may share one database.
+    #[arg(long, env = "HALLPASS_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    pub database_url: Option<String>,
 }
 
 pub async fn run(args: ServerArgs) -> CmdResult {
@@ -33,6 +37,7 @@ pub async fn run(args: ServerArgs) -> CmdResult {
         listen: args.listen,
         data_dir: args.data_dir,
         dev_root_token: args.dev_root_token,
+        database_url: args.database_url,
     };
     hallpass_server::run(options).await?;
     ok()

@@ -99,3 +99,29 @@ fn graceful_shutdown_on_sigterm_and_restart_keeps_everything() {
     let tokens = server.json(&server.admin, &["token", "list"]);
     assert_eq!(tokens.as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn wrong_seal_key_fails_clearly_and_changes_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let server = Server::persistent(&data_dir);
+    let events = server.audit_len();
+    drop(server);
+
+    // HALLPASS_SEAL_KEY wins over the key file (SQLite) and replaces the
+    // suite's key (PostgreSQL).
+    let wrong = "d3Jvbmctc2VhbC1rZXktd3Jvbmctc2VhbC1rZXktISE=";
+    let (mut command, _) = Server::command(&data_dir, "127.0.0.1:9");
+    let output = command
+        .env("HALLPASS_SEAL_KEY", wrong)
+        .output()
+        .expect("run hallpass server");
+    assert!(!output.status.success(), "a wrong seal key must stop the server");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("seal key does not match"), "{stderr}");
+    assert!(!stderr.contains(wrong), "the key is not echoed: {stderr}");
+
+    let server = Server::persistent(&data_dir);
+    assert_eq!(server.audit_len(), events, "the failed start changed nothing");
+    assert_eq!(server.json(&server.admin, &["audit", "verify"])["ok"], true);
+}

@@ -7,3 +7,4 @@ mod bad_input;
 mod crash;
 mod identity;
 mod lifecycle;
+mod replicas;

@@ -1,0 +1,419 @@
+//! The store handle: a writer thread that group-commits closures, reader
+//! threads, and the change counter. Backend-agnostic: it only sees [`Conn`].
+//!
+//! Each batch of write closures runs in one transaction that first locks the
+//! `audit_head` row. With one server that costs nothing; with several
+//! replicas on PostgreSQL it is what keeps the audit log one valid chain:
+//! batches from different replicas take turns appending to it.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::Duration;
+
+use hallpass_core::Clock;
+use tokio::sync::{oneshot, watch};
+
+use crate::sql::{Conn, SqlValue};
+use crate::tx::{ChainHead, ReadTx, WriteTx};
+use crate::{StoreError, pg, schema, sqlite};
+
+/// Most closures committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// Reader threads (and connections).
+const READERS: usize = 4;
+
+/// Where the data lives.
+#[derive(Clone)]
+pub enum Backend {
+    /// `hallpass.db` in this directory.
+    Sqlite { data_dir: PathBuf },
+    /// A PostgreSQL database shared by every replica.
+    Postgres { url: String },
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Sqlite { data_dir } => write!(f, "sqlite ({})", data_dir.display()),
+            // The URL may carry a password.
+            Backend::Postgres { .. } => f.write_str("postgres"),
+        }
+    }
+}
+
+/// Hands a job's result to its caller once the batch's fate is known: the
+/// argument is the commit error, if the commit failed.
+type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+struct Pending {
+    ok: bool,
+    deliver: Deliver,
+}
+
+type WriteJob = Box<dyn FnOnce(&mut WriteTx<'_>) -> Pending + Send>;
+type ReadJob = Box<dyn FnOnce(Result<&mut ReadTx<'_>, StoreError>) + Send>;
+type Connect = Arc<dyn Fn() -> Result<Box<dyn Conn>, StoreError> + Send + Sync>;
+
+/// Handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writes: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    reads: Mutex<Option<mpsc::Sender<ReadJob>>>,
+    /// Sequence number of the newest committed audit event, here or (on
+    /// PostgreSQL) on any replica. Every state change writes one, so this is
+    /// the change counter long-polls wait on.
+    changes: watch::Receiver<u64>,
+    threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    backend: Backend,
+}
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<thread::JoinHandle<()>, StoreError> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(body)
+        .map_err(|e| StoreError::Io {
+            path: name.into(),
+            message: e.to_string(),
+        })
+}
+
+impl Store {
+    /// Opens the backend, applies migrations, and starts the threads.
+    pub fn open(backend: Backend, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+        let (writer_connect, reader_connect): (Connect, Connect) = match &backend {
+            Backend::Sqlite { data_dir } => {
+                let path = sqlite::prepare_file(data_dir)?;
+                let reader_path = path.clone();
+                (
+                    Arc::new(move || Ok(Box::new(sqlite::open_writer(&path)?) as Box<dyn Conn>)),
+                    Arc::new(move || Ok(Box::new(sqlite::open_reader(&reader_path)?) as Box<dyn Conn>)),
+                )
+            }
+            Backend::Postgres { url } => {
+                let url = url.clone();
+                let connect: Connect = Arc::new(move || Ok(Box::new(pg::connect(&url)?) as Box<dyn Conn>));
+                (connect.clone(), connect)
+            }
+        };
+        let mut writer = writer_connect()?;
+        schema::migrate(writer.as_mut())?;
+        let head = load_head(writer.as_mut())?;
+        let (changes_tx, changes_rx) = watch::channel(head.seq);
+        let changes_tx = Arc::new(changes_tx);
+
+        let mut threads = Vec::new();
+        let (write_tx, write_rx) = mpsc::channel::<WriteJob>();
+        let writer_changes = changes_tx.clone();
+        threads.push(spawn("hallpass-store-writer", move || {
+            writer_loop(writer, writer_connect, write_rx, &writer_changes, clock.as_ref())
+        })?);
+
+        let (read_tx, read_rx) = mpsc::channel::<ReadJob>();
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        for index in 0..READERS {
+            let conn = reader_connect()?;
+            let (connect, jobs) = (reader_connect.clone(), read_rx.clone());
+            threads.push(spawn(&format!("hallpass-store-reader-{index}"), move || {
+                reader_loop(conn, connect, &jobs)
+            })?);
+        }
+
+        if let Backend::Postgres { url } = &backend {
+            // Detached: it blocks on the socket and ends with the process.
+            let listener = pg::connect(url)?;
+            spawn("hallpass-store-listener", {
+                let url = url.clone();
+                move || listen_loop(listener, &url, &changes_tx)
+            })?;
+        }
+
+        Ok(Store {
+            inner: Arc::new(Inner {
+                writes: Mutex::new(Some(write_tx)),
+                reads: Mutex::new(Some(read_tx)),
+                changes: changes_rx,
+                threads: Mutex::new(threads),
+                backend,
+            }),
+        })
+    }
+
+    /// Opens the embedded SQLite store in `data_dir`.
+    pub fn open_sqlite(data_dir: &std::path::Path, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+        Self::open(
+            Backend::Sqlite {
+                data_dir: data_dir.to_path_buf(),
+            },
+            clock,
+        )
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    /// Runs `f` in the writer's transaction. The result is returned only after
+    /// the transaction is durably committed; if `f` fails, its changes (and
+    /// any audit events it appended) are rolled back and nothing else is.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel::<Result<T, E>>();
+        let job: WriteJob = Box::new(move |wtx| {
+            let result = f(wtx);
+            Pending {
+                ok: result.is_ok(),
+                deliver: Box::new(move |commit_error| {
+                    let outcome = match (commit_error, result) {
+                        (Some(error), Ok(_)) => Err(E::from(StoreError::Commit(error.to_string()))),
+                        (_, result) => result,
+                    };
+                    let _ = reply_tx.send(outcome);
+                }),
+            }
+        });
+        submit(&self.inner.writes, job)?;
+        reply_rx.await.map_err(|_| E::from(StoreError::Closed))?
+    }
+
+    /// Runs `f` on a reader connection (its own thread), off the runtime.
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut ReadTx<'_>) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (reply_tx, reply_rx) = oneshot::channel::<Result<T, E>>();
+        let job: ReadJob = Box::new(move |rtx| {
+            let _ = reply_tx.send(rtx.map_err(E::from).and_then(f));
+        });
+        submit(&self.inner.reads, job)?;
+        reply_rx.await.map_err(|_| E::from(StoreError::Closed))?
+    }
+
+    /// Sequence number of the newest committed audit event; changes whenever
+    /// any state changes.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes.clone()
+    }
+
+    /// Stops the threads after everything already queued is committed.
+    pub fn close(&self) {
+        close_queue(&self.inner.writes);
+        close_queue(&self.inner.reads);
+        if let Ok(mut threads) = self.inner.threads.lock() {
+            for handle in threads.drain(..) {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// Queues a job for the writer or a reader; fails once the store is closed.
+fn submit<J>(queue: &Mutex<Option<mpsc::Sender<J>>>, job: J) -> Result<(), StoreError> {
+    let guard = queue.lock().map_err(|_| StoreError::Closed)?;
+    guard
+        .as_ref()
+        .ok_or(StoreError::Closed)?
+        .send(job)
+        .map_err(|_| StoreError::Closed)
+}
+
+/// Drops the sender: the threads drain what is queued, then end.
+fn close_queue<J>(queue: &Mutex<Option<mpsc::Sender<J>>>) {
+    if let Ok(mut sender) = queue.lock() {
+        sender.take();
+    }
+}
+
+pub(crate) fn load_head(conn: &mut dyn Conn) -> Result<ChainHead, StoreError> {
+    let row = conn
+        .query_one("SELECT seq, hash FROM audit_head WHERE id = 1", &[])?
+        .ok_or_else(|| StoreError::Corrupt("the audit_head row is missing".into()))?;
+    Ok(ChainHead {
+        seq: row.int(0)? as u64,
+        hash: row.text(1)?,
+    })
+}
+
+/// Replaces a broken connection, retrying with a pause; gives up only when
+/// the store is closing.
+fn reconnect(connect: &Connect, what: &str) -> Option<Box<dyn Conn>> {
+    for attempt in 1u32.. {
+        match connect() {
+            Ok(conn) => return Some(conn),
+            Err(error) => {
+                tracing::error!(%error, attempt, "{what}: cannot reconnect to the database; retrying");
+                thread::sleep(Duration::from_millis(500 * u64::from(attempt.min(10))));
+            }
+        }
+    }
+    None
+}
+
+fn writer_loop(
+    mut conn: Box<dyn Conn>,
+    connect: Connect,
+    jobs: mpsc::Receiver<WriteJob>,
+    changes: &watch::Sender<u64>,
+    clock: &dyn Clock,
+) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (pendings, committed) = run_batch(conn.as_mut(), batch, clock);
+        let error = match committed {
+            Ok(seq) => {
+                advance(changes, seq);
+                None
+            }
+            Err(error) => {
+                tracing::error!(%error, "store commit failed; the batch was rolled back");
+                let _ = conn.batch("ROLLBACK");
+                Some(error)
+            }
+        };
+        for pending in pendings {
+            (pending.deliver)(error.as_ref());
+        }
+        if conn.is_broken() {
+            match reconnect(&connect, "store writer") {
+                Some(fresh) => conn = fresh,
+                None => return,
+            }
+        }
+    }
+}
+
+/// Runs one batch in one transaction; returns each job's outcome and the
+/// audit head after commit.
+fn run_batch(conn: &mut dyn Conn, batch: Vec<WriteJob>, clock: &dyn Clock) -> (Vec<Pending>, Result<u64, StoreError>) {
+    let dialect = conn.dialect();
+    let start = conn.batch(dialect.begin()).and_then(|()| {
+        let sql = format!(
+            "SELECT seq, hash FROM audit_head WHERE id = 1{}",
+            dialect.for_update(false)
+        );
+        let row = conn
+            .query_one(&sql, &[])?
+            .ok_or_else(|| StoreError::Corrupt("audit_head row missing".into()))?;
+        Ok(ChainHead {
+            seq: row.int(0)? as u64,
+            hash: row.text(1)?,
+        })
+    });
+    let head = match start {
+        Ok(head) => head,
+        Err(error) => {
+            // The jobs never ran: dropping them tells their callers.
+            drop(batch);
+            return (Vec::new(), Err(error));
+        }
+    };
+    let mut pendings = Vec::with_capacity(batch.len());
+    let mut current = head.clone();
+    for job in batch {
+        if let Err(error) = conn.batch("SAVEPOINT job") {
+            return (pendings, Err(error));
+        }
+        let mut wtx = WriteTx::new(conn, current.clone(), clock);
+        let pending = job(&mut wtx);
+        let after = wtx.head().clone();
+        let step = if pending.ok {
+            current = after;
+            conn.batch("RELEASE SAVEPOINT job")
+        } else {
+            conn.batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
+        };
+        pendings.push(pending);
+        if let Err(error) = step {
+            return (pendings, Err(error));
+        }
+    }
+    let finish = (|| {
+        if current.seq != head.seq {
+            let params = crate::sql_params![current.seq, &current.hash];
+            conn.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", params)?;
+            if conn.dialect() == crate::sql::Dialect::Postgres {
+                let payload = [
+                    SqlValue::Text(pg::CHANGES_CHANNEL.into()),
+                    SqlValue::Text(current.seq.to_string()),
+                ];
+                conn.execute("SELECT pg_notify($1, $2)", &payload)?;
+            }
+        }
+        conn.batch("COMMIT")
+    })();
+    (pendings, finish.map(|()| current.seq))
+}
+
+/// Moves the change counter forward (never back: notifications from other
+/// replicas may arrive out of order).
+fn advance(changes: &watch::Sender<u64>, seq: u64) {
+    changes.send_if_modified(|current| {
+        let newer = seq > *current;
+        if newer {
+            *current = seq;
+        }
+        newer
+    });
+}
+
+fn reader_loop(mut conn: Box<dyn Conn>, connect: Connect, jobs: &Mutex<mpsc::Receiver<ReadJob>>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(receiver) => match receiver.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+            Err(_) => return,
+        };
+        job(Ok(&mut ReadTx::new(conn.as_mut())));
+        if conn.is_broken() {
+            match reconnect(&connect, "store reader") {
+                Some(fresh) => conn = fresh,
+                None => return,
+            }
+        }
+    }
+}
+
+/// Follows other replicas' commits through LISTEN/NOTIFY.
+fn listen_loop(mut conn: pg::PgConn, url: &str, changes: &watch::Sender<u64>) {
+    loop {
+        let listening = conn.batch(&format!("LISTEN {}", pg::CHANGES_CHANNEL));
+        let outcome: Result<(), StoreError> = listening.and_then(|()| {
+            loop {
+                match conn.next_notification()? {
+                    Some(payload) => {
+                        if let Ok(seq) = payload.parse::<u64>() {
+                            advance(changes, seq);
+                        }
+                    }
+                    None => return Err(StoreError::Postgres("notification stream ended".into())),
+                }
+            }
+        });
+        if let Err(error) = outcome {
+            tracing::warn!(%error, "change listener lost its connection; reconnecting");
+        }
+        thread::sleep(Duration::from_secs(1));
+        match pg::connect(url) {
+            Ok(fresh) => conn = fresh,
+            Err(error) => tracing::warn!(%error, "change listener cannot reconnect yet"),
+        }
+    }
+}

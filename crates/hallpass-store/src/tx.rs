@@ -1,0 +1,386 @@
+//! The operations a write or read closure can perform, in SQL shared by both
+//! backends.
+
+use chrono::{DateTime, Duration, Utc};
+use hallpass_core::audit::{AuditDraft, AuditEvent};
+use hallpass_core::request::RequestRecord;
+use hallpass_core::{Clock, RequestState};
+
+use crate::sql::{Conn, Row, SqlValue};
+use crate::{ConfigKind, ConfigRow, RequestFilter, StoreError, TokenRow, format_time, sql_params};
+
+/// The head of the audit chain inside the current transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// What a write closure works with: the open transaction and the audit head.
+pub struct WriteTx<'a> {
+    conn: &'a mut dyn Conn,
+    head: ChainHead,
+    clock: &'a dyn Clock,
+}
+
+/// What a read closure works with.
+pub struct ReadTx<'a> {
+    conn: &'a mut dyn Conn,
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl<'a> WriteTx<'a> {
+    pub(crate) fn new(conn: &'a mut dyn Conn, head: ChainHead, clock: &'a dyn Clock) -> Self {
+        Self { conn, head, clock }
+    }
+
+    pub(crate) fn head(&self) -> &ChainHead {
+        &self.head
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Reads inside this transaction (they see its own writes).
+    pub fn read(&mut self) -> ReadTx<'_> {
+        ReadTx { conn: &mut *self.conn }
+    }
+
+    /// Appends an audit event after the current head and returns it.
+    pub fn append_audit(&mut self, draft: AuditDraft) -> Result<AuditEvent, StoreError> {
+        let event = draft.seal(self.head.seq + 1, format_time(self.clock.now()), &self.head.hash);
+        self.conn.execute(
+            "INSERT INTO audit (seq, time, actor, kind, request_id, data, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            sql_params![
+                event.seq,
+                &event.time,
+                &event.actor,
+                &event.kind,
+                event.request_id.as_ref(),
+                json_text(&event.data)?,
+                &event.prev_hash,
+                &event.hash
+            ],
+        )?;
+        self.head = ChainHead {
+            seq: event.seq,
+            hash: event.hash.clone(),
+        };
+        Ok(event)
+    }
+
+    /// Inserts or replaces a request record and releases any claim on it.
+    /// Its version becomes the current audit head, so append the audit event
+    /// first.
+    pub fn put_request(&mut self, record: &RequestRecord) -> Result<u64, StoreError> {
+        let version = self.head.seq;
+        self.conn.execute(
+            "INSERT INTO requests (id, state, requester, role, activated, next_deadline, claimed_by, claim_until,
+                                   created_at, version, record)
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $9)
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, activated = excluded.activated,
+                 next_deadline = excluded.next_deadline, claimed_by = NULL, claim_until = NULL,
+                 version = excluded.version, record = excluded.record",
+            sql_params![
+                &record.id,
+                record.state.as_str(),
+                &record.requester.name,
+                &record.role,
+                record.activated_at.is_some(),
+                record.next_deadline().map(format_time),
+                format_time(record.created_at),
+                version,
+                json_text(record)?
+            ],
+        )?;
+        Ok(version)
+    }
+
+    /// Claims up to `limit` records whose deadline has passed and that nobody
+    /// holds (or whose claim lapsed), for `lease`. Returns their ids. A claim
+    /// ends when the record is next written; work that failed without
+    /// writing waits for its lease to lapse, even for the same server, so a
+    /// persistent failure cannot spin.
+    pub fn claim_due(&mut self, owner: &str, lease: Duration, limit: u32) -> Result<Vec<String>, StoreError> {
+        let now = self.clock.now();
+        let sql = format!(
+            "UPDATE requests SET claimed_by = $1, claim_until = $2 WHERE id IN (
+                 SELECT id FROM requests
+                 WHERE next_deadline IS NOT NULL AND next_deadline <= $3
+                   AND (claim_until IS NULL OR claim_until < $3)
+                 ORDER BY next_deadline LIMIT $4{})
+             RETURNING id",
+            self.conn.dialect().for_update(true)
+        );
+        let rows = self.conn.query(
+            &sql,
+            sql_params![owner, format_time(now + lease), format_time(now), u64::from(limit)],
+        )?;
+        rows.iter().map(|row| row.text(0)).collect()
+    }
+
+    /// Claims one record for `owner` (e.g. an approved request this server
+    /// is about to activate), so no other server takes it unless the lease
+    /// lapses.
+    pub fn claim(&mut self, id: &str, owner: &str, lease: Duration) -> Result<(), StoreError> {
+        let until = format_time(self.clock.now() + lease);
+        self.conn.execute(
+            "UPDATE requests SET claimed_by = $1, claim_until = $2 WHERE id = $3",
+            sql_params![owner, until, id],
+        )?;
+        Ok(())
+    }
+
+    /// Drops every claim. Only for a store no other server uses (SQLite):
+    /// claims left by a crashed predecessor are certainly dead.
+    pub fn release_all_claims(&mut self) -> Result<u64, StoreError> {
+        self.conn.execute(
+            "UPDATE requests SET claimed_by = NULL, claim_until = NULL WHERE claimed_by IS NOT NULL",
+            &[],
+        )
+    }
+
+    pub fn insert_token(&mut self, token: &TokenRow) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO tokens (id, secret_hash, principal, groups_json, created_at, created_by, expires_at, revoked_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            sql_params![
+                &token.id,
+                &token.secret_hash,
+                &token.principal,
+                json_text(&token.groups)?,
+                format_time(token.created_at),
+                &token.created_by,
+                token.expires_at.map(format_time),
+                token.revoked_at.map(format_time)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Marks a token revoked; false when it does not exist or already was.
+    pub fn revoke_token(&mut self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let changed = self.conn.execute(
+            "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            sql_params![format_time(at), id],
+        )?;
+        Ok(changed == 1)
+    }
+
+    pub fn put_config(&mut self, kind: ConfigKind, row: &ConfigRow) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {} (name, reference, document, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (name) DO UPDATE SET reference = excluded.reference, document = excluded.document,
+                 updated_at = excluded.updated_at",
+            kind.table()
+        );
+        self.conn.execute(
+            &sql,
+            sql_params![
+                &row.name,
+                &row.reference,
+                json_text(&row.document)?,
+                format_time(row.created_at),
+                format_time(row.updated_at)
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_config(&mut self, kind: ConfigKind, name: &str) -> Result<bool, StoreError> {
+        let sql = format!("DELETE FROM {} WHERE name = $1", kind.table());
+        Ok(self.conn.execute(&sql, sql_params![name])? == 1)
+    }
+
+    /// Sets `key` unless it is already set; returns the value now stored.
+    /// Concurrent replicas racing to initialise a value all end up with the
+    /// first one.
+    pub fn init_meta(&mut self, key: &str, value: &str) -> Result<String, StoreError> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            sql_params![key, value],
+        )?;
+        self.read()
+            .meta(key)?
+            .ok_or_else(|| StoreError::Corrupt(format!("meta {key} vanished")))
+    }
+}
+
+const TOKEN_COLUMNS: &str = "id, secret_hash, principal, groups_json, created_at, created_by, expires_at, revoked_at";
+const CONFIG_COLUMNS: &str = "name, reference, document, created_at, updated_at";
+const AUDIT_COLUMNS: &str = "seq, time, actor, kind, request_id, data, prev_hash, hash";
+
+fn token_from_row(row: &Row) -> Result<TokenRow, StoreError> {
+    Ok(TokenRow {
+        id: row.text(0)?,
+        secret_hash: row.text(1)?,
+        principal: row.text(2)?,
+        groups: row.json(3)?,
+        created_at: row.time(4)?,
+        created_by: row.text(5)?,
+        expires_at: row.opt_time(6)?,
+        revoked_at: row.opt_time(7)?,
+    })
+}
+
+fn config_from_row(row: &Row) -> Result<ConfigRow, StoreError> {
+    Ok(ConfigRow {
+        name: row.text(0)?,
+        reference: row.text(1)?,
+        document: row.json(2)?,
+        created_at: row.time(3)?,
+        updated_at: row.time(4)?,
+    })
+}
+
+fn request_from_row(row: &Row) -> Result<(RequestRecord, u64), StoreError> {
+    Ok((row.json(0)?, row.int(1)? as u64))
+}
+
+fn audit_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
+    Ok(AuditEvent {
+        seq: row.int(0)? as u64,
+        time: row.text(1)?,
+        actor: row.text(2)?,
+        kind: row.text(3)?,
+        request_id: row.opt_text(4)?,
+        data: row.json(5)?,
+        prev_hash: row.text(6)?,
+        hash: row.text(7)?,
+    })
+}
+
+fn all<T>(rows: Vec<Row>, convert: fn(&Row) -> Result<T, StoreError>) -> Result<Vec<T>, StoreError> {
+    rows.iter().map(convert).collect()
+}
+
+impl<'a> ReadTx<'a> {
+    pub(crate) fn new(conn: &'a mut dyn Conn) -> Self {
+        Self { conn }
+    }
+
+    fn one<T>(
+        &mut self,
+        sql: &str,
+        params: &[SqlValue],
+        convert: fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        self.conn.query_one(sql, params)?.as_ref().map(convert).transpose()
+    }
+
+    pub fn token_by_hash(&mut self, secret_hash: &str) -> Result<Option<TokenRow>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_hash = $1");
+        self.one(&sql, sql_params![secret_hash], token_from_row)
+    }
+
+    pub fn token(&mut self, id: &str) -> Result<Option<TokenRow>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1");
+        self.one(&sql, sql_params![id], token_from_row)
+    }
+
+    pub fn tokens(&mut self) -> Result<Vec<TokenRow>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id");
+        all(self.conn.query(&sql, &[])?, token_from_row)
+    }
+
+    pub fn count_tokens(&mut self) -> Result<u64, StoreError> {
+        let row = self.conn.query_one("SELECT COUNT(*) FROM tokens", &[])?;
+        Ok(row.map(|r| r.int(0)).transpose()?.unwrap_or(0) as u64)
+    }
+
+    pub fn config(&mut self, kind: ConfigKind, name: &str) -> Result<Option<ConfigRow>, StoreError> {
+        let sql = format!("SELECT {CONFIG_COLUMNS} FROM {} WHERE name = $1", kind.table());
+        self.one(&sql, sql_params![name], config_from_row)
+    }
+
+    pub fn configs(&mut self, kind: ConfigKind) -> Result<Vec<ConfigRow>, StoreError> {
+        let sql = format!("SELECT {CONFIG_COLUMNS} FROM {} ORDER BY name", kind.table());
+        all(self.conn.query(&sql, &[])?, config_from_row)
+    }
+
+    /// Names of roles that point at `target`.
+    pub fn roles_of_target(&mut self, target: &str) -> Result<Vec<String>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT name FROM roles WHERE reference = $1 ORDER BY name",
+            sql_params![target],
+        )?;
+        rows.iter().map(|row| row.text(0)).collect()
+    }
+
+    pub fn request(&mut self, id: &str) -> Result<Option<(RequestRecord, u64)>, StoreError> {
+        self.one(
+            "SELECT record, version FROM requests WHERE id = $1",
+            sql_params![id],
+            request_from_row,
+        )
+    }
+
+    /// Newest first.
+    pub fn requests(&mut self, filter: &RequestFilter) -> Result<Vec<(RequestRecord, u64)>, StoreError> {
+        let mut sql = String::from("SELECT record, version FROM requests WHERE 1 = 1");
+        let mut params: Vec<SqlValue> = Vec::new();
+        if let Some(state) = filter.state {
+            params.push(state.as_str().into());
+            sql.push_str(&format!(" AND state = ${}", params.len()));
+        }
+        if let Some(requester) = &filter.requester {
+            params.push(requester.into());
+            sql.push_str(&format!(" AND requester = ${}", params.len()));
+        }
+        if filter.grants_only {
+            sql.push_str(" AND activated = 1");
+        }
+        if filter.holding_access {
+            sql.push_str(&format!(
+                " AND state IN ('{}', '{}')",
+                RequestState::Active.as_str(),
+                RequestState::RevokeFailed.as_str()
+            ));
+        }
+        let limit = if filter.limit == 0 { 1000 } else { filter.limit };
+        sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT {limit}"));
+        all(self.conn.query(&sql, &params)?, request_from_row)
+    }
+
+    /// Every pending deadline, for rebuilding the in-memory timer.
+    pub fn deadlines(&mut self) -> Result<Vec<(DateTime<Utc>, String)>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT next_deadline, id FROM requests WHERE next_deadline IS NOT NULL",
+            &[],
+        )?;
+        rows.iter().map(|row| Ok((row.time(0)?, row.text(1)?))).collect()
+    }
+
+    /// Events with `seq > since`, oldest first, optionally for one request.
+    pub fn audit(&mut self, since: u64, request_id: Option<&str>, limit: u32) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = match request_id {
+            Some(id) => self.conn.query(
+                &format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE request_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"),
+                sql_params![id, since, u64::from(limit)],
+            )?,
+            None => self.conn.query(
+                &format!("SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2"),
+                sql_params![since, u64::from(limit)],
+            )?,
+        };
+        all(rows, audit_from_row)
+    }
+
+    /// The newest audit sequence number committed (by any replica).
+    pub fn audit_head_seq(&mut self) -> Result<u64, StoreError> {
+        let row = self.conn.query_one("SELECT seq FROM audit_head WHERE id = 1", &[])?;
+        Ok(row.map(|r| r.int(0)).transpose()?.unwrap_or(0) as u64)
+    }
+
+    pub fn meta(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        let row = self
+            .conn
+            .query_one("SELECT value FROM meta WHERE key = $1", sql_params![key])?;
+        row.map(|r| r.text(0)).transpose()
+    }
+}
