@@ -1,0 +1,810 @@
+//! Scenarios 2 and 3: expiry lag with many grants ending at once, and the
+//! server's memory with many grants active.
+//!
+//! `expiry` creates N active grants through the API with many concurrent
+//! clients. Grant durations are whole seconds, so all N are aimed at a short
+//! window that opens after creation ends: a calibration run estimates the
+//! creation rate, which gives a common base expiry time T0 (now + estimated
+//! creation time × 1.5 + margin), and grant `i` asks for
+//! `ceil(T0 + (i mod window) − now)` seconds. Right after creation (all N
+//! active) the server's RSS is read from `/proc`. The benchmark then waits
+//! for the last expiry, polls `GET /v1/grants?active=true&limit=1` until it
+//! is empty, streams the audit export and reports the `data.lag_ms` of every
+//! `grant.expired` event (ended_at − expires_at), checking there is exactly
+//! one per grant created.
+//!
+//! `rss` is the creation half alone: N grants of one hour, then memory.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use hallpass_api::{AccessRequest, CreateRequest, CreateToken, RoleSpec};
+use hallpass_client::Client;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWrite;
+
+use crate::procfs::{CpuReport, Memory, mib};
+use crate::server::ServerProcess;
+use crate::stats::{Latencies, Summary, fmt_ms, print_table};
+
+/// The auto-approved role the grants are made of; its max covers any window.
+const ROLE: &str = "bench-expiry";
+const ROLE_MAX: &str = "2h";
+/// Duration of the grants in the `rss` scenario.
+const RSS_GRANT_SECONDS: u64 = 3600;
+/// Attempts per grant before it counts as a creation failure.
+const ATTEMPTS: usize = 3;
+/// Estimated creation time is multiplied by this to place T0.
+const SAFETY_FACTOR: f64 = 1.5;
+/// How often the "any grant still active?" poll runs once all should be over.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+const ERROR_SAMPLES: usize = 5;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub grants: usize,
+    /// Width of the expiry window in whole seconds.
+    pub window_seconds: u64,
+    /// Concurrent clients creating grants.
+    pub clients: usize,
+    /// Seconds added to the estimated creation time before T0.
+    pub margin_seconds: u64,
+    /// How long to wait, after the last planned expiry, for every grant to end.
+    pub timeout: Duration,
+}
+
+/// Memory of the server process.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryReport {
+    /// RSS right after start-up (dev seed, no grants).
+    pub baseline_rss_mib: f64,
+    /// RSS with every created grant active.
+    pub active_rss_mib: f64,
+    /// VmHWM at the end of the scenario: the peak over the whole run.
+    pub peak_rss_mib: f64,
+    /// SQLite files (db + WAL + shm) with every grant active.
+    pub database_mib: f64,
+    /// False when some grant may already have expired at the RSS sample.
+    pub all_active_at_sample: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Creation {
+    pub created: usize,
+    pub failures: usize,
+    pub failure_samples: Vec<String>,
+    pub seconds: f64,
+    pub per_second: f64,
+    /// Latency of `POST /v1/requests` (auto-approved, so it includes issuing).
+    pub latency: Summary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExpiryReport {
+    pub grants: usize,
+    pub window_seconds: u64,
+    pub clients: usize,
+    pub calibration_grants: usize,
+    pub calibration_per_second: f64,
+    /// Common base expiry time T0.
+    pub planned_start: DateTime<Utc>,
+    pub creation: Creation,
+    /// Grants whose `expires_at` fell outside [T0, T0 + window + 2s]
+    /// (creation ran past its estimate); non-zero means the burst was spread.
+    pub outside_window: usize,
+    pub memory: MemoryReport,
+    /// Every `grant.expired` event in the audit log.
+    pub expired_events: usize,
+    /// Of those, events for grants created here (exactly one each expected).
+    pub matched: usize,
+    /// Grants created here without a `grant.expired` event.
+    pub missing: usize,
+    /// Grants with more than one `grant.expired` event.
+    pub duplicated: usize,
+    /// `grant.expired` events for grants not created by this scenario.
+    pub unexpected: usize,
+    /// True when every grant created has exactly one event and nothing else does.
+    pub count_ok: bool,
+    /// `data.lag_ms` of the matched events (ended_at − expires_at).
+    pub lag: Summary,
+    /// From the first to the last `grant.expired` event (at best the window).
+    pub expiry_span_seconds: f64,
+    /// Until the active-grants poll came back empty, from the last `expires_at`
+    /// (1 s poll resolution).
+    pub drained_after_seconds: f64,
+    /// CPU use from the first expiry until the poll came back empty.
+    pub cpu_during_expiry: CpuReport,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RssReport {
+    pub grants: usize,
+    pub clients: usize,
+    pub creation: Creation,
+    pub memory: MemoryReport,
+}
+
+/// One grant as created.
+#[derive(Debug, Clone)]
+struct Grant {
+    id: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// Creates the role and a requester allowed to use it; returns its client.
+async fn setup(server: &ServerProcess) -> Result<Client> {
+    let admin = server.admin()?;
+    admin
+        .put_role(&RoleSpec {
+            name: ROLE.into(),
+            target: "demo".into(),
+            description: "hallpass-bench: auto-approved grants for the expiry and rss scenarios".into(),
+            default_duration: Some("1h".into()),
+            max_duration: ROLE_MAX.into(),
+            requestable_by: vec!["group:bench".into()],
+            labels: Default::default(),
+            approval: None,
+            auto_approve: true,
+        })
+        .await
+        .context("cannot create the benchmark role")?;
+    let token = admin
+        .create_token(&CreateToken {
+            principal: "bench".into(),
+            groups: vec!["bench".into()],
+            ttl: Some("1d".into()),
+        })
+        .await
+        .context("cannot create the benchmark token")?;
+    Ok(admin.with_token(token.token))
+}
+
+/// Runs `job(0..count)` on `workers` concurrent tasks; returns each index's
+/// result, unordered. Prints progress every few seconds when `label` is set.
+async fn run_pool<T, F, Fut>(
+    count: usize,
+    workers: usize,
+    label: Option<&'static str>,
+    job: F,
+) -> Result<Vec<(usize, Result<T>)>>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T>> + Send,
+    T: Send + 'static,
+{
+    let job = Arc::new(job);
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::with_capacity(workers);
+    for _ in 0..workers.max(1) {
+        let (job, next, done) = (job.clone(), next.clone(), done.clone());
+        handles.push(tokio::spawn(async move {
+            let mut results = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return results;
+                }
+                results.push((i, job(i).await));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let progress = label.map(|label| {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            loop {
+                tokio::time::sleep(PROGRESS_INTERVAL).await;
+                let n = done.load(Ordering::Relaxed);
+                let secs = start.elapsed().as_secs_f64();
+                eprintln!("  {label}: {n}/{count} after {secs:.0}s ({:.0}/s)", n as f64 / secs);
+            }
+        })
+    });
+    let mut all = Vec::with_capacity(count);
+    let mut panicked = false;
+    for handle in handles {
+        match handle.await {
+            Ok(results) => all.extend(results),
+            Err(_) => panicked = true,
+        }
+    }
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    if panicked {
+        bail!("a worker task panicked");
+    }
+    Ok(all)
+}
+
+/// Creates `count` grants of the benchmark role; `seconds(i)` is evaluated
+/// just before grant `i` is requested.
+async fn create_grants(
+    client: &Client,
+    count: usize,
+    clients: usize,
+    label: Option<&'static str>,
+    seconds: Arc<dyn Fn(usize) -> u64 + Send + Sync>,
+) -> Result<(Vec<Grant>, Creation)> {
+    let started = Instant::now();
+    let client = client.clone();
+    let results = run_pool(count, clients, label, move |i| {
+        let client = client.clone();
+        let seconds = seconds.clone();
+        async move {
+            let mut last_error = None;
+            for attempt in 0..ATTEMPTS {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let body = CreateRequest {
+                    role: ROLE.into(),
+                    duration: Some(format!("{}s", seconds(i))),
+                    reason: "hallpass-bench expiry".into(),
+                    ticket: None,
+                };
+                let start = Instant::now();
+                match client.create_request(&body).await {
+                    Ok(request) => return active_grant(request).map(|g| (g, start.elapsed())),
+                    Err(error) => last_error = Some(error),
+                }
+            }
+            Err(anyhow::anyhow!(
+                "{}",
+                last_error.map_or_else(|| "no attempt made".to_string(), |e| e.to_string())
+            ))
+        }
+    })
+    .await?;
+    let seconds_taken = started.elapsed().as_secs_f64();
+    let mut grants = Vec::with_capacity(count);
+    let mut latency = Latencies::new()?;
+    let mut failures = 0;
+    let mut failure_samples: Vec<String> = Vec::new();
+    for (_, result) in results {
+        match result {
+            Ok((grant, took)) => {
+                latency.record(took);
+                grants.push(grant);
+            }
+            Err(error) => {
+                failures += 1;
+                let message = format!("{error:#}");
+                if failure_samples.len() < ERROR_SAMPLES && !failure_samples.contains(&message) {
+                    failure_samples.push(message);
+                }
+            }
+        }
+    }
+    let creation = Creation {
+        created: grants.len(),
+        failures,
+        failure_samples,
+        seconds: seconds_taken,
+        per_second: grants.len() as f64 / seconds_taken.max(1e-9),
+        latency: latency.summary(),
+    };
+    Ok((grants, creation))
+}
+
+fn active_grant(request: AccessRequest) -> Result<Grant> {
+    match (request.state.as_str(), request.expires_at) {
+        ("active", Some(expires_at)) => Ok(Grant {
+            id: request.id,
+            expires_at,
+        }),
+        (state, _) => bail!("request {} is {state}, expected an active grant", request.id),
+    }
+}
+
+async fn memory_with_grants(
+    server: &ServerProcess,
+    baseline: Memory,
+    earliest_expiry: Option<DateTime<Utc>>,
+) -> Result<MemoryReport> {
+    let active = server.memory()?;
+    let all_active_at_sample = earliest_expiry.is_none_or(|at| Utc::now() < at);
+    Ok(MemoryReport {
+        baseline_rss_mib: mib(baseline.rss_bytes),
+        active_rss_mib: mib(active.rss_bytes),
+        peak_rss_mib: mib(active.peak_rss_bytes),
+        database_mib: mib(server.database_bytes()),
+        all_active_at_sample,
+    })
+}
+
+fn check_creation(creation: &Creation) {
+    if creation.failures > 0 {
+        eprintln!(
+            "WARNING: {} grant(s) could not be created; first errors: {}",
+            creation.failures,
+            creation.failure_samples.join(" | ")
+        );
+    }
+}
+
+/// `expiry`: N grants expiring in one window; lag and memory.
+pub async fn run_expiry(binary: &Path, options: &Options) -> Result<ExpiryReport> {
+    if options.grants == 0 || options.window_seconds == 0 || options.clients == 0 {
+        bail!("--grants, --window and --clients must be positive");
+    }
+    let server = ServerProcess::start(binary).await?;
+    let result = expiry_scenario(&server, options).await;
+    let stopped = server.stop().await;
+    let report = result?;
+    stopped?;
+    Ok(report)
+}
+
+async fn expiry_scenario(server: &ServerProcess, options: &Options) -> Result<ExpiryReport> {
+    let client = setup(server).await?;
+    let baseline = server.memory()?;
+    let n = options.grants;
+    let window = options.window_seconds;
+
+    // Calibrate: how fast does this server create grants? Those grants are
+    // released at once so they neither expire nor stay active.
+    let calibration_grants = (n / 20).clamp(20, 2000);
+    eprintln!("expiry: calibrating with {calibration_grants} grants");
+    let (calibration, calibration_run) = create_grants(
+        &client,
+        calibration_grants,
+        options.clients,
+        None,
+        Arc::new(|_| RSS_GRANT_SECONDS),
+    )
+    .await?;
+    if calibration_run.created == 0 {
+        bail!(
+            "calibration created no grant: {}",
+            calibration_run.failure_samples.join(" | ")
+        );
+    }
+    release_all(&client, calibration, options.clients).await?;
+    let rate = calibration_run.per_second;
+
+    let estimate = n as f64 / rate * SAFETY_FACTOR + options.margin_seconds as f64;
+    let planned_start = Utc::now() + chrono::Duration::milliseconds((estimate * 1000.0) as i64);
+    eprintln!(
+        "expiry: creating {n} grants with {} clients (~{rate:.0}/s measured); \
+         they expire from {} over {window}s",
+        options.clients,
+        planned_start.format("%H:%M:%S")
+    );
+    let seconds = Arc::new(move |i: usize| {
+        let target = planned_start + chrono::Duration::seconds((i as u64 % window) as i64);
+        let millis = (target - Utc::now()).num_milliseconds().max(0) as u64;
+        millis.div_ceil(1000).max(1)
+    });
+    let (grants, creation) = create_grants(&client, n, options.clients, Some("created"), seconds).await?;
+    check_creation(&creation);
+    let earliest = grants.iter().map(|g| g.expires_at).min();
+    let latest = grants.iter().map(|g| g.expires_at).max();
+    let memory_active = memory_with_grants(server, baseline, earliest).await?;
+    eprintln!(
+        "expiry: created {} grants in {:.1}s ({:.0}/s); server RSS {:.1} MiB with all active",
+        creation.created, creation.seconds, creation.per_second, memory_active.active_rss_mib
+    );
+    let window_end = planned_start + chrono::Duration::seconds(window as i64 + 2);
+    let outside_window = grants
+        .iter()
+        .filter(|g| g.expires_at < planned_start || g.expires_at > window_end)
+        .count();
+    if outside_window > 0 {
+        eprintln!(
+            "WARNING: {outside_window} grant(s) expire outside the planned window \
+             (creation took longer than estimated); the burst is spread out"
+        );
+    }
+    let (Some(earliest), Some(latest)) = (earliest, latest) else {
+        bail!("no grant was created: {}", creation.failure_samples.join(" | "));
+    };
+
+    // Wait for the burst, then until nothing is active any more.
+    sleep_until_wall(earliest).await;
+    let cpu_before = server.cpu_snapshot()?;
+    sleep_until_wall(latest + chrono::Duration::seconds(1)).await;
+    let deadline = Instant::now() + options.timeout;
+    loop {
+        if !any_active(&client).await? {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "grants were still active {}s after the last planned expiry; \
+                 the server is not keeping up (see its CPU use) or the scheduler is stuck",
+                options.timeout.as_secs() + 1
+            );
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    let drained_after_seconds = (Utc::now() - latest).num_milliseconds() as f64 / 1000.0;
+    let cpu_during_expiry = CpuReport::between(&cpu_before, &server.cpu_snapshot()?);
+    let peak = server.memory()?;
+
+    eprintln!("expiry: all grants ended; reading grant.expired events from the audit export");
+    let mut collector = ExpiredCollector::default();
+    server
+        .admin()?
+        .audit_export(None, &mut collector)
+        .await
+        .context("cannot export the audit log")?;
+    let events = collector.finish()?;
+
+    let mut wanted: HashMap<&str, usize> = grants.iter().map(|g| (g.id.as_str(), 0)).collect();
+    let mut lag = Latencies::new()?;
+    let mut unexpected = 0;
+    let (mut first, mut last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (None, None);
+    for event in &events {
+        match event.request_id.as_deref().and_then(|id| wanted.get_mut(id)) {
+            Some(seen) => {
+                *seen += 1;
+                if *seen == 1 {
+                    lag.record_micros(event.lag_ms.max(0) as u64 * 1000);
+                }
+                first = Some(first.map_or(event.time, |t| t.min(event.time)));
+                last = Some(last.map_or(event.time, |t| t.max(event.time)));
+            }
+            None => unexpected += 1,
+        }
+    }
+    let matched = wanted.values().filter(|&&seen| seen >= 1).count();
+    let missing = wanted.values().filter(|&&seen| seen == 0).count();
+    let duplicated = wanted.values().filter(|&&seen| seen > 1).count();
+    let count_ok = missing == 0 && duplicated == 0 && unexpected == 0 && creation.failures == 0;
+    let expiry_span_seconds = match (first, last) {
+        (Some(first), Some(last)) => (last - first).num_milliseconds() as f64 / 1000.0,
+        _ => 0.0,
+    };
+    Ok(ExpiryReport {
+        grants: n,
+        window_seconds: window,
+        clients: options.clients,
+        calibration_grants,
+        calibration_per_second: rate,
+        planned_start,
+        creation,
+        outside_window,
+        memory: MemoryReport {
+            peak_rss_mib: mib(peak.peak_rss_bytes),
+            ..memory_active
+        },
+        expired_events: events.len(),
+        matched,
+        missing,
+        duplicated,
+        unexpected,
+        count_ok,
+        lag: lag.summary(),
+        expiry_span_seconds,
+        drained_after_seconds,
+        cpu_during_expiry,
+    })
+}
+
+/// `rss`: N one-hour grants, then the server's memory.
+pub async fn run_rss(binary: &Path, grants: usize, clients: usize) -> Result<RssReport> {
+    if grants == 0 || clients == 0 {
+        bail!("--grants and --clients must be positive");
+    }
+    let server = ServerProcess::start(binary).await?;
+    let result = rss_scenario(&server, grants, clients).await;
+    let stopped = server.stop().await;
+    let report = result?;
+    stopped?;
+    Ok(report)
+}
+
+async fn rss_scenario(server: &ServerProcess, grants: usize, clients: usize) -> Result<RssReport> {
+    let client = setup(server).await?;
+    let baseline = server.memory()?;
+    eprintln!("rss: creating {grants} one-hour grants with {clients} clients");
+    let (created, creation) = create_grants(
+        &client,
+        grants,
+        clients,
+        Some("created"),
+        Arc::new(|_| RSS_GRANT_SECONDS),
+    )
+    .await?;
+    check_creation(&creation);
+    let earliest = created.iter().map(|g| g.expires_at).min();
+    let memory = memory_with_grants(server, baseline, earliest).await?;
+    Ok(RssReport {
+        grants,
+        clients,
+        creation,
+        memory,
+    })
+}
+
+async fn release_all(client: &Client, grants: Vec<Grant>, clients: usize) -> Result<()> {
+    let grants = Arc::new(grants);
+    let count = grants.len();
+    let client = client.clone();
+    let results = run_pool(count, clients, None, move |i| {
+        let (client, grants) = (client.clone(), grants.clone());
+        async move {
+            client
+                .release(&grants[i].id)
+                .await
+                .with_context(|| format!("cannot release calibration grant {}", grants[i].id))
+        }
+    })
+    .await?;
+    for (_, result) in results {
+        result?;
+    }
+    Ok(())
+}
+
+async fn sleep_until_wall(at: DateTime<Utc>) {
+    if let Ok(wait) = (at - Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Whether `GET /v1/grants?active=true&limit=1` returns anything.
+async fn any_active(client: &Client) -> Result<bool> {
+    let url = format!(
+        "{}/v1/grants?active=true&limit=1",
+        client.base_url().trim_end_matches('/')
+    );
+    let mut request = reqwest::Client::new().get(&url).timeout(Duration::from_secs(60));
+    if let Some(token) = client.token() {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.with_context(|| format!("GET {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        bail!("GET {url} answered {status}: {body}");
+    }
+    let grants: Vec<serde_json::Value> = response
+        .json()
+        .await
+        .with_context(|| format!("unreadable answer to GET {url}"))?;
+    Ok(!grants.is_empty())
+}
+
+/// One `grant.expired` audit event, as much as the benchmark needs.
+#[derive(Debug, Clone)]
+struct Expired {
+    request_id: Option<String>,
+    time: DateTime<Utc>,
+    lag_ms: i64,
+}
+
+#[derive(Deserialize)]
+struct ExportLine {
+    kind: String,
+    request_id: Option<String>,
+    time: String,
+    data: ExportData,
+}
+
+#[derive(Deserialize)]
+struct ExportData {
+    lag_ms: Option<i64>,
+}
+
+/// An `AsyncWrite` sink for the NDJSON audit export that keeps only the
+/// `grant.expired` events, so memory stays small however long the log is.
+#[derive(Default)]
+struct ExpiredCollector {
+    pending: Vec<u8>,
+    events: Vec<Expired>,
+    error: Option<String>,
+}
+
+impl ExpiredCollector {
+    fn take_lines(&mut self) {
+        let Some(end) = self.pending.iter().rposition(|&b| b == b'\n') else {
+            return;
+        };
+        let complete: Vec<u8> = self.pending.drain(..=end).collect();
+        for line in complete.split(|&b| b == b'\n') {
+            self.line(line);
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        if self.error.is_some() || line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        // Cheap filter first: most events are something else.
+        const NEEDLE: &[u8] = b"\"grant.expired\"";
+        if !line.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+            return;
+        }
+        let parsed = serde_json::from_slice::<ExportLine>(line)
+            .map_err(|e| e.to_string())
+            .and_then(|event| {
+                let time = DateTime::parse_from_rfc3339(&event.time)
+                    .map_err(|e| format!("bad time {:?}: {e}", event.time))?
+                    .with_timezone(&Utc);
+                Ok((event, time))
+            });
+        match parsed {
+            Ok((event, _)) if event.kind != "grant.expired" => {}
+            Ok((event, time)) => match event.data.lag_ms {
+                Some(lag_ms) => self.events.push(Expired {
+                    request_id: event.request_id,
+                    time,
+                    lag_ms,
+                }),
+                None => {
+                    self.error = Some(format!(
+                        "grant.expired event for {:?} has no data.lag_ms",
+                        event.request_id
+                    ))
+                }
+            },
+            Err(error) => self.error = Some(format!("unreadable audit export line: {error}")),
+        }
+    }
+
+    fn finish(mut self) -> Result<Vec<Expired>> {
+        let rest = std::mem::take(&mut self.pending);
+        self.line(&rest);
+        match self.error {
+            Some(error) => bail!("{error}"),
+            None => Ok(self.events),
+        }
+    }
+}
+
+impl AsyncWrite for ExpiredCollector {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        this.pending.extend_from_slice(buf);
+        this.take_lines();
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn memory_rows(memory: &MemoryReport, grants: usize) -> Vec<Vec<String>> {
+    let mut rows = vec![
+        vec![
+            "server RSS at start (no grants)".into(),
+            format!("{:.1} MiB", memory.baseline_rss_mib),
+        ],
+        vec![
+            format!("server RSS with {grants} active grants"),
+            format!(
+                "{:.1} MiB{}",
+                memory.active_rss_mib,
+                if memory.all_active_at_sample {
+                    ""
+                } else {
+                    " (some may have expired)"
+                }
+            ),
+        ],
+        vec![
+            "server peak RSS (VmHWM)".into(),
+            format!("{:.1} MiB", memory.peak_rss_mib),
+        ],
+    ];
+    rows.push(vec![
+        "SQLite files with all grants active".into(),
+        format!("{:.1} MiB", memory.database_mib),
+    ]);
+    rows
+}
+
+fn creation_rows(creation: &Creation, clients: usize) -> Vec<Vec<String>> {
+    vec![
+        vec![
+            format!("grants created ({clients} clients)"),
+            format!("{} ({} failed)", creation.created, creation.failures),
+        ],
+        vec![
+            "creation took".into(),
+            format!("{:.1} s ({:.0} grants/s)", creation.seconds, creation.per_second),
+        ],
+        vec![
+            "POST /v1/requests p50 / p99".into(),
+            format!(
+                "{} / {} ms",
+                fmt_ms(creation.latency.p50_ms),
+                fmt_ms(creation.latency.p99_ms)
+            ),
+        ],
+    ]
+}
+
+pub fn print_expiry(report: &ExpiryReport) {
+    println!(
+        "\nExpiry: {} grants aimed at a {}s window from {}",
+        report.grants,
+        report.window_seconds,
+        report.planned_start.format("%H:%M:%S")
+    );
+    let mut rows = creation_rows(&report.creation, report.clients);
+    rows.push(vec![
+        "grants outside the planned window".into(),
+        report.outside_window.to_string(),
+    ]);
+    rows.push(vec![
+        "grant.expired events (matched / expected)".into(),
+        format!(
+            "{} / {}{}",
+            report.matched,
+            report.creation.created,
+            if report.count_ok { "" } else { "  MISMATCH" }
+        ),
+    ]);
+    rows.push(vec![
+        "expiry lag p50 / p99 / max".into(),
+        format!(
+            "{} / {} / {} ms",
+            fmt_ms(report.lag.p50_ms),
+            fmt_ms(report.lag.p99_ms),
+            fmt_ms(report.lag.max_ms)
+        ),
+    ]);
+    rows.push(vec![
+        "first to last grant.expired event".into(),
+        format!("{:.1} s", report.expiry_span_seconds),
+    ]);
+    rows.push(vec![
+        "active list empty after last expires_at".into(),
+        format!("{:.1} s", report.drained_after_seconds),
+    ]);
+    rows.push(vec![
+        "server CPU while expiring".into(),
+        report.cpu_during_expiry.server.describe(),
+    ]);
+    rows.push(vec![
+        "other processes' CPU meanwhile".into(),
+        format!("{:.2} cores", report.cpu_during_expiry.others_cores),
+    ]);
+    rows.extend(memory_rows(&report.memory, report.creation.created));
+    print_table(&["measure", "value"], &rows);
+    if report.cpu_during_expiry.others_cores > crate::throughput::OTHERS_WARNING_CORES {
+        println!(
+            "  note: other processes used {:.2} cores while grants expired; the lag may be skewed",
+            report.cpu_during_expiry.others_cores
+        );
+    }
+    if !report.count_ok {
+        println!(
+            "\n  !!! COUNT MISMATCH: {} grants created ({} creation failures), {} matched events, \
+             {} missing, {} duplicated, {} unexpected of {} grant.expired events",
+            report.creation.created,
+            report.creation.failures,
+            report.matched,
+            report.missing,
+            report.duplicated,
+            report.unexpected,
+            report.expired_events
+        );
+    }
+}
+
+pub fn print_rss(report: &RssReport) {
+    println!("\nRSS: {} one-hour grants active", report.grants);
+    let mut rows = creation_rows(&report.creation, report.clients);
+    rows.extend(memory_rows(&report.memory, report.creation.created));
+    print_table(&["measure", "value"], &rows);
+}

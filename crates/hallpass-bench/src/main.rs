@@ -1,0 +1,425 @@
+//! `hallpass-bench`: benchmarks that drive a real `hallpass server` process
+//! over its HTTP API, on loopback, and report what they measured.
+//!
+//! Every subcommand starts its own fresh `hallpass server --dev` (release
+//! binary, SQLite with WAL and `synchronous=FULL`, group commit) in a temp
+//! dir on a free loopback port, runs, prints a table, optionally writes a
+//! JSON summary (`--json FILE`), and stops the server, also on error and on
+//! Ctrl-C / SIGTERM.
+//!
+//! - `throughput`: request → credential operations per second and latency at
+//!   one or more client counts ([`throughput`]).
+//! - `expiry`: N grants expiring within a short window; expiry lag from the
+//!   audit log, and RSS with all N active ([`expiry`]).
+//! - `rss`: RSS with N active grants only.
+//! - `all`: throughput at 1, 8, 32 and 64 clients, then expiry with 100k
+//!   grants; the run behind `docs/benchmarks.md`.
+//!
+//! Smoke run (seconds): `hallpass-bench throughput --clients 2 --duration 1s
+//! --warmup 0s` and `hallpass-bench expiry --grants 200 --window 2s`.
+
+mod expiry;
+mod procfs;
+mod server;
+mod stats;
+mod throughput;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::procfs::Machine;
+use crate::stats::Summary;
+
+/// Benchmarks for Hallpass: each subcommand starts its own server.
+#[derive(Debug, Parser)]
+#[command(name = "hallpass-bench", version)]
+struct Cli {
+    /// The `hallpass` binary to benchmark [default: target/release/hallpass,
+    /// else the one next to hallpass-bench].
+    #[arg(long, global = true, value_name = "PATH")]
+    hallpass: Option<PathBuf>,
+    /// Also write the results as JSON to this file.
+    #[arg(long, global = true, value_name = "FILE")]
+    json: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Request → credential operations per second and latency.
+    Throughput(ThroughputArgs),
+    /// Expiry lag with many grants ending in one window, and RSS.
+    Expiry(ExpiryArgs),
+    /// Server RSS with N active grants.
+    Rss(RssArgs),
+    /// Throughput at 1, 8, 32 and 64 clients, then expiry with 100k grants.
+    All(AllArgs),
+}
+
+#[derive(Debug, Args)]
+struct ThroughputArgs {
+    /// Concurrent clients; several comma-separated counts run one after another,
+    /// each against a fresh server.
+    #[arg(long, value_delimiter = ',', default_value = "32")]
+    clients: Vec<usize>,
+    /// Measured time per client count, e.g. 20s.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured time before it.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Auto-approved role to request.
+    #[arg(long, default_value = "demo-read")]
+    role: String,
+    /// Grant duration requested.
+    #[arg(long = "for", default_value = "5m", value_name = "DURATION")]
+    grant_for: String,
+}
+
+#[derive(Debug, Args)]
+struct ExpiryArgs {
+    /// Grants to create.
+    #[arg(long, default_value_t = 100_000)]
+    grants: usize,
+    /// All grants expire within this window (whole seconds).
+    #[arg(long, default_value = "10s", value_parser = whole_seconds)]
+    window: u64,
+    /// Concurrent clients creating grants.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Seconds between the estimated end of creation and the first expiry.
+    #[arg(long, default_value_t = 5)]
+    margin: u64,
+    /// Give up when grants are still active this long after the last expiry.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+struct RssArgs {
+    /// Active grants to create.
+    #[arg(long, default_value_t = 100_000)]
+    grants: usize,
+    /// Concurrent clients creating grants.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+}
+
+#[derive(Debug, Args)]
+struct AllArgs {
+    /// Client counts for the throughput part.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
+    clients: Vec<usize>,
+    /// Measured time per client count.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured time before it.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Grants for the expiry part.
+    #[arg(long, default_value_t = 100_000)]
+    grants: usize,
+    /// Expiry window (whole seconds).
+    #[arg(long, default_value = "10s", value_parser = whole_seconds)]
+    window: u64,
+}
+
+fn whole_seconds(text: &str) -> Result<u64, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration.subsec_nanos() != 0 || duration.is_zero() {
+        return Err(format!("{text:?} must be a positive whole number of seconds"));
+    }
+    Ok(duration.as_secs())
+}
+
+/// Everything one invocation measured.
+#[derive(Debug, Serialize)]
+struct Results {
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    machine: Machine,
+    /// `write(4 KiB) + fdatasync` in the temp dir, 200 times.
+    fsync_4k: Summary,
+    hallpass_binary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    throughput: Option<throughput::Report>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiry: Option<expiry::ExpiryReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss: Option<expiry::RssReport>,
+    targets: Vec<Target>,
+}
+
+/// One product target and whether this run met it.
+#[derive(Debug, Serialize)]
+struct Target {
+    name: String,
+    target: String,
+    measured: String,
+    status: Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Status {
+    Met,
+    Missed,
+    /// The run was smaller than the target's scale (a smoke run).
+    NotAtScale,
+}
+
+impl Status {
+    fn of(at_scale: bool, met: bool) -> Status {
+        match (at_scale, met) {
+            (false, _) => Status::NotAtScale,
+            (true, true) => Status::Met,
+            (true, false) => Status::Missed,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Status::Met => "met",
+            Status::Missed => "MISSED",
+            Status::NotAtScale => "n/a: smaller run",
+        }
+    }
+}
+
+const TARGET_CLIENTS: usize = 32;
+const TARGET_OPS: f64 = 2000.0;
+const TARGET_P99_MS: f64 = 10.0;
+const TARGET_LAG_P99_MS: f64 = 1000.0;
+const TARGET_RSS_MIB: f64 = 300.0;
+const TARGET_GRANTS: usize = 100_000;
+
+fn targets(results: &Results) -> Vec<Target> {
+    let mut out = Vec::new();
+    if let Some(level) = results
+        .throughput
+        .as_ref()
+        .and_then(|t| t.levels.iter().find(|l| l.clients == TARGET_CLIENTS))
+    {
+        out.push(Target {
+            name: format!("grants/s at {TARGET_CLIENTS} clients (request + credential)"),
+            target: format!(">= {TARGET_OPS:.0}"),
+            measured: format!("{:.0}", level.operations_per_second),
+            status: Status::of(true, level.operations_per_second >= TARGET_OPS),
+        });
+        out.push(Target {
+            name: format!("p99 latency at {TARGET_CLIENTS} clients"),
+            target: format!("<= {TARGET_P99_MS} ms"),
+            measured: format!("{} ms", stats::fmt_ms(level.pair.p99_ms)),
+            status: Status::of(true, level.pair.p99_ms <= TARGET_P99_MS),
+        });
+    }
+    if let Some(report) = &results.expiry {
+        let full = report.grants >= TARGET_GRANTS;
+        let scale = if full {
+            String::new()
+        } else {
+            format!(" (only {} grants run)", report.grants)
+        };
+        out.push(Target {
+            name: format!("expiry lag p99, {TARGET_GRANTS} grants{scale}"),
+            target: format!("<= {TARGET_LAG_P99_MS:.0} ms"),
+            measured: format!("{} ms", stats::fmt_ms(report.lag.p99_ms)),
+            status: Status::of(full, report.count_ok && report.lag.p99_ms <= TARGET_LAG_P99_MS),
+        });
+        out.push(rss_target(&report.memory, report.creation.created));
+    }
+    if let Some(report) = &results.rss {
+        out.push(rss_target(&report.memory, report.creation.created));
+    }
+    out
+}
+
+fn rss_target(memory: &expiry::MemoryReport, grants: usize) -> Target {
+    let scale = if grants >= TARGET_GRANTS {
+        String::new()
+    } else {
+        format!(" (only {grants} grants run)")
+    };
+    Target {
+        name: format!("RSS with {TARGET_GRANTS} active grants{scale}"),
+        target: format!("<= {TARGET_RSS_MIB:.0} MiB"),
+        measured: format!("{:.1} MiB", memory.active_rss_mib),
+        status: Status::of(grants >= TARGET_GRANTS, memory.active_rss_mib <= TARGET_RSS_MIB),
+    }
+}
+
+fn print_targets(targets: &[Target]) {
+    if targets.is_empty() {
+        return;
+    }
+    println!("\nTargets:");
+    let rows: Vec<Vec<String>> = targets
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.target.clone(),
+                t.measured.clone(),
+                t.status.label().to_string(),
+            ]
+        })
+        .collect();
+    stats::print_table(&["target", "goal", "measured", ""], &rows);
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let binary = server::resolve_binary(cli.hallpass.as_deref())?;
+    let started_at = Utc::now();
+    let machine = Machine::detect();
+    let fsync_4k = procfs::sync_latency(200)?;
+    eprintln!(
+        "hallpass-bench: {} on {} CPU(s) ({}), {} MiB; client and server share these CPUs",
+        binary.display(),
+        machine.cpus,
+        machine.cpu_model,
+        machine.memory_total_mib
+    );
+    let mut results = Results {
+        started_at,
+        finished_at: started_at,
+        machine,
+        fsync_4k,
+        hallpass_binary: binary.display().to_string(),
+        throughput: None,
+        expiry: None,
+        rss: None,
+        targets: Vec::new(),
+    };
+    let mut failure = None;
+    match cli.command {
+        Command::Throughput(args) => {
+            let options = throughput::Options {
+                clients: args.clients,
+                duration: args.duration,
+                warmup: args.warmup,
+                role: args.role,
+                grant_for: args.grant_for,
+            };
+            results.throughput = Some(throughput::run(&binary, &options).await?);
+        }
+        Command::Expiry(args) => {
+            let options = expiry::Options {
+                grants: args.grants,
+                window_seconds: args.window,
+                clients: args.clients,
+                margin_seconds: args.margin,
+                timeout: args.timeout,
+            };
+            results.expiry = Some(expiry::run_expiry(&binary, &options).await?);
+        }
+        Command::Rss(args) => {
+            results.rss = Some(expiry::run_rss(&binary, args.grants, args.clients).await?);
+        }
+        Command::All(args) => {
+            let options = throughput::Options {
+                clients: args.clients,
+                duration: args.duration,
+                warmup: args.warmup,
+                role: "demo-read".into(),
+                grant_for: "5m".into(),
+            };
+            results.throughput = Some(throughput::run(&binary, &options).await?);
+            let options = expiry::Options {
+                grants: args.grants,
+                window_seconds: args.window,
+                clients: 64,
+                margin_seconds: 5,
+                timeout: Duration::from_secs(300),
+            };
+            // Keep the throughput figures even when the expiry part fails.
+            match expiry::run_expiry(&binary, &options).await {
+                Ok(report) => results.expiry = Some(report),
+                Err(error) => failure = Some(error.context("the expiry part failed")),
+            }
+        }
+    }
+    results.finished_at = Utc::now();
+    results.targets = targets(&results);
+    print_results(&results);
+    if let Some(path) = &cli.json {
+        write_json(path, &results)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let mismatch = results.expiry.as_ref().is_some_and(|e| !e.count_ok);
+    if mismatch {
+        anyhow::bail!("the number of grant.expired events does not match the grants created");
+    }
+    Ok(())
+}
+
+fn print_results(results: &Results) {
+    println!(
+        "\nhallpass-bench {} — {} CPU(s) {}, {} MiB RAM, Linux {}; client and server share the CPUs",
+        results.started_at.format("%Y-%m-%d %H:%M UTC"),
+        results.machine.cpus,
+        results.machine.cpu_model,
+        results.machine.memory_total_mib,
+        results.machine.kernel
+    );
+    println!(
+        "fdatasync of 4 KiB in the temp dir: p50 {} ms, p99 {} ms",
+        stats::fmt_ms(results.fsync_4k.p50_ms),
+        stats::fmt_ms(results.fsync_4k.p99_ms)
+    );
+    if let Some(report) = &results.throughput {
+        throughput::print(report);
+    }
+    if let Some(report) = &results.expiry {
+        expiry::print_expiry(report);
+    }
+    if let Some(report) = &results.rss {
+        expiry::print_rss(report);
+    }
+    print_targets(&results.targets);
+}
+
+fn write_json(path: &Path, results: &Results) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(results).context("cannot encode the results")?;
+    text.push('\n');
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted (Ctrl-C)",
+        _ = term.recv() => "terminated (SIGTERM)",
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Dropping the benchmark future drops its server handle, which kills the
+    // server and removes its temp dir.
+    let outcome = tokio::select! {
+        result = run(cli) => result.map_err(|e| (e, ExitCode::FAILURE)),
+        why = interrupted() => Err((anyhow::anyhow!("{why}; the server was stopped"), ExitCode::from(130))),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((error, code)) => {
+            eprintln!("error: {error:#}");
+            code
+        }
+    }
+}

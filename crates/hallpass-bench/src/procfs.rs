@@ -1,0 +1,299 @@
+//! What Linux says about a process and the machine: memory (`VmRSS`,
+//! `VmHWM`), CPU time per process and per thread (to see which part of the
+//! server is busy), and the machine description printed with every result.
+
+use std::collections::BTreeMap;
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::stats::{Latencies, Summary};
+
+/// Resident memory of a process, in bytes.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Memory {
+    /// Current resident set size (`VmRSS`).
+    pub rss_bytes: u64,
+    /// Peak resident set size since the process started (`VmHWM`).
+    pub peak_rss_bytes: u64,
+}
+
+pub fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Reads `VmRSS` and `VmHWM` from `/proc/PID/status`.
+pub fn memory(pid: u32) -> Result<Memory> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    let field = |name: &str| -> Result<u64> {
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(name))
+            .with_context(|| format!("{path} has no {name} line"))?;
+        let kib: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .with_context(|| format!("unreadable {name} line in {path}: {line:?}"))?;
+        Ok(kib * 1024)
+    };
+    Ok(Memory {
+        rss_bytes: field("VmRSS:")?,
+        peak_rss_bytes: field("VmHWM:")?,
+    })
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+/// `(comm, utime + stime in seconds)` from a `stat` file.
+fn parse_stat(text: &str) -> Option<(String, f64)> {
+    // The command name is in parentheses and may itself contain spaces.
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
+    // After the name: state is field 3 of stat(5); utime 14 and stime 15.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((comm, (utime + stime) / ticks_per_second()))
+}
+
+/// CPU seconds used so far by a process and by each of its live threads.
+#[derive(Debug, Clone, Default)]
+pub struct CpuSample {
+    pub total_seconds: f64,
+    /// Thread id → (thread name, CPU seconds).
+    pub threads: BTreeMap<u32, (String, f64)>,
+}
+
+pub fn cpu_sample(pid: u32) -> Result<CpuSample> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    let (_, total_seconds) = parse_stat(&text).with_context(|| format!("unreadable {path}: {text:?}"))?;
+    let mut threads = BTreeMap::new();
+    let dir = format!("/proc/{pid}/task");
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot list {dir}"))? {
+        // Threads come and go while we list them; skip the ones gone.
+        let Ok(entry) = entry else { continue };
+        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(text) = std::fs::read_to_string(entry.path().join("stat"))
+            && let Some(sample) = parse_stat(&text)
+        {
+            threads.insert(tid, sample);
+        }
+    }
+    Ok(CpuSample { total_seconds, threads })
+}
+
+/// CPU used by one process between two samples, as cores busy on average.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuUse {
+    /// CPU seconds per wall-clock second (1.0 = one core fully busy).
+    pub cores: f64,
+    /// The same, per thread name (threads of one name summed), busiest first.
+    /// Threads that ended between the samples are in `cores` only.
+    pub by_thread: Vec<ThreadUse>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadUse {
+    pub name: String,
+    pub threads: usize,
+    pub cores: f64,
+}
+
+impl CpuUse {
+    pub fn between(before: &CpuSample, after: &CpuSample, wall_seconds: f64) -> CpuUse {
+        let wall = wall_seconds.max(1e-9);
+        let mut by_name: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+        for (tid, (name, seconds)) in &after.threads {
+            let start = before.threads.get(tid).map_or(0.0, |(_, s)| *s);
+            let entry = by_name.entry(name.clone()).or_default();
+            entry.0 += 1;
+            entry.1 += (seconds - start).max(0.0);
+        }
+        let mut by_thread: Vec<ThreadUse> = by_name
+            .into_iter()
+            .map(|(name, (threads, seconds))| ThreadUse {
+                name,
+                threads,
+                cores: seconds / wall,
+            })
+            .collect();
+        by_thread.sort_by(|a, b| b.cores.total_cmp(&a.cores));
+        CpuUse {
+            cores: (after.total_seconds - before.total_seconds).max(0.0) / wall,
+            by_thread,
+        }
+    }
+
+    /// `1.42 cores (hallpass-store- 0.61, tokio-runtime-w 0.75)`.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = self
+            .by_thread
+            .iter()
+            .filter(|t| t.cores >= 0.01)
+            .take(3)
+            .map(|t| format!("{} x{} {:.2}", t.name, t.threads, t.cores))
+            .collect();
+        if parts.is_empty() {
+            format!("{:.2} cores", self.cores)
+        } else {
+            format!("{:.2} cores ({})", self.cores, parts.join(", "))
+        }
+    }
+}
+
+/// Busy CPU seconds of the whole machine so far (all CPUs, from `/proc/stat`:
+/// user, nice, system, irq and softirq; not idle, iowait or steal).
+fn machine_busy_seconds() -> Result<f64> {
+    let text = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
+    let line = text
+        .lines()
+        .find(|line| line.starts_with("cpu "))
+        .context("/proc/stat has no `cpu` line")?;
+    let fields: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let busy: f64 = [0, 1, 2, 5, 6]
+        .iter()
+        .map(|&i| fields.get(i).copied().unwrap_or(0.0))
+        .sum();
+    Ok(busy / ticks_per_second())
+}
+
+/// CPU counters of the server, the benchmark and the machine at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    server: CpuSample,
+    bench: CpuSample,
+    machine_busy_seconds: f64,
+    at: Instant,
+}
+
+impl Snapshot {
+    pub fn take(server_pid: u32) -> Result<Snapshot> {
+        Ok(Snapshot {
+            server: cpu_sample(server_pid)?,
+            bench: cpu_sample(std::process::id())?,
+            machine_busy_seconds: machine_busy_seconds()?,
+            at: Instant::now(),
+        })
+    }
+}
+
+/// Where the CPUs went between two snapshots, in cores busy on average.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuReport {
+    pub server: CpuUse,
+    pub bench: CpuUse,
+    /// Busy time of the whole machine.
+    pub machine_cores: f64,
+    /// Machine minus server minus benchmark: other processes (say, a
+    /// compiler running meanwhile, which would skew the figures) and
+    /// interrupt time not charged to a process.
+    pub others_cores: f64,
+}
+
+impl CpuReport {
+    pub fn between(before: &Snapshot, after: &Snapshot) -> CpuReport {
+        let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
+        let server = CpuUse::between(&before.server, &after.server, wall);
+        let bench = CpuUse::between(&before.bench, &after.bench, wall);
+        let machine_cores = (after.machine_busy_seconds - before.machine_busy_seconds).max(0.0) / wall;
+        let others_cores = (machine_cores - server.cores - bench.cores).max(0.0);
+        CpuReport {
+            server,
+            bench,
+            machine_cores,
+            others_cores,
+        }
+    }
+}
+
+/// The machine a result was measured on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub memory_total_mib: u64,
+    pub kernel: String,
+}
+
+impl Machine {
+    pub fn detect() -> Machine {
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|line| line.starts_with("model name"))
+            .and_then(|line| line.split_once(':'))
+            .map_or_else(|| "unknown".to_string(), |(_, v)| v.trim().to_string());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_total_mib = meminfo
+            .lines()
+            .find(|line| line.starts_with("MemTotal:"))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse::<u64>().ok())
+            .map_or(0, |kib| kib / 1024);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown".to_string(), |s| s.trim().to_string());
+        Machine {
+            cpus,
+            cpu_model,
+            memory_total_mib,
+            kernel,
+        }
+    }
+}
+
+/// Latency of `write(4 KiB) + fdatasync` in the temp dir's file system,
+/// where the servers keep their data: the floor under every durable commit.
+pub fn sync_latency(samples: usize) -> Result<Summary> {
+    use std::io::Write;
+    let mut file = tempfile::tempfile().context("cannot create a temp file to time fdatasync")?;
+    let block = [0x5au8; 4096];
+    let mut latencies = Latencies::new()?;
+    for _ in 0..samples {
+        let start = Instant::now();
+        file.write_all(&block)
+            .and_then(|()| file.sync_data())
+            .context("cannot write and sync a temp file")?;
+        latencies.record(start.elapsed());
+    }
+    Ok(latencies.summary())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_spaces_in_the_name_parse() {
+        let text = "42 (tokio runtime) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1 0 0";
+        let (name, seconds) = parse_stat(text).unwrap();
+        assert_eq!(name, "tokio runtime");
+        assert!((seconds - 300.0 / ticks_per_second()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn own_process_is_readable() {
+        let pid = std::process::id();
+        let memory = memory(pid).unwrap();
+        assert!(memory.rss_bytes > 0 && memory.peak_rss_bytes >= memory.rss_bytes);
+        let sample = cpu_sample(pid).unwrap();
+        assert!(!sample.threads.is_empty());
+    }
+}
