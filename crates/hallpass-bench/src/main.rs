@@ -148,6 +148,8 @@ struct Results {
     /// `write(4 KiB) + fdatasync` in the temp dir, 200 times.
     fsync_4k: Summary,
     hallpass_binary: String,
+    /// When that binary was built (its mtime): check it matches the commit.
+    hallpass_binary_modified: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     throughput: Option<throughput::Report>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -278,10 +280,18 @@ async fn run(cli: Cli) -> Result<()> {
     let binary = server::resolve_binary(cli.hallpass.as_deref())?;
     let started_at = Utc::now();
     let machine = Machine::detect();
+    let built = std::fs::metadata(&binary)
+        .and_then(|meta| meta.modified())
+        .ok()
+        .map(DateTime::<Utc>::from);
     let fsync_4k = procfs::sync_latency(200)?;
     eprintln!(
-        "hallpass-bench: {} on {} CPU(s) ({}), {} MiB; client and server share these CPUs",
+        "hallpass-bench: {} (built {}) on {} CPU(s) ({}), {} MiB; client and server share these CPUs",
         binary.display(),
+        built.map_or_else(
+            || "at an unknown time".to_string(),
+            |t| t.format("%Y-%m-%d %H:%M UTC").to_string()
+        ),
         machine.cpus,
         machine.cpu_model,
         machine.memory_total_mib
@@ -292,6 +302,7 @@ async fn run(cli: Cli) -> Result<()> {
         machine,
         fsync_4k,
         hallpass_binary: binary.display().to_string(),
+        hallpass_binary_modified: built,
         throughput: None,
         expiry: None,
         rss: None,

@@ -2,7 +2,8 @@
 //!
 //! [`ServerProcess::start`] picks a free loopback port, creates a temp dir
 //! holding the data dir and the server's log, spawns the release binary with a
-//! fixed random admin token, and waits for `/healthz`. [`ServerProcess::stop`]
+//! fixed random admin token (and no inherited `HALLPASS_*` settings: the
+//! store is always the embedded SQLite), and waits for `/healthz`. [`ServerProcess::stop`]
 //! sends SIGTERM (graceful shutdown) and falls back to SIGKILL. Dropping the
 //! handle without `stop` (an error, Ctrl-C) kills the child at once, and the
 //! child is also told to die with the benchmark (`PR_SET_PDEATHSIG`), so no
@@ -135,6 +136,13 @@ impl ServerProcess {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
+        // Only the flags above configure the server: an inherited
+        // HALLPASS_DATABASE_URL would silently switch it to PostgreSQL.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("HALLPASS_") {
+                command.env_remove(name);
+            }
+        }
         // SAFETY: the closure runs in the forked child before exec and only
         // makes one async-signal-safe system call.
         unsafe {

@@ -70,6 +70,8 @@ struct Inner {
     changes: watch::Receiver<u64>,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
     backend: Backend,
+    /// SQLite: the data directory's lock, held while the store is open.
+    _dir_lock: Option<sqlite::DirLock>,
 }
 
 fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<thread::JoinHandle<()>, StoreError> {
@@ -85,9 +87,11 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<thread::Joi
 impl Store {
     /// Opens the backend, applies migrations, and starts the threads.
     pub fn open(backend: Backend, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+        let mut dir_lock = None;
         let (writer_connect, reader_connect): (Connect, Connect) = match &backend {
             Backend::Sqlite { data_dir } => {
                 let path = sqlite::prepare_file(data_dir)?;
+                dir_lock = Some(sqlite::lock_dir(data_dir)?);
                 let reader_path = path.clone();
                 (
                     Arc::new(move || Ok(Box::new(sqlite::open_writer(&path)?) as Box<dyn Conn>)),
@@ -139,6 +143,7 @@ impl Store {
                 changes: changes_rx,
                 threads: Mutex::new(threads),
                 backend,
+                _dir_lock: dir_lock,
             }),
         })
     }

@@ -94,6 +94,34 @@ pub fn prepare_file(data_dir: &Path) -> Result<PathBuf, StoreError> {
     Ok(path)
 }
 
+/// Holds `DIR/hallpass.lock` exclusively for as long as it lives: one server
+/// per SQLite data directory, enforced rather than assumed (start-up releases
+/// every claim on the strength of it).
+pub struct DirLock {
+    _file: fs::File,
+}
+
+pub fn lock_dir(data_dir: &Path) -> Result<DirLock, StoreError> {
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join("hallpass.lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| io_error(&path, e))?;
+    // SAFETY: flock(2) on a descriptor we own and keep open.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        return Err(StoreError::Config(format!(
+            "another hallpass server is using {}; one server per SQLite data directory (use PostgreSQL for replicas)",
+            data_dir.display()
+        )));
+    }
+    Ok(DirLock { _file: file })
+}
+
 pub fn open_writer(path: &Path) -> Result<SqliteConn, StoreError> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -125,3 +125,41 @@ fn wrong_seal_key_fails_clearly_and_changes_nothing() {
     assert_eq!(server.audit_len(), events, "the failed start changed nothing");
     assert_eq!(server.json(&server.admin, &["audit", "verify"])["ok"], true);
 }
+
+#[test]
+fn a_second_server_on_one_sqlite_directory_is_refused() {
+    // SQLite on purpose, whatever the suite's backend: this is its rule.
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let start = |port: u16| {
+        std::process::Command::new(hallpass_e2e::hallpass_bin())
+            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(&data_dir)
+            .env("HALLPASS_BOOTSTRAP_TOKEN", hallpass_e2e::ROOT_TOKEN)
+            .env_remove("HALLPASS_SEAL_KEY")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start hallpass server")
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut first = start(port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the first server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = start(0).wait_with_output().expect("second server");
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(
+        !second.status.success(),
+        "two servers on one SQLite directory would both end grants"
+    );
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another hallpass server is using"), "{stderr}");
+}
