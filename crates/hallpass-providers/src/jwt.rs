@@ -186,6 +186,10 @@ impl CredentialProvider for JwtProvider {
         "jwt"
     }
 
+    fn issues_locally(&self) -> bool {
+        true
+    }
+
     fn validate_config(&self, config: &Map<String, Value>) -> Result<(), ProviderError> {
         if let Some(unknown) = config.keys().find(|key| key.as_str() != "audience") {
             return Err(invalid(&format!(

@@ -64,6 +64,13 @@ pub trait CredentialProvider: Send + Sync {
     /// Checks a target's `config` before it is stored.
     fn validate_config(&self, config: &Map<String, Value>) -> Result<(), ProviderError>;
 
+    /// True when issuing creates nothing outside Hallpass (the credential is
+    /// minted locally, as a signed token): then issuing may happen before the
+    /// request is recorded, since a crash in between leaves nothing behind.
+    fn issues_locally(&self) -> bool {
+        false
+    }
+
     /// Creates the credential on the target. Returns non-secret metadata.
     fn issue<'a>(&'a self, grant: &'a GrantContext) -> BoxFuture<'a, Result<Value, ProviderError>>;
 

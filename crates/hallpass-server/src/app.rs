@@ -540,6 +540,9 @@ impl App {
             reason: body.reason,
             ticket: body.ticket,
         };
+        let local_issue = self
+            .prepare_local_issue(&body.role, &input.id, &caller.principal.name)
+            .await?;
         let principal = caller.principal.clone();
         let role_name = body.role;
         let owner = self.inner.replica_id.clone();
@@ -553,23 +556,89 @@ impl App {
                     .ok_or_else(|| unknown_role(&role_name))?;
                 let rules = role_rules(&role_spec(&row)?)?;
                 let now = wtx.now();
-                let (record, kind) = RequestRecord::open(input, &rules, &principal, now)?;
+                let (mut record, kind) = RequestRecord::open(input, &rules, &principal, now)?;
                 let data = json!({
                     "role": record.role, "target": record.target, "groups": principal.groups,
                     "duration_seconds": record.duration_seconds, "reason": record.reason, "ticket": record.ticket,
                     "auto_approved": record.auto_approved, "required_approvals": record.required_approvals,
                 });
-                let version = save_with_event(wtx, &record, &principal.name, kind, data)?;
-                claim_if_approved(wtx, &record, &owner)?;
-                Ok((record, version))
+                wtx.append_audit(AuditDraft::new(&principal.name, kind, Some(record.id.clone()), data))?;
+                match local_issue {
+                    // Still the target the credential was minted for: activate
+                    // in this same transaction.
+                    Some((target, metadata)) if record.state == RequestState::Approved && target == record.target => {
+                        let kind = record.activate(metadata.clone(), now)?;
+                        let data = json!({"expires_at": record.expires_at, "credential": metadata});
+                        let version = save_with_event(wtx, &record, SYSTEM_ACTOR, kind, data)?;
+                        Ok((record, version))
+                    }
+                    _ => {
+                        let version = wtx.put_request(&record)?;
+                        claim_if_approved(wtx, &record, &owner)?;
+                        Ok((record, version))
+                    }
+                }
             })
             .await?;
         metrics::counter!("hallpass_requests_total", "outcome" => if record.auto_approved { "auto_approved" } else { "pending" })
             .increment(1);
-        if record.state == RequestState::Approved {
-            return self.activate(record).await;
+        match record.state {
+            RequestState::Approved => self.activate(record).await,
+            RequestState::Active => {
+                metrics::counter!("hallpass_grants_activated_total").increment(1);
+                self.schedule(&record);
+                Ok(request_to_api(&record, version))
+            }
+            _ => Ok(request_to_api(&record, version)),
         }
-        Ok(request_to_api(&record, version))
+    }
+
+    /// For a self-service role whose provider mints credentials locally
+    /// (nothing is created outside Hallpass, as for JWTs), issues up front so
+    /// the request and its activation commit together: one durable commit
+    /// instead of two. Returns the target and the credential metadata, or
+    /// `None` when the normal path (record, then issue, then activate) applies.
+    async fn prepare_local_issue(&self, role: &str, id: &str, principal: &str) -> ApiResult<Option<(String, Value)>> {
+        let role_name = role.to_string();
+        let found = self
+            .inner
+            .store
+            .read(move |r| -> ApiResult<_> {
+                let Some(role) = r.config(ConfigKind::Role, &role_name)? else {
+                    return Ok(None);
+                };
+                let spec = role_spec(&role)?;
+                if !spec.auto_approve {
+                    return Ok(None);
+                }
+                let target = r.config(ConfigKind::Target, &spec.target)?;
+                Ok(target.map(|t| (spec, t)))
+            })
+            .await?;
+        let Some((spec, target_row)) = found else {
+            return Ok(None);
+        };
+        let target = target_spec(&target_row)?;
+        let Some(provider) = self
+            .inner
+            .registry
+            .get(&target.target_type)
+            .filter(|p| p.issues_locally())
+        else {
+            return Ok(None);
+        };
+        let now = self.now();
+        let context = GrantContext {
+            grant_id: id.to_string(),
+            principal: principal.to_string(),
+            role: spec.name.clone(),
+            target: target.name.clone(),
+            target_config: target.config.clone(),
+            activated_at: now,
+            expires_at: now,
+        };
+        let metadata = provider.issue(&context).await.map_err(ApiError::internal)?;
+        Ok(Some((target.name, metadata)))
     }
 
     pub async fn approve(&self, caller: &Caller, id: String, comment: Option<String>) -> ApiResult<api::AccessRequest> {
