@@ -14,6 +14,10 @@
 //! one per grant created.
 //!
 //! `rss` is the creation half alone: N grants of one hour, then memory.
+//!
+//! With several replicas (PostgreSQL), creation worker `w` talks to replica
+//! `w mod replicas` only, and RSS is read from every replica; the
+//! active-grants poll and the audit export go through replica 0.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWrite;
 
 use crate::procfs::{CpuReport, Memory, mib};
-use crate::server::ServerProcess;
+use crate::server::{Backend, Deployment};
 use crate::stats::{Latencies, Summary, fmt_ms, print_table};
 
 /// The auto-approved role the grants are made of; its max covers any window.
@@ -62,19 +66,26 @@ pub struct Options {
     pub timeout: Duration,
 }
 
-/// Memory of the server process.
+/// Memory of the server processes, one entry per replica.
 #[derive(Debug, Clone, Serialize)]
 pub struct MemoryReport {
     /// RSS right after start-up (dev seed, no grants).
-    pub baseline_rss_mib: f64,
+    pub baseline_rss_mib: Vec<f64>,
     /// RSS with every created grant active.
-    pub active_rss_mib: f64,
+    pub active_rss_mib: Vec<f64>,
     /// VmHWM at the end of the scenario: the peak over the whole run.
-    pub peak_rss_mib: f64,
-    /// SQLite files (db + WAL + shm) with every grant active.
+    pub peak_rss_mib: Vec<f64>,
+    /// What `database_mib` measures.
+    pub database_measure: String,
+    /// SQLite files (db + WAL + shm), or `pg_database_size`, with every grant active.
     pub database_mib: f64,
     /// False when some grant may already have expired at the RSS sample.
     pub all_active_at_sample: bool,
+}
+
+/// The largest per-replica value.
+pub fn max(values: &[f64]) -> f64 {
+    values.iter().copied().fold(0.0, f64::max)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -90,6 +101,7 @@ pub struct Creation {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ExpiryReport {
+    pub backend: Backend,
     pub grants: usize,
     pub window_seconds: u64,
     pub clients: usize,
@@ -127,6 +139,7 @@ pub struct ExpiryReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RssReport {
+    pub backend: Backend,
     pub grants: usize,
     pub clients: usize,
     pub creation: Creation,
@@ -140,9 +153,10 @@ struct Grant {
     expires_at: DateTime<Utc>,
 }
 
-/// Creates the role and a requester allowed to use it; returns its client.
-async fn setup(server: &ServerProcess) -> Result<Client> {
-    let admin = server.admin()?;
+/// Creates the role and a requester allowed to use it; returns its client
+/// on each replica.
+async fn setup(deployment: &Deployment) -> Result<Vec<Client>> {
+    let admin = deployment.admin(0)?;
     admin
         .put_role(&RoleSpec {
             name: ROLE.into(),
@@ -165,11 +179,12 @@ async fn setup(server: &ServerProcess) -> Result<Client> {
         })
         .await
         .context("cannot create the benchmark token")?;
-    Ok(admin.with_token(token.token))
+    deployment.clients(&token.token)
 }
 
-/// Runs `job(0..count)` on `workers` concurrent tasks; returns each index's
-/// result, unordered. Prints progress every few seconds when `label` is set.
+/// Runs `job(worker, i)` for `i` in `0..count` on `workers` concurrent tasks;
+/// returns each index's result, unordered. Prints progress every few seconds
+/// when `label` is set.
 async fn run_pool<T, F, Fut>(
     count: usize,
     workers: usize,
@@ -177,7 +192,7 @@ async fn run_pool<T, F, Fut>(
     job: F,
 ) -> Result<Vec<(usize, Result<T>)>>
 where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<T>> + Send,
     T: Send + 'static,
 {
@@ -185,7 +200,7 @@ where
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::with_capacity(workers);
-    for _ in 0..workers.max(1) {
+    for worker in 0..workers.max(1) {
         let (job, next, done) = (job.clone(), next.clone(), done.clone());
         handles.push(tokio::spawn(async move {
             let mut results = Vec::new();
@@ -194,7 +209,7 @@ where
                 if i >= count {
                     return results;
                 }
-                results.push((i, job(i).await));
+                results.push((i, job(worker, i).await));
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -228,19 +243,19 @@ where
     Ok(all)
 }
 
-/// Creates `count` grants of the benchmark role; `seconds(i)` is evaluated
-/// just before grant `i` is requested.
+/// Creates `count` grants of the benchmark role, worker `w` on `clients[w mod
+/// len]`; `seconds(i)` is evaluated just before grant `i` is requested.
 async fn create_grants(
-    client: &Client,
+    clients: &[Client],
     count: usize,
-    clients: usize,
+    workers: usize,
     label: Option<&'static str>,
     seconds: Arc<dyn Fn(usize) -> u64 + Send + Sync>,
 ) -> Result<(Vec<Grant>, Creation)> {
     let started = Instant::now();
-    let client = client.clone();
-    let results = run_pool(count, clients, label, move |i| {
-        let client = client.clone();
+    let replicas = clients.to_vec();
+    let results = run_pool(count, workers, label, move |worker, i| {
+        let client = replicas[worker % replicas.len()].clone();
         let seconds = seconds.clone();
         async move {
             let mut last_error = None;
@@ -309,17 +324,22 @@ fn active_grant(request: AccessRequest) -> Result<Grant> {
 }
 
 async fn memory_with_grants(
-    server: &ServerProcess,
-    baseline: Memory,
+    deployment: &Deployment,
+    baseline: &[Memory],
     earliest_expiry: Option<DateTime<Utc>>,
 ) -> Result<MemoryReport> {
-    let active = server.memory()?;
+    let active = deployment.memory()?;
     let all_active_at_sample = earliest_expiry.is_none_or(|at| Utc::now() < at);
+    let database_measure = match deployment.backend() {
+        Backend::Sqlite => "SQLite files",
+        Backend::Postgres { .. } => "PostgreSQL database (pg_database_size)",
+    };
     Ok(MemoryReport {
-        baseline_rss_mib: mib(baseline.rss_bytes),
-        active_rss_mib: mib(active.rss_bytes),
-        peak_rss_mib: mib(active.peak_rss_bytes),
-        database_mib: mib(server.database_bytes()),
+        baseline_rss_mib: baseline.iter().map(|m| mib(m.rss_bytes)).collect(),
+        active_rss_mib: active.iter().map(|m| mib(m.rss_bytes)).collect(),
+        peak_rss_mib: active.iter().map(|m| mib(m.peak_rss_bytes)).collect(),
+        database_measure: database_measure.into(),
+        database_mib: mib(deployment.database_bytes()?),
         all_active_at_sample,
     })
 }
@@ -335,21 +355,22 @@ fn check_creation(creation: &Creation) {
 }
 
 /// `expiry`: N grants expiring in one window; lag and memory.
-pub async fn run_expiry(binary: &Path, options: &Options) -> Result<ExpiryReport> {
+pub async fn run_expiry(binary: &Path, backend: &Backend, options: &Options) -> Result<ExpiryReport> {
     if options.grants == 0 || options.window_seconds == 0 || options.clients == 0 {
         bail!("--grants, --window and --clients must be positive");
     }
-    let server = ServerProcess::start(binary).await?;
-    let result = expiry_scenario(&server, options).await;
-    let stopped = server.stop().await;
+    eprintln!("expiry ({}): fresh server", backend.label());
+    let deployment = Deployment::start(binary, backend).await?;
+    let result = expiry_scenario(&deployment, options).await;
+    let stopped = deployment.stop().await;
     let report = result?;
     stopped?;
     Ok(report)
 }
 
-async fn expiry_scenario(server: &ServerProcess, options: &Options) -> Result<ExpiryReport> {
-    let client = setup(server).await?;
-    let baseline = server.memory()?;
+async fn expiry_scenario(deployment: &Deployment, options: &Options) -> Result<ExpiryReport> {
+    let clients = setup(deployment).await?;
+    let baseline = deployment.memory()?;
     let n = options.grants;
     let window = options.window_seconds;
 
@@ -358,7 +379,7 @@ async fn expiry_scenario(server: &ServerProcess, options: &Options) -> Result<Ex
     let calibration_grants = (n / 20).clamp(20, 2000);
     eprintln!("expiry: calibrating with {calibration_grants} grants");
     let (calibration, calibration_run) = create_grants(
-        &client,
+        &clients,
         calibration_grants,
         options.clients,
         None,
@@ -371,7 +392,7 @@ async fn expiry_scenario(server: &ServerProcess, options: &Options) -> Result<Ex
             calibration_run.failure_samples.join(" | ")
         );
     }
-    release_all(&client, calibration, options.clients).await?;
+    release_all(&clients, calibration, options.clients).await?;
     let rate = calibration_run.per_second;
 
     let estimate = n as f64 / rate * SAFETY_FACTOR + options.margin_seconds as f64;
@@ -387,14 +408,17 @@ async fn expiry_scenario(server: &ServerProcess, options: &Options) -> Result<Ex
         let millis = (target - Utc::now()).num_milliseconds().max(0) as u64;
         millis.div_ceil(1000).max(1)
     });
-    let (grants, creation) = create_grants(&client, n, options.clients, Some("created"), seconds).await?;
+    let (grants, creation) = create_grants(&clients, n, options.clients, Some("created"), seconds).await?;
     check_creation(&creation);
     let earliest = grants.iter().map(|g| g.expires_at).min();
     let latest = grants.iter().map(|g| g.expires_at).max();
-    let memory_active = memory_with_grants(server, baseline, earliest).await?;
+    let memory_active = memory_with_grants(deployment, &baseline, earliest).await?;
     eprintln!(
-        "expiry: created {} grants in {:.1}s ({:.0}/s); server RSS {:.1} MiB with all active",
-        creation.created, creation.seconds, creation.per_second, memory_active.active_rss_mib
+        "expiry: created {} grants in {:.1}s ({:.0}/s); server RSS {:.1} MiB (largest replica) with all active",
+        creation.created,
+        creation.seconds,
+        creation.per_second,
+        max(&memory_active.active_rss_mib)
     );
     let window_end = planned_start + chrono::Duration::seconds(window as i64 + 2);
     let outside_window = grants
@@ -413,11 +437,11 @@ async fn expiry_scenario(server: &ServerProcess, options: &Options) -> Result<Ex
 
     // Wait for the burst, then until nothing is active any more.
     sleep_until_wall(earliest).await;
-    let cpu_before = server.cpu_snapshot()?;
+    let cpu_before = deployment.cpu_snapshot()?;
     sleep_until_wall(latest + chrono::Duration::seconds(1)).await;
     let deadline = Instant::now() + options.timeout;
     loop {
-        if !any_active(&client).await? {
+        if !any_active(&clients[0]).await? {
             break;
         }
         if Instant::now() >= deadline {
@@ -430,13 +454,13 @@ async fn expiry_scenario(server: &ServerProcess, options: &Options) -> Result<Ex
         tokio::time::sleep(POLL_INTERVAL).await;
     }
     let drained_after_seconds = (Utc::now() - latest).num_milliseconds() as f64 / 1000.0;
-    let cpu_during_expiry = CpuReport::between(&cpu_before, &server.cpu_snapshot()?);
-    let peak = server.memory()?;
+    let cpu_during_expiry = CpuReport::between(&cpu_before, &deployment.cpu_snapshot()?);
+    let peak = deployment.memory()?;
 
     eprintln!("expiry: all grants ended; reading grant.expired events from the audit export");
     let mut collector = ExpiredCollector::default();
-    server
-        .admin()?
+    deployment
+        .admin(0)?
         .audit_export(None, &mut collector)
         .await
         .context("cannot export the audit log")?;
@@ -468,6 +492,7 @@ async fn expiry_scenario(server: &ServerProcess, options: &Options) -> Result<Ex
         _ => 0.0,
     };
     Ok(ExpiryReport {
+        backend: deployment.backend().clone(),
         grants: n,
         window_seconds: window,
         clients: options.clients,
@@ -477,7 +502,7 @@ async fn expiry_scenario(server: &ServerProcess, options: &Options) -> Result<Ex
         creation,
         outside_window,
         memory: MemoryReport {
-            peak_rss_mib: mib(peak.peak_rss_bytes),
+            peak_rss_mib: peak.iter().map(|m| mib(m.peak_rss_bytes)).collect(),
             ..memory_active
         },
         expired_events: events.len(),
@@ -494,24 +519,27 @@ async fn expiry_scenario(server: &ServerProcess, options: &Options) -> Result<Ex
 }
 
 /// `rss`: N one-hour grants, then the server's memory.
-pub async fn run_rss(binary: &Path, grants: usize, clients: usize) -> Result<RssReport> {
+pub async fn run_rss(binary: &Path, backend: &Backend, grants: usize, clients: usize) -> Result<RssReport> {
     if grants == 0 || clients == 0 {
         bail!("--grants and --clients must be positive");
     }
-    let server = ServerProcess::start(binary).await?;
-    let result = rss_scenario(&server, grants, clients).await;
-    let stopped = server.stop().await;
+    let deployment = Deployment::start(binary, backend).await?;
+    let result = rss_scenario(&deployment, grants, clients).await;
+    let stopped = deployment.stop().await;
     let report = result?;
     stopped?;
     Ok(report)
 }
 
-async fn rss_scenario(server: &ServerProcess, grants: usize, clients: usize) -> Result<RssReport> {
-    let client = setup(server).await?;
-    let baseline = server.memory()?;
-    eprintln!("rss: creating {grants} one-hour grants with {clients} clients");
+async fn rss_scenario(deployment: &Deployment, grants: usize, clients: usize) -> Result<RssReport> {
+    let replicas = setup(deployment).await?;
+    let baseline = deployment.memory()?;
+    eprintln!(
+        "rss ({}): creating {grants} one-hour grants with {clients} clients",
+        deployment.backend().label()
+    );
     let (created, creation) = create_grants(
-        &client,
+        &replicas,
         grants,
         clients,
         Some("created"),
@@ -520,8 +548,9 @@ async fn rss_scenario(server: &ServerProcess, grants: usize, clients: usize) -> 
     .await?;
     check_creation(&creation);
     let earliest = created.iter().map(|g| g.expires_at).min();
-    let memory = memory_with_grants(server, baseline, earliest).await?;
+    let memory = memory_with_grants(deployment, &baseline, earliest).await?;
     Ok(RssReport {
+        backend: deployment.backend().clone(),
         grants,
         clients,
         creation,
@@ -529,12 +558,12 @@ async fn rss_scenario(server: &ServerProcess, grants: usize, clients: usize) -> 
     })
 }
 
-async fn release_all(client: &Client, grants: Vec<Grant>, clients: usize) -> Result<()> {
+async fn release_all(clients: &[Client], grants: Vec<Grant>, workers: usize) -> Result<()> {
     let grants = Arc::new(grants);
     let count = grants.len();
-    let client = client.clone();
-    let results = run_pool(count, clients, None, move |i| {
-        let (client, grants) = (client.clone(), grants.clone());
+    let replicas = clients.to_vec();
+    let results = run_pool(count, workers, None, move |worker, i| {
+        let (client, grants) = (replicas[worker % replicas.len()].clone(), grants.clone());
         async move {
             client
                 .release(&grants[i].id)
@@ -682,17 +711,31 @@ impl AsyncWrite for ExpiredCollector {
     }
 }
 
+/// `30.0 MiB`, or with several replicas `max 30.0, sum 90.0 MiB (3 replicas)`.
+fn rss_cell(values: &[f64]) -> String {
+    if values.len() <= 1 {
+        format!("{:.1} MiB", max(values))
+    } else {
+        format!(
+            "max {:.1}, sum {:.1} MiB ({} replicas)",
+            max(values),
+            values.iter().sum::<f64>(),
+            values.len()
+        )
+    }
+}
+
 fn memory_rows(memory: &MemoryReport, grants: usize) -> Vec<Vec<String>> {
-    let mut rows = vec![
+    vec![
         vec![
             "server RSS at start (no grants)".into(),
-            format!("{:.1} MiB", memory.baseline_rss_mib),
+            rss_cell(&memory.baseline_rss_mib),
         ],
         vec![
             format!("server RSS with {grants} active grants"),
             format!(
-                "{:.1} MiB{}",
-                memory.active_rss_mib,
+                "{}{}",
+                rss_cell(&memory.active_rss_mib),
                 if memory.all_active_at_sample {
                     ""
                 } else {
@@ -700,16 +743,12 @@ fn memory_rows(memory: &MemoryReport, grants: usize) -> Vec<Vec<String>> {
                 }
             ),
         ],
+        vec!["server peak RSS (VmHWM)".into(), rss_cell(&memory.peak_rss_mib)],
         vec![
-            "server peak RSS (VmHWM)".into(),
-            format!("{:.1} MiB", memory.peak_rss_mib),
+            format!("{} with all grants active", memory.database_measure),
+            format!("{:.1} MiB", memory.database_mib),
         ],
-    ];
-    rows.push(vec![
-        "SQLite files with all grants active".into(),
-        format!("{:.1} MiB", memory.database_mib),
-    ]);
-    rows
+    ]
 }
 
 fn creation_rows(creation: &Creation, clients: usize) -> Vec<Vec<String>> {
@@ -735,7 +774,8 @@ fn creation_rows(creation: &Creation, clients: usize) -> Vec<Vec<String>> {
 
 pub fn print_expiry(report: &ExpiryReport) {
     println!(
-        "\nExpiry: {} grants aimed at a {}s window from {}",
+        "\nExpiry ({}): {} grants aimed at a {}s window from {}",
+        report.backend.label(),
         report.grants,
         report.window_seconds,
         report.planned_start.format("%H:%M:%S")
@@ -775,6 +815,9 @@ pub fn print_expiry(report: &ExpiryReport) {
         "server CPU while expiring".into(),
         report.cpu_during_expiry.server.describe(),
     ]);
+    if let Some(database) = &report.cpu_during_expiry.database {
+        rows.push(vec!["PostgreSQL CPU meanwhile".into(), database.describe()]);
+    }
     rows.push(vec![
         "other processes' CPU meanwhile".into(),
         format!("{:.2} cores", report.cpu_during_expiry.others_cores),
@@ -803,7 +846,11 @@ pub fn print_expiry(report: &ExpiryReport) {
 }
 
 pub fn print_rss(report: &RssReport) {
-    println!("\nRSS: {} one-hour grants active", report.grants);
+    println!(
+        "\nRSS ({}): {} one-hour grants active",
+        report.backend.label(),
+        report.grants
+    );
     let mut rows = creation_rows(&report.creation, report.clients);
     rows.extend(memory_rows(&report.memory, report.creation.created));
     print_table(&["measure", "value"], &rows);

@@ -5,7 +5,8 @@
 //! binary, SQLite with WAL and `synchronous=FULL`, group commit) in a temp
 //! dir on a free loopback port, runs, prints a table, optionally writes a
 //! JSON summary (`--json FILE`), and stops the server, also on error and on
-//! Ctrl-C / SIGTERM.
+//! Ctrl-C / SIGTERM. With `--postgres URL [--replicas N]` it starts N
+//! replicas on a fresh PostgreSQL database instead ([`server::Deployment`]).
 //!
 //! - `throughput`: request → credential operations per second and latency at
 //!   one or more client counts ([`throughput`]).
@@ -13,12 +14,14 @@
 //!   audit log, and RSS with all N active ([`expiry`]).
 //! - `rss`: RSS with N active grants only.
 //! - `all`: throughput at 1, 8, 32 and 64 clients, then expiry with 100k
-//!   grants; the run behind `docs/benchmarks.md`.
+//!   grants; with `--postgres URL` again on PostgreSQL with 1 and with 3
+//!   replicas. The run behind `docs/benchmarks.md`.
 //!
 //! Smoke run (seconds): `hallpass-bench throughput --clients 2 --duration 1s
 //! --warmup 0s` and `hallpass-bench expiry --grants 200 --window 2s`.
 
 mod expiry;
+mod postgres;
 mod procfs;
 mod server;
 mod stats;
@@ -34,6 +37,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::procfs::Machine;
+use crate::server::Backend;
 use crate::stats::Summary;
 
 /// Benchmarks for Hallpass: each subcommand starts its own server.
@@ -59,8 +63,36 @@ enum Command {
     Expiry(ExpiryArgs),
     /// Server RSS with N active grants.
     Rss(RssArgs),
-    /// Throughput at 1, 8, 32 and 64 clients, then expiry with 100k grants.
+    /// Throughput at 1, 8, 32 and 64 clients, then expiry with 100k grants;
+    /// with --postgres, on SQLite, then PostgreSQL with 1 and 3 replicas.
     All(AllArgs),
+}
+
+#[derive(Debug, Args)]
+struct BackendArgs {
+    /// Run on PostgreSQL instead of SQLite: a server URL where the benchmark
+    /// may CREATE DATABASE, e.g. postgres://postgres@127.0.0.1:5433/postgres.
+    /// Each server start gets a fresh database, dropped at the end.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// hallpass replicas sharing the database (only with --postgres); clients
+    /// are spread round-robin over them.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    replicas: usize,
+}
+
+impl BackendArgs {
+    fn backend(self) -> Result<Backend> {
+        match self.postgres {
+            _ if self.replicas == 0 => anyhow::bail!("--replicas must be at least 1"),
+            None if self.replicas > 1 => anyhow::bail!("--replicas above 1 needs --postgres URL"),
+            None => Ok(Backend::Sqlite),
+            Some(server_url) => Ok(Backend::Postgres {
+                server_url,
+                replicas: self.replicas,
+            }),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +113,8 @@ struct ThroughputArgs {
     /// Grant duration requested.
     #[arg(long = "for", default_value = "5m", value_name = "DURATION")]
     grant_for: String,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +134,8 @@ struct ExpiryArgs {
     /// Give up when grants are still active this long after the last expiry.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +146,8 @@ struct RssArgs {
     /// Concurrent clients creating grants.
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 #[derive(Debug, Args)]
@@ -129,7 +167,17 @@ struct AllArgs {
     /// Expiry window (whole seconds).
     #[arg(long, default_value = "10s", value_parser = whole_seconds)]
     window: u64,
+    /// Also run everything on PostgreSQL, with 1 and with 3 replicas: a
+    /// server URL where the benchmark may CREATE DATABASE.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
+    /// Grants for the expiry part on PostgreSQL [default: --grants].
+    #[arg(long, value_name = "N")]
+    postgres_grants: Option<usize>,
 }
+
+/// Replica counts `all --postgres` runs.
+const ALL_POSTGRES_REPLICAS: [usize; 2] = [1, 3];
 
 fn whole_seconds(text: &str) -> Result<u64, String> {
     let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
@@ -150,6 +198,14 @@ struct Results {
     hallpass_binary: String,
     /// When that binary was built (its mtime): check it matches the commit.
     hallpass_binary_modified: Option<DateTime<Utc>>,
+    /// One entry per backend measured.
+    runs: Vec<Run>,
+}
+
+/// What one invocation measured on one backend.
+#[derive(Debug, Serialize)]
+struct Run {
+    backend: Backend,
     #[serde(skip_serializing_if = "Option::is_none")]
     throughput: Option<throughput::Report>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,6 +213,18 @@ struct Results {
     #[serde(skip_serializing_if = "Option::is_none")]
     rss: Option<expiry::RssReport>,
     targets: Vec<Target>,
+}
+
+impl Run {
+    fn new(backend: &Backend) -> Run {
+        Run {
+            backend: backend.clone(),
+            throughput: None,
+            expiry: None,
+            rss: None,
+            targets: Vec::new(),
+        }
+    }
 }
 
 /// One product target and whether this run met it.
@@ -202,7 +270,7 @@ const TARGET_LAG_P99_MS: f64 = 1000.0;
 const TARGET_RSS_MIB: f64 = 300.0;
 const TARGET_GRANTS: usize = 100_000;
 
-fn targets(results: &Results) -> Vec<Target> {
+fn targets(results: &Run) -> Vec<Target> {
     let mut out = Vec::new();
     if let Some(level) = results
         .throughput
@@ -243,17 +311,24 @@ fn targets(results: &Results) -> Vec<Target> {
     out
 }
 
+/// Against the largest replica: each server process has the budget.
 fn rss_target(memory: &expiry::MemoryReport, grants: usize) -> Target {
     let scale = if grants >= TARGET_GRANTS {
         String::new()
     } else {
         format!(" (only {grants} grants run)")
     };
+    let per_replica = if memory.active_rss_mib.len() > 1 {
+        ", per replica"
+    } else {
+        ""
+    };
+    let rss = expiry::max(&memory.active_rss_mib);
     Target {
-        name: format!("RSS with {TARGET_GRANTS} active grants{scale}"),
+        name: format!("RSS with {TARGET_GRANTS} active grants{scale}{per_replica}"),
         target: format!("<= {TARGET_RSS_MIB:.0} MiB"),
-        measured: format!("{:.1} MiB", memory.active_rss_mib),
-        status: Status::of(grants >= TARGET_GRANTS, memory.active_rss_mib <= TARGET_RSS_MIB),
+        measured: format!("{rss:.1} MiB"),
+        status: Status::of(grants >= TARGET_GRANTS, rss <= TARGET_RSS_MIB),
     }
 }
 
@@ -274,6 +349,35 @@ fn print_targets(targets: &[Target]) {
         })
         .collect();
     stats::print_table(&["target", "goal", "measured", ""], &rows);
+}
+
+/// Targets side by side when several backends ran (same target order in each).
+fn print_target_comparison(runs: &[Run]) {
+    let Some(first) = runs.iter().max_by_key(|run| run.targets.len()) else {
+        return;
+    };
+    if runs.len() < 2 || first.targets.is_empty() {
+        return;
+    }
+    println!("\nTargets by backend:");
+    let labels: Vec<String> = runs.iter().map(|run| run.backend.label()).collect();
+    let mut header = vec!["target", "goal"];
+    header.extend(labels.iter().map(String::as_str));
+    let rows: Vec<Vec<String>> = first
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, target)| {
+            let mut row = vec![target.name.clone(), target.target.clone()];
+            row.extend(runs.iter().map(|run| match run.targets.get(i) {
+                Some(t) if t.status == Status::Met => t.measured.clone(),
+                Some(t) => format!("{} {}", t.measured, t.status.label()),
+                None => "-".into(),
+            }));
+            row
+        })
+        .collect();
+    stats::print_table(&header, &rows);
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -303,14 +407,12 @@ async fn run(cli: Cli) -> Result<()> {
         fsync_4k,
         hallpass_binary: binary.display().to_string(),
         hallpass_binary_modified: built,
-        throughput: None,
-        expiry: None,
-        rss: None,
-        targets: Vec::new(),
+        runs: Vec::new(),
     };
     let mut failure = None;
     match cli.command {
         Command::Throughput(args) => {
+            let backend = args.backend.backend()?;
             let options = throughput::Options {
                 clients: args.clients,
                 duration: args.duration,
@@ -318,9 +420,12 @@ async fn run(cli: Cli) -> Result<()> {
                 role: args.role,
                 grant_for: args.grant_for,
             };
-            results.throughput = Some(throughput::run(&binary, &options).await?);
+            let mut run = Run::new(&backend);
+            run.throughput = Some(throughput::run(&binary, &backend, &options).await?);
+            results.runs.push(run);
         }
         Command::Expiry(args) => {
+            let backend = args.backend.backend()?;
             let options = expiry::Options {
                 grants: args.grants,
                 window_seconds: args.window,
@@ -328,36 +433,42 @@ async fn run(cli: Cli) -> Result<()> {
                 margin_seconds: args.margin,
                 timeout: args.timeout,
             };
-            results.expiry = Some(expiry::run_expiry(&binary, &options).await?);
+            let mut run = Run::new(&backend);
+            run.expiry = Some(expiry::run_expiry(&binary, &backend, &options).await?);
+            results.runs.push(run);
         }
         Command::Rss(args) => {
-            results.rss = Some(expiry::run_rss(&binary, args.grants, args.clients).await?);
+            let backend = args.backend.backend()?;
+            let mut run = Run::new(&backend);
+            run.rss = Some(expiry::run_rss(&binary, &backend, args.grants, args.clients).await?);
+            results.runs.push(run);
         }
         Command::All(args) => {
-            let options = throughput::Options {
-                clients: args.clients,
-                duration: args.duration,
-                warmup: args.warmup,
-                role: "demo-read".into(),
-                grant_for: "5m".into(),
-            };
-            results.throughput = Some(throughput::run(&binary, &options).await?);
-            let options = expiry::Options {
-                grants: args.grants,
-                window_seconds: args.window,
-                clients: 64,
-                margin_seconds: 5,
-                timeout: Duration::from_secs(300),
-            };
-            // Keep the throughput figures even when the expiry part fails.
-            match expiry::run_expiry(&binary, &options).await {
-                Ok(report) => results.expiry = Some(report),
-                Err(error) => failure = Some(error.context("the expiry part failed")),
+            let mut backends = vec![(Backend::Sqlite, args.grants)];
+            if let Some(url) = &args.postgres {
+                for replicas in ALL_POSTGRES_REPLICAS {
+                    let backend = Backend::Postgres {
+                        server_url: url.clone(),
+                        replicas,
+                    };
+                    backends.push((backend, args.postgres_grants.unwrap_or(args.grants)));
+                }
+            }
+            for (backend, grants) in backends {
+                let (run, error) = run_all_parts(&binary, &backend, &args, grants).await;
+                results.runs.push(run);
+                // Go on with the next backend; report the first failure at the end.
+                if let Some(error) = error {
+                    eprintln!("error on {}: {error:#}", backend.label());
+                    failure.get_or_insert(error);
+                }
             }
         }
     }
     results.finished_at = Utc::now();
-    results.targets = targets(&results);
+    for run in &mut results.runs {
+        run.targets = targets(run);
+    }
     print_results(&results);
     if let Some(path) = &cli.json {
         write_json(path, &results)?;
@@ -366,11 +477,48 @@ async fn run(cli: Cli) -> Result<()> {
     if let Some(error) = failure {
         return Err(error);
     }
-    let mismatch = results.expiry.as_ref().is_some_and(|e| !e.count_ok);
+    let mismatch = results
+        .runs
+        .iter()
+        .any(|run| run.expiry.as_ref().is_some_and(|e| !e.count_ok));
     if mismatch {
         anyhow::bail!("the number of grant.expired events does not match the grants created");
     }
     Ok(())
+}
+
+/// `all` on one backend: throughput, then expiry. Keeps what was measured
+/// when a part fails.
+async fn run_all_parts(
+    binary: &Path,
+    backend: &Backend,
+    args: &AllArgs,
+    grants: usize,
+) -> (Run, Option<anyhow::Error>) {
+    let mut run = Run::new(backend);
+    let options = throughput::Options {
+        clients: args.clients.clone(),
+        duration: args.duration,
+        warmup: args.warmup,
+        role: "demo-read".into(),
+        grant_for: "5m".into(),
+    };
+    match throughput::run(binary, backend, &options).await {
+        Ok(report) => run.throughput = Some(report),
+        Err(error) => return (run, Some(error.context("the throughput part failed"))),
+    }
+    let options = expiry::Options {
+        grants,
+        window_seconds: args.window,
+        clients: 64,
+        margin_seconds: 5,
+        timeout: Duration::from_secs(300),
+    };
+    match expiry::run_expiry(binary, backend, &options).await {
+        Ok(report) => run.expiry = Some(report),
+        Err(error) => return (run, Some(error.context("the expiry part failed"))),
+    }
+    (run, None)
 }
 
 fn print_results(results: &Results) {
@@ -387,16 +535,22 @@ fn print_results(results: &Results) {
         stats::fmt_ms(results.fsync_4k.p50_ms),
         stats::fmt_ms(results.fsync_4k.p99_ms)
     );
-    if let Some(report) = &results.throughput {
-        throughput::print(report);
+    for run in &results.runs {
+        if results.runs.len() > 1 {
+            println!("\n=== {} ===", run.backend.label());
+        }
+        if let Some(report) = &run.throughput {
+            throughput::print(report);
+        }
+        if let Some(report) = &run.expiry {
+            expiry::print_expiry(report);
+        }
+        if let Some(report) = &run.rss {
+            expiry::print_rss(report);
+        }
+        print_targets(&run.targets);
     }
-    if let Some(report) = &results.expiry {
-        expiry::print_expiry(report);
-    }
-    if let Some(report) = &results.rss {
-        expiry::print_rss(report);
-    }
-    print_targets(&results.targets);
+    print_target_comparison(&results.runs);
 }
 
 fn write_json(path: &Path, results: &Results) -> Result<()> {
@@ -420,8 +574,8 @@ async fn interrupted() -> &'static str {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Dropping the benchmark future drops its server handle, which kills the
-    // server and removes its temp dir.
+    // Dropping the benchmark future drops its server handles, which kills the
+    // servers, removes their temp dirs and drops a PostgreSQL database.
     let outcome = tokio::select! {
         result = run(cli) => result.map_err(|e| (e, ExitCode::FAILURE)),
         why = interrupted() => Err((anyhow::anyhow!("{why}; the server was stopped"), ExitCode::from(130))),

@@ -53,32 +53,57 @@ fn ticks_per_second() -> f64 {
     if ticks > 0 { ticks as f64 } else { 100.0 }
 }
 
-/// `(comm, utime + stime in seconds)` from a `stat` file.
-fn parse_stat(text: &str) -> Option<(String, f64)> {
+/// The fields of a `stat` file the benchmark uses.
+struct Stat {
+    comm: String,
+    parent: u32,
+    /// utime + stime in seconds.
+    cpu_seconds: f64,
+}
+
+fn parse_stat(text: &str) -> Option<Stat> {
     // The command name is in parentheses and may itself contain spaces.
     let open = text.find('(')?;
     let close = text.rfind(')')?;
     let comm = text.get(open + 1..close)?.to_string();
     let fields: Vec<&str> = text.get(close + 1..)?.split_whitespace().collect();
-    // After the name: state is field 3 of stat(5); utime 14 and stime 15.
+    // After the name: state is field 3 of stat(5), ppid 4; utime 14 and stime 15.
+    let parent: u32 = fields.get(1)?.parse().ok()?;
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((comm, (utime + stime) / ticks_per_second()))
+    Some(Stat {
+        comm,
+        parent,
+        cpu_seconds: (utime + stime) / ticks_per_second(),
+    })
 }
 
-/// CPU seconds used so far by a process and by each of its live threads.
+/// CPU seconds used so far by one or more processes and by each of their
+/// live threads.
 #[derive(Debug, Clone, Default)]
 pub struct CpuSample {
-    pub total_seconds: f64,
+    /// Process id → CPU seconds of the whole process.
+    pub processes: BTreeMap<u32, f64>,
     /// Thread id → (thread name, CPU seconds).
     pub threads: BTreeMap<u32, (String, f64)>,
 }
 
-pub fn cpu_sample(pid: u32) -> Result<CpuSample> {
+/// Samples the processes `pids` (all must exist).
+pub fn cpu_sample(pids: &[u32]) -> Result<CpuSample> {
+    let mut sample = CpuSample::default();
+    for &pid in pids {
+        add_process(&mut sample, pid, None)?;
+    }
+    Ok(sample)
+}
+
+/// Adds a process and its threads to `sample`; `name` overrides the thread
+/// names (`comm`).
+fn add_process(sample: &mut CpuSample, pid: u32, name: Option<&str>) -> Result<()> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    let (_, total_seconds) = parse_stat(&text).with_context(|| format!("unreadable {path}: {text:?}"))?;
-    let mut threads = BTreeMap::new();
+    let stat = parse_stat(&text).with_context(|| format!("unreadable {path}: {text:?}"))?;
+    sample.processes.insert(pid, stat.cpu_seconds);
     let dir = format!("/proc/{pid}/task");
     for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot list {dir}"))? {
         // Threads come and go while we list them; skip the ones gone.
@@ -87,12 +112,54 @@ pub fn cpu_sample(pid: u32) -> Result<CpuSample> {
             continue;
         };
         if let Ok(text) = std::fs::read_to_string(entry.path().join("stat"))
-            && let Some(sample) = parse_stat(&text)
+            && let Some(thread) = parse_stat(&text)
         {
-            threads.insert(tid, sample);
+            let name = name.map_or(thread.comm, str::to_string);
+            sample.threads.insert(tid, (name, thread.cpu_seconds));
         }
     }
-    Ok(CpuSample { total_seconds, threads })
+    Ok(())
+}
+
+/// A PostgreSQL server: the postmaster and its children, each named after
+/// its role (`backend` for client connections, else what its process title
+/// says: `walwriter`, `checkpointer`, ...). Children that exit while being
+/// listed are skipped.
+pub fn postgres_sample(postmaster: u32) -> Result<CpuSample> {
+    let mut sample = CpuSample::default();
+    add_process(&mut sample, postmaster, Some("postmaster"))?;
+    for entry in std::fs::read_dir("/proc").context("cannot list /proc")? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Some(stat) = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|text| parse_stat(&text))
+        else {
+            continue;
+        };
+        if stat.parent != postmaster {
+            continue;
+        }
+        let title = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let _ = add_process(&mut sample, pid, Some(&postgres_role(&title)));
+    }
+    Ok(sample)
+}
+
+/// `postgres: walwriter` → `walwriter`; a client connection's title
+/// (`postgres: USER DB 127.0.0.1(40000) idle`) → `backend`.
+fn postgres_role(cmdline: &[u8]) -> String {
+    let title = String::from_utf8_lossy(cmdline).replace('\0', " ");
+    let title = title.trim().trim_start_matches("postgres:").trim();
+    if title.contains('(') || title.contains("[local]") {
+        "backend".into()
+    } else if title.is_empty() {
+        "postgres".into()
+    } else {
+        title.to_string()
+    }
 }
 
 /// CPU used by one process between two samples, as cores busy on average.
@@ -113,6 +180,8 @@ pub struct ThreadUse {
 }
 
 impl CpuUse {
+    /// Processes that started between the samples count from zero; those
+    /// that ended are missing.
     pub fn between(before: &CpuSample, after: &CpuSample, wall_seconds: f64) -> CpuUse {
         let wall = wall_seconds.max(1e-9);
         let mut by_name: BTreeMap<String, (usize, f64)> = BTreeMap::new();
@@ -131,8 +200,13 @@ impl CpuUse {
             })
             .collect();
         by_thread.sort_by(|a, b| b.cores.total_cmp(&a.cores));
+        let seconds: f64 = after
+            .processes
+            .iter()
+            .map(|(pid, seconds)| (seconds - before.processes.get(pid).copied().unwrap_or(0.0)).max(0.0))
+            .sum();
         CpuUse {
-            cores: (after.total_seconds - before.total_seconds).max(0.0) / wall,
+            cores: seconds / wall,
             by_thread,
         }
     }
@@ -174,20 +248,24 @@ fn machine_busy_seconds() -> Result<f64> {
     Ok(busy / ticks_per_second())
 }
 
-/// CPU counters of the server, the benchmark and the machine at one moment.
+/// CPU counters of the servers, PostgreSQL, the benchmark and the machine at
+/// one moment.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     server: CpuSample,
+    database: Option<CpuSample>,
     bench: CpuSample,
     machine_busy_seconds: f64,
     at: Instant,
 }
 
 impl Snapshot {
-    pub fn take(server_pid: u32) -> Result<Snapshot> {
+    /// `server_pids`: every replica; `postmaster`: a local PostgreSQL server.
+    pub fn take(server_pids: &[u32], postmaster: Option<u32>) -> Result<Snapshot> {
         Ok(Snapshot {
-            server: cpu_sample(server_pid)?,
-            bench: cpu_sample(std::process::id())?,
+            server: cpu_sample(server_pids)?,
+            database: postmaster.map(postgres_sample).transpose()?,
+            bench: cpu_sample(&[std::process::id()])?,
             machine_busy_seconds: machine_busy_seconds()?,
             at: Instant::now(),
         })
@@ -197,11 +275,16 @@ impl Snapshot {
 /// Where the CPUs went between two snapshots, in cores busy on average.
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuReport {
+    /// All replicas together.
     pub server: CpuUse,
+    /// The PostgreSQL server (all its processes, including other databases'),
+    /// when it runs on this machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<CpuUse>,
     pub bench: CpuUse,
     /// Busy time of the whole machine.
     pub machine_cores: f64,
-    /// Machine minus server minus benchmark: other processes (say, a
+    /// Machine minus servers, PostgreSQL and benchmark: other processes (say, a
     /// compiler running meanwhile, which would skew the figures) and
     /// interrupt time not charged to a process.
     pub others_cores: f64,
@@ -212,10 +295,16 @@ impl CpuReport {
         let wall = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
         let server = CpuUse::between(&before.server, &after.server, wall);
         let bench = CpuUse::between(&before.bench, &after.bench, wall);
+        let database = match (&before.database, &after.database) {
+            (Some(before), Some(after)) => Some(CpuUse::between(before, after, wall)),
+            _ => None,
+        };
+        let database_cores = database.as_ref().map_or(0.0, |d| d.cores);
         let machine_cores = (after.machine_busy_seconds - before.machine_busy_seconds).max(0.0) / wall;
-        let others_cores = (machine_cores - server.cores - bench.cores).max(0.0);
+        let others_cores = (machine_cores - server.cores - bench.cores - database_cores).max(0.0);
         CpuReport {
             server,
+            database,
             bench,
             machine_cores,
             others_cores,
@@ -283,9 +372,10 @@ mod tests {
     #[test]
     fn stat_lines_with_spaces_in_the_name_parse() {
         let text = "42 (tokio runtime) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1 0 0";
-        let (name, seconds) = parse_stat(text).unwrap();
-        assert_eq!(name, "tokio runtime");
-        assert!((seconds - 300.0 / ticks_per_second()).abs() < 1e-9);
+        let stat = parse_stat(text).unwrap();
+        assert_eq!(stat.comm, "tokio runtime");
+        assert_eq!(stat.parent, 1);
+        assert!((stat.cpu_seconds - 300.0 / ticks_per_second()).abs() < 1e-9);
     }
 
     #[test]
@@ -293,7 +383,17 @@ mod tests {
         let pid = std::process::id();
         let memory = memory(pid).unwrap();
         assert!(memory.rss_bytes > 0 && memory.peak_rss_bytes >= memory.rss_bytes);
-        let sample = cpu_sample(pid).unwrap();
+        let sample = cpu_sample(&[pid]).unwrap();
         assert!(!sample.threads.is_empty());
+    }
+
+    #[test]
+    fn postgres_process_titles_name_roles() {
+        assert_eq!(postgres_role(b"postgres: walwriter \0\0"), "walwriter");
+        assert_eq!(postgres_role(b"postgres: background writer "), "background writer");
+        assert_eq!(
+            postgres_role(b"postgres: postgres hp_bench_1 127.0.0.1(40000) idle"),
+            "backend"
+        );
     }
 }

@@ -1,13 +1,17 @@
-//! One `hallpass server --dev` child process per benchmark run.
+//! The `hallpass server --dev` child processes of one benchmark run.
 //!
 //! [`ServerProcess::start`] picks a free loopback port, creates a temp dir
 //! holding the data dir and the server's log, spawns the release binary with a
-//! fixed random admin token (and no inherited `HALLPASS_*` settings: the
-//! store is always the embedded SQLite), and waits for `/healthz`. [`ServerProcess::stop`]
+//! fixed random admin token (and no inherited `HALLPASS_*` settings: only the
+//! flags chosen here configure it), and waits for `/healthz`. [`ServerProcess::stop`]
 //! sends SIGTERM (graceful shutdown) and falls back to SIGKILL. Dropping the
 //! handle without `stop` (an error, Ctrl-C) kills the child at once, and the
 //! child is also told to die with the benchmark (`PR_SET_PDEATHSIG`), so no
 //! server or data dir outlives a run.
+//!
+//! A [`Deployment`] is what a scenario runs against: one server on embedded
+//! SQLite, or N replicas sharing a fresh PostgreSQL database (created for it
+//! and dropped after the replicas stopped) with one random seal key.
 
 use std::fs::File;
 use std::io::Read;
@@ -20,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use hallpass_client::Client;
 
+use crate::postgres::Database;
 use crate::procfs::{self, Memory, Snapshot};
 
 /// How long the server gets to answer `/healthz` after spawning.
@@ -28,6 +33,51 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts at finding a port nobody grabs between our probe and the bind.
 const START_ATTEMPTS: usize = 3;
+
+/// Where the servers keep their state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// One server, embedded SQLite in its temp dir.
+    Sqlite,
+    /// `replicas` servers on one fresh database of the PostgreSQL server at
+    /// `server_url` (where the benchmark may CREATE DATABASE).
+    Postgres { server_url: String, replicas: usize },
+}
+
+impl Backend {
+    pub fn replicas(&self) -> usize {
+        match self {
+            Backend::Sqlite => 1,
+            Backend::Postgres { replicas, .. } => *replicas,
+        }
+    }
+
+    /// `SQLite`, `PostgreSQL, 1 replica`, `PostgreSQL, 3 replicas`.
+    pub fn label(&self) -> String {
+        match self {
+            Backend::Sqlite => "SQLite".into(),
+            Backend::Postgres { replicas: 1, .. } => "PostgreSQL, 1 replica".into(),
+            Backend::Postgres { replicas, .. } => format!("PostgreSQL, {replicas} replicas"),
+        }
+    }
+}
+
+/// Serialized without the server URL, which may hold a password.
+impl serde::Serialize for Backend {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = serializer.serialize_struct("Backend", 2)?;
+        out.serialize_field("store", if *self == Backend::Sqlite { "sqlite" } else { "postgres" })?;
+        out.serialize_field("replicas", &self.replicas())?;
+        out.end()
+    }
+}
+
+/// How one server process finds its store.
+enum Storage<'a> {
+    Sqlite,
+    Postgres { url: &'a str, seal_key: &'a str },
+}
 
 /// A running `hallpass server --dev` and its temp dir.
 pub struct ServerProcess {
@@ -74,13 +124,46 @@ fn free_port() -> Result<u16> {
     Ok(listener.local_addr().context("probe socket has no address")?.port())
 }
 
-fn random_token() -> Result<String> {
-    let mut bytes = [0u8; 24];
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut bytes = [0u8; N];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .context("cannot read /dev/urandom")?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("hp_bench_{hex}"))
+    Ok(bytes)
+}
+
+/// `2 × N` random lowercase hex digits.
+pub fn random_hex<const N: usize>() -> Result<String> {
+    Ok(random_bytes::<N>()?.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn random_token() -> Result<String> {
+    Ok(format!("hp_bench_{}", random_hex::<24>()?))
+}
+
+/// A random 32-byte seal key, standard base64 as `HALLPASS_SEAL_KEY` wants it.
+fn random_seal_key() -> Result<String> {
+    Ok(base64(&random_bytes::<32>()?))
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() {
+                char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize])
+            } else {
+                '='
+            });
+        }
+    }
+    out
 }
 
 /// The last `lines` lines of a log file, for error messages.
@@ -96,10 +179,10 @@ fn log_tail(path: &Path, lines: usize) -> String {
 
 impl ServerProcess {
     /// Spawns `binary` and waits until it answers `/healthz`.
-    pub async fn start(binary: &Path) -> Result<Self> {
+    async fn start(binary: &Path, storage: &Storage<'_>, root_token: &str) -> Result<Self> {
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once(binary).await {
+            match Self::start_once(binary, storage, root_token).await {
                 Ok(server) => return Ok(server),
                 // Someone took the port between probe and bind: try another.
                 Err(error) if format!("{error:#}").contains("cannot listen") => last_error = Some(error),
@@ -109,7 +192,7 @@ impl ServerProcess {
         Err(last_error.unwrap_or_else(|| anyhow::anyhow!("could not start the server")))
     }
 
-    async fn start_once(binary: &Path) -> Result<Self> {
+    async fn start_once(binary: &Path, storage: &Storage<'_>, root_token: &str) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("hallpass-bench-")
             .tempdir()
@@ -122,27 +205,32 @@ impl ServerProcess {
             .with_context(|| format!("cannot reopen {}", log_path.display()))?;
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
-        let root_token = random_token()?;
+        let root_token = root_token.to_string();
         let mut command = Command::new(binary);
         command
             .arg("server")
             .arg("--dev")
             .arg("--listen")
             .arg(&addr)
-            .arg("--data-dir")
-            .arg(&data_dir)
             .arg("--dev-root-token")
             .arg(&root_token)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
-        // Only the flags above configure the server: an inherited
-        // HALLPASS_DATABASE_URL would silently switch it to PostgreSQL.
+        // Only the flags and variables set here configure the server: an
+        // inherited HALLPASS_DATABASE_URL would silently switch the store.
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("HALLPASS_") {
                 command.env_remove(name);
             }
         }
+        match storage {
+            Storage::Sqlite => command.arg("--data-dir").arg(&data_dir),
+            Storage::Postgres { url, seal_key } => command
+                .arg("--database-url")
+                .arg(url)
+                .env("HALLPASS_SEAL_KEY", seal_key),
+        };
         // SAFETY: the closure runs in the forked child before exec and only
         // makes one async-signal-safe system call.
         unsafe {
@@ -169,12 +257,11 @@ impl ServerProcess {
         };
         server.wait_healthy().await?;
         // For watching it with top/perf while the benchmark runs.
-        eprintln!(
-            "  server pid {} on http://{} (data dir {})",
-            server.pid,
-            server.addr,
-            server.data_dir.display()
-        );
+        let store = match storage {
+            Storage::Sqlite => format!("data dir {}", server.data_dir.display()),
+            Storage::Postgres { .. } => format!("log {}", server.log_path.display()),
+        };
+        eprintln!("  server pid {} on http://{} ({store})", server.pid, server.addr);
         Ok(server)
     }
 
@@ -203,30 +290,6 @@ impl ServerProcess {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    /// A client authenticated as the dev admin.
-    pub fn admin(&self) -> Result<Client> {
-        Ok(Client::new(&self.addr, Some(self.root_token.clone()))?)
-    }
-
-    /// VmRSS and VmHWM of the server process.
-    pub fn memory(&self) -> Result<Memory> {
-        procfs::memory(self.pid)
-    }
-
-    /// CPU counters of the server, this benchmark and the machine.
-    pub fn cpu_snapshot(&self) -> Result<Snapshot> {
-        Snapshot::take(self.pid)
-    }
-
-    /// Bytes used by the SQLite files (database, WAL, shared memory).
-    pub fn database_bytes(&self) -> u64 {
-        ["hallpass.db", "hallpass.db-wal", "hallpass.db-shm"]
-            .iter()
-            .filter_map(|name| std::fs::metadata(self.data_dir.join(name)).ok())
-            .map(|meta| meta.len())
-            .sum()
     }
 
     /// Graceful stop: SIGTERM, wait, then SIGKILL. Fails when the server did
@@ -269,5 +332,137 @@ impl Drop for ServerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The servers one scenario runs against, and their database.
+pub struct Deployment {
+    backend: Backend,
+    replicas: Vec<ServerProcess>,
+    /// Declared after the replicas: dropped (DROP DATABASE) once they are gone.
+    database: Option<Database>,
+}
+
+impl Deployment {
+    /// Starts the servers. With several replicas the first one starts alone
+    /// and seeds the dev data; the others start once it is healthy.
+    pub async fn start(binary: &Path, backend: &Backend) -> Result<Self> {
+        let root_token = random_token()?;
+        match backend {
+            Backend::Sqlite => {
+                let server = ServerProcess::start(binary, &Storage::Sqlite, &root_token).await?;
+                Ok(Deployment {
+                    backend: backend.clone(),
+                    replicas: vec![server],
+                    database: None,
+                })
+            }
+            Backend::Postgres { server_url, replicas } => {
+                let database = Database::create(server_url)?;
+                eprintln!("  database {} created", database.name());
+                let seal_key = random_seal_key()?;
+                let mut deployment = Deployment {
+                    backend: backend.clone(),
+                    replicas: Vec::with_capacity(*replicas),
+                    database: None,
+                };
+                let storage = Storage::Postgres {
+                    url: database.url(),
+                    seal_key: &seal_key,
+                };
+                let started = async {
+                    for _ in 0..*replicas {
+                        let server = ServerProcess::start(binary, &storage, &root_token).await?;
+                        deployment.replicas.push(server);
+                    }
+                    anyhow::Ok(())
+                }
+                .await;
+                deployment.database = Some(database);
+                started?;
+                Ok(deployment)
+            }
+        }
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub fn replica_count(&self) -> usize {
+        self.replicas.len()
+    }
+
+    /// A client authenticated as the dev admin, on replica `replica`.
+    pub fn admin(&self, replica: usize) -> Result<Client> {
+        let server = &self.replicas[replica % self.replicas.len()];
+        Ok(Client::new(&server.addr, Some(server.root_token.clone()))?)
+    }
+
+    /// One client per replica, all with `token`.
+    pub fn clients(&self, token: &str) -> Result<Vec<Client>> {
+        (0..self.replicas.len())
+            .map(|replica| Ok(self.admin(replica)?.with_token(token)))
+            .collect()
+    }
+
+    /// VmRSS and VmHWM of each replica.
+    pub fn memory(&self) -> Result<Vec<Memory>> {
+        self.replicas.iter().map(|server| procfs::memory(server.pid)).collect()
+    }
+
+    /// CPU counters of the replicas, PostgreSQL (when local), this benchmark
+    /// and the machine.
+    pub fn cpu_snapshot(&self) -> Result<Snapshot> {
+        let pids: Vec<u32> = self.replicas.iter().map(|server| server.pid).collect();
+        let postmaster = self.database.as_ref().and_then(Database::postmaster_pid);
+        Snapshot::take(&pids, postmaster)
+    }
+
+    /// What the store holds on disk: the SQLite files (database, WAL, shared
+    /// memory), or `pg_database_size`.
+    pub fn database_bytes(&self) -> Result<u64> {
+        match &self.database {
+            Some(database) => database.size_bytes(),
+            None => Ok(["hallpass.db", "hallpass.db-wal", "hallpass.db-shm"]
+                .iter()
+                .filter_map(|name| std::fs::metadata(self.replicas[0].data_dir.join(name)).ok())
+                .map(|meta| meta.len())
+                .sum()),
+        }
+    }
+
+    /// Stops every replica gracefully, then drops the database. Fails when a
+    /// replica did not exit cleanly.
+    pub async fn stop(self) -> Result<()> {
+        let Deployment { replicas, database, .. } = self;
+        let mut first_error = None;
+        for server in replicas {
+            if let Err(error) = server.stop().await {
+                first_error.get_or_insert(error);
+            }
+        }
+        if let Some(database) = database
+            && let Err(error) = database.remove()
+        {
+            first_error.get_or_insert(error);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_keys_are_32_bytes_of_base64() {
+        assert_eq!(
+            base64(b"hallpass-e2e-seal-key-32-bytes.!"),
+            "aGFsbHBhc3MtZTJlLXNlYWwta2V5LTMyLWJ5dGVzLiE="
+        );
+        assert_eq!(base64(b"ab"), "YWI=");
+        assert_eq!(base64(b"a"), "YQ==");
+        assert_eq!(random_seal_key().unwrap().len(), 44);
     }
 }

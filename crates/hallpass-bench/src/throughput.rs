@@ -9,6 +9,9 @@
 //! the measurement window are counted and their latency recorded; the
 //! server's and the benchmark's CPU use over the window is sampled from
 //! `/proc` so the report shows which side (and which server thread) is busy.
+//!
+//! With several replicas (PostgreSQL), client `i` talks to replica
+//! `i mod replicas` only, and the server CPU is that of all replicas.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,7 +22,7 @@ use hallpass_client::Client;
 use serde::Serialize;
 
 use crate::procfs::CpuReport;
-use crate::server::ServerProcess;
+use crate::server::{Backend, Deployment};
 use crate::stats::{Latencies, Summary, fmt_ms, print_table};
 
 /// Above this much CPU used by other processes, results get a warning.
@@ -60,13 +63,14 @@ pub struct Level {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    pub backend: Backend,
     pub role: String,
     pub grant_for: String,
     pub warmup_seconds: f64,
     pub levels: Vec<Level>,
 }
 
-pub async fn run(binary: &Path, options: &Options) -> Result<Report> {
+pub async fn run(binary: &Path, backend: &Backend, options: &Options) -> Result<Report> {
     if options.clients.is_empty() || options.clients.contains(&0) {
         bail!("--clients needs one or more positive counts, like 1,8,32,64");
     }
@@ -76,13 +80,14 @@ pub async fn run(binary: &Path, options: &Options) -> Result<Report> {
     let mut levels = Vec::with_capacity(options.clients.len());
     for &clients in &options.clients {
         eprintln!(
-            "throughput: {clients} client(s), {}s warm-up + {}s measured, fresh server",
+            "throughput ({}): {clients} client(s), {}s warm-up + {}s measured, fresh server",
+            backend.label(),
             options.warmup.as_secs_f64(),
             options.duration.as_secs_f64()
         );
-        let server = ServerProcess::start(binary).await?;
-        let measured = measure_level(&server, clients, options).await;
-        let stopped = server.stop().await;
+        let deployment = Deployment::start(binary, backend).await?;
+        let measured = measure_level(&deployment, clients, options).await;
+        let stopped = deployment.stop().await;
         let level = measured?;
         stopped?;
         eprintln!(
@@ -94,6 +99,7 @@ pub async fn run(binary: &Path, options: &Options) -> Result<Report> {
         levels.push(level);
     }
     Ok(Report {
+        backend: backend.clone(),
         role: options.role.clone(),
         grant_for: options.grant_for.clone(),
         warmup_seconds: options.warmup.as_secs_f64(),
@@ -172,8 +178,12 @@ async fn client_task(
     Ok(result)
 }
 
-async fn measure_level(server: &ServerProcess, clients: usize, options: &Options) -> Result<Level> {
-    let admin = server.admin()?;
+async fn measure_level(deployment: &Deployment, clients: usize, options: &Options) -> Result<Level> {
+    let admin = deployment.admin(0)?;
+    // One connection pool per replica; client i sticks to replica i mod N.
+    let replicas: Vec<Client> = (0..deployment.replica_count())
+        .map(|replica| deployment.admin(replica))
+        .collect::<Result<_>>()?;
     // One principal per client, all in group `dev`, which may request demo-read.
     let mut handles = Vec::with_capacity(clients);
     let mut tokens = Vec::with_capacity(clients);
@@ -196,8 +206,8 @@ async fn measure_level(server: &ServerProcess, clients: usize, options: &Options
     };
     let window_start = Instant::now() + options.warmup;
     let window_end = window_start + options.duration;
-    for token in tokens {
-        let client = admin.with_token(token);
+    for (i, token) in tokens.into_iter().enumerate() {
+        let client = replicas[i % replicas.len()].with_token(token);
         handles.push(tokio::spawn(client_task(
             client,
             body.clone(),
@@ -207,9 +217,9 @@ async fn measure_level(server: &ServerProcess, clients: usize, options: &Options
     }
 
     tokio::time::sleep_until(window_start.into()).await;
-    let before = server.cpu_snapshot()?;
+    let before = deployment.cpu_snapshot()?;
     tokio::time::sleep_until(window_end.into()).await;
-    let after = server.cpu_snapshot()?;
+    let after = deployment.cpu_snapshot()?;
     let seconds = options.duration.as_secs_f64();
 
     let mut pair = Latencies::new()?;
@@ -244,15 +254,23 @@ async fn measure_level(server: &ServerProcess, clients: usize, options: &Options
 }
 
 pub fn print(report: &Report) {
+    let replicas = report.backend.replicas();
     println!(
-        "\nThroughput: POST /v1/requests ({}, --for {}) then GET .../credentials = 1 op; durable commits",
-        report.role, report.grant_for
+        "\nThroughput ({}): POST /v1/requests ({}, --for {}) then GET .../credentials = 1 op; durable commits",
+        report.backend.label(),
+        report.role,
+        report.grant_for
     );
+    if replicas > 1 {
+        println!("  clients spread round-robin over {replicas} replicas; server columns are all replicas together");
+    }
+    // PostgreSQL's CPU gets its own column when it runs on this machine.
+    let database = report.levels.iter().any(|l| l.cpu.database.is_some());
     let rows: Vec<Vec<String>> = report
         .levels
         .iter()
         .map(|l| {
-            vec![
+            let mut row = vec![
                 l.clients.to_string(),
                 format!("{:.0}", l.operations_per_second),
                 fmt_ms(l.pair.p50_ms),
@@ -261,27 +279,36 @@ pub fn print(report: &Report) {
                 fmt_ms(l.pair.max_ms),
                 l.errors.to_string(),
                 format!("{:.2}", l.cpu.server.cores),
-                format!("{:.2}", l.cpu.bench.cores),
-                format!("{:.2}", l.cpu.others_cores),
-            ]
+            ];
+            if database {
+                row.push(
+                    l.cpu
+                        .database
+                        .as_ref()
+                        .map_or("-".into(), |d| format!("{:.2}", d.cores)),
+                );
+            }
+            row.push(format!("{:.2}", l.cpu.bench.cores));
+            row.push(format!("{:.2}", l.cpu.others_cores));
+            row
         })
         .collect();
-    print_table(
-        &[
-            "clients",
-            "ops/s",
-            "p50 ms",
-            "p90 ms",
-            "p99 ms",
-            "max ms",
-            "errors",
-            "server cores",
-            "bench cores",
-            "other cores",
-        ],
-        &rows,
-    );
-    println!("\n  Per call (p50 / p99 ms) and the server's busiest threads:");
+    let mut header = vec![
+        "clients",
+        "ops/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "server cores",
+    ];
+    if database {
+        header.push("postgres cores");
+    }
+    header.extend(["bench cores", "other cores"]);
+    print_table(&header, &rows);
+    println!("\n  Per call (p50 / p99 ms) and the busiest threads:");
     let rows: Vec<Vec<String>> = report
         .levels
         .iter()
@@ -295,6 +322,15 @@ pub fn print(report: &Report) {
         })
         .collect();
     print_table(&["clients", "POST request", "GET credentials", "server CPU"], &rows);
+    if database {
+        let rows: Vec<Vec<String>> = report
+            .levels
+            .iter()
+            .filter_map(|l| Some(vec![l.clients.to_string(), l.cpu.database.as_ref()?.describe()]))
+            .collect();
+        println!();
+        print_table(&["clients", "PostgreSQL CPU (whole server)"], &rows);
+    }
     for level in &report.levels {
         if level.cpu.others_cores > OTHERS_WARNING_CORES {
             println!(
