@@ -75,18 +75,6 @@ impl RequestState {
     pub fn holds_access(self) -> bool {
         matches!(self, RequestState::Active | RequestState::RevokeFailed)
     }
-
-    /// States nothing leaves.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            RequestState::Denied
-                | RequestState::Cancelled
-                | RequestState::Expired
-                | RequestState::Revoked
-                | RequestState::Released
-        )
-    }
 }
 
 impl fmt::Display for RequestState {

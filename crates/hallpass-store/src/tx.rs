@@ -278,11 +278,6 @@ impl<'a> ReadTx<'a> {
         self.one(&sql, sql_params![secret_hash], token_from_row)
     }
 
-    pub fn token(&mut self, id: &str) -> Result<Option<TokenRow>, StoreError> {
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1");
-        self.one(&sql, sql_params![id], token_from_row)
-    }
-
     pub fn tokens(&mut self) -> Result<Vec<TokenRow>, StoreError> {
         let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id");
         all(self.conn.query(&sql, &[])?, token_from_row)
