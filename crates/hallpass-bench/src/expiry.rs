@@ -15,11 +15,22 @@
 //!
 //! `rss` is the creation half alone: N grants of one hour, then memory.
 //!
+//! Every grant is for its own (principal, role) pair, as in a deployment with
+//! many people and roles: a second request for a role the principal already
+//! holds would extend (or just return) the existing grant instead of creating
+//! one. At setup up to [`MAX_ROLES`](crate::throughput::MAX_ROLES) auto-approved roles are created on the
+//! `demo` (jwt) target in a few `POST /v1/apply` calls, and as many principals
+//! in group `bench` (one token each) as make enough [`Pairs`] for every grant
+//! (100,000 grants plus 2,000 for calibration: 1,000 roles × 102 principals).
+//! Grant `i` uses pair `i` (calibration the pairs after the N grants), so no
+//! pair repeats; a grant id that comes back twice (the overlap path) is a
+//! creation failure.
+//!
 //! With several replicas (PostgreSQL), creation worker `w` talks to replica
 //! `w mod replicas` only, and RSS is read from every replica; the
 //! active-grants poll and the audit export go through replica 0.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -30,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
-use hallpass_api::{AccessRequest, CreateRequest, CreateToken, RoleSpec};
+use hallpass_api::{AccessRequest, CreateRequest, RoleSpec};
 use hallpass_client::Client;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWrite;
@@ -38,9 +49,11 @@ use tokio::io::AsyncWrite;
 use crate::procfs::{CpuReport, Memory, mib};
 use crate::server::{Backend, Deployment};
 use crate::stats::{Latencies, Summary, fmt_ms, print_table};
+use crate::throughput::{GROUP, Pairs, apply_roles, create_principals};
 
-/// The auto-approved role the grants are made of; its max covers any window.
-const ROLE: &str = "bench-expiry";
+/// The auto-approved roles the grants are made of are named this plus a
+/// number; their max covers any window.
+const ROLE_PREFIX: &str = "bench-expiry-";
 const ROLE_MAX: &str = "2h";
 /// Duration of the grants in the `rss` scenario.
 const RSS_GRANT_SECONDS: u64 = 3600;
@@ -88,6 +101,15 @@ pub fn max(values: &[f64]) -> f64 {
     values.iter().copied().fold(0.0, f64::max)
 }
 
+/// The roles and principals a scenario created before its grants.
+#[derive(Debug, Clone, Serialize)]
+pub struct Setup {
+    pub roles: usize,
+    pub principals: usize,
+    /// Creating the roles and the principals' tokens.
+    pub seconds: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Creation {
     pub created: usize,
@@ -105,6 +127,7 @@ pub struct ExpiryReport {
     pub grants: usize,
     pub window_seconds: u64,
     pub clients: usize,
+    pub setup: Setup,
     pub calibration_grants: usize,
     pub calibration_per_second: f64,
     /// Common base expiry time T0.
@@ -142,6 +165,7 @@ pub struct RssReport {
     pub backend: Backend,
     pub grants: usize,
     pub clients: usize,
+    pub setup: Setup,
     pub creation: Creation,
     pub memory: MemoryReport,
 }
@@ -151,35 +175,77 @@ pub struct RssReport {
 struct Grant {
     id: String,
     expires_at: DateTime<Utc>,
+    /// Index of the principal holding it.
+    principal: usize,
 }
 
-/// Creates the role and a requester allowed to use it; returns its client
-/// on each replica.
-async fn setup(deployment: &Deployment) -> Result<Vec<Client>> {
+/// The benchmark's roles and principals on a deployment.
+struct Population {
+    /// An admin client per replica; requests swap in a principal's token.
+    replicas: Vec<Client>,
+    /// One token per principal.
+    tokens: Vec<String>,
+    roles: Vec<String>,
+    pairs: Pairs,
+    setup: Setup,
+}
+
+impl Population {
+    /// Principal `principal`'s client on the replica of worker `worker`.
+    fn client(&self, worker: usize, principal: usize) -> Result<Client> {
+        let token = self
+            .tokens
+            .get(principal)
+            .with_context(|| format!("no benchmark principal {principal}"))?;
+        Ok(self.replicas[worker % self.replicas.len()].with_token(token.clone()))
+    }
+}
+
+/// Creates enough auto-approved roles and principals allowed to request them
+/// for `requests` grants, each of its own (principal, role) pair.
+async fn setup(deployment: &Deployment, requests: usize) -> Result<Population> {
+    let started = Instant::now();
     let admin = deployment.admin(0)?;
-    admin
-        .put_role(&RoleSpec {
-            name: ROLE.into(),
+    let pairs = Pairs::for_requests(requests);
+    let roles: Vec<String> = (0..pairs.roles).map(|k| format!("{ROLE_PREFIX}{k:04}")).collect();
+    let specs: Vec<RoleSpec> = roles
+        .iter()
+        .map(|name| RoleSpec {
+            name: name.clone(),
             target: "demo".into(),
             description: "hallpass-bench: auto-approved grants for the expiry and rss scenarios".into(),
             default_duration: Some("1h".into()),
             max_duration: ROLE_MAX.into(),
-            requestable_by: vec!["group:bench".into()],
+            requestable_by: vec![format!("group:{GROUP}")],
             labels: Default::default(),
             approval: None,
+            approval_flow: None,
             auto_approve: true,
+            emergency_access: false,
+            extension_requires_approval: true,
         })
-        .await
-        .context("cannot create the benchmark role")?;
-    let token = admin
-        .create_token(&CreateToken {
-            principal: "bench".into(),
-            groups: vec!["bench".into()],
-            ttl: Some("1d".into()),
-        })
-        .await
-        .context("cannot create the benchmark token")?;
-    deployment.clients(&token.token)
+        .collect();
+    apply_roles(&admin, &specs).await?;
+    let tokens = create_principals(&admin, (0..pairs.principals).map(|p| format!("bench-{p}")).collect()).await?;
+    let setup = Setup {
+        roles: pairs.roles,
+        principals: pairs.principals,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    eprintln!(
+        "  setup: {} roles, {} principals in {:.1}s",
+        setup.roles, setup.principals, setup.seconds
+    );
+    let replicas = (0..deployment.replica_count())
+        .map(|replica| deployment.admin(replica))
+        .collect::<Result<_>>()?;
+    Ok(Population {
+        replicas,
+        tokens,
+        roles,
+        pairs,
+        setup,
+    })
 }
 
 /// Runs `job(worker, i)` for `i` in `0..count` on `workers` concurrent tasks;
@@ -243,35 +309,54 @@ where
     Ok(all)
 }
 
-/// Creates `count` grants of the benchmark role, worker `w` on `clients[w mod
-/// len]`; `seconds(i)` is evaluated just before grant `i` is requested.
+/// Creates `count` grants, grant `i` of pair `first + i`, worker `w` on
+/// replica `w mod replicas`; `seconds(i)` is evaluated just before grant `i`
+/// is requested.
 async fn create_grants(
-    clients: &[Client],
+    population: &Arc<Population>,
+    first: usize,
     count: usize,
     workers: usize,
     label: Option<&'static str>,
     seconds: Arc<dyn Fn(usize) -> u64 + Send + Sync>,
 ) -> Result<(Vec<Grant>, Creation)> {
+    if population.pairs.pair(first + count.saturating_sub(1)).is_none() {
+        bail!(
+            "{} grants from pair {first} need more than the {} (principal, role) pairs set up",
+            count,
+            population.pairs.capacity()
+        );
+    }
     let started = Instant::now();
-    let replicas = clients.to_vec();
+    let population_for_jobs = population.clone();
     let results = run_pool(count, workers, label, move |worker, i| {
-        let client = replicas[worker % replicas.len()].clone();
-        let seconds = seconds.clone();
+        let (population, seconds) = (population_for_jobs.clone(), seconds.clone());
         async move {
+            let (principal, role) = population
+                .pairs
+                .pair(first + i)
+                .with_context(|| format!("no (principal, role) pair left for grant {i}"))?;
+            let role = population
+                .roles
+                .get(role)
+                .with_context(|| format!("no benchmark role {role}"))?;
+            let client = population.client(worker, principal)?;
             let mut last_error = None;
             for attempt in 0..ATTEMPTS {
                 if attempt > 0 {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 let body = CreateRequest {
-                    role: ROLE.into(),
+                    role: role.clone(),
                     duration: Some(format!("{}s", seconds(i))),
                     reason: "hallpass-bench expiry".into(),
                     ticket: None,
+                    emergency: false,
+                    scheduled_start: None,
                 };
                 let start = Instant::now();
                 match client.create_request(&body).await {
-                    Ok(request) => return active_grant(request).map(|g| (g, start.elapsed())),
+                    Ok(request) => return active_grant(request, role, principal).map(|g| (g, start.elapsed())),
                     Err(error) => last_error = Some(error),
                 }
             }
@@ -287,7 +372,21 @@ async fn create_grants(
     let mut latency = Latencies::new()?;
     let mut failures = 0;
     let mut failure_samples: Vec<String> = Vec::new();
+    let mut seen = HashSet::with_capacity(count);
     for (_, result) in results {
+        // Every pair is new, so every answer must be a new grant: the same id
+        // twice means the server extended or returned a grant it had.
+        let result = result.and_then(|(grant, took)| {
+            if seen.insert(grant.id.clone()) {
+                Ok((grant, took))
+            } else {
+                bail!(
+                    "grant {} came back for a second (principal, role) pair: the server returned an existing \
+                     grant instead of creating one",
+                    grant.id
+                )
+            }
+        });
         match result {
             Ok((grant, took)) => {
                 latency.record(took);
@@ -313,13 +412,20 @@ async fn create_grants(
     Ok((grants, creation))
 }
 
-fn active_grant(request: AccessRequest) -> Result<Grant> {
+fn active_grant(request: AccessRequest, role: &str, principal: usize) -> Result<Grant> {
+    if request.role != role {
+        bail!("request {} is for role {} instead of {role}", request.id, request.role);
+    }
     match (request.state.as_str(), request.expires_at) {
         ("active", Some(expires_at)) => Ok(Grant {
             id: request.id,
             expires_at,
+            principal,
         }),
-        (state, _) => bail!("request {} is {state}, expected an active grant", request.id),
+        (state, _) => bail!(
+            "request {} is {state} instead of active; is role {role} auto-approved?",
+            request.id
+        ),
     }
 }
 
@@ -369,17 +475,19 @@ pub async fn run_expiry(binary: &Path, backend: &Backend, options: &Options) -> 
 }
 
 async fn expiry_scenario(deployment: &Deployment, options: &Options) -> Result<ExpiryReport> {
-    let clients = setup(deployment).await?;
-    let baseline = deployment.memory()?;
     let n = options.grants;
     let window = options.window_seconds;
-
-    // Calibrate: how fast does this server create grants? Those grants are
-    // released at once so they neither expire nor stay active.
     let calibration_grants = (n / 20).clamp(20, 2000);
+    let population = Arc::new(setup(deployment, n + calibration_grants).await?);
+    let baseline = deployment.memory()?;
+
+    // Calibrate: how fast does this server create grants? Those grants
+    // (pairs n.., after the ones of the N grants) are released at once so
+    // they neither expire nor stay active.
     eprintln!("expiry: calibrating with {calibration_grants} grants");
     let (calibration, calibration_run) = create_grants(
-        &clients,
+        &population,
+        n,
         calibration_grants,
         options.clients,
         None,
@@ -392,7 +500,7 @@ async fn expiry_scenario(deployment: &Deployment, options: &Options) -> Result<E
             calibration_run.failure_samples.join(" | ")
         );
     }
-    release_all(&clients, calibration, options.clients).await?;
+    release_all(&population, calibration, options.clients).await?;
     let rate = calibration_run.per_second;
 
     let estimate = n as f64 / rate * SAFETY_FACTOR + options.margin_seconds as f64;
@@ -408,7 +516,7 @@ async fn expiry_scenario(deployment: &Deployment, options: &Options) -> Result<E
         let millis = (target - Utc::now()).num_milliseconds().max(0) as u64;
         millis.div_ceil(1000).max(1)
     });
-    let (grants, creation) = create_grants(&clients, n, options.clients, Some("created"), seconds).await?;
+    let (grants, creation) = create_grants(&population, 0, n, options.clients, Some("created"), seconds).await?;
     check_creation(&creation);
     let earliest = grants.iter().map(|g| g.expires_at).min();
     let latest = grants.iter().map(|g| g.expires_at).max();
@@ -440,8 +548,9 @@ async fn expiry_scenario(deployment: &Deployment, options: &Options) -> Result<E
     let cpu_before = deployment.cpu_snapshot()?;
     sleep_until_wall(latest + chrono::Duration::seconds(1)).await;
     let deadline = Instant::now() + options.timeout;
+    let admin = deployment.admin(0)?;
     loop {
-        if !any_active(&clients[0]).await? {
+        if !any_active(&admin).await? {
             break;
         }
         if Instant::now() >= deadline {
@@ -496,6 +605,7 @@ async fn expiry_scenario(deployment: &Deployment, options: &Options) -> Result<E
         grants: n,
         window_seconds: window,
         clients: options.clients,
+        setup: population.setup.clone(),
         calibration_grants,
         calibration_per_second: rate,
         planned_start,
@@ -532,14 +642,15 @@ pub async fn run_rss(binary: &Path, backend: &Backend, grants: usize, clients: u
 }
 
 async fn rss_scenario(deployment: &Deployment, grants: usize, clients: usize) -> Result<RssReport> {
-    let replicas = setup(deployment).await?;
+    let population = Arc::new(setup(deployment, grants).await?);
     let baseline = deployment.memory()?;
     eprintln!(
         "rss ({}): creating {grants} one-hour grants with {clients} clients",
         deployment.backend().label()
     );
     let (created, creation) = create_grants(
-        &replicas,
+        &population,
+        0,
         grants,
         clients,
         Some("created"),
@@ -553,22 +664,25 @@ async fn rss_scenario(deployment: &Deployment, grants: usize, clients: usize) ->
         backend: deployment.backend().clone(),
         grants,
         clients,
+        setup: population.setup.clone(),
         creation,
         memory,
     })
 }
 
-async fn release_all(clients: &[Client], grants: Vec<Grant>, workers: usize) -> Result<()> {
+async fn release_all(population: &Arc<Population>, grants: Vec<Grant>, workers: usize) -> Result<()> {
     let grants = Arc::new(grants);
     let count = grants.len();
-    let replicas = clients.to_vec();
+    let population = population.clone();
     let results = run_pool(count, workers, None, move |worker, i| {
-        let (client, grants) = (replicas[worker % replicas.len()].clone(), grants.clone());
+        let (population, grants) = (population.clone(), grants.clone());
         async move {
-            client
-                .release(&grants[i].id)
+            let grant = &grants[i];
+            population
+                .client(worker, grant.principal)?
+                .release(&grant.id)
                 .await
-                .with_context(|| format!("cannot release calibration grant {}", grants[i].id))
+                .with_context(|| format!("cannot release calibration grant {}", grant.id))
         }
     })
     .await?;
@@ -751,8 +865,15 @@ fn memory_rows(memory: &MemoryReport, grants: usize) -> Vec<Vec<String>> {
     ]
 }
 
-fn creation_rows(creation: &Creation, clients: usize) -> Vec<Vec<String>> {
+fn creation_rows(setup: &Setup, creation: &Creation, clients: usize) -> Vec<Vec<String>> {
     vec![
+        vec![
+            "roles × principals (one grant per pair)".into(),
+            format!(
+                "{} × {} (set up in {:.1} s)",
+                setup.roles, setup.principals, setup.seconds
+            ),
+        ],
         vec![
             format!("grants created ({clients} clients)"),
             format!("{} ({} failed)", creation.created, creation.failures),
@@ -780,7 +901,7 @@ pub fn print_expiry(report: &ExpiryReport) {
         report.window_seconds,
         report.planned_start.format("%H:%M:%S")
     );
-    let mut rows = creation_rows(&report.creation, report.clients);
+    let mut rows = creation_rows(&report.setup, &report.creation, report.clients);
     rows.push(vec![
         "grants outside the planned window".into(),
         report.outside_window.to_string(),
@@ -851,7 +972,7 @@ pub fn print_rss(report: &RssReport) {
         report.backend.label(),
         report.grants
     );
-    let mut rows = creation_rows(&report.creation, report.clients);
+    let mut rows = creation_rows(&report.setup, &report.creation, report.clients);
     rows.extend(memory_rows(&report.memory, report.creation.created));
     print_table(&["measure", "value"], &rows);
 }

@@ -13,6 +13,7 @@
 //! - `expiry`: N grants expiring within a short window; expiry lag from the
 //!   audit log, and RSS with all N active ([`expiry`]).
 //! - `rss`: RSS with N active grants only.
+//! - `policy`: in-process policy decision latency, no server ([`policy`]).
 //! - `all`: throughput at 1, 8, 32 and 64 clients, then expiry with 100k
 //!   grants; with `--postgres URL` again on PostgreSQL with 1 and with 3
 //!   replicas. The run behind `docs/benchmarks.md`.
@@ -21,6 +22,7 @@
 //! --warmup 0s` and `hallpass-bench expiry --grants 200 --window 2s`.
 
 mod expiry;
+mod policy;
 mod postgres;
 mod procfs;
 mod server;
@@ -66,6 +68,9 @@ enum Command {
     /// Throughput at 1, 8, 32 and 64 clients, then expiry with 100k grants;
     /// with --postgres, on SQLite, then PostgreSQL with 1 and 3 replicas.
     All(AllArgs),
+    /// Policy decision latency in-process (no server): the example policies
+    /// and a generated 1,000-rule set, each beside bare regorus.
+    Policy(PolicyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +179,22 @@ struct AllArgs {
     /// Grants for the expiry part on PostgreSQL [default: --grants].
     #[arg(long, value_name = "N")]
     postgres_grants: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+struct PolicyArgs {
+    /// Measured evaluations per policy set and engine.
+    #[arg(long, default_value_t = 100_000)]
+    iterations: u64,
+    /// Unmeasured evaluations before them.
+    #[arg(long, default_value_t = 10_000)]
+    warmup: u64,
+    /// Rules in the generated policy set.
+    #[arg(long, default_value_t = 1000)]
+    rules: usize,
+    /// The example policies [default: examples/policies of this source tree].
+    #[arg(long, value_name = "DIR")]
+    examples: Option<PathBuf>,
 }
 
 /// Replica counts `all --postgres` runs.
@@ -381,6 +402,11 @@ fn print_target_comparison(runs: &[Run]) {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    // The policy benchmark is in-process: no binary, no server, its own report.
+    let command = match cli.command {
+        Command::Policy(args) => return run_policy(args, cli.json.as_deref()).await,
+        command => command,
+    };
     let binary = server::resolve_binary(cli.hallpass.as_deref())?;
     let started_at = Utc::now();
     let machine = Machine::detect();
@@ -410,7 +436,7 @@ async fn run(cli: Cli) -> Result<()> {
         runs: Vec::new(),
     };
     let mut failure = None;
-    match cli.command {
+    match command {
         Command::Throughput(args) => {
             let backend = args.backend.backend()?;
             let options = throughput::Options {
@@ -443,6 +469,8 @@ async fn run(cli: Cli) -> Result<()> {
             run.rss = Some(expiry::run_rss(&binary, &backend, args.grants, args.clients).await?);
             results.runs.push(run);
         }
+        // Returned before the server set-up above; repeated for the match.
+        Command::Policy(args) => return run_policy(args, cli.json.as_deref()).await,
         Command::All(args) => {
             let mut backends = vec![(Backend::Sqlite, args.grants)];
             if let Some(url) = &args.postgres {
@@ -483,6 +511,25 @@ async fn run(cli: Cli) -> Result<()> {
         .any(|run| run.expiry.as_ref().is_some_and(|e| !e.count_ok));
     if mismatch {
         anyhow::bail!("the number of grant.expired events does not match the grants created");
+    }
+    Ok(())
+}
+
+async fn run_policy(args: PolicyArgs, json: Option<&Path>) -> Result<()> {
+    if args.iterations == 0 {
+        anyhow::bail!("--iterations must be at least 1");
+    }
+    let options = policy::Options {
+        iterations: args.iterations,
+        warmup: args.warmup,
+        rules: args.rules,
+        examples: args.examples.unwrap_or_else(policy::default_examples_dir),
+    };
+    let report = policy::run(options).await?;
+    policy::print(&report);
+    if let Some(path) = json {
+        write_json(path, &report)?;
+        eprintln!("wrote {}", path.display());
     }
     Ok(())
 }
@@ -553,7 +600,7 @@ fn print_results(results: &Results) {
     print_target_comparison(&results.runs);
 }
 
-fn write_json(path: &Path, results: &Results) -> Result<()> {
+fn write_json(path: &Path, results: &impl Serialize) -> Result<()> {
     let mut text = serde_json::to_string_pretty(results).context("cannot encode the results")?;
     text.push('\n');
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))

@@ -399,13 +399,6 @@ impl Deployment {
         Ok(Client::new(&server.addr, Some(server.root_token.clone()))?)
     }
 
-    /// One client per replica, all with `token`.
-    pub fn clients(&self, token: &str) -> Result<Vec<Client>> {
-        (0..self.replicas.len())
-            .map(|replica| Ok(self.admin(replica)?.with_token(token)))
-            .collect()
-    }
-
     /// VmRSS and VmHWM of each replica.
     pub fn memory(&self) -> Result<Vec<Memory>> {
         self.replicas.iter().map(|server| procfs::memory(server.pid)).collect()

@@ -2,22 +2,35 @@
 //!
 //! For each client count, a fresh server is started and N concurrent tasks
 //! each loop over the self-service path a person or pipeline takes: `POST
-//! /v1/requests` for the auto-approved role `demo-read` (the server commits
-//! the request, issues the credential and commits the activation, both
-//! durably) and then `GET /v1/requests/{id}/credentials` (signs the JWT).
-//! One such pair is one operation. After a warm-up, operations completing in
-//! the measurement window are counted and their latency recorded; the
-//! server's and the benchmark's CPU use over the window is sampled from
-//! `/proc` so the report shows which side (and which server thread) is busy.
+//! /v1/requests` for an auto-approved role (the server records the request,
+//! issues the credential and activates the grant in one durable commit) and
+//! then `GET /v1/requests/{id}/credentials` (signs the JWT). One such pair is
+//! one operation. After a warm-up, operations completing in the measurement
+//! window are counted and their latency recorded; the server's and the
+//! benchmark's CPU use over the window is sampled from `/proc` so the report
+//! shows which side (and which server thread) is busy.
+//!
+//! Every request is for a (principal, role) pair that holds no grant yet: a
+//! second request for a role the principal already holds would extend (or
+//! just return) the existing grant instead of creating one. At setup the
+//! benchmark creates up to [`MAX_ROLES`] copies of `--role` (same target,
+//! durations and approval, requestable by group `bench`) with `POST
+//! /v1/apply`, and for each client as many principals (one token each) as
+//! it needs for [`Pairs`] enough for the whole run at [`PLANNED_RATE`]. A
+//! client walks its pairs in order, cycling through its principals, so no
+//! pair repeats; a response whose grant id the client has seen before (the
+//! overlap path) counts as an error.
 //!
 //! With several replicas (PostgreSQL), client `i` talks to replica
 //! `i mod replicas` only, and the server CPU is that of all replicas.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use hallpass_api::{CreateRequest, CreateToken};
+use futures::{StreamExt, TryStreamExt};
+use hallpass_api::{ApplyRequest, ChangeAction, CreateRequest, CreateToken, RoleSpec};
 use hallpass_client::Client;
 use serde::Serialize;
 
@@ -29,22 +42,127 @@ use crate::stats::{Latencies, Summary, fmt_ms, print_table};
 pub const OTHERS_WARNING_CORES: f64 = 0.15;
 /// At most this many distinct error messages are kept per run.
 const ERROR_SAMPLES: usize = 5;
+/// Operations per second, all clients together, the pairs are sized for:
+/// about twice the most measured on the reference machine (5,788 at 64
+/// clients), so that no client runs out of pairs.
+pub const PLANNED_RATE: f64 = 12_000.0;
+/// Operations per second of one client the pairs are sized for (one client
+/// did about 800).
+pub const PLANNED_CLIENT_RATE: f64 = 2_500.0;
+/// Seconds added to warm-up + duration when sizing the pairs (the last
+/// operations end after the window).
+const PLANNED_SLACK_SECONDS: f64 = 2.0;
+/// Roles a scenario creates at most; more pairs come from more principals.
+pub const MAX_ROLES: usize = 1_000;
+/// Roles per `POST /v1/apply` (about 350 bytes each, far below the 1 MiB
+/// body limit).
+pub const ROLES_PER_APPLY: usize = 500;
+/// The group of every benchmark principal; the benchmark roles are
+/// requestable by it.
+pub const GROUP: &str = "bench";
+/// Concurrent `POST /v1/tokens` at setup.
+const SETUP_CONCURRENCY: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct Options {
     pub clients: Vec<usize>,
     pub duration: Duration,
     pub warmup: Duration,
-    /// The auto-approved role requested.
+    /// The auto-approved role whose settings the benchmark roles copy.
     pub role: String,
     /// Grant duration asked for, e.g. `5m`.
     pub grant_for: String,
+}
+
+/// The (principal, role) pairs requests may use, each at most once: request
+/// `j` uses principal `j mod principals` and role `j / principals`, so the
+/// principals' grants grow evenly and no pair comes twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Pairs {
+    pub principals: usize,
+    pub roles: usize,
+}
+
+impl Pairs {
+    /// Enough pairs for `requests` requests: that many roles up to
+    /// [`MAX_ROLES`], and as many principals as it then takes.
+    pub fn for_requests(requests: usize) -> Self {
+        let roles = requests.clamp(1, MAX_ROLES);
+        Self {
+            principals: requests.div_ceil(roles).max(1),
+            roles,
+        }
+    }
+
+    pub fn capacity(self) -> usize {
+        self.principals.saturating_mul(self.roles)
+    }
+
+    /// `(principal, role)` of request `j`; `None` once the pairs are used up.
+    pub fn pair(self, j: usize) -> Option<(usize, usize)> {
+        (j < self.capacity()).then(|| (j % self.principals, j / self.principals))
+    }
+}
+
+/// Creates `roles` with `POST /v1/apply`, [`ROLES_PER_APPLY`] at a time, and
+/// checks that each was created (not already there).
+pub async fn apply_roles(admin: &Client, roles: &[RoleSpec]) -> Result<()> {
+    for chunk in roles.chunks(ROLES_PER_APPLY) {
+        let response = admin
+            .apply(&ApplyRequest {
+                roles: chunk.to_vec(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("cannot create {} benchmark roles with POST /v1/apply", chunk.len()))?;
+        let created = response
+            .changes
+            .iter()
+            .filter(|change| change.kind == "role" && change.action == ChangeAction::Create)
+            .count();
+        if created != chunk.len() {
+            bail!(
+                "POST /v1/apply created {created} of {} benchmark roles; the server should be fresh",
+                chunk.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Creates a one-day token for each principal, all in group [`GROUP`];
+/// returns the tokens in the order of `principals`.
+pub async fn create_principals(admin: &Client, principals: Vec<String>) -> Result<Vec<String>> {
+    futures::stream::iter(principals)
+        .map(|principal| async move {
+            admin
+                .create_token(&CreateToken {
+                    principal: principal.clone(),
+                    groups: vec![GROUP.into()],
+                    ttl: Some("1d".into()),
+                })
+                .await
+                .map(|created| created.token)
+                .with_context(|| format!("cannot create a token for benchmark principal {principal}"))
+        })
+        .buffered(SETUP_CONCURRENCY)
+        .try_collect()
+        .await
 }
 
 /// The result at one client count.
 #[derive(Debug, Clone, Serialize)]
 pub struct Level {
     pub clients: usize,
+    /// Benchmark roles created (copies of the requested role).
+    pub roles: usize,
+    /// Principals per client; `clients × principals_per_client` in all.
+    pub principals_per_client: usize,
+    /// Creating the roles and the principals' tokens.
+    pub setup_seconds: f64,
+    /// (principal, role) pairs used, warm-up and window, of `clients ×
+    /// principals_per_client × roles` available.
+    pub pairs_used: usize,
     pub measured_seconds: f64,
     /// Completed request → credential pairs in the window.
     pub operations: u64,
@@ -64,6 +182,7 @@ pub struct Level {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub backend: Backend,
+    /// The role the benchmark roles copy.
     pub role: String,
     pub grant_for: String,
     pub warmup_seconds: f64,
@@ -114,19 +233,63 @@ struct TaskResult {
     credentials: Latencies,
     errors: u64,
     error_samples: Vec<String>,
+    /// Requests made (pairs used), counted or not.
+    requests: usize,
 }
 
-/// One request → credential pair; returns the two latencies.
-async fn operation(client: &Client, body: &CreateRequest) -> Result<(Duration, Duration)> {
+impl TaskResult {
+    fn error(&mut self, message: String) {
+        self.errors += 1;
+        if self.error_samples.len() < ERROR_SAMPLES && !self.error_samples.contains(&message) {
+            self.error_samples.push(message);
+        }
+    }
+}
+
+/// What one client works with: its principals (one client each, all on the
+/// same replica) and the benchmark roles.
+struct Plan {
+    principals: Vec<Client>,
+    roles: std::sync::Arc<Vec<String>>,
+    pairs: Pairs,
+    /// The role the benchmark roles copy, for error messages.
+    template: String,
+    grant_for: String,
+}
+
+/// One request → credential pair; returns the two latencies. `seen` holds
+/// the grant ids this client got so far: the response must be a new grant.
+async fn operation(
+    client: &Client,
+    body: &CreateRequest,
+    template: &str,
+    seen: &mut HashSet<String>,
+) -> Result<(Duration, Duration)> {
     let start = Instant::now();
     let request = client.create_request(body).await?;
     let created = Instant::now();
     if request.state != "active" {
         bail!(
-            "request {} is {} instead of active; is role {} auto-approved?",
+            "request {} for role {} (a copy of {template}) is {} instead of active; is role {template} auto-approved?",
             request.id,
-            request.state,
+            body.role,
+            request.state
+        );
+    }
+    if request.role != body.role {
+        bail!(
+            "request {} is for role {} instead of {}",
+            request.id,
+            request.role,
             body.role
+        );
+    }
+    if !seen.insert(request.id.clone()) {
+        bail!(
+            "asking for role {} returned grant {}, which this client already got: the server extended or \
+             returned an existing grant (a principal asking for a role it holds) instead of creating one",
+            body.role,
+            request.id
         );
     }
     let credential = client.credentials(&request.id).await?;
@@ -136,23 +299,41 @@ async fn operation(client: &Client, body: &CreateRequest) -> Result<(Duration, D
     Ok((created - start, created.elapsed()))
 }
 
-async fn client_task(
-    client: Client,
-    body: CreateRequest,
-    window_start: Instant,
-    window_end: Instant,
-) -> Result<TaskResult> {
+async fn client_task(plan: Plan, window_start: Instant, window_end: Instant) -> Result<TaskResult> {
     let mut result = TaskResult {
         pair: Latencies::new()?,
         create: Latencies::new()?,
         credentials: Latencies::new()?,
         errors: 0,
         error_samples: Vec::new(),
+        requests: 0,
     };
+    let mut seen = HashSet::new();
     // Bounded by time: no new operation starts after the window closes.
     while Instant::now() < window_end {
+        // A pair is used up by any attempt: a failed one may have created a grant.
+        let j = result.requests;
+        let Some((principal, role)) = plan.pairs.pair(j) else {
+            result.error(format!(
+                "a client ran out of (principal, role) pairs after {j} requests; the benchmark sizes them \
+                 for {PLANNED_RATE} operations/s in all and at most {PLANNED_CLIENT_RATE} per client"
+            ));
+            break;
+        };
+        let (Some(client), Some(role)) = (plan.principals.get(principal), plan.roles.get(role)) else {
+            bail!("pair ({principal}, {role}) is outside the benchmark's principals and roles");
+        };
+        result.requests += 1;
+        let body = CreateRequest {
+            role: role.clone(),
+            duration: Some(plan.grant_for.clone()),
+            reason: "hallpass-bench throughput".into(),
+            ticket: None,
+            emergency: false,
+            scheduled_start: None,
+        };
         let start = Instant::now();
-        let outcome = operation(&client, &body).await;
+        let outcome = operation(client, &body, &plan.template, &mut seen).await;
         let done = Instant::now();
         let counted = done >= window_start && done <= window_end;
         match outcome {
@@ -164,11 +345,7 @@ async fn client_task(
             Ok(_) => {}
             Err(error) => {
                 if counted {
-                    result.errors += 1;
-                    let message = format!("{error:#}");
-                    if result.error_samples.len() < ERROR_SAMPLES && !result.error_samples.contains(&message) {
-                        result.error_samples.push(message);
-                    }
+                    result.error(format!("{error:#}"));
                 }
                 // Do not spin on a server that keeps failing.
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -178,42 +355,70 @@ async fn client_task(
     Ok(result)
 }
 
+/// Roles and principals for `clients` clients: returns the pairs each
+/// client has, the role names and one token per principal, client by client.
+async fn setup(admin: &Client, clients: usize, options: &Options) -> Result<(Pairs, Vec<String>, Vec<String>)> {
+    let template = admin
+        .get_role(&options.role)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot read role {:?}, whose settings the benchmark roles copy",
+                options.role
+            )
+        })?
+        .spec;
+    let seconds = (options.warmup + options.duration).as_secs_f64() + PLANNED_SLACK_SECONDS;
+    let per_client_rate = (PLANNED_RATE / clients as f64).min(PLANNED_CLIENT_RATE);
+    let pairs = Pairs::for_requests((seconds * per_client_rate).ceil() as usize);
+    let names: Vec<String> = (0..pairs.roles).map(|k| format!("bench-tp-{k:04}")).collect();
+    let specs: Vec<RoleSpec> = names
+        .iter()
+        .map(|name| RoleSpec {
+            name: name.clone(),
+            description: format!("hallpass-bench throughput: a copy of {}", options.role),
+            requestable_by: vec![format!("group:{GROUP}")],
+            ..template.clone()
+        })
+        .collect();
+    apply_roles(admin, &specs).await?;
+    let principals = (0..clients)
+        .flat_map(|c| (0..pairs.principals).map(move |p| format!("bench-{c}-{p}")))
+        .collect();
+    let tokens = create_principals(admin, principals).await?;
+    Ok((pairs, names, tokens))
+}
+
 async fn measure_level(deployment: &Deployment, clients: usize, options: &Options) -> Result<Level> {
     let admin = deployment.admin(0)?;
     // One connection pool per replica; client i sticks to replica i mod N.
     let replicas: Vec<Client> = (0..deployment.replica_count())
         .map(|replica| deployment.admin(replica))
         .collect::<Result<_>>()?;
-    // One principal per client, all in group `dev`, which may request demo-read.
-    let mut handles = Vec::with_capacity(clients);
-    let mut tokens = Vec::with_capacity(clients);
-    for i in 0..clients {
-        let created = admin
-            .create_token(&CreateToken {
-                principal: format!("bench-{i}"),
-                groups: vec!["dev".into()],
-                ttl: Some("1d".into()),
-            })
-            .await
-            .context("cannot create a benchmark token")?;
-        tokens.push(created.token);
-    }
-    let body = CreateRequest {
-        role: options.role.clone(),
-        duration: Some(options.grant_for.clone()),
-        reason: "hallpass-bench throughput".into(),
-        ticket: None,
-    };
+    let setup_started = Instant::now();
+    let (pairs, roles, tokens) = setup(&admin, clients, options).await?;
+    let setup_seconds = setup_started.elapsed().as_secs_f64();
+    eprintln!(
+        "  setup: {} roles (copies of {}), {} principals ({} per client) in {setup_seconds:.1}s",
+        pairs.roles,
+        options.role,
+        tokens.len(),
+        pairs.principals
+    );
+    let roles = std::sync::Arc::new(roles);
     let window_start = Instant::now() + options.warmup;
     let window_end = window_start + options.duration;
-    for (i, token) in tokens.into_iter().enumerate() {
-        let client = replicas[i % replicas.len()].with_token(token);
-        handles.push(tokio::spawn(client_task(
-            client,
-            body.clone(),
-            window_start,
-            window_end,
-        )));
+    let mut handles = Vec::with_capacity(clients);
+    for (i, tokens) in tokens.chunks(pairs.principals).enumerate() {
+        let replica = &replicas[i % replicas.len()];
+        let plan = Plan {
+            principals: tokens.iter().map(|token| replica.with_token(token.clone())).collect(),
+            roles: roles.clone(),
+            pairs,
+            template: options.role.clone(),
+            grant_for: options.grant_for.clone(),
+        };
+        handles.push(tokio::spawn(client_task(plan, window_start, window_end)));
     }
 
     tokio::time::sleep_until(window_start.into()).await;
@@ -227,12 +432,14 @@ async fn measure_level(deployment: &Deployment, clients: usize, options: &Option
     let mut credentials = Latencies::new()?;
     let mut errors = 0;
     let mut error_samples: Vec<String> = Vec::new();
+    let mut pairs_used = 0;
     for handle in handles {
         let task = handle.await.context("a client task panicked")??;
         pair.merge(&task.pair)?;
         create.merge(&task.create)?;
         credentials.merge(&task.credentials)?;
         errors += task.errors;
+        pairs_used += task.requests;
         for message in task.error_samples {
             if error_samples.len() < ERROR_SAMPLES && !error_samples.contains(&message) {
                 error_samples.push(message);
@@ -241,6 +448,10 @@ async fn measure_level(deployment: &Deployment, clients: usize, options: &Option
     }
     Ok(Level {
         clients,
+        roles: pairs.roles,
+        principals_per_client: pairs.principals,
+        setup_seconds,
+        pairs_used,
         measured_seconds: seconds,
         operations: pair.count(),
         operations_per_second: pair.count() as f64 / seconds,
@@ -256,10 +467,13 @@ async fn measure_level(deployment: &Deployment, clients: usize, options: &Option
 pub fn print(report: &Report) {
     let replicas = report.backend.replicas();
     println!(
-        "\nThroughput ({}): POST /v1/requests ({}, --for {}) then GET .../credentials = 1 op; durable commits",
+        "\nThroughput ({}): POST /v1/requests (--for {}) then GET .../credentials = 1 op; durable commits",
         report.backend.label(),
-        report.role,
         report.grant_for
+    );
+    println!(
+        "  each request a new (principal, role) pair: roles copied from {}, principals in group {GROUP}",
+        report.role
     );
     if replicas > 1 {
         println!("  clients spread round-robin over {replicas} replicas; server columns are all replicas together");
@@ -331,6 +545,26 @@ pub fn print(report: &Report) {
         println!();
         print_table(&["clients", "PostgreSQL CPU (whole server)"], &rows);
     }
+    println!("\n  Setup (roles × principals, each pair requested at most once):");
+    let rows: Vec<Vec<String>> = report
+        .levels
+        .iter()
+        .map(|l| {
+            let available = l.roles * l.principals_per_client * l.clients;
+            vec![
+                l.clients.to_string(),
+                l.roles.to_string(),
+                format!(
+                    "{} ({} per client)",
+                    l.principals_per_client * l.clients,
+                    l.principals_per_client
+                ),
+                format!("{} of {available}", l.pairs_used),
+                format!("{:.1} s", l.setup_seconds),
+            ]
+        })
+        .collect();
+    print_table(&["clients", "roles", "principals", "pairs used", "setup"], &rows);
     for level in &report.levels {
         if level.cpu.others_cores > OTHERS_WARNING_CORES {
             println!(

@@ -14,8 +14,12 @@ use clap::{Parser, Subcommand};
 
 use commands::audit::AuditCommand;
 use commands::config::{ApplyArgs, RoleCommand, TargetCommand};
+use commands::extend::ExtendArgs;
+use commands::flows::FlowCommand;
 use commands::identity::TokenCommand;
+use commands::policy::PolicyCommand;
 use commands::requests::{CredentialFormat, Decision, ListArgs, RequestArgs};
+use commands::reviews::ReviewCommand;
 use commands::server::ServerArgs;
 use commands::{CmdResult, Ctx};
 use output::OutputFormat;
@@ -25,8 +29,10 @@ Exit codes:
   0    success
   1    error: API, network or bad input (the message says what to fix)
   2    usage error (unknown flag, missing argument)
-  3    no access: a `request --wait` ended without access (denied, cancelled,
-       expired, revoked, released), or `audit verify` found a broken chain
+  3    no access: a policy refused a request or extension; a `request --wait`
+       ended without access (denied, cancelled, timed out, expired, revoked,
+       released); an `extend --wait` extension was denied or lapsed; or
+       `audit verify` found a broken chain
   130  interrupted while waiting (Ctrl-C); the request stays open
 
 Environment:
@@ -72,7 +78,7 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Create or update targets and roles from an HCL file.
+    /// Create or update targets, roles, approval flows and policies from an HCL file.
     Apply(ApplyArgs),
     /// Inspect and delete targets.
     #[command(subcommand)]
@@ -80,6 +86,12 @@ enum Command {
     /// Inspect and delete roles.
     #[command(subcommand)]
     Role(RoleCommand),
+    /// Inspect and delete approval flows.
+    #[command(subcommand)]
+    Flow(FlowCommand),
+    /// Store, inspect, test and evaluate Rego policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Request access to a role.
     Request(RequestArgs),
     /// List access requests.
@@ -89,13 +101,13 @@ enum Command {
         /// Request id.
         id: String,
     },
-    /// Approve a pending request.
+    /// Approve a pending request, or the pending extension of an active grant.
     Approve {
         id: String,
         #[arg(long)]
         comment: Option<String>,
     },
-    /// Deny a pending request.
+    /// Deny a pending request, or the pending extension of an active grant.
     Deny {
         id: String,
         #[arg(long)]
@@ -125,6 +137,17 @@ enum Command {
     },
     /// Give up your own access before it expires.
     Release { id: String },
+    /// Ask for more time on your active grant.
+    Extend(ExtendArgs),
+    /// List break-glass grants awaiting review.
+    Reviews {
+        /// Include reviews already acknowledged.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Acknowledge the review of a break-glass grant.
+    #[command(subcommand)]
+    Review(ReviewCommand),
     /// List, export and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -165,6 +188,11 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Grants { active } => commands::grants::list(&ctx, active).await,
         Command::Revoke { id, reason } => commands::grants::revoke(&ctx, &id, reason).await,
         Command::Release { id } => commands::grants::release(&ctx, &id).await,
+        Command::Extend(args) => commands::extend::extend(&ctx, args).await,
+        Command::Reviews { all } => commands::reviews::list(&ctx, all).await,
+        Command::Review(command) => commands::reviews::run(&ctx, command).await,
+        Command::Flow(command) => commands::flows::run(&ctx, command).await,
+        Command::Policy(command) => commands::policy::run(&ctx, command).await,
         Command::Audit(command) => commands::audit::run(&ctx, command).await,
     }
 }
@@ -218,6 +246,49 @@ mod tests {
         };
         assert_eq!(groups, ["a", "b"]);
         assert_eq!(ttl, None);
+    }
+
+    #[test]
+    fn new_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "hallpass",
+            "request",
+            "prod-db",
+            "--reason",
+            "INC-9",
+            "--emergency",
+            "--at",
+            "2026-12-01T09:00Z",
+        ])
+        .unwrap();
+        let Command::Request(args) = cli.command else {
+            panic!("not a request")
+        };
+        assert!(args.emergency);
+        assert_eq!(
+            args.at.map(|at| at.to_rfc3339()).as_deref(),
+            Some("2026-12-01T09:00:00+00:00")
+        );
+
+        let err = Cli::try_parse_from(["hallpass", "request", "x", "--reason", "r", "--at", "9am"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("2026-12-01T09:00Z"), "{err}");
+
+        let cli =
+            Cli::try_parse_from(["hallpass", "extend", "r1", "--by", "30m", "--reason", "more", "--wait"]).unwrap();
+        let Command::Extend(args) = cli.command else {
+            panic!("not extend")
+        };
+        assert_eq!((args.by.as_str(), args.wait), ("30m", true));
+
+        let err = Cli::try_parse_from(["hallpass", "review", "ack", "r1"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "the comment is required");
+        assert!(Cli::try_parse_from(["hallpass", "review", "ack", "r1", "--comment", "checked"]).is_ok());
+        assert!(Cli::try_parse_from(["hallpass", "reviews", "--all"]).is_ok());
+        assert!(Cli::try_parse_from(["hallpass", "policy", "put", "limits", "-f", "limits.rego"]).is_ok());
+        assert!(Cli::try_parse_from(["hallpass", "policy", "test", "policies/"]).is_ok());
+        assert!(Cli::try_parse_from(["hallpass", "policy", "eval", "--input", "in.json", "--dir", "p/"]).is_ok());
+        assert!(Cli::try_parse_from(["hallpass", "flow", "show", "two-step"]).is_ok());
     }
 
     #[test]

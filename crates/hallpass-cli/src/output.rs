@@ -180,6 +180,12 @@ pub fn join_or_dash(items: &[String]) -> String {
     }
 }
 
+/// The first 12 hex digits of a SHA-256: enough to tell versions apart in a
+/// table; `--output json` carries the whole hash.
+pub fn short_hash(hash: &str) -> String {
+    hash.chars().take(12).collect()
+}
+
 pub fn yes_no(value: bool) -> String {
     if value { "yes" } else { "no" }.to_string()
 }

@@ -17,8 +17,9 @@
 use std::time::Duration;
 
 use hallpass_api::{
-    AccessRequest, ApplyRequest, ApplyResponse, AuditEvent, CreateRequest, CreateToken, CreatedToken, Credential,
-    DecisionBody, ErrorBody, Health, Introspection, RevokeBody, Role, RoleSpec, Target, TargetSpec, TokenInfo,
+    AccessRequest, ApplyRequest, ApplyResponse, ApprovalFlow, ApprovalFlowSpec, AuditEvent, CreateRequest, CreateToken,
+    CreatedToken, Credential, DecisionBody, ErrorBody, ExtendBody, Health, Introspection, Policy, PolicyBody,
+    PolicyDecision, PolicyEvalBody, ReviewAckBody, RevokeBody, Role, RoleSpec, Target, TargetSpec, TokenInfo,
     VerifyReport, WhoAmI,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
@@ -175,6 +176,53 @@ impl Client {
         self.empty(self.request(Method::DELETE, &["v1", "roles", name])?).await
     }
 
+    pub async fn list_flows(&self) -> Result<Vec<ApprovalFlow>, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "approval-flows"])?).await
+    }
+
+    pub async fn get_flow(&self, name: &str) -> Result<ApprovalFlow, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "approval-flows", name])?)
+            .await
+    }
+
+    pub async fn put_flow(&self, spec: &ApprovalFlowSpec) -> Result<ApprovalFlow, ClientError> {
+        let req = self.request(Method::PUT, &["v1", "approval-flows", &spec.name])?;
+        self.json(req.json(spec)).await
+    }
+
+    pub async fn delete_flow(&self, name: &str) -> Result<(), ClientError> {
+        self.empty(self.request(Method::DELETE, &["v1", "approval-flows", name])?)
+            .await
+    }
+
+    pub async fn list_policies(&self) -> Result<Vec<Policy>, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "policies"])?).await
+    }
+
+    pub async fn get_policy(&self, name: &str) -> Result<Policy, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "policies", name])?).await
+    }
+
+    /// Stores the Rego module `name`. The server compiles it with the other
+    /// policies first and refuses it (code `policy_compile_error`, message
+    /// `NAME:LINE:COL: ...`) when the set would not compile.
+    pub async fn put_policy(&self, name: &str, source: impl Into<String>) -> Result<Policy, ClientError> {
+        let req = self.request(Method::PUT, &["v1", "policies", name])?;
+        self.json(req.json(&PolicyBody { source: source.into() })).await
+    }
+
+    pub async fn delete_policy(&self, name: &str) -> Result<(), ClientError> {
+        self.empty(self.request(Method::DELETE, &["v1", "policies", name])?)
+            .await
+    }
+
+    /// What the server's stored policies decide for a hypothetical `input`;
+    /// changes nothing.
+    pub async fn eval_policy(&self, input: serde_json::Value) -> Result<PolicyDecision, ClientError> {
+        let req = self.request(Method::POST, &["v1", "policies", "eval"])?;
+        self.json(req.json(&PolicyEvalBody { input })).await
+    }
+
     pub async fn apply(&self, body: &ApplyRequest) -> Result<ApplyResponse, ClientError> {
         self.json(self.request(Method::POST, &["v1", "apply"])?.json(body))
             .await
@@ -183,8 +231,21 @@ impl Client {
     // ----------------------------------------------------------- requests
 
     pub async fn create_request(&self, body: &CreateRequest) -> Result<AccessRequest, ClientError> {
-        self.json(self.request(Method::POST, &["v1", "requests"])?.json(body))
-            .await
+        Ok(self.submit_request(body).await?.0)
+    }
+
+    /// Like [`Client::create_request`], and says whether the request is new
+    /// (`false`: the caller already held the role and the answer is that
+    /// grant, extended or not; the server answers 200 instead of 201).
+    pub async fn submit_request(&self, body: &CreateRequest) -> Result<(AccessRequest, bool), ClientError> {
+        let response = self
+            .send(self.request(Method::POST, &["v1", "requests"])?.json(body))
+            .await?;
+        let new = response.status() == reqwest::StatusCode::CREATED;
+        let body = response.bytes().await.map_err(|e| self.transport_error(&e))?;
+        let request = serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Decode(format!("unexpected response from Hallpass for /v1/requests: {e}")))?;
+        Ok((request, new))
     }
 
     /// Requests visible to the caller, optionally only in `state` and only
@@ -239,6 +300,13 @@ impl Client {
         self.json(req.json(&EmptyBody {})).await
     }
 
+    /// Asks to lengthen an active grant. Returns the grant, with the new
+    /// extension (pending, or approved at once) last in `extensions`.
+    pub async fn extend(&self, id: &str, body: &ExtendBody) -> Result<AccessRequest, ClientError> {
+        let req = self.request(Method::POST, &["v1", "requests", id, "extend"])?;
+        self.json(req.json(body)).await
+    }
+
     /// The secret credential of an active grant (requester only).
     pub async fn credentials(&self, id: &str) -> Result<Credential, ClientError> {
         self.json(self.request(Method::GET, &["v1", "requests", id, "credentials"])?)
@@ -263,6 +331,26 @@ impl Client {
     pub async fn release(&self, id: &str) -> Result<AccessRequest, ClientError> {
         let req = self.request(Method::POST, &["v1", "grants", id, "release"])?;
         self.json(req.json(&EmptyBody {})).await
+    }
+
+    // ------------------------------------------------------------ reviews
+
+    /// Break-glass grants awaiting review; with `all`, acknowledged ones too.
+    pub async fn list_reviews(&self, all: bool) -> Result<Vec<AccessRequest>, ClientError> {
+        let mut req = self.request(Method::GET, &["v1", "reviews"])?;
+        if all {
+            req = req.query(&[("all", "true")]);
+        }
+        self.json(req).await
+    }
+
+    /// Acknowledges the review of break-glass grant `id`.
+    pub async fn ack_review(&self, id: &str, comment: impl Into<String>) -> Result<AccessRequest, ClientError> {
+        let req = self.request(Method::POST, &["v1", "reviews", id, "ack"])?;
+        self.json(req.json(&ReviewAckBody {
+            comment: comment.into(),
+        }))
+        .await
     }
 
     /// RFC 7662 introspection of an issued token (form-encoded).
@@ -588,6 +676,58 @@ mod tests {
         assert_eq!(written, 7);
         let request = server.await.unwrap();
         assert!(request.starts_with("GET /v1/audit/export?since=7 "), "{request}");
+    }
+
+    /// A canned JSON response with the given status line.
+    fn json_response(status: &str, body: &str) -> &'static str {
+        Box::leak(
+            format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        )
+    }
+
+    #[tokio::test]
+    async fn new_routes_use_the_documented_paths() {
+        let (addr, server) = one_shot(json_response("200 OK", "[]")).await;
+        let client = Client::new(&addr, None).unwrap();
+        assert!(client.list_reviews(true).await.unwrap().is_empty());
+        let request = server.await.unwrap();
+        assert!(request.starts_with("GET /v1/reviews?all=true "), "{request}");
+
+        let (addr, server) = one_shot(json_response("204 No Content", "")).await;
+        let client = Client::new(&addr, None).unwrap();
+        client.delete_flow("two step").await.unwrap();
+        let request = server.await.unwrap();
+        assert!(
+            request.starts_with("DELETE /v1/approval-flows/two%20step "),
+            "{request}"
+        );
+
+        let decision = r#"{"policy_hash":"ab","deny":["no"],"auto_approve":false,"approval_flow":null,"max_duration_seconds":null,"error":null}"#;
+        let (addr, server) = one_shot(json_response("200 OK", decision)).await;
+        let client = Client::new(&addr, None).unwrap();
+        let got = client
+            .eval_policy(serde_json::json!({"role": {"name": "x"}}))
+            .await
+            .unwrap();
+        assert_eq!(got.deny, ["no"]);
+        let request = server.await.unwrap();
+        assert!(request.starts_with("POST /v1/policies/eval "), "{request}");
+    }
+
+    #[tokio::test]
+    async fn policy_compile_errors_keep_their_code() {
+        let body = r#"{"error":{"code":"policy_compile_error","message":"limits:3:5: unexpected token"}}"#;
+        let (addr, server) = one_shot(json_response("400 Bad Request", body)).await;
+        let client = Client::new(&addr, None).unwrap();
+        let err = client.put_policy("limits", "package x\n").await.unwrap_err();
+        assert_eq!(err.code(), Some("policy_compile_error"));
+        assert_eq!(err.to_string(), "limits:3:5: unexpected token");
+        let request = server.await.unwrap();
+        assert!(request.starts_with("PUT /v1/policies/limits "), "{request}");
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
-//! Access configuration files (`hallpass apply -f FILE.hcl`): `target` and
-//! `role` blocks, checked here so mistakes are reported with their position
-//! before anything is sent to the server.
+//! Access configuration files (`hallpass apply -f FILE.hcl`): `target`,
+//! `role`, `approval_flow` and `policy` blocks, checked here so mistakes are
+//! reported with their position before anything is sent to the server.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,13 +10,13 @@ use hallpass_core::Subject;
 use hallpass_core::subject::is_valid_name;
 use hcl_edit::structure::{Block, BlockLabel};
 
-use crate::body::Shape;
+use crate::body::{Attrs, Shape};
 use crate::error::{ConfigErrors, Reporter, parse_body, read_file, start_of};
-use crate::value::Literal;
+use crate::value::{Literal, LiteralValue};
 
 const TOP: Shape = Shape {
     attributes: &[],
-    blocks: &["target", "role"],
+    blocks: &["target", "role", "approval_flow", "policy"],
 };
 const TARGET: Shape = Shape {
     attributes: &["type", "config"],
@@ -30,7 +30,10 @@ const ROLE: Shape = Shape {
         "max_duration",
         "requestable_by",
         "labels",
+        "approval_flow",
         "auto_approve",
+        "emergency_access",
+        "extension_requires_approval",
     ],
     blocks: &["approval"],
 };
@@ -39,9 +42,14 @@ const APPROVAL: Shape = Shape {
     blocks: &[],
 };
 
-/// Parses an access configuration; `file_name` is only used in messages.
+/// Parses an access configuration. `file_name` is used in messages, and its
+/// directory is where a policy's `source_file` is looked up (the current
+/// directory when it has none). Policy files are read and compiled here.
 /// The result always has `dry_run: false`; the caller decides.
 pub fn parse_apply_str(source: &str, file_name: &str) -> Result<ApplyRequest, ConfigErrors> {
+    // `Path::parent` of a bare file name is "", which joins like the current
+    // directory and keeps the displayed paths as the user wrote them.
+    let base_dir = Path::new(file_name).parent().unwrap_or(Path::new(""));
     let body = parse_body(source, file_name)?;
     let mut reporter = Reporter::new(source, file_name);
     let (_, blocks) = reporter.walk(&body, &TOP, "at the top level".to_string(), 0);
@@ -63,10 +71,11 @@ pub fn parse_apply_str(source: &str, file_name: &str) -> Result<ApplyRequest, Co
             continue;
         }
         seen.insert((kind, name.clone()), name_at);
-        if kind == "target" {
-            request.targets.extend(reporter.target(block, name));
-        } else {
-            request.roles.extend(reporter.role(block, name));
+        match kind {
+            "target" => request.targets.extend(reporter.target(block, name)),
+            "role" => request.roles.extend(reporter.role(block, name)),
+            "approval_flow" => request.approval_flows.extend(reporter.approval_flow(block, name)),
+            _ => request.policies.extend(reporter.policy(block, name, base_dir)),
         }
     }
     reporter.finish(request)
@@ -79,8 +88,8 @@ pub fn parse_apply_file(path: &Path) -> Result<ApplyRequest, ConfigErrors> {
 }
 
 impl Reporter<'_> {
-    /// The single quoted label of a `target`/`role` block, if it is one and a
-    /// valid name.
+    /// The single quoted label of a top-level block, if it is one and a valid
+    /// name.
     fn block_name(&mut self, block: &Block) -> Option<(String, usize)> {
         let kind = block.ident.as_str();
         let usage = format!("write it as {kind} \"NAME\" {{ ... }}");
@@ -137,7 +146,10 @@ impl Reporter<'_> {
         let max_duration = attrs.required(self, "max_duration", "max_duration = \"4h\"", Self::duration);
         let requestable_by = attrs.optional(self, "requestable_by", Self::subjects);
         let labels = attrs.optional(self, "labels", Self::string_map);
+        let approval_flow = attrs.optional(self, "approval_flow", Self::flow_name);
         let auto_approve = attrs.optional(self, "auto_approve", Self::boolean);
+        let emergency_access = attrs.optional(self, "emergency_access", Self::boolean);
+        let extension_requires_approval = attrs.optional(self, "extension_requires_approval", Self::boolean);
 
         // A default longer than the maximum could never be granted.
         if let (Some((default, default_seconds)), Some((max, max_seconds))) = (&default_duration, &max_duration)
@@ -160,23 +172,7 @@ impl Reporter<'_> {
                 None
             }
         };
-        // Every role must say how requests get approved, in exactly one way.
-        let has_approval = !approval_blocks.is_empty();
-        let auto_approve_invalid = attrs.get("auto_approve").is_some() && auto_approve.is_none();
-        if auto_approve == Some(true) && has_approval {
-            let at = attrs.get("auto_approve").map_or(at, |literal| literal.at);
-            let message = format!(
-                "role \"{name}\" sets auto_approve = true and has an approval block; \
-                 remove one of them: auto-approved roles need no approvers"
-            );
-            self.error(at, message);
-        } else if auto_approve != Some(true) && !has_approval && !auto_approve_invalid {
-            let message = format!(
-                "role \"{name}\" does not say how requests are approved; add an approval {{ approvers = [...] }} \
-                 block, or auto_approve = true for a self-service role"
-            );
-            self.error(at, message);
-        }
+        self.check_approval_choice(&attrs, &name, at, !approval_blocks.is_empty(), auto_approve);
 
         Some(RoleSpec {
             name,
@@ -187,8 +183,63 @@ impl Reporter<'_> {
             requestable_by: requestable_by.unwrap_or_default(),
             labels: labels.unwrap_or_default(),
             approval: approval.flatten(),
+            approval_flow,
             auto_approve: auto_approve.unwrap_or(false),
+            emergency_access: emergency_access.unwrap_or(false),
+            extension_requires_approval: extension_requires_approval.unwrap_or(true),
         })
+    }
+
+    /// Every role must say how requests get approved, in exactly one way: an
+    /// inline approval block, a named flow, or auto_approve = true. Two ways
+    /// would leave the server guessing which one wins.
+    fn check_approval_choice(
+        &mut self,
+        attrs: &Attrs,
+        role: &str,
+        block_at: usize,
+        has_approval_block: bool,
+        auto_approve: Option<bool>,
+    ) {
+        let auto_literal = attrs.get("auto_approve").filter(|_| auto_approve == Some(true));
+        let flow_literal = attrs.get("approval_flow");
+        let flow = match flow_literal.map(|literal| &literal.value) {
+            Some(LiteralValue::String(text)) => format!("approval_flow = {text:?}"),
+            _ => "approval_flow".to_string(),
+        };
+        let message = match (auto_literal, flow_literal, has_approval_block) {
+            (Some(_), Some(_), true) => format!(
+                "role \"{role}\" sets auto_approve = true and {flow}, and has an approval block; \
+                 keep only one of them"
+            ),
+            (Some(_), Some(_), false) => format!(
+                "role \"{role}\" sets auto_approve = true and {flow}; \
+                 remove one of them: auto-approved roles need no approvers"
+            ),
+            (Some(_), None, true) => format!(
+                "role \"{role}\" sets auto_approve = true and has an approval block; \
+                 remove one of them: auto-approved roles need no approvers"
+            ),
+            (None, Some(_), true) => format!(
+                "role \"{role}\" sets {flow} and has an approval block; remove one of them: \
+                 the approval block is shorthand for a one-stage flow"
+            ),
+            // An auto_approve that is not a bool was already reported; saying
+            // the role has no approval on top of that would be noise.
+            (None, None, false) if attrs.get("auto_approve").is_none() || auto_approve.is_some() => {
+                let message = format!(
+                    "role \"{role}\" does not say how requests are approved; add an approval \
+                     {{ approvers = [...] }} block, approval_flow = \"NAME\" to use an approval flow, \
+                     or auto_approve = true for a self-service role"
+                );
+                self.error(block_at, message);
+                return;
+            }
+            _ => return,
+        };
+        // Point at the first way chosen: auto_approve, else approval_flow.
+        let at = auto_literal.or(flow_literal).map_or(block_at, |literal| literal.at);
+        self.error(at, message);
     }
 
     fn approval(&mut self, block: &Block, role: &str) -> Option<ApprovalSpec> {
@@ -199,15 +250,7 @@ impl Reporter<'_> {
         let place = format!("in approval of role \"{role}\"");
         let (attrs, _) = self.walk(&block.body, &APPROVAL, place, start_of(&block.ident));
         let approvers = attrs.required(self, "approvers", "approvers = [\"group:approvers\"]", Self::subjects);
-        if let (Some(approvers), Some(literal)) = (&approvers, attrs.get("approvers"))
-            && approvers.is_empty()
-        {
-            let message = format!(
-                "{} is empty; list at least one user:NAME or group:NAME",
-                attrs.what("approvers")
-            );
-            self.error(literal.at, message);
-        }
+        self.check_not_empty(&attrs, "approvers", approvers.as_deref(), "");
         let required = attrs.optional(self, "required", |reporter, literal, what| {
             let n = reporter.whole_number(literal, what, 1, u64::from(u32::MAX))?;
             u32::try_from(n).ok()
@@ -220,7 +263,7 @@ impl Reporter<'_> {
 
     /// A duration string, checked with the same rules as the server; returns
     /// the text as written and its length in seconds.
-    fn duration(&mut self, literal: &Literal, what: &str) -> Option<(String, u64)> {
+    pub(crate) fn duration(&mut self, literal: &Literal, what: &str) -> Option<(String, u64)> {
         let text = self.string(literal, what)?;
         match hallpass_core::parse_duration(&text) {
             Ok(seconds) => Some((text, seconds)),
@@ -231,8 +274,35 @@ impl Reporter<'_> {
         }
     }
 
+    /// Reports a subject list that was given but is empty: nobody could ever
+    /// act on it. `hint` ends the message, e.g. ", or remove it".
+    pub(crate) fn check_not_empty(&mut self, attrs: &Attrs, name: &str, subjects: Option<&[String]>, hint: &str) {
+        if let (Some([]), Some(literal)) = (subjects, attrs.get(name)) {
+            let message = format!(
+                "{} is empty; list at least one user:NAME or group:NAME{hint}",
+                attrs.what(name)
+            );
+            self.error(literal.at, message);
+        }
+    }
+
+    /// The name of an approval flow a role refers to. Only its form is
+    /// checked: the flow may be defined on the server rather than in this file.
+    fn flow_name(&mut self, literal: &Literal, what: &str) -> Option<String> {
+        let text = self.string(literal, what)?;
+        if is_valid_name(&text) {
+            return Some(text);
+        }
+        let message = format!(
+            "{what}: {text:?} is not a valid flow name: use 1 to 64 letters, digits, '.', '_', '-' or '@', \
+             starting with a letter or digit"
+        );
+        self.error(literal.at, message);
+        None
+    }
+
     /// A list of `user:NAME` / `group:NAME` subjects, each error at its item.
-    fn subjects(&mut self, literal: &Literal, what: &str) -> Option<Vec<String>> {
+    pub(crate) fn subjects(&mut self, literal: &Literal, what: &str) -> Option<Vec<String>> {
         let items = self.string_list(literal, what)?;
         let mut valid = true;
         for (text, at) in &items {
@@ -250,6 +320,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::testing::{assert_error, errors};
 
     const EXAMPLE: &str = r#"target "demo" {
   type   = "jwt"
@@ -268,29 +339,6 @@ role "demo-admin" {
   }
 }
 "#;
-
-    /// The errors for `source`, as `LINE:COLUMN: MESSAGE` strings.
-    fn errors(source: &str) -> Vec<String> {
-        match parse_apply_str(source, "access.hcl") {
-            Ok(request) => panic!("expected errors, parsed {request:?}"),
-            Err(errors) => errors
-                .errors()
-                .iter()
-                .map(|error| {
-                    assert_eq!(error.file, "access.hcl");
-                    format!("{}:{}: {}", error.line, error.column, error.message)
-                })
-                .collect(),
-        }
-    }
-
-    /// Asserts exactly one error, at `position`, whose message contains `text`.
-    fn assert_error(source: &str, position: &str, text: &str) {
-        let errors = errors(source);
-        assert_eq!(errors.len(), 1, "{errors:#?}");
-        assert!(errors[0].starts_with(&format!("{position}: ")), "{errors:#?}");
-        assert!(errors[0].contains(text), "{errors:#?}");
-    }
 
     /// A valid role body with `extra` spliced in, for error cases.
     fn role(extra: &str) -> String {
@@ -317,8 +365,13 @@ role "demo-admin" {
                     approvers: vec!["group:approvers".into(), "user:carol".into()],
                     required: 1,
                 }),
+                approval_flow: None,
                 auto_approve: false,
+                emergency_access: false,
+                extension_requires_approval: true,
             }],
+            approval_flows: vec![],
+            policies: vec![],
             dry_run: false,
         };
         assert_eq!(parse_apply_str(EXAMPLE, "access.hcl").unwrap(), expected);
@@ -366,7 +419,8 @@ role "r2" {
         assert!(
             errors.iter().any(|e| e
                 == "4:5: unknown attribute \"max_duraton\" in role \"x\"; expected one of: target, description, \
-                 default_duration, max_duration, requestable_by, labels, auto_approve; did you mean \"max_duration\"?"),
+                 default_duration, max_duration, requestable_by, labels, approval_flow, auto_approve, emergency_access, \
+                 extension_requires_approval; did you mean \"max_duration\"?"),
             "{errors:#?}"
         );
         // The misspelt attribute also leaves the real one missing.
@@ -381,9 +435,10 @@ role "r2" {
     #[test]
     fn unknown_blocks_and_top_level_attributes() {
         assert_error(
-            "policy \"p\" {}\n",
+            "polcy \"p\" {}\n",
             "1:1",
-            "unknown block \"policy\" at the top level; expected one of: target, role",
+            "unknown block \"polcy\" at the top level; expected one of: target, role, approval_flow, policy; \
+             did you mean \"policy\"?",
         );
         assert_error(
             "  version = 2\n",
@@ -535,6 +590,77 @@ role "r2" {
     }
 
     #[test]
+    fn approval_flow_is_one_of_the_ways() {
+        // `role()` sets auto_approve = true; these bodies set it to false or
+        // leave it out.
+        let flow_role = |extra: &str| {
+            format!("role \"r\" {{\n  target = \"t\"\n  max_duration = \"1h\"\n  approval_flow = \"peer\"\n{extra}}}\n")
+        };
+        let parsed = parse_apply_str(&flow_role("  auto_approve = false\n"), "a.hcl").unwrap();
+        let spec = &parsed.roles[0];
+        assert_eq!(spec.approval_flow.as_deref(), Some("peer"));
+        assert!(spec.approval.is_none() && !spec.auto_approve);
+        assert_error(
+            &flow_role("  approval {\n    approvers = [\"user:a\"]\n  }\n"),
+            "4:19",
+            "role \"r\" sets approval_flow = \"peer\" and has an approval block; remove one of them: \
+             the approval block is shorthand for a one-stage flow",
+        );
+        assert_error(
+            &role("  approval_flow = \"peer\"\n"),
+            "4:18",
+            "role \"r\" sets auto_approve = true and approval_flow = \"peer\"; remove one of them: \
+             auto-approved roles need no approvers",
+        );
+        assert_error(
+            &role("  approval_flow = \"peer\"\n  approval {\n    approvers = [\"user:a\"]\n  }\n"),
+            "4:18",
+            "role \"r\" sets auto_approve = true and approval_flow = \"peer\", and has an approval block; \
+             keep only one of them",
+        );
+        assert_error(
+            &flow_role("").replace("\"peer\"", "\"peer review\""),
+            "4:19",
+            "attribute \"approval_flow\" in role \"r\": \"peer review\" is not a valid flow name",
+        );
+        assert_error(
+            &flow_role("").replace("\"peer\"", "[\"peer\"]"),
+            "4:19",
+            "attribute \"approval_flow\" in role \"r\" must be a string, found a list",
+        );
+        assert_error(
+            "role \"r\" {\n  target = \"t\"\n  max_duration = \"1h\"\n  auto_approve = false\n}\n",
+            "1:1",
+            "role \"r\" does not say how requests are approved; add an approval { approvers = [...] } block, \
+             approval_flow = \"NAME\" to use an approval flow, or auto_approve = true for a self-service role",
+        );
+    }
+
+    #[test]
+    fn emergency_and_extension_flags() {
+        let request = parse_apply_str(
+            &role("  emergency_access = true\n  extension_requires_approval = false\n"),
+            "a.hcl",
+        )
+        .unwrap();
+        assert!(request.roles[0].emergency_access);
+        assert!(!request.roles[0].extension_requires_approval);
+        let request = parse_apply_str(&role(""), "a.hcl").unwrap();
+        assert!(!request.roles[0].emergency_access);
+        assert!(request.roles[0].extension_requires_approval);
+        assert_error(
+            &role("  emergency_access = \"yes\"\n"),
+            "5:22",
+            "attribute \"emergency_access\" in role \"r\" must be a bool (true or false), found a string",
+        );
+        assert_error(
+            &role("  extension_requires_approval = 1\n"),
+            "5:33",
+            "attribute \"extension_requires_approval\" in role \"r\" must be a bool (true or false), found a number",
+        );
+    }
+
+    #[test]
     fn missing_required_attributes_point_at_the_block() {
         let errors = errors("target \"t\" {}\n\n  role \"r\" {\n  auto_approve = true\n}\n");
         assert_eq!(
@@ -553,7 +679,7 @@ role "r2" {
         let error = parse_apply_str(source, "f.hcl").unwrap_err();
         assert_eq!(
             error.to_string(),
-            "f.hcl:1:1: unexpected attribute \"oops\" at the top level; no attributes are allowed here, only the blocks: target, role\n\
+            "f.hcl:1:1: unexpected attribute \"oops\" at the top level; no attributes are allowed here, only the blocks: target, role, approval_flow, policy\n\
              f.hcl:3:12: attribute \"target\" in role \"a\" must be a string, found a number"
         );
     }

@@ -122,10 +122,31 @@ impl<'s> Reporter<'s> {
         format!("line {line}, column {column}")
     }
 
+    /// The name of the file being checked, as shown in messages.
+    pub(crate) fn file(&self) -> &'s str {
+        self.file
+    }
+
+    /// The text being checked, for callers that map positions inside it.
+    pub(crate) fn source(&self) -> &'s str {
+        self.source
+    }
+
     pub(crate) fn error(&mut self, offset: usize, message: impl Into<String>) {
         let (line, column) = self.position(offset);
         self.errors.push(ConfigError {
             file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+
+    /// An error in another file the checked one refers to (a policy's Rego
+    /// source), already positioned in that file.
+    pub(crate) fn error_in(&mut self, file: String, line: usize, column: usize, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file,
             line,
             column,
             message: message.into(),
@@ -139,7 +160,17 @@ impl<'s> Reporter<'s> {
         }
         // Checks run block by block, so a few errors (e.g. a missing attribute
         // reported at its block) come out of order; sort for readability.
-        self.errors.sort_by_key(|error| (error.line, error.column));
+        // Errors in other files follow, in the order their blocks appear: the
+        // stable sort keeps that order, and mixing their lines with this
+        // file's would make no sense.
+        let file = self.file;
+        self.errors.sort_by_key(|error| {
+            if error.file == file {
+                (false, error.line, error.column)
+            } else {
+                (true, 0, 0)
+            }
+        });
         Err(ConfigErrors(self.errors))
     }
 }

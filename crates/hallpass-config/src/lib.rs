@@ -9,7 +9,11 @@
 mod apply;
 mod body;
 mod error;
+mod flow;
+mod policy;
 mod server;
+#[cfg(test)]
+mod testing;
 mod value;
 
 pub use apply::{parse_apply_file, parse_apply_str};

@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod clock;
 pub mod duration;
+pub mod flow;
 pub mod request;
 pub mod subject;
 

@@ -313,6 +313,22 @@ impl Server {
         self.cli(token).args(args).output().expect("run hallpass")
     }
 
+    /// Creates an API token for `principal` in `groups` (comma-separated).
+    pub fn token(&self, principal: &str, groups: &str) -> String {
+        let created = self.json(
+            &self.admin,
+            &["token", "create", "--principal", principal, "--groups", groups],
+        );
+        created["token"].as_str().expect("token").to_string()
+    }
+
+    /// Writes `config` to `DIR/access.hcl` and applies it as the admin.
+    pub fn apply(&self, dir: &Path, config: &str) -> Value {
+        let file = dir.join("access.hcl");
+        std::fs::write(&file, config).expect("write access.hcl");
+        self.json(&self.admin, &["apply", "-f", &file.to_string_lossy()])
+    }
+
     /// The number of audit events so far.
     pub fn audit_len(&self) -> usize {
         self.json(&self.admin, &["audit", "list", "--limit", "10000"])

@@ -82,12 +82,25 @@ impl From<RuleError> for ApiError {
             RuleError::ReasonTooLong(_) | RuleError::TicketTooLong(_) | RuleError::CommentTooLong(_) => {
                 (StatusCode::BAD_REQUEST, "too_long")
             }
-            RuleError::NotRequestable { .. } | RuleError::NotAnApprover { .. } | RuleError::NotRequester { .. } => {
-                (StatusCode::FORBIDDEN, "forbidden")
+            RuleError::CommentRequired => (StatusCode::BAD_REQUEST, "comment_required"),
+            RuleError::NotRequestable { .. }
+            | RuleError::NotAnApprover { .. }
+            | RuleError::NotRequester { .. }
+            | RuleError::NotAReviewer { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+            RuleError::SelfApproval(_) | RuleError::SelfDenial(_) | RuleError::SelfReview(_) => {
+                (StatusCode::FORBIDDEN, "self_approval")
             }
-            RuleError::SelfApproval(_) | RuleError::SelfDenial(_) => (StatusCode::FORBIDDEN, "self_approval"),
+            RuleError::NotDistinct { .. } => (StatusCode::FORBIDDEN, "not_distinct"),
+            RuleError::EmergencyNotAllowed(_) => (StatusCode::FORBIDDEN, "emergency_not_allowed"),
+            RuleError::EmergencyScheduled => (StatusCode::BAD_REQUEST, "emergency_scheduled"),
+            RuleError::ScheduledInPast(_) | RuleError::ScheduledTooFar(_) => (StatusCode::BAD_REQUEST, "invalid_start"),
+            RuleError::ExtensionEmpty => (StatusCode::BAD_REQUEST, "invalid_duration"),
             RuleError::AlreadyApproved { .. } => (StatusCode::CONFLICT, "already_approved"),
-            RuleError::WrongState { .. } => (StatusCode::CONFLICT, "wrong_state"),
+            RuleError::AlreadyDecided(_) | RuleError::WrongState { .. } => (StatusCode::CONFLICT, "wrong_state"),
+            RuleError::TimedOut { .. } => (StatusCode::CONFLICT, "timed_out"),
+            RuleError::GrantExpired { .. } => (StatusCode::CONFLICT, "grant_expired"),
+            RuleError::ExtensionPending { .. } => (StatusCode::CONFLICT, "extension_pending"),
+            RuleError::NoOpenReview(_) => (StatusCode::CONFLICT, "no_open_review"),
         };
         ApiError::new(status, code, message)
     }

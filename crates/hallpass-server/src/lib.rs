@@ -12,9 +12,11 @@ pub mod app;
 pub mod auth;
 mod dev;
 pub mod error;
+mod gate;
 pub mod routes;
 pub mod scheduler;
 pub mod seal;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

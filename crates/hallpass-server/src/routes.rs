@@ -67,12 +67,26 @@ pub fn router(app: App) -> Router {
         )
         .route("/v1/roles", get(list_roles))
         .route("/v1/roles/{name}", get(get_role).put(put_role).delete(delete_role))
+        .route("/v1/approval-flows", get(list_flows))
+        .route(
+            "/v1/approval-flows/{name}",
+            get(get_flow).put(put_flow).delete(delete_flow),
+        )
+        .route("/v1/policies", get(list_policies))
+        .route("/v1/policies/eval", post(eval_policy))
+        .route(
+            "/v1/policies/{name}",
+            get(get_policy).put(put_policy).delete(delete_policy),
+        )
         .route("/v1/apply", post(apply))
         .route("/v1/requests", get(list_requests).post(create_request))
         .route("/v1/requests/{id}", get(get_request))
         .route("/v1/requests/{id}/approve", post(approve))
         .route("/v1/requests/{id}/deny", post(deny))
         .route("/v1/requests/{id}/cancel", post(cancel))
+        .route("/v1/requests/{id}/extend", post(extend))
+        .route("/v1/reviews", get(list_reviews))
+        .route("/v1/reviews/{id}/ack", post(ack_review))
         .route("/v1/requests/{id}/credentials", get(credentials))
         .route("/v1/grants", get(list_grants))
         .route("/v1/grants/{id}/revoke", post(revoke))
@@ -211,6 +225,83 @@ async fn delete_role(State(app): State<App>, caller: Caller, Path(name): Path<St
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/v1/approval-flows", tag = "configuration", responses((status = 200, body = Vec<api::ApprovalFlow>)))]
+async fn list_flows(State(app): State<App>, _caller: Caller) -> ApiResult<Json<Vec<api::ApprovalFlow>>> {
+    Ok(Json(app.list_flows().await?))
+}
+
+#[utoipa::path(get, path = "/v1/approval-flows/{name}", tag = "configuration",
+    responses((status = 200, body = api::ApprovalFlow), (status = 404, body = api::ErrorBody)))]
+async fn get_flow(
+    State(app): State<App>,
+    _caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<api::ApprovalFlow>> {
+    Ok(Json(app.get_flow(name).await?))
+}
+
+#[utoipa::path(put, path = "/v1/approval-flows/{name}", tag = "configuration", request_body = api::ApprovalFlowSpec,
+    responses((status = 200, body = api::ApprovalFlow), (status = 400, body = api::ErrorBody), (status = 403, body = api::ErrorBody)))]
+async fn put_flow(
+    State(app): State<App>,
+    caller: Caller,
+    Path(name): Path<String>,
+    JsonBody(spec): JsonBody<api::ApprovalFlowSpec>,
+) -> ApiResult<Json<api::ApprovalFlow>> {
+    check_path_name(&name, &spec.name)?;
+    Ok(Json(app.put_flow(&caller, spec).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/approval-flows/{name}", tag = "configuration",
+    responses((status = 204), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+async fn delete_flow(State(app): State<App>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    app.delete_config(&caller, ConfigKind::ApprovalFlow, name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/v1/policies", tag = "policies", responses((status = 200, body = Vec<api::Policy>)))]
+async fn list_policies(State(app): State<App>, _caller: Caller) -> ApiResult<Json<Vec<api::Policy>>> {
+    Ok(Json(app.list_policies().await?))
+}
+
+#[utoipa::path(get, path = "/v1/policies/{name}", tag = "policies",
+    responses((status = 200, body = api::Policy), (status = 404, body = api::ErrorBody)))]
+async fn get_policy(State(app): State<App>, _caller: Caller, Path(name): Path<String>) -> ApiResult<Json<api::Policy>> {
+    Ok(Json(app.get_policy(name).await?))
+}
+
+#[utoipa::path(put, path = "/v1/policies/{name}", tag = "policies", request_body = api::PolicyBody,
+    responses((status = 200, body = api::Policy), (status = 400, description = "the policy set would not compile", body = api::ErrorBody),
+              (status = 403, body = api::ErrorBody)))]
+async fn put_policy(
+    State(app): State<App>,
+    caller: Caller,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<api::PolicyBody>,
+) -> ApiResult<Json<api::Policy>> {
+    let spec = api::PolicySpec {
+        name,
+        source: body.source,
+    };
+    Ok(Json(app.put_policy(&caller, spec).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/policies/{name}", tag = "policies", responses((status = 204), (status = 404, body = api::ErrorBody)))]
+async fn delete_policy(State(app): State<App>, caller: Caller, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    app.delete_config(&caller, ConfigKind::Policy, name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/policies/eval", tag = "policies", request_body = api::PolicyEvalBody,
+    responses((status = 200, description = "what the stored policies decide for this input", body = api::PolicyDecision)))]
+async fn eval_policy(
+    State(app): State<App>,
+    _caller: Caller,
+    JsonBody(body): JsonBody<api::PolicyEvalBody>,
+) -> ApiResult<Json<api::PolicyDecision>> {
+    Ok(Json(app.eval_policy(body.input).await?))
+}
+
 #[utoipa::path(post, path = "/v1/apply", tag = "configuration", request_body = api::ApplyRequest,
     responses((status = 200, body = api::ApplyResponse), (status = 400, body = api::ErrorBody)))]
 async fn apply(
@@ -222,13 +313,17 @@ async fn apply(
 }
 
 #[utoipa::path(post, path = "/v1/requests", tag = "requests", request_body = api::CreateRequest,
-    responses((status = 201, body = api::AccessRequest), (status = 400, body = api::ErrorBody), (status = 403, body = api::ErrorBody)))]
+    responses((status = 201, description = "a new request", body = api::AccessRequest),
+              (status = 200, description = "the caller already holds the role: that grant, with the extension this asked for, if any", body = api::AccessRequest), (status = 400, body = api::ErrorBody), (status = 403, body = api::ErrorBody)))]
 async fn create_request(
     State(app): State<App>,
     caller: Caller,
     JsonBody(body): JsonBody<api::CreateRequest>,
 ) -> ApiResult<(StatusCode, Json<api::AccessRequest>)> {
-    Ok((StatusCode::CREATED, Json(app.create_request(&caller, body).await?)))
+    let (request, new) = app.create_request(&caller, body).await?;
+    // 200 instead of 201: the caller already held the role; this is that grant.
+    let status = if new { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(request)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -266,6 +361,7 @@ impl ListQuery {
             requester: self.mine.then(|| caller.principal.name.clone()),
             grants_only: false,
             holding_access: self.active,
+            review_open: None,
             limit: self.limit.unwrap_or(1000).min(10_000),
         })
     }
@@ -348,6 +444,48 @@ async fn deny(
 ) -> ApiResult<Json<api::AccessRequest>> {
     let body: api::DecisionBody = optional_body(body).await?;
     Ok(Json(app.deny(&caller, id, body.comment).await?))
+}
+
+#[utoipa::path(post, path = "/v1/requests/{id}/extend", tag = "grants", request_body = api::ExtendBody,
+    responses((status = 200, description = "the grant with its new extension last in `extensions`", body = api::AccessRequest),
+              (status = 400, body = api::ErrorBody), (status = 403, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+async fn extend(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<api::ExtendBody>,
+) -> ApiResult<Json<api::AccessRequest>> {
+    Ok(Json(app.extend(&caller, id, body).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct ReviewQuery {
+    /// Include acknowledged reviews.
+    #[serde(default)]
+    all: bool,
+}
+
+#[utoipa::path(get, path = "/v1/reviews", tag = "grants", params(ReviewQuery),
+    responses((status = 200, description = "break-glass grants with their reviews", body = Vec<api::AccessRequest>)))]
+async fn list_reviews(
+    State(app): State<App>,
+    caller: Caller,
+    query: Result<Query<ReviewQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Vec<api::AccessRequest>>> {
+    let Query(query) = query.map_err(query_error)?;
+    Ok(Json(app.list_reviews(&caller, query.all).await?))
+}
+
+#[utoipa::path(post, path = "/v1/reviews/{id}/ack", tag = "grants", request_body = api::ReviewAckBody,
+    responses((status = 200, body = api::AccessRequest), (status = 403, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+async fn ack_review(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<api::ReviewAckBody>,
+) -> ApiResult<Json<api::AccessRequest>> {
+    Ok(Json(app.ack_review(&caller, id, body.comment).await?))
 }
 
 #[utoipa::path(post, path = "/v1/requests/{id}/cancel", tag = "requests",
@@ -515,6 +653,15 @@ async fn audit_verify(State(app): State<App>, caller: Caller) -> ApiResult<Json<
         get_role,
         put_role,
         delete_role,
+        list_flows,
+        get_flow,
+        put_flow,
+        delete_flow,
+        list_policies,
+        get_policy,
+        put_policy,
+        delete_policy,
+        eval_policy,
         apply,
         create_request,
         list_requests,
@@ -522,6 +669,9 @@ async fn audit_verify(State(app): State<App>, caller: Caller) -> ApiResult<Json<
         approve,
         deny,
         cancel,
+        extend,
+        list_reviews,
+        ack_review,
         credentials,
         list_grants,
         revoke,

@@ -113,9 +113,12 @@ async fn harness(failures: u32) -> Harness {
             requestable_by: vec!["group:dev".into()],
             labels: Default::default(),
             approval: None,
+            approval_flow: None,
             auto_approve: true,
+            emergency_access: false,
+            extension_requires_approval: true,
         }],
-        dry_run: false,
+        ..api::ApplyRequest::default()
     };
     app.apply(&admin, config).await.unwrap();
     Harness {
@@ -156,10 +159,13 @@ async fn failed_revoke_is_visible_and_retried_until_it_succeeds() {
                 duration: Some("1s".into()),
                 reason: "INC-1".into(),
                 ticket: None,
+                emergency: false,
+                scheduled_start: None,
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     assert_eq!(request.state, "active");
 
     let failed = wait_for_state(&h.app, &request.id, "revoke_failed", Duration::from_secs(5)).await;
@@ -200,10 +206,13 @@ async fn manual_revoke_failure_keeps_the_revoke_intent() {
                 duration: Some("30m".into()),
                 reason: "INC-2".into(),
                 ticket: None,
+                emergency: false,
+                scheduled_start: None,
             },
         )
         .await
-        .unwrap();
+        .unwrap()
+        .0;
     let after = h
         .app
         .end_grant(
@@ -232,6 +241,8 @@ async fn a_failed_write_changes_nothing_and_appends_no_audit() {
                 duration: Some("2h".into()),
                 reason: "x".into(),
                 ticket: None,
+                emergency: false,
+                scheduled_start: None,
             },
         )
         .await
@@ -246,6 +257,8 @@ async fn a_failed_write_changes_nothing_and_appends_no_audit() {
                 duration: None,
                 reason: "x".into(),
                 ticket: None,
+                emergency: false,
+                scheduled_start: None,
             },
         )
         .await

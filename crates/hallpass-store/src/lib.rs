@@ -57,11 +57,13 @@ pub struct TokenRow {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-/// A configuration document (target or role) as the server wrote it.
+/// A configuration document (target, role, approval flow or policy) as the
+/// server wrote it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigRow {
     pub name: String,
-    /// For roles, the target they point at; for targets, their type.
+    /// For roles, the target they point at; for targets, their type; for
+    /// policies, the SHA-256 of the source; for flows, empty.
     pub reference: String,
     pub document: serde_json::Value,
     pub created_at: DateTime<Utc>,
@@ -72,6 +74,8 @@ pub struct ConfigRow {
 pub enum ConfigKind {
     Target,
     Role,
+    ApprovalFlow,
+    Policy,
 }
 
 impl ConfigKind {
@@ -79,6 +83,8 @@ impl ConfigKind {
         match self {
             ConfigKind::Target => "targets",
             ConfigKind::Role => "roles",
+            ConfigKind::ApprovalFlow => "approval_flows",
+            ConfigKind::Policy => "policies",
         }
     }
 }
@@ -92,6 +98,8 @@ pub struct RequestFilter {
     pub grants_only: bool,
     /// Only grants that may still hold access (`active`, `revoke_failed`).
     pub holding_access: bool,
+    /// Only break-glass grants: with an open review, or (`false`) any review.
+    pub review_open: Option<bool>,
     pub limit: u32,
 }
 

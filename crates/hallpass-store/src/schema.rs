@@ -9,7 +9,8 @@ use crate::sql::{Conn, Dialect};
 /// Arbitrary, fixed: the advisory lock id that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x4841_4c4c_5041_5353;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -72,7 +73,27 @@ CREATE TABLE audit_head (
     hash TEXT NOT NULL
 );
 INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
-"#];
+"#,
+    r#"
+CREATE TABLE approval_flows (
+    name       TEXT PRIMARY KEY,
+    reference  TEXT NOT NULL,
+    document   TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE policies (
+    name       TEXT PRIMARY KEY,
+    reference  TEXT NOT NULL,
+    document   TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+ALTER TABLE requests ADD COLUMN review BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX requests_by_review ON requests (review, created_at) WHERE review > 0;
+CREATE INDEX requests_by_requester ON requests (requester, state, role);
+"#,
+];
 
 pub fn migrate(conn: &mut dyn Conn) -> Result<(), StoreError> {
     let postgres = conn.dialect() == Dialect::Postgres;

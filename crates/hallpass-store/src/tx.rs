@@ -81,11 +81,11 @@ impl<'a> WriteTx<'a> {
         let version = self.head.seq;
         self.conn.execute(
             "INSERT INTO requests (id, state, requester, role, activated, next_deadline, claimed_by, claim_until,
-                                   created_at, version, record)
-             VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $9)
+                                   created_at, version, record, review)
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $9, $10)
              ON CONFLICT (id) DO UPDATE SET state = excluded.state, activated = excluded.activated,
                  next_deadline = excluded.next_deadline, claimed_by = NULL, claim_until = NULL,
-                 version = excluded.version, record = excluded.record",
+                 version = excluded.version, record = excluded.record, review = excluded.review",
             sql_params![
                 &record.id,
                 record.state.as_str(),
@@ -95,7 +95,8 @@ impl<'a> WriteTx<'a> {
                 record.next_deadline().map(format_time),
                 format_time(record.created_at),
                 version,
-                json_text(record)?
+                json_text(record)?,
+                review_code(record)
             ],
         )?;
         Ok(version)
@@ -197,6 +198,15 @@ impl<'a> WriteTx<'a> {
         Ok(self.conn.execute(&sql, sql_params![name])? == 1)
     }
 
+    /// Sets `key` to `value`, replacing what was there.
+    pub fn put_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            sql_params![key, value],
+        )?;
+        Ok(())
+    }
+
     /// Sets `key` unless it is already set; returns the value now stored.
     /// Concurrent replicas racing to initialise a value all end up with the
     /// first one.
@@ -208,6 +218,15 @@ impl<'a> WriteTx<'a> {
         self.read()
             .meta(key)?
             .ok_or_else(|| StoreError::Corrupt(format!("meta {key} vanished")))
+    }
+}
+
+/// The `review` column: 0 no review, 1 open, 2 acknowledged.
+fn review_code(record: &RequestRecord) -> i64 {
+    match &record.review {
+        None => 0,
+        Some(review) if review.acknowledged.is_none() => 1,
+        Some(_) => 2,
     }
 }
 
@@ -337,9 +356,37 @@ impl<'a> ReadTx<'a> {
                 RequestState::RevokeFailed.as_str()
             ));
         }
+        match filter.review_open {
+            Some(true) => sql.push_str(" AND review = 1"),
+            Some(false) => sql.push_str(" AND review > 0"),
+            None => {}
+        }
         let limit = if filter.limit == 0 { 1000 } else { filter.limit };
         sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT {limit}"));
         all(self.conn.query(&sql, &params)?, request_from_row)
+    }
+
+    /// The requester's active grant of `role`, if any (the newest).
+    pub fn active_grant(&mut self, requester: &str, role: &str) -> Result<Option<(RequestRecord, u64)>, StoreError> {
+        self.one(
+            "SELECT record, version FROM requests WHERE requester = $1 AND state = $2 AND role = $3
+             ORDER BY created_at DESC LIMIT 1",
+            sql_params![requester, RequestState::Active.as_str(), role],
+            request_from_row,
+        )
+    }
+
+    /// How many grants of the requester may hold access now.
+    pub fn count_holding(&mut self, requester: &str) -> Result<u64, StoreError> {
+        let row = self.conn.query_one(
+            "SELECT COUNT(*) FROM requests WHERE requester = $1 AND state IN ($2, $3)",
+            sql_params![
+                requester,
+                RequestState::Active.as_str(),
+                RequestState::RevokeFailed.as_str()
+            ],
+        )?;
+        Ok(row.map(|r| r.int(0)).transpose()?.unwrap_or(0) as u64)
     }
 
     /// Every pending deadline, for rebuilding the in-memory timer.

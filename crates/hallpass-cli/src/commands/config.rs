@@ -1,4 +1,6 @@
 //! Access configuration: `apply -f FILE.hcl`, `target ...`, `role ...`.
+//! (Approval flows and policies, which `apply` also sets, have their own
+//! commands in `flows` and `policy`.)
 
 use std::path::PathBuf;
 
@@ -10,7 +12,7 @@ use crate::output::{Table, join_or_dash, or_dash, print_fields, print_json, time
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// HCL file with `target` and `role` blocks.
+    /// HCL file with `target`, `role`, `approval_flow` and `policy` blocks.
     #[arg(short = 'f', long = "file", value_name = "FILE.hcl")]
     pub file: PathBuf,
     /// Show what would change without changing anything.
@@ -51,7 +53,9 @@ pub async fn apply(ctx: &Ctx, args: ApplyArgs) -> CmdResult {
     ok()
 }
 
-/// The diff-like listing and the summary line.
+/// The diff-like listing and the summary line. Kinds print as the HCL
+/// blocks are named (`target`, `role`, `approval_flow`, `policy`), so a line
+/// points at the block it is about.
 pub fn render_changes(response: &ApplyResponse) -> String {
     let mut out = String::new();
     let (mut created, mut updated, mut unchanged) = (0, 0, 0);
@@ -197,14 +201,18 @@ pub async fn role(ctx: &Ctx, command: RoleCommand) -> CmdResult {
     ok()
 }
 
-/// `auto`, `1 of group:approvers`, or `-` when no approval is configured.
+/// `auto`, `flow two-step`, `1 of group:approvers`, or `-` when no approval
+/// is configured (policies may still decide).
 fn approval_summary(role: &Role) -> String {
-    match (&role.spec.approval, role.spec.auto_approve) {
-        (_, true) => "auto".to_string(),
-        (Some(approval), false) => {
-            format!("{} of {}", approval.required, approval.approvers.join(", "))
-        }
-        (None, false) => "-".to_string(),
+    if role.spec.auto_approve {
+        return "auto".to_string();
+    }
+    if let Some(flow) = &role.spec.approval_flow {
+        return format!("flow {flow}");
+    }
+    match &role.spec.approval {
+        Some(approval) => format!("{} of {}", approval.required, approval.approvers.join(", ")),
+        None => "-".to_string(),
     }
 }
 
@@ -226,6 +234,8 @@ fn print_role(role: &Role) {
         ("requestable by", join_or_dash(&spec.requestable_by)),
         ("approval", approval_summary(role)),
         ("auto approve", yes_no(spec.auto_approve)),
+        ("emergency access", yes_no(spec.emergency_access)),
+        ("extensions need approval", yes_no(spec.extension_requires_approval)),
         ("labels", join_or_dash(&labels)),
         ("created", time(&role.created_at)),
         ("updated", time(&role.updated_at)),
@@ -266,5 +276,22 @@ mod tests {
             ..response
         };
         assert!(render_changes(&applied).ends_with("\n1 created, 1 updated, 1 unchanged\n"));
+    }
+
+    #[test]
+    fn flows_and_policies_are_listed_like_the_hcl_blocks() {
+        let response = ApplyResponse {
+            dry_run: false,
+            changes: vec![
+                change("approval_flow", "two-step", ChangeAction::Create, &[]),
+                change("policy", "limits", ChangeAction::Update, &["source"]),
+                change("policy", "oncall", ChangeAction::Unchanged, &[]),
+            ],
+        };
+        assert_eq!(
+            render_changes(&response),
+            "+ approval_flow two-step\n~ policy limits (source)\n  policy oncall (unchanged)\n\n\
+             1 created, 1 updated, 1 unchanged\n"
+        );
     }
 }

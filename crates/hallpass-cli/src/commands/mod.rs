@@ -3,9 +3,14 @@
 
 pub mod audit;
 pub mod config;
+pub mod detail;
+pub mod extend;
+pub mod flows;
 pub mod grants;
 pub mod identity;
+pub mod policy;
 pub mod requests;
+pub mod reviews;
 pub mod server;
 
 use std::process::ExitCode;
@@ -14,8 +19,9 @@ use hallpass_client::Client;
 
 use crate::output::OutputFormat;
 
-/// Exit code for "the command worked but access was not obtained" (a waited-on
-/// request ended without access) and for a failed audit verification.
+/// Exit code for "the command worked but access was not obtained" (a request
+/// refused by policy, a waited-on request or extension that ended without
+/// access) and for a failed audit verification.
 pub const EXIT_NO_ACCESS: u8 = 3;
 /// Exit code when the user interrupts a wait with Ctrl-C (128 + SIGINT).
 pub const EXIT_INTERRUPTED: u8 = 130;
@@ -44,4 +50,111 @@ impl Ctx {
 
 pub fn ok() -> CmdResult {
     Ok(ExitCode::SUCCESS)
+}
+
+/// API objects for the rendering tests.
+#[cfg(test)]
+pub mod fixtures {
+    use chrono::{DateTime, TimeZone, Utc};
+    use hallpass_api::{AccessRequest, ApprovalRecord, FlowProgress, StageProgress};
+
+    /// 2026-12-01T09:00:00Z, the "now" of the tests.
+    pub fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap()
+    }
+
+    pub fn minutes(m: i64) -> chrono::Duration {
+        chrono::Duration::minutes(m)
+    }
+
+    /// A pending request by alice for `prod-db`, created five minutes ago.
+    pub fn request() -> AccessRequest {
+        let created = now() - minutes(5);
+        AccessRequest {
+            id: "r1".into(),
+            role: "prod-db".into(),
+            target: "db".into(),
+            requester: "alice".into(),
+            state: "pending".into(),
+            duration_seconds: 3600,
+            reason: "INC-7 failover".into(),
+            ticket: None,
+            created_at: created,
+            updated_at: created,
+            activated_at: None,
+            expires_at: None,
+            ended_at: None,
+            auto_approved: false,
+            required_approvals: 1,
+            approvers: vec!["group:dev-leads".into()],
+            approvals: Vec::new(),
+            decision: None,
+            ended_by: None,
+            credential: None,
+            revoke_error: None,
+            revoke_attempts: 0,
+            next_revoke_at: None,
+            emergency: false,
+            scheduled_start: None,
+            pending_expires_at: None,
+            approval: None,
+            policy: None,
+            extensions: Vec::new(),
+            review: None,
+            version: 3,
+        }
+    }
+
+    /// The same request, made active a minute after it was created.
+    pub fn active() -> AccessRequest {
+        let mut r = request();
+        r.state = "active".into();
+        r.activated_at = Some(r.created_at + minutes(1));
+        r.expires_at = Some(r.created_at + minutes(61));
+        r
+    }
+
+    /// Two stages: dev-leads ×1 (approved by bob), then security ×2 (open,
+    /// one approval from carol, escalating to group:ciso at 09:15Z).
+    pub fn two_stage_flow() -> FlowProgress {
+        FlowProgress {
+            flow: Some("two-step".into()),
+            stages: vec![
+                StageProgress {
+                    number: 1,
+                    state: "approved".into(),
+                    approvers: vec!["group:dev-leads".into()],
+                    required: 1,
+                    approvals: vec![ApprovalRecord {
+                        approver: "bob".into(),
+                        comment: Some("ok".into()),
+                        at: now() - minutes(4),
+                    }],
+                    escalate_to: Vec::new(),
+                    opened_at: Some(now() - minutes(5)),
+                    escalates_at: None,
+                    escalated: false,
+                    may_approve: Vec::new(),
+                },
+                StageProgress {
+                    number: 2,
+                    state: "open".into(),
+                    approvers: vec!["group:security".into()],
+                    required: 2,
+                    approvals: vec![ApprovalRecord {
+                        approver: "carol".into(),
+                        comment: None,
+                        at: now() - minutes(2),
+                    }],
+                    escalate_to: vec!["group:ciso".into()],
+                    opened_at: Some(now() - minutes(4)),
+                    escalates_at: Some(now() + minutes(15)),
+                    escalated: false,
+                    may_approve: vec!["group:security".into()],
+                },
+            ],
+            distinct_approvers: true,
+            allow_self_approval: false,
+        }
+    }
 }

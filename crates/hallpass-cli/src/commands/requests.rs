@@ -5,24 +5,34 @@
 //! with a spinner on stderr. On success stdout carries only what
 //! `hallpass credentials ID` would print, so `T=$(hallpass request ... --wait)`
 //! works; everything meant for people goes to stderr.
+//!
+//! Asking for a role you already hold returns that grant instead of a new
+//! request (with an extension asked for, when the grant ends too early); the
+//! command says so rather than pretending a new request was made.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::bail;
-use chrono::Utc;
+use chrono::{DateTime, NaiveDateTime, Utc};
 use clap::{Args, ValueEnum};
-use hallpass_api::{AccessRequest, CreateRequest, Credential};
+use hallpass_api::{AccessRequest, CreateRequest, Credential, ExtensionRecord};
 use hallpass_client::Client;
 use indicatif::ProgressBar;
 
+use super::detail::{approval_progress, flags, flow_status, policy_refusal, render_detail};
+use super::extend::{extension_ended_without_access, poll_extension};
 use super::{CmdResult, Ctx, EXIT_INTERRUPTED, EXIT_NO_ACCESS, ok};
 use crate::output::{
-    Table, join_or_dash, opt_time, opt_time_relative, or_dash, print_fields, print_json, time, truncate, yes_no,
+    Table, join_or_dash, opt_time, opt_time_relative, or_dash, print_fields, print_json, time, time_relative, truncate,
 };
 
 /// Server-side long-poll timeout for `--wait`, in seconds.
-const WAIT_POLL_SECONDS: u64 = 25;
+pub const WAIT_POLL_SECONDS: u64 = 25;
+
+/// How far apart the server's clock and ours may be before a grant created
+/// "before" our call is taken for an existing one rather than a new request.
+const CLOCK_SLACK_SECONDS: i64 = 60;
 
 #[derive(Debug, Args)]
 pub struct RequestArgs {
@@ -38,9 +48,43 @@ pub struct RequestArgs {
     /// Ticket or incident reference.
     #[arg(long, value_name = "ID")]
     pub ticket: Option<String>,
-    /// Wait until access is granted (then print the credential) or refused.
+    /// Break-glass: on roles with emergency access, granted at once unless a
+    /// policy denies it; the grant is flagged and reviewed afterwards.
+    #[arg(long)]
+    pub emergency: bool,
+    /// Start access at this time instead of at approval: RFC 3339 such as
+    /// `2026-12-01T09:00:00Z` or `2026-12-01T10:00:00+01:00`, or `2026-12-01T09:00Z`.
+    #[arg(long = "at", value_name = "TIME", value_parser = parse_start_time)]
+    pub at: Option<DateTime<Utc>>,
+    /// Wait until access is granted (then print the credential), scheduled,
+    /// or refused.
     #[arg(long)]
     pub wait: bool,
+}
+
+/// `--at`: RFC 3339 (`2026-12-01T09:00:00Z`, `2026-12-01T10:00:00+01:00`,
+/// fractional seconds allowed), or the same without seconds
+/// (`2026-12-01T09:00Z`, `2026-12-01T10:00+01:00`). The zone is required: a
+/// bare local time would mean different moments on different machines.
+pub fn parse_start_time(text: &str) -> Result<DateTime<Utc>, String> {
+    // `t` and `z` are RFC 3339 too; upper case lets one pattern cover both.
+    let upper = text.trim().to_ascii_uppercase();
+    let trimmed = upper.as_str();
+    if let Ok(at) = DateTime::parse_from_rfc3339(trimmed) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    if let Some(naive) = trimmed.strip_suffix('Z')
+        && let Ok(at) = NaiveDateTime::parse_from_str(naive, "%Y-%m-%dT%H:%M")
+    {
+        return Ok(at.and_utc());
+    }
+    if let Ok(at) = DateTime::parse_from_str(trimmed, "%Y-%m-%dT%H:%M%:z") {
+        return Ok(at.with_timezone(&Utc));
+    }
+    Err(format!(
+        "{text:?} is not a time Hallpass understands; write it in UTC or with an offset, \
+         like 2026-12-01T09:00:00Z, 2026-12-01T09:00Z or 2026-12-01T10:00:00+01:00 (RFC 3339)"
+    ))
 }
 
 #[derive(Debug, Args)]
@@ -70,8 +114,24 @@ pub async fn request(ctx: &Ctx, args: RequestArgs) -> CmdResult {
         duration: args.duration,
         reason: args.reason,
         ticket: args.ticket,
+        emergency: args.emergency,
+        scheduled_start: args.at,
     };
-    let created = client.create_request(&body).await?;
+    let asked_at = Utc::now();
+    let (created, new) = client.submit_request(&body).await?;
+    if let Some(overlap) = overlap(&created, new, asked_at) {
+        return report_overlap(ctx, &client, &created, overlap, args.wait).await;
+    }
+    // A new request is denied at creation only by the policies (or their
+    // duration cap); the reasons are in its decision.
+    if created.state == "denied" {
+        // Refused outright: there is nothing to wait for.
+        if ctx.json() {
+            print_json(&created)?;
+        }
+        eprintln!("{}", ended_without_access(&created));
+        return Ok(ExitCode::from(EXIT_NO_ACCESS));
+    }
     if args.wait {
         return wait_for_access(ctx, &client, created).await;
     }
@@ -85,15 +145,26 @@ pub async fn request(ctx: &Ctx, args: RequestArgs) -> CmdResult {
         ("role", created.role.clone()),
         ("state", created.state.clone()),
     ];
-    if created.state == "active" {
-        rows.push(("expires", opt_time_relative(created.expires_at.as_ref(), now)));
-    } else if created.state == "pending" {
-        rows.push(("approvals", approval_progress(&created)));
+    if created.emergency {
+        rows.push(("emergency", "yes: flagged, and reviewed afterwards".to_string()));
+    }
+    if let Some(start) = &created.scheduled_start {
+        rows.push(("starts", time_relative(start, now)));
+    }
+    match created.state.as_str() {
+        "active" => rows.push(("expires", opt_time_relative(created.expires_at.as_ref(), now))),
+        "pending" => {
+            rows.push(("approvals", approval_progress(&created)));
+            if let Some(deadline) = &created.pending_expires_at {
+                rows.push(("times out", time_relative(deadline, now)));
+            }
+        }
+        _ => {}
     }
     print_fields(&rows);
     match created.state.as_str() {
         "active" => eprintln!("hint: `hallpass credentials {}` prints the credential", created.id),
-        "pending" | "approved" => eprintln!(
+        "pending" | "approved" | "scheduled" => eprintln!(
             "hint: `hallpass show {id}` follows it; `hallpass cancel {id}` withdraws it",
             id = created.id
         ),
@@ -102,7 +173,122 @@ pub async fn request(ctx: &Ctx, args: RequestArgs) -> CmdResult {
     ok()
 }
 
-/// Long-polls until the request holds access or can no longer get it.
+/// What the server did when the role was already held.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Overlap {
+    /// It asked to extend the grant: the extension with this number.
+    Extending(u32),
+    /// The grant already lasts as long as was asked for; nothing changed.
+    Covered,
+}
+
+/// Whether `created`, the answer to a create call made at `asked_at`, is an
+/// existing grant (`new` is false: the server answered 200, not 201), and
+/// whether this call extended it.
+pub fn overlap(created: &AccessRequest, new: bool, asked_at: DateTime<Utc>) -> Option<Overlap> {
+    if new {
+        return None;
+    }
+    let slack = chrono::Duration::seconds(CLOCK_SLACK_SECONDS);
+    match created.extensions.last() {
+        // A pending extension, even an earlier one, is what the held grant
+        // is waiting for.
+        Some(extension) if extension.requested_at >= asked_at - slack || extension.state == "pending" => {
+            Some(Overlap::Extending(extension.number))
+        }
+        _ => Some(Overlap::Covered),
+    }
+}
+
+/// `you already hold ROLE (grant ID, until T); asked to extend it by X: ...`.
+pub fn overlap_message(grant: &AccessRequest, overlap: &Overlap, now: DateTime<Utc>) -> String {
+    let held = format!(
+        "you already hold {} (grant {}, until {})",
+        grant.role,
+        grant.id,
+        opt_time_relative(grant.expires_at.as_ref(), now)
+    );
+    match overlap {
+        Overlap::Covered => format!("{held}, which already covers the time you asked for"),
+        Overlap::Extending(number) => match find_extension(grant, *number) {
+            Some(extension) => format!(
+                "{held}; asked to extend it by {}: extension #{number} {}",
+                hallpass_core::format_duration(extension.by_seconds),
+                extension_state_phrase(extension)
+            ),
+            None => format!("{held}; asked to extend it (extension #{number})"),
+        },
+    }
+}
+
+pub fn find_extension(grant: &AccessRequest, number: u32) -> Option<&ExtensionRecord> {
+    grant.extensions.iter().find(|extension| extension.number == number)
+}
+
+/// `is pending (stage 1/1: ...)`, `was approved`, `was denied by policy`, ...
+pub fn extension_state_phrase(extension: &ExtensionRecord) -> String {
+    match extension.state.as_str() {
+        "pending" => match &extension.approval {
+            Some(flow) => format!("is pending ({})", flow_status(flow)),
+            None => "is pending".to_string(),
+        },
+        "approved" if extension.auto_approved => "was approved at once".to_string(),
+        "denied" if !policy_refusal(extension.policy.as_ref()).is_empty() => "was denied by policy".to_string(),
+        "lapsed" => "lapsed: the grant ended first".to_string(),
+        state => format!("was {state}"),
+    }
+}
+
+/// The role was already held: say so, and with `--wait` wait for the
+/// extension the server asked for.
+async fn report_overlap(ctx: &Ctx, client: &Client, grant: &AccessRequest, overlap: Overlap, wait: bool) -> CmdResult {
+    let message = overlap_message(grant, &overlap, Utc::now());
+    let mut grant = grant.clone();
+    if let Overlap::Extending(number) = overlap
+        && wait
+        && find_extension(&grant, number).is_some_and(|e| e.state == "pending")
+    {
+        eprintln!("{message}");
+        grant = match poll_extension(client, grant, number).await? {
+            Some(settled) => settled,
+            None => return Ok(ExitCode::from(EXIT_INTERRUPTED)),
+        };
+    } else if wait || ctx.json() {
+        eprintln!("{message}");
+    } else {
+        println!("{message}");
+    }
+    let refused = match overlap {
+        Overlap::Extending(number) => find_extension(&grant, number)
+            .filter(|extension| matches!(extension.state.as_str(), "denied" | "lapsed"))
+            .map(|extension| extension_ended_without_access(&grant, extension)),
+        Overlap::Covered => None,
+    };
+    if let Some(reason) = refused {
+        if ctx.json() {
+            print_json(&grant)?;
+        }
+        eprintln!("{reason}");
+        return Ok(ExitCode::from(EXIT_NO_ACCESS));
+    }
+    if !wait {
+        if ctx.json() {
+            print_json(&grant)?;
+        }
+        return ok();
+    }
+    if grant.state != "active" {
+        if ctx.json() {
+            print_json(&grant)?;
+        }
+        eprintln!("{}", ended_without_access(&grant));
+        return Ok(ExitCode::from(EXIT_NO_ACCESS));
+    }
+    print_access(ctx, client, &grant).await
+}
+
+/// Long-polls until the request holds access, is scheduled, or can no
+/// longer get access.
 async fn wait_for_access(ctx: &Ctx, client: &Client, created: AccessRequest) -> CmdResult {
     let id = created.id.clone();
     let bar = ProgressBar::new_spinner();
@@ -118,16 +304,47 @@ async fn wait_for_access(ctx: &Ctx, client: &Client, created: AccessRequest) -> 
     };
     bar.finish_and_clear();
     let request = settled?;
-    if request.state != "active" {
-        if ctx.json() {
-            print_json(&request)?;
+    match request.state.as_str() {
+        "active" => print_access(ctx, client, &request).await,
+        "scheduled" => {
+            // Approved for later: no credential exists yet, so stop here.
+            if ctx.json() {
+                print_json(&request)?;
+            }
+            eprintln!("{}", scheduled_message(&request, Utc::now()));
+            ok()
         }
-        eprintln!("{}", ended_without_access(&request));
-        return Ok(ExitCode::from(EXIT_NO_ACCESS));
+        _ => {
+            if ctx.json() {
+                print_json(&request)?;
+            }
+            eprintln!("{}", ended_without_access(&request));
+            Ok(ExitCode::from(EXIT_NO_ACCESS))
+        }
     }
+}
+
+/// `request ID is approved and scheduled: access starts at T (in 3h); ...`.
+pub fn scheduled_message(request: &AccessRequest, now: DateTime<Utc>) -> String {
+    format!(
+        "request {id} is approved and scheduled: access to {role} starts at {start}; \
+         `hallpass credentials {id}` prints the credential from then",
+        id = request.id,
+        role = request.role,
+        start = opt_time_relative(request.scheduled_start.as_ref(), now),
+    )
+}
+
+/// `access granted: ...` on stderr, the credential on stdout.
+async fn print_access(ctx: &Ctx, client: &Client, request: &AccessRequest) -> CmdResult {
     let credential = client.credentials(&request.id).await?;
+    let emergency = if request.emergency {
+        " (break-glass: flagged for review)"
+    } else {
+        ""
+    };
     eprintln!(
-        "access granted: {} on {} until {}",
+        "access granted: {} on {} until {}{emergency}",
         request.role,
         request.target,
         opt_time_relative(request.expires_at.as_ref(), Utc::now())
@@ -162,22 +379,22 @@ fn is_open(state: &str) -> bool {
     matches!(state, "pending" | "approved")
 }
 
-/// `request ID pending: 0/1 approvals (approvers: group:approvers)`.
+/// `request ID pending: 0/1 approvals (approvers: group:approvers)`, or with
+/// an approval flow `request ID pending: stage 1/2: 0/1 approvals (may approve: ...)`.
 fn progress_line(request: &AccessRequest) -> String {
     match request.state.as_str() {
-        "pending" => format!(
-            "request {} pending: {} approvals (approvers: {})",
-            request.id,
-            approval_progress(request),
-            join_or_dash(&request.approvers)
-        ),
+        "pending" => match &request.approval {
+            Some(flow) => format!("request {} pending: {}", request.id, flow_status(flow)),
+            None => format!(
+                "request {} pending: {} (approvers: {})",
+                request.id,
+                approval_progress(request),
+                join_or_dash(&request.approvers)
+            ),
+        },
         "approved" => format!("request {} approved: issuing credentials", request.id),
         state => format!("request {} {state}", request.id),
     }
-}
-
-fn approval_progress(request: &AccessRequest) -> String {
-    format!("{}/{}", request.approvals.len(), request.required_approvals)
 }
 
 /// ` by bob: not during the freeze`, or nothing when nobody is recorded.
@@ -191,10 +408,21 @@ fn by(record: &Option<hallpass_api::DecisionRecord>) -> String {
     }
 }
 
-/// Who or what ended the request, for people.
+/// Who or what ended the request, for people. A policy denial lists the
+/// policies' messages verbatim, one per line.
 pub fn ended_without_access(request: &AccessRequest) -> String {
     let id = &request.id;
+    let by_policy = request
+        .decision
+        .as_ref()
+        .filter(|d| d.by == "policy")
+        .and_then(|d| d.comment.clone());
     match request.state.as_str() {
+        // The server's messages: the policies' own, the duration cap, or why
+        // evaluation failed closed.
+        "denied" if by_policy.is_some() => {
+            format!("request {id} was denied by policy:\n{}", by_policy.unwrap_or_default())
+        }
         "denied" => format!("request {id} was denied{}", by(&request.decision)),
         "cancelled" => format!("request {id} was cancelled{}", by(&request.decision)),
         "expired" if request.activated_at.is_none() => {
@@ -204,7 +432,14 @@ pub fn ended_without_access(request: &AccessRequest) -> String {
             "access under request {id} expired at {}",
             opt_time(request.expires_at.as_ref())
         ),
-        "timed_out" => format!("request {id} timed out waiting for approval"),
+        "timed_out" => format!(
+            "request {id} timed out waiting for approval{}",
+            request
+                .pending_expires_at
+                .as_ref()
+                .map(|at| format!(" (at {})", time(at)))
+                .unwrap_or_default()
+        ),
         "revoked" => format!("access under request {id} was revoked{}", by(&request.ended_by)),
         "released" => format!("access under request {id} was released{}", by(&request.ended_by)),
         "revoke_failed" => format!(
@@ -236,6 +471,7 @@ pub fn request_table(requests: &[AccessRequest]) -> Table {
         "DURATION",
         "CREATED",
         "EXPIRES",
+        "FLAGS",
         "REASON",
     ]);
     for r in requests {
@@ -247,6 +483,7 @@ pub fn request_table(requests: &[AccessRequest]) -> Table {
             hallpass_core::format_duration(r.duration_seconds),
             time(&r.created_at),
             opt_time_relative(r.expires_at.as_ref(), now),
+            flags(r, now),
             truncate(&r.reason, 40),
         ]);
     }
@@ -258,89 +495,13 @@ pub async fn show(ctx: &Ctx, id: &str) -> CmdResult {
     if ctx.json() {
         print_json(&request)?;
     } else {
-        print!("{}", render_detail(&request));
+        print!("{}", render_detail(&request, Utc::now()));
     }
     ok()
 }
 
-/// Every field of a request, for `show`.
-pub fn render_detail(r: &AccessRequest) -> String {
-    let now = Utc::now();
-    let decision = r.decision.as_ref().map(|d| {
-        format!(
-            "{} at {}{}",
-            d.by,
-            time(&d.at),
-            d.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default()
-        )
-    });
-    let ended_by = r.ended_by.as_ref().map(|d| {
-        format!(
-            "{} at {}{}",
-            d.by,
-            time(&d.at),
-            d.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default()
-        )
-    });
-    let missing = (r.required_approvals as usize).saturating_sub(r.approvals.len());
-    let still_needed = if r.state == "pending" && missing > 0 {
-        format!("{missing} more from {}", join_or_dash(&r.approvers))
-    } else {
-        "-".to_string()
-    };
-    let mut rows = vec![
-        ("id", r.id.clone()),
-        ("role", r.role.clone()),
-        ("target", r.target.clone()),
-        ("requester", r.requester.clone()),
-        ("state", r.state.clone()),
-        ("duration", hallpass_core::format_duration(r.duration_seconds)),
-        ("reason", r.reason.clone()),
-        ("ticket", or_dash(r.ticket.as_deref())),
-        ("created", time(&r.created_at)),
-        ("updated", time(&r.updated_at)),
-        ("activated", opt_time(r.activated_at.as_ref())),
-        ("expires", opt_time_relative(r.expires_at.as_ref(), now)),
-        ("ended", opt_time(r.ended_at.as_ref())),
-        ("auto approved", yes_no(r.auto_approved)),
-        ("approvers", join_or_dash(&r.approvers)),
-        ("approvals", format!("{}/{}", r.approvals.len(), r.required_approvals)),
-        ("still needed", still_needed),
-        ("decision", or_dash(decision.as_deref())),
-        ("ended by", or_dash(ended_by.as_deref())),
-    ];
-    if r.revoke_error.is_some() || r.revoke_attempts > 0 {
-        rows.push(("revoke error", or_dash(r.revoke_error.as_deref())));
-        rows.push(("revoke attempts", r.revoke_attempts.to_string()));
-        rows.push(("next revoke", opt_time_relative(r.next_revoke_at.as_ref(), now)));
-    }
-    rows.push(("version", r.version.to_string()));
-    let mut out = crate::output::fields(&rows);
-    if !r.approvals.is_empty() {
-        out.push_str("approved by:\n");
-        for a in &r.approvals {
-            let comment = a.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
-            out.push_str(&format!("  {} at {}{comment}\n", a.approver, time(&a.at)));
-        }
-    }
-    match &r.credential {
-        Some(serde_json::Value::Object(map)) if !map.is_empty() => {
-            out.push_str("credential:\n");
-            for (key, value) in map {
-                let value = match value {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                out.push_str(&format!("  {key}: {value}\n"));
-            }
-        }
-        Some(serde_json::Value::Null) | None => {}
-        Some(other) => out.push_str(&format!("credential: {other}\n")),
-    }
-    out
-}
-
-/// `approve`, `deny`, `cancel`: prints the updated request.
+/// `approve`, `deny`, `cancel`: prints the updated request. On an active
+/// grant, approve and deny decide its pending extension.
 pub async fn decide(ctx: &Ctx, id: &str, action: Decision) -> CmdResult {
     let client = ctx.client()?;
     let request = match action {
@@ -364,13 +525,28 @@ pub fn print_updated(ctx: &Ctx, r: &AccessRequest) -> anyhow::Result<()> {
         return print_json(r);
     }
     let detail = match r.state.as_str() {
-        "pending" => format!(
-            " ({} approvals; still needs {} more from {})",
-            approval_progress(r),
-            (r.required_approvals as usize).saturating_sub(r.approvals.len()),
-            join_or_dash(&r.approvers)
-        ),
-        "active" => format!(", expires {}", opt_time_relative(r.expires_at.as_ref(), Utc::now())),
+        "pending" => match &r.approval {
+            Some(flow) => format!(", {}", flow_status(flow)),
+            None => format!(
+                " ({}; still needs {} more from {})",
+                approval_progress(r),
+                (r.required_approvals as usize).saturating_sub(r.approvals.len()),
+                join_or_dash(&r.approvers)
+            ),
+        },
+        "active" => {
+            let mut text = format!(", expires {}", opt_time_relative(r.expires_at.as_ref(), Utc::now()));
+            if let Some(extension) = r.extensions.last() {
+                text.push_str(&format!(
+                    "; extension #{} (+{}) {}",
+                    extension.number,
+                    hallpass_core::format_duration(extension.by_seconds),
+                    extension_state_phrase(extension)
+                ));
+            }
+            text
+        }
+        "scheduled" => format!(", starts {}", opt_time_relative(r.scheduled_start.as_ref(), Utc::now())),
         "revoke_failed" => format!(" (will retry: {})", or_dash(r.revoke_error.as_deref())),
         "denied" | "cancelled" => by(&r.decision),
         "revoked" | "released" => by(&r.ended_by),
@@ -426,7 +602,132 @@ fn is_env_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commands::fixtures::{active, minutes, now, request};
+    use chrono::TimeZone;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn start_times_accept_rfc3339_and_the_short_forms() {
+        let nine = Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).unwrap();
+        for text in [
+            "2026-12-01T09:00Z",
+            "2026-12-01T09:00:00Z",
+            "2026-12-01T09:00:00.000Z",
+            "2026-12-01T10:00:00+01:00",
+            "2026-12-01T10:00+01:00",
+            " 2026-12-01t09:00z ",
+        ] {
+            assert_eq!(parse_start_time(text), Ok(nine), "{text}");
+        }
+        assert_eq!(
+            parse_start_time("2026-12-01T09:00:30Z"),
+            Ok(nine + chrono::Duration::seconds(30))
+        );
+    }
+
+    #[test]
+    fn start_times_without_a_zone_or_malformed_are_refused_with_the_forms() {
+        for text in ["2026-12-01T09:00", "2026-12-01", "tomorrow", "2026-13-01T09:00Z", ""] {
+            let err = parse_start_time(text).unwrap_err();
+            assert!(err.contains("2026-12-01T09:00:00Z, 2026-12-01T09:00Z"), "{err}");
+            assert!(err.starts_with(&format!("{text:?} is not a time")), "{err}");
+        }
+    }
+
+    fn extension(number: u32, state: &str, requested_at: DateTime<Utc>) -> ExtensionRecord {
+        ExtensionRecord {
+            number,
+            by_seconds: 1800,
+            reason: "more".into(),
+            ticket: None,
+            requested_at,
+            state: state.into(),
+            auto_approved: false,
+            approval: None,
+            decision: None,
+            policy: None,
+        }
+    }
+
+    /// The create call that `fixtures::request()` answers.
+    #[test]
+    fn a_new_request_is_not_an_overlap() {
+        assert_eq!(overlap(&active(), true, now()), None);
+        assert_eq!(overlap(&request(), true, now()), None);
+    }
+
+    #[test]
+    fn an_existing_grant_is_recognised_with_or_without_a_new_extension() {
+        assert_eq!(overlap(&active(), false, now()), Some(Overlap::Covered));
+        let mut extended = active();
+        extended.extensions.push(extension(1, "approved", now() - minutes(30)));
+        extended.extensions.push(extension(2, "pending", now()));
+        assert_eq!(overlap(&extended, false, now()), Some(Overlap::Extending(2)));
+        let mut approved_now = active();
+        approved_now.extensions.push(extension(1, "approved", now()));
+        assert_eq!(overlap(&approved_now, false, now()), Some(Overlap::Extending(1)));
+        let mut covered = active();
+        covered.extensions.push(extension(1, "approved", now() - minutes(3)));
+        assert_eq!(overlap(&covered, false, now()), Some(Overlap::Covered));
+        let mut waiting = active();
+        waiting.extensions.push(extension(1, "pending", now() - minutes(3)));
+        assert_eq!(overlap(&waiting, false, now()), Some(Overlap::Extending(1)));
+    }
+
+    #[test]
+    fn overlap_messages_say_what_happened() {
+        let mut grant = active();
+        grant.expires_at = Some(now() + minutes(56));
+        assert_eq!(
+            overlap_message(&grant, &Overlap::Covered, now()),
+            "you already hold prod-db (grant r1, until 2026-12-01T09:56:00Z (in 56m)), \
+             which already covers the time you asked for"
+        );
+        grant.extensions.push(extension(1, "pending", now()));
+        assert_eq!(
+            overlap_message(&grant, &Overlap::Extending(1), now()),
+            "you already hold prod-db (grant r1, until 2026-12-01T09:56:00Z (in 56m)); \
+             asked to extend it by 30m: extension #1 is pending"
+        );
+        grant.extensions[0].state = "approved".into();
+        grant.extensions[0].auto_approved = true;
+        assert!(overlap_message(&grant, &Overlap::Extending(1), now()).ends_with("extension #1 was approved at once"));
+    }
+
+    #[test]
+    fn policy_denials_print_each_message_on_its_own_line() {
+        let mut r = request();
+        r.state = "denied".into();
+        r.decision = Some(hallpass_api::DecisionRecord {
+            by: "policy".into(),
+            comment: Some("needs an incident ticket\nprod is frozen".into()),
+            at: now(),
+        });
+        assert_eq!(
+            ended_without_access(&r),
+            "request r1 was denied by policy:\nneeds an incident ticket\nprod is frozen"
+        );
+        r.decision = None;
+        assert_eq!(ended_without_access(&r), "request r1 was denied");
+        r.state = "timed_out".into();
+        r.pending_expires_at = Some(now());
+        assert_eq!(
+            ended_without_access(&r),
+            "request r1 timed out waiting for approval (at 2026-12-01T09:00:00Z)"
+        );
+    }
+
+    #[test]
+    fn a_scheduled_request_says_when_it_starts() {
+        let mut r = request();
+        r.state = "scheduled".into();
+        r.scheduled_start = Some(now() + minutes(120));
+        assert_eq!(
+            scheduled_message(&r, now()),
+            "request r1 is approved and scheduled: access to prod-db starts at 2026-12-01T11:00:00Z (in 2h); \
+             `hallpass credentials r1` prints the credential from then"
+        );
+    }
 
     fn credential(env: &[(&str, &str)]) -> Credential {
         Credential {

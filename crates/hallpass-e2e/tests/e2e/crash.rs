@@ -31,13 +31,15 @@ fn overdue_grant_is_revoked_at_start_up_after_kill_9() {
         &["token", "create", "--principal", "dana", "--groups", "dev"],
     );
     let dana = dev["token"].as_str().unwrap().to_string();
+    // A second principal: dana asking again would extend her own grant.
+    let erin = server.token("erin", "dev");
 
     let short = server.json(
         &dana,
         &["request", "svc-read", "--for", "2s", "--reason", "before the crash"],
     );
     let long = server.json(
-        &dana,
+        &erin,
         &["request", "svc-read", "--for", "1h", "--reason", "survives the crash"],
     );
     let short_id = short["id"].as_str().unwrap().to_string();
@@ -56,7 +58,7 @@ fn overdue_grant_is_revoked_at_start_up_after_kill_9() {
     );
     assert_eq!(after["ended_by"]["by"], "hallpass");
     assert_eq!(
-        server.json(&dana, &["show", &long_id])["state"],
+        server.json(&erin, &["show", &long_id])["state"],
         "active",
         "grants not yet due stay active"
     );

@@ -125,7 +125,10 @@ fn self_approval_is_refused_even_for_an_approver() {
     assert_eq!(server.audit_len(), events_before, "a refused approval changes nothing");
     // alice is not an approver at all.
     let (_, stderr) = server.fails(&server.alice, &["approve", id]);
-    assert!(stderr.contains("not an approver"), "{stderr}");
+    assert!(
+        stderr.contains("may not approve") && stderr.contains("group:approvers"),
+        "{stderr}"
+    );
     // Once approved, further approvals are refused.
     let approved = server.json(&server.bob, &["approve", id]);
     assert_eq!(approved["state"], "active");

@@ -5,6 +5,8 @@ mod access_config;
 mod audit;
 mod bad_input;
 mod crash;
+mod flows;
 mod identity;
 mod lifecycle;
+mod policies;
 mod replicas;

@@ -40,20 +40,6 @@ fn start_replicas(dir: &Path, count: usize) -> Vec<Server> {
         .collect()
 }
 
-fn apply(server: &Server, dir: &Path, config: &str) {
-    let file = dir.join("access.hcl");
-    std::fs::write(&file, config).unwrap();
-    server.json(&server.admin, &["apply", "-f", file.to_str().unwrap()]);
-}
-
-fn create_token(server: &Server, principal: &str, groups: &str) -> String {
-    let created = server.json(
-        &server.admin,
-        &["token", "create", "--principal", principal, "--groups", groups],
-    );
-    created["token"].as_str().expect("token").to_string()
-}
-
 /// xorshift64*: enough randomness to spread load, reproducible from a seed.
 struct Rng(u64);
 
@@ -80,7 +66,9 @@ const WAVE_EVERY: Duration = Duration::from_millis(250);
 /// expiries (and after some revoke calls it never saw answered), not only
 /// on activations.
 const REVOKE_DELAY: Duration = Duration::from_millis(200);
-const WEBHOOK_ROLE: &str = "hook-access";
+fn webhook_role(i: usize) -> String {
+    format!("hook-access-{i}")
+}
 const END_KINDS: [&str; 3] = ["grant.expired", "grant.revoked", "grant.released"];
 
 /// What creating the requests produced.
@@ -152,10 +140,12 @@ async fn create_load(addrs: Vec<String>, mut doomed: Server, token: &str, seed: 
                     }
                     tokio::time::sleep_until((start + WAVE_EVERY * (i / WAVE) as u32).into()).await;
                     let body = CreateRequest {
-                        role: WEBHOOK_ROLE.into(),
+                        role: webhook_role(i),
                         duration: Some(format!("{}s", 2 + rng.below(5))),
                         reason: format!("load {i}"),
                         ticket: None,
+                        emergency: false,
+                        scheduled_start: None,
                     };
                     let live = if killed.load(Ordering::SeqCst) {
                         DOOMED
@@ -250,8 +240,7 @@ fn replicas_share_work_and_survive_a_kill() {
     let temp = tempfile::tempdir().unwrap();
     let hook = WebhookRecorder::with_revoke_delay(REVOKE_DELAY);
     let mut replicas = start_replicas(temp.path(), 3);
-    apply(
-        &replicas[0],
+    replicas[0].apply(
         temp.path(),
         &format!(
             r#"
@@ -259,17 +248,20 @@ target "hook" {{
   type   = "webhook"
   config = {{ url = "{}" }}
 }}
-role "{WEBHOOK_ROLE}" {{
-  target         = "hook"
-  max_duration   = "1h"
-  requestable_by = ["group:dev"]
-  auto_approve   = true
-}}
+{}
 "#,
-            hook.url
+            hook.url,
+            // One role per request: a second request for a role already held
+            // would extend that grant instead of creating one.
+            (0..REQUESTS)
+                .map(|i| format!(
+                    "role \"{}\" {{\n  target = \"hook\"\n  max_duration = \"1h\"\n  requestable_by = [\"group:dev\"]\n  auto_approve = true\n}}\n",
+                    webhook_role(i)
+                ))
+                .collect::<String>()
         ),
     );
-    let dana = create_token(&replicas[0], "dana", "dev");
+    let dana = replicas[0].token("dana", "dev");
     println!("3 replicas up and configured in {:?}", test_start.elapsed());
 
     let seed = std::time::SystemTime::now()
@@ -442,8 +434,7 @@ fn replicas_wait_sees_approval_from_another_replica_within_a_second() {
     let temp = tempfile::tempdir().unwrap();
     let replicas = start_replicas(temp.path(), 2);
     let (a, b) = (&replicas[0], &replicas[1]);
-    apply(
-        a,
+    a.apply(
         temp.path(),
         r#"
 target "svc" {
@@ -461,8 +452,8 @@ role "svc-admin" {
 }
 "#,
     );
-    let alice = create_token(a, "alice", "dev");
-    let bob = create_token(a, "bob", "approvers");
+    let alice = a.token("alice", "dev");
+    let bob = a.token("bob", "approvers");
 
     for round in 1..=3 {
         let waiting = a
@@ -527,5 +518,7 @@ role "svc-admin" {
             lag < Duration::from_secs(1),
             "round {round}: the approval on replica B reached the wait on replica A only after {lag:?}"
         );
+        // Holding the role, alice's next request would extend this grant.
+        b.json(&alice, &["release", &id]);
     }
 }

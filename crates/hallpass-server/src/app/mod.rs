@@ -10,7 +10,7 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Duration, Utc};
 use hallpass_api as api;
 use hallpass_core::audit::{AuditDraft, ChainVerifier};
-use hallpass_core::request::{Decision, EndKind, NewRequest, RequestRecord, revoke_backoff};
+use hallpass_core::request::{Decision, EndKind, RequestRecord, revoke_backoff};
 use hallpass_core::{Clock, Principal, RequestState, parse_duration};
 use hallpass_providers::jwt::JwtSigner;
 use hallpass_providers::{CredentialProvider, GrantContext, Registry};
@@ -18,9 +18,15 @@ use hallpass_store::{ConfigKind, ConfigRow, RequestFilter, Store, TokenRow, Writ
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::access_config::{changed_fields, check_name, normalize_role, normalize_target, role_rules};
+use crate::access_config::{changed_fields, check_name, normalize_flow, normalize_role, normalize_target, role_rules};
 use crate::auth::{Caller, generate_token, hash_token};
 use crate::error::{ApiError, ApiResult};
+use crate::gate::{self, PolicyCache};
+use crate::wire::request_to_api;
+
+mod changes;
+mod policy_ops;
+mod requests;
 
 /// The actor recorded for what Hallpass does on its own (expiry, retries).
 pub const SYSTEM_ACTOR: &str = "hallpass";
@@ -45,6 +51,7 @@ struct Inner {
     deadlines: mpsc::UnboundedSender<(DateTime<Utc>, String)>,
     /// Names this server in claims on due work.
     replica_id: String,
+    policies: PolicyCache,
 }
 
 fn new_request_id() -> String {
@@ -73,51 +80,18 @@ fn unknown_role(name: &str) -> ApiError {
     ))
 }
 
-fn unknown_target(name: &str) -> ApiError {
-    ApiError::not_found(format!("no target {name:?}; `hallpass target list` shows the targets"))
+fn unknown_flow(name: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "no approval flow {name:?}; `hallpass flow list` shows the flows"
+    ))
 }
 
-/// Converts a stored record into its wire form.
-pub fn request_to_api(record: &RequestRecord, version: u64) -> api::AccessRequest {
-    let decision = |d: &Decision| api::DecisionRecord {
-        by: d.by.clone(),
-        comment: d.comment.clone(),
-        at: d.at,
-    };
-    api::AccessRequest {
-        id: record.id.clone(),
-        role: record.role.clone(),
-        target: record.target.clone(),
-        requester: record.requester.name.clone(),
-        state: record.state.as_str().to_string(),
-        duration_seconds: record.duration_seconds,
-        reason: record.reason.clone(),
-        ticket: record.ticket.clone(),
-        created_at: record.created_at,
-        updated_at: record.updated_at,
-        activated_at: record.activated_at,
-        expires_at: record.expires_at,
-        ended_at: record.ended_at,
-        auto_approved: record.auto_approved,
-        required_approvals: record.required_approvals,
-        approvers: record.approvers.iter().map(ToString::to_string).collect(),
-        approvals: record
-            .approvals
-            .iter()
-            .map(|a| api::ApprovalRecord {
-                approver: a.approver.clone(),
-                comment: a.comment.clone(),
-                at: a.at,
-            })
-            .collect(),
-        decision: record.decision.as_ref().map(decision),
-        ended_by: record.ended_by.as_ref().map(decision),
-        credential: record.credential.clone(),
-        revoke_error: record.revoke_error.clone(),
-        revoke_attempts: record.revoke_attempts,
-        next_revoke_at: record.next_revoke_at,
-        version,
-    }
+fn unknown_policy(name: &str) -> ApiError {
+    ApiError::not_found(format!("no policy {name:?}; `hallpass policy list` shows the policies"))
+}
+
+fn unknown_target(name: &str) -> ApiError {
+    ApiError::not_found(format!("no target {name:?}; `hallpass target list` shows the targets"))
 }
 
 fn token_to_api(row: &TokenRow) -> api::TokenInfo {
@@ -183,6 +157,7 @@ impl App {
                 clock,
                 deadlines,
                 replica_id,
+                policies: PolicyCache::default(),
             }),
         }
     }
@@ -197,6 +172,10 @@ impl App {
 
     pub fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
+    }
+
+    fn to_api(&self, record: &RequestRecord, version: u64) -> api::AccessRequest {
+        request_to_api(record, version, self.now())
     }
 
     fn schedule(&self, record: &RequestRecord) {
@@ -379,8 +358,7 @@ impl App {
             caller,
             api::ApplyRequest {
                 targets: vec![spec.clone()],
-                roles: vec![],
-                dry_run: false,
+                ..api::ApplyRequest::default()
             },
         )
         .await?;
@@ -392,17 +370,16 @@ impl App {
         self.apply(
             caller,
             api::ApplyRequest {
-                targets: vec![],
                 roles: vec![spec.clone()],
-                dry_run: false,
+                ..api::ApplyRequest::default()
             },
         )
         .await?;
         self.get_role(spec.name).await
     }
 
-    /// Creates or updates targets and roles in one transaction; a dry run
-    /// computes the same changes and writes nothing.
+    /// Creates or updates targets, approval flows, roles and policies in one
+    /// transaction; a dry run computes the same changes and writes nothing.
     pub async fn apply(&self, caller: &Caller, request: api::ApplyRequest) -> ApiResult<api::ApplyResponse> {
         caller.require_admin()?;
         let dry_run = request.dry_run;
@@ -414,8 +391,14 @@ impl App {
         for spec in request.roles {
             roles.push(normalize_role(spec)?.0);
         }
+        let mut flows = Vec::with_capacity(request.approval_flows.len());
+        for spec in request.approval_flows {
+            flows.push(normalize_flow(spec)?.0);
+        }
         check_unique("target", targets.iter().map(|t| t.name.as_str()))?;
         check_unique("role", roles.iter().map(|r| r.name.as_str()))?;
+        check_unique("approval flow", flows.iter().map(|f| f.name.as_str()))?;
+        let policies = self.check_policies(request.policies).await?;
         let actor = caller.principal.name.clone();
         let changes = self
             .inner
@@ -434,7 +417,31 @@ impl App {
                         dry_run,
                     )?);
                 }
+                for spec in &flows {
+                    let document = to_json(spec)?;
+                    changes.push(apply_one(
+                        wtx,
+                        ConfigKind::ApprovalFlow,
+                        &spec.name,
+                        "",
+                        document,
+                        &actor,
+                        dry_run,
+                    )?);
+                }
                 for spec in &roles {
+                    if let Some(flow) = &spec.approval_flow {
+                        let declared_here = flows.iter().any(|f| &f.name == flow);
+                        if !declared_here && wtx.read().config(ConfigKind::ApprovalFlow, flow)?.is_none() {
+                            return Err(ApiError::bad_request(
+                                "unknown_approval_flow",
+                                format!(
+                                    "role {:?} uses approval flow {flow:?}, which does not exist; define it first",
+                                    spec.name
+                                ),
+                            ));
+                        }
+                    }
                     let declared_here = targets.iter().any(|t| t.name == spec.target);
                     if !declared_here && wtx.read().config(ConfigKind::Target, &spec.target)?.is_none() {
                         return Err(ApiError::bad_request(
@@ -456,6 +463,24 @@ impl App {
                         dry_run,
                     )?);
                 }
+                let mut policies_changed = false;
+                for (spec, source_hash) in &policies {
+                    let document = to_json(spec)?;
+                    let change = apply_one(
+                        wtx,
+                        ConfigKind::Policy,
+                        &spec.name,
+                        source_hash,
+                        document,
+                        &actor,
+                        dry_run,
+                    )?;
+                    policies_changed |= change.action != api::ChangeAction::Unchanged;
+                    changes.push(change);
+                }
+                if policies_changed && !dry_run {
+                    record_policy_set_hash(wtx)?;
+                }
                 Ok(changes)
             })
             .await?;
@@ -473,10 +498,30 @@ impl App {
         self.inner
             .store
             .write(move |wtx| -> ApiResult<()> {
-                let (label, not_found) = match kind {
-                    ConfigKind::Target => ("target", unknown_target(&name)),
-                    ConfigKind::Role => ("role", unknown_role(&name)),
+                let label = config_label(kind);
+                let not_found = match kind {
+                    ConfigKind::Target => unknown_target(&name),
+                    ConfigKind::Role => unknown_role(&name),
+                    ConfigKind::ApprovalFlow => unknown_flow(&name),
+                    ConfigKind::Policy => unknown_policy(&name),
                 };
+                if kind == ConfigKind::ApprovalFlow {
+                    let mut users = Vec::new();
+                    for row in wtx.read().configs(ConfigKind::Role)? {
+                        if role_spec(&row)?.approval_flow.as_deref() == Some(name.as_str()) {
+                            users.push(row.name);
+                        }
+                    }
+                    if !users.is_empty() {
+                        return Err(ApiError::conflict(
+                            "in_use",
+                            format!(
+                                "approval flow {name:?} is used by roles {}; point them at another flow first",
+                                users.join(", ")
+                            ),
+                        ));
+                    }
+                }
                 if kind == ConfigKind::Target {
                     let roles = wtx.read().roles_of_target(&name)?;
                     if !roles.is_empty() {
@@ -500,6 +545,9 @@ impl App {
                 }
                 if !wtx.delete_config(kind, &name)? {
                     return Err(not_found);
+                }
+                if kind == ConfigKind::Policy {
+                    record_policy_set_hash(wtx)?;
                 }
                 wtx.append_audit(AuditDraft::new(
                     actor,
@@ -528,142 +576,6 @@ impl App {
 
     // --------------------------------------------------------------- requests
 
-    pub async fn create_request(&self, caller: &Caller, body: api::CreateRequest) -> ApiResult<api::AccessRequest> {
-        let duration_seconds = body
-            .duration
-            .as_deref()
-            .map(|text| parse_duration(text).map_err(|e| ApiError::bad_request("invalid_duration", e.to_string())))
-            .transpose()?;
-        let input = NewRequest {
-            id: new_request_id(),
-            duration_seconds,
-            reason: body.reason,
-            ticket: body.ticket,
-        };
-        let local_issue = self
-            .prepare_local_issue(&body.role, &input.id, &caller.principal.name)
-            .await?;
-        let principal = caller.principal.clone();
-        let role_name = body.role;
-        let owner = self.inner.replica_id.clone();
-        let (record, version) = self
-            .inner
-            .store
-            .write(move |wtx| -> ApiResult<(RequestRecord, u64)> {
-                let row = wtx
-                    .read()
-                    .config(ConfigKind::Role, &role_name)?
-                    .ok_or_else(|| unknown_role(&role_name))?;
-                let rules = role_rules(&role_spec(&row)?)?;
-                let now = wtx.now();
-                let (mut record, kind) = RequestRecord::open(input, &rules, &principal, now)?;
-                let data = json!({
-                    "role": record.role, "target": record.target, "groups": principal.groups,
-                    "duration_seconds": record.duration_seconds, "reason": record.reason, "ticket": record.ticket,
-                    "auto_approved": record.auto_approved, "required_approvals": record.required_approvals,
-                });
-                wtx.append_audit(AuditDraft::new(&principal.name, kind, Some(record.id.clone()), data))?;
-                match local_issue {
-                    // Still the target the credential was minted for: activate
-                    // in this same transaction.
-                    Some((target, metadata)) if record.state == RequestState::Approved && target == record.target => {
-                        let kind = record.activate(metadata.clone(), now)?;
-                        let data = json!({"expires_at": record.expires_at, "credential": metadata});
-                        let version = save_with_event(wtx, &record, SYSTEM_ACTOR, kind, data)?;
-                        Ok((record, version))
-                    }
-                    _ => {
-                        let version = wtx.put_request(&record)?;
-                        claim_if_approved(wtx, &record, &owner)?;
-                        Ok((record, version))
-                    }
-                }
-            })
-            .await?;
-        metrics::counter!("hallpass_requests_total", "outcome" => if record.auto_approved { "auto_approved" } else { "pending" })
-            .increment(1);
-        match record.state {
-            RequestState::Approved => self.activate(record).await,
-            RequestState::Active => {
-                metrics::counter!("hallpass_grants_activated_total").increment(1);
-                self.schedule(&record);
-                Ok(request_to_api(&record, version))
-            }
-            _ => Ok(request_to_api(&record, version)),
-        }
-    }
-
-    /// For a self-service role whose provider mints credentials locally
-    /// (nothing is created outside Hallpass, as for JWTs), issues up front so
-    /// the request and its activation commit together: one durable commit
-    /// instead of two. Returns the target and the credential metadata, or
-    /// `None` when the normal path (record, then issue, then activate) applies.
-    async fn prepare_local_issue(&self, role: &str, id: &str, principal: &str) -> ApiResult<Option<(String, Value)>> {
-        let role_name = role.to_string();
-        let found = self
-            .inner
-            .store
-            .read(move |r| -> ApiResult<_> {
-                let Some(role) = r.config(ConfigKind::Role, &role_name)? else {
-                    return Ok(None);
-                };
-                let spec = role_spec(&role)?;
-                if !spec.auto_approve {
-                    return Ok(None);
-                }
-                let target = r.config(ConfigKind::Target, &spec.target)?;
-                Ok(target.map(|t| (spec, t)))
-            })
-            .await?;
-        let Some((spec, target_row)) = found else {
-            return Ok(None);
-        };
-        let target = target_spec(&target_row)?;
-        let Some(provider) = self
-            .inner
-            .registry
-            .get(&target.target_type)
-            .filter(|p| p.issues_locally())
-        else {
-            return Ok(None);
-        };
-        let now = self.now();
-        let context = GrantContext {
-            grant_id: id.to_string(),
-            principal: principal.to_string(),
-            role: spec.name.clone(),
-            target: target.name.clone(),
-            target_config: target.config.clone(),
-            activated_at: now,
-            expires_at: now,
-        };
-        let metadata = provider.issue(&context).await.map_err(ApiError::internal)?;
-        Ok(Some((target.name, metadata)))
-    }
-
-    pub async fn approve(&self, caller: &Caller, id: String, comment: Option<String>) -> ApiResult<api::AccessRequest> {
-        let approver = caller.principal.clone();
-        let owner = self.inner.replica_id.clone();
-        let (record, version) = self
-            .inner
-            .store
-            .write(move |wtx| -> ApiResult<(RequestRecord, u64)> {
-                let mut record = load_request(wtx, &id)?;
-                let now = wtx.now();
-                let kind = record.approve(&approver, comment.clone(), now)?;
-                let data = json!({"comment": comment, "approvals": record.approvals.len(),
-                                  "required_approvals": record.required_approvals, "state": record.state});
-                let version = save_with_event(wtx, &record, &approver.name, kind, data)?;
-                claim_if_approved(wtx, &record, &owner)?;
-                Ok((record, version))
-            })
-            .await?;
-        if record.state == RequestState::Approved {
-            return self.activate(record).await;
-        }
-        Ok(request_to_api(&record, version))
-    }
-
     pub async fn deny(&self, caller: &Caller, id: String, comment: Option<String>) -> ApiResult<api::AccessRequest> {
         let approver = caller.principal.clone();
         self.change_request(id, approver.name.clone(), move |record, now| {
@@ -686,25 +598,44 @@ impl App {
     where
         F: FnOnce(&mut RequestRecord, DateTime<Utc>) -> ApiResult<(&'static str, Value)> + Send + 'static,
     {
-        let (record, version) = self
-            .inner
+        let (record, version) = self.change_record(id, actor, false, change).await?;
+        Ok(self.to_api(&record, version))
+    }
+
+    /// Loads, changes and saves one request with its audit event, in one
+    /// transaction; with `claim`, a request that became approved is claimed
+    /// for this server, which issues its credentials next.
+    async fn change_record<F>(
+        &self,
+        id: String,
+        actor: String,
+        claim: bool,
+        change: F,
+    ) -> ApiResult<(RequestRecord, u64)>
+    where
+        F: FnOnce(&mut RequestRecord, DateTime<Utc>) -> ApiResult<(&'static str, Value)> + Send + 'static,
+    {
+        let owner = self.inner.replica_id.clone();
+        self.inner
             .store
             .write(move |wtx| -> ApiResult<(RequestRecord, u64)> {
                 let mut record = load_request(wtx, &id)?;
                 let now = wtx.now();
                 let (kind, data) = change(&mut record, now)?;
                 let version = save_with_event(wtx, &record, &actor, kind, data)?;
+                if claim {
+                    claim_if_approved(wtx, &record, &owner)?;
+                }
                 Ok((record, version))
             })
-            .await?;
-        Ok(request_to_api(&record, version))
+            .await
     }
 
     pub async fn get_request(&self, id: String) -> ApiResult<(api::AccessRequest, u64)> {
         let lookup = id.clone();
         let found = self.inner.store.read(move |r| r.request(&lookup)).await?;
         let (record, version) = found.ok_or_else(|| unknown_request(&id))?;
-        Ok((request_to_api(&record, version), version))
+        Ok((self.to_api(&record, version), version))
     }
 
     /// Returns the request once its version is newer than `after`, or at the
@@ -728,7 +659,7 @@ impl App {
         let records = self.inner.store.read(move |r| r.requests(&filter)).await?;
         Ok(records
             .iter()
-            .map(|(record, version)| request_to_api(record, *version))
+            .map(|(record, version)| self.to_api(record, *version))
             .collect())
     }
 
@@ -799,7 +730,7 @@ impl App {
             .await?;
         metrics::counter!("hallpass_grants_activated_total").increment(1);
         self.schedule(&record);
-        Ok(request_to_api(&record, version))
+        Ok(self.to_api(&record, version))
     }
 
     /// The secret credential, for the requester of an active grant only.
@@ -854,7 +785,7 @@ impl App {
         let found = self.inner.store.read(move |r| r.request(&lookup)).await?;
         let (record, version) = found.ok_or_else(|| unknown_request(&id))?;
         if kind == EndKind::Expire && !record.state.holds_access() {
-            return Ok(request_to_api(&record, version));
+            return Ok(self.to_api(&record, version));
         }
         let actor_name = match &caller {
             Some(principal) => {
@@ -908,11 +839,12 @@ impl App {
             );
             self.schedule(&record);
         }
-        Ok(request_to_api(&record, version))
+        Ok(self.to_api(&record, version))
     }
 
-    /// Acts on whatever is due for one record: expiry, a revoke retry, or an
-    /// activation that a crash interrupted.
+    /// Acts on whatever is due for one record: expiry, a revoke retry, an
+    /// activation that a crash interrupted, a scheduled start, a pending
+    /// request's escalation or time-out.
     pub async fn process_due(&self, id: String) -> ApiResult<()> {
         let lookup = id.clone();
         let Some((record, _)) = self.inner.store.read(move |r| r.request(&lookup)).await? else {
@@ -922,6 +854,16 @@ impl App {
             RequestState::Approved => {
                 self.activate(record).await?;
             }
+            RequestState::Pending => match record.next_deadline() {
+                Some(deadline) if deadline <= self.now() => self.process_pending(id).await?,
+                Some(_) => self.schedule(&record),
+                None => {}
+            },
+            RequestState::Scheduled => match record.scheduled_start {
+                Some(start) if start <= self.now() => self.process_scheduled(id, start).await?,
+                Some(_) => self.schedule(&record),
+                None => {}
+            },
             RequestState::Active | RequestState::RevokeFailed => match record.next_deadline() {
                 Some(deadline) if deadline <= self.now() => {
                     let kind = record.end.unwrap_or(EndKind::Expire);
@@ -1066,6 +1008,31 @@ fn check_unique<'a>(kind: &str, names: impl Iterator<Item = &'a str>) -> ApiResu
     Ok(())
 }
 
+fn config_label(kind: ConfigKind) -> &'static str {
+    match kind {
+        ConfigKind::Target => "target",
+        ConfigKind::Role => "role",
+        ConfigKind::ApprovalFlow => "approval_flow",
+        ConfigKind::Policy => "policy",
+    }
+}
+
+/// Stores the hash of the whole policy set after a policy changed, in the
+/// same transaction, so every replica knows to recompile.
+fn record_policy_set_hash(wtx: &mut WriteTx<'_>) -> ApiResult<()> {
+    let rows = wtx.read().configs(ConfigKind::Policy)?;
+    let mut modules = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let spec: api::PolicySpec = serde_json::from_value(row.document.clone()).map_err(ApiError::internal)?;
+        modules.push(hallpass_policy::PolicyModule {
+            name: spec.name,
+            source: spec.source,
+        });
+    }
+    wtx.put_meta(gate::POLICY_SET_HASH_KEY, &hallpass_policy::set_hash(&modules))?;
+    Ok(())
+}
+
 /// Creates or updates one configuration document, with its audit event.
 fn apply_one(
     wtx: &mut WriteTx<'_>,
@@ -1076,10 +1043,7 @@ fn apply_one(
     actor: &str,
     dry_run: bool,
 ) -> Result<api::Change, ApiError> {
-    let label = match kind {
-        ConfigKind::Target => "target",
-        ConfigKind::Role => "role",
-    };
+    let label = config_label(kind);
     let existing = wtx.read().config(kind, name)?;
     let (action, fields, created_at) = match &existing {
         None => (api::ChangeAction::Create, Vec::new(), None),

@@ -1,0 +1,265 @@
+//! Where policies meet requests: the policy input document, evaluation that
+//! fails closed, the cache of the compiled policy set, and the route a
+//! request (or extension) takes once the role and the policies have spoken.
+
+use std::sync::RwLock;
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+use hallpass_api as api;
+use hallpass_core::Principal;
+use hallpass_core::flow::FlowRules;
+use hallpass_core::request::Route;
+use hallpass_policy::{PolicyModule, PolicySet};
+use serde_json::{Value, json};
+
+/// The `meta` key holding the hash of the stored policy set; changed in the
+/// same transaction as any policy, so every replica sees when to recompile.
+pub const POLICY_SET_HASH_KEY: &str = "policy_set_hash";
+
+/// What is being decided, beside who asks and for which role.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    pub duration_seconds: u64,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub emergency: bool,
+    pub extension: bool,
+    pub scheduled_start: Option<DateTime<Utc>>,
+}
+
+/// The document policies see as `input`.
+pub fn policy_input(
+    principal: &Principal,
+    role: &api::RoleSpec,
+    max_duration_seconds: u64,
+    target_type: &str,
+    asked: &Asked,
+    now: DateTime<Utc>,
+    active_grants: usize,
+) -> Value {
+    json!({
+        "principal": {"name": principal.name, "kind": "user", "groups": principal.groups},
+        "role": {
+            "name": role.name, "target": role.target, "target_type": target_type,
+            "max_duration_seconds": max_duration_seconds, "labels": role.labels,
+        },
+        "request": {
+            "duration_seconds": asked.duration_seconds, "reason": asked.reason, "ticket": asked.ticket,
+            "emergency": asked.emergency, "extension": asked.extension,
+            "scheduled_start": asked.scheduled_start.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        },
+        "context": {
+            "now": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "weekday": now.weekday().to_string(),
+            "hour": now.hour(),
+            "active_grants": active_grants,
+        },
+    })
+}
+
+/// Evaluates, failing closed: an evaluation error becomes a denial that
+/// carries the error.
+pub fn evaluate(set: &PolicySet, input: &Value) -> api::PolicyDecision {
+    match set.evaluate(input) {
+        Ok(decision) => api::PolicyDecision {
+            policy_hash: set.hash().to_string(),
+            deny: decision.deny,
+            auto_approve: decision.auto_approve,
+            approval_flow: decision.approval_flow,
+            max_duration_seconds: decision.max_duration_seconds,
+            error: None,
+        },
+        Err(error) => api::PolicyDecision {
+            policy_hash: set.hash().to_string(),
+            error: Some(error.to_string()),
+            ..api::PolicyDecision::default()
+        },
+    }
+}
+
+/// A flow looked up by name: found, or named but missing.
+pub enum FlowLookup {
+    None,
+    Found(FlowRules),
+    Missing(String),
+}
+
+/// The route for a request or extension. `chosen` is the flow the policy
+/// picked, looked up; `role_flow` the role's own. `self_service` is true
+/// when approval is not needed anyway (an extension of a role that does not
+/// require approval for extensions).
+pub fn route(decision: &api::PolicyDecision, chosen: FlowLookup, role_flow: FlowLookup, self_service: bool) -> Route {
+    if let Some(error) = &decision.error {
+        return Route::Deny(vec![format!(
+            "the policies could not be evaluated, so the request is denied: {error}"
+        )]);
+    }
+    if !decision.deny.is_empty() {
+        return Route::Deny(decision.deny.clone());
+    }
+    if decision.auto_approve || self_service {
+        return Route::Approve;
+    }
+    let missing = |name: String, whose: &str| {
+        Route::Deny(vec![format!(
+            "{whose} approval flow {name:?} does not exist, so the request is denied; an admin must define it"
+        )])
+    };
+    match (chosen, role_flow) {
+        (FlowLookup::Found(flow), _) => Route::Flow(flow),
+        (FlowLookup::Missing(name), _) => missing(name, "the policies chose"),
+        (FlowLookup::None, FlowLookup::Found(flow)) => Route::Flow(flow),
+        (FlowLookup::None, FlowLookup::Missing(name)) => missing(name, "the role's"),
+        (FlowLookup::None, FlowLookup::None) => Route::Approve,
+    }
+}
+
+/// The compiled policy set of the store, recompiled when its hash changes.
+#[derive(Default)]
+pub struct PolicyCache {
+    compiled: RwLock<Option<PolicySet>>,
+}
+
+impl PolicyCache {
+    /// The cached set if it is the one with `hash`.
+    pub fn get(&self, hash: &str) -> Option<PolicySet> {
+        let guard = self.compiled.read().ok()?;
+        guard.as_ref().filter(|set| set.hash() == hash).cloned()
+    }
+
+    pub fn put(&self, set: PolicySet) {
+        if let Ok(mut guard) = self.compiled.write() {
+            *guard = Some(set);
+        }
+    }
+}
+
+/// The hash of the empty set: what the store holds before any policy.
+pub fn empty_set_hash() -> String {
+    hallpass_policy::set_hash(&[])
+}
+
+/// Policy rows to modules, named by policy name.
+pub fn modules(rows: &[(String, String)]) -> Vec<PolicyModule> {
+    rows.iter()
+        .map(|(name, source)| PolicyModule {
+            name: name.clone(),
+            source: source.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision() -> api::PolicyDecision {
+        api::PolicyDecision::default()
+    }
+
+    fn flow(name: &str) -> FlowRules {
+        let mut flow = FlowRules::single_stage(vec!["group:leads".parse().expect("subject")], 1);
+        flow.name = Some(name.into());
+        flow
+    }
+
+    #[test]
+    fn routes_follow_deny_then_auto_then_chosen_then_role_flow() {
+        let denied = api::PolicyDecision {
+            deny: vec!["no".into()],
+            auto_approve: true,
+            ..decision()
+        };
+        assert_eq!(
+            route(&denied, FlowLookup::None, FlowLookup::None, false),
+            Route::Deny(vec!["no".into()])
+        );
+        let auto = api::PolicyDecision {
+            auto_approve: true,
+            ..decision()
+        };
+        assert_eq!(
+            route(&auto, FlowLookup::None, FlowLookup::Found(flow("r")), false),
+            Route::Approve
+        );
+        assert_eq!(
+            route(
+                &decision(),
+                FlowLookup::Found(flow("p")),
+                FlowLookup::Found(flow("r")),
+                false
+            ),
+            Route::Flow(flow("p"))
+        );
+        assert_eq!(
+            route(&decision(), FlowLookup::None, FlowLookup::Found(flow("r")), false),
+            Route::Flow(flow("r"))
+        );
+        assert_eq!(
+            route(&decision(), FlowLookup::None, FlowLookup::Found(flow("r")), true),
+            Route::Approve
+        );
+        assert_eq!(
+            route(&decision(), FlowLookup::None, FlowLookup::None, false),
+            Route::Approve
+        );
+    }
+
+    #[test]
+    fn errors_and_missing_flows_fail_closed() {
+        let failed = api::PolicyDecision {
+            error: Some("boom".into()),
+            auto_approve: true,
+            ..decision()
+        };
+        let Route::Deny(messages) = route(&failed, FlowLookup::None, FlowLookup::None, true) else {
+            panic!("an evaluation error must deny");
+        };
+        assert!(messages[0].contains("boom"));
+        let Route::Deny(messages) = route(&decision(), FlowLookup::Missing("x".into()), FlowLookup::None, false) else {
+            panic!("a missing flow must deny");
+        };
+        assert!(messages[0].contains("\"x\""));
+    }
+
+    #[test]
+    fn input_has_the_documented_shape() {
+        let now = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let role = api::RoleSpec {
+            name: "prod-db".into(),
+            target: "prod-pg".into(),
+            description: String::new(),
+            default_duration: None,
+            max_duration: "4h".into(),
+            requestable_by: vec![],
+            labels: [("env".to_string(), "prod".to_string())].into(),
+            approval: None,
+            approval_flow: None,
+            auto_approve: true,
+            emergency_access: false,
+            extension_requires_approval: true,
+        };
+        let asked = Asked {
+            duration_seconds: 3600,
+            reason: "INC-1".into(),
+            ticket: Some("INC-1".into()),
+            emergency: false,
+            extension: false,
+            scheduled_start: None,
+        };
+        let principal = Principal {
+            name: "alice".into(),
+            groups: vec!["dev".into()],
+        };
+        let input = policy_input(&principal, &role, 14400, "postgres", &asked, now, 1);
+        assert_eq!(
+            input,
+            json!({"principal": {"name": "alice", "kind": "user", "groups": ["dev"]},
+                   "role": {"name": "prod-db", "target": "prod-pg", "target_type": "postgres", "max_duration_seconds": 14400, "labels": {"env": "prod"}},
+                   "request": {"duration_seconds": 3600, "reason": "INC-1", "ticket": "INC-1", "emergency": false, "extension": false, "scheduled_start": null},
+                   "context": {"now": "2026-11-21T10:00:00Z", "weekday": "Sat", "hour": 10, "active_grants": 1}})
+        );
+    }
+}
