@@ -189,6 +189,8 @@ fn break_glass_is_granted_at_once_flagged_and_reviewed() {
     assert_eq!(granted["review"]["state"], "open");
     let events = server.json(&server.admin, &["audit", "list", "--request", &gid]);
     assert_eq!(events[0]["data"]["emergency"], true);
+    assert_eq!(events[1]["kind"], "grant.activated");
+    assert_eq!(events[1]["data"]["emergency"], true, "the grant's event is flagged too");
 
     // Roles without emergency_access refuse break-glass.
     let (code, stderr) = server.fails(&sre, &["request", "short-lived", "--emergency", "--reason", "x"]);

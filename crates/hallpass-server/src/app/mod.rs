@@ -723,7 +723,8 @@ impl App {
             .write(move |wtx| -> ApiResult<(RequestRecord, u64)> {
                 let mut record = load_request(wtx, &id)?;
                 let kind = record.activate(metadata.clone(), activated_at)?;
-                let data = json!({"expires_at": record.expires_at, "credential": metadata});
+                let data = json!({"expires_at": record.expires_at, "credential": metadata,
+                                  "emergency": record.emergency});
                 let version = save_with_event(wtx, &record, SYSTEM_ACTOR, kind, data)?;
                 Ok((record, version))
             })

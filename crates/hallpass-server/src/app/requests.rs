@@ -222,7 +222,8 @@ impl App {
                 match local_issue {
                     Some(metadata) if record.state == RequestState::Approved => {
                         let kind = record.activate(metadata.clone(), now)?;
-                        let data = json!({"expires_at": record.expires_at, "credential": metadata});
+                        let data = json!({"expires_at": record.expires_at, "credential": metadata,
+                                          "emergency": record.emergency});
                         let version = save_with_event(wtx, &record, SYSTEM_ACTOR, kind, data)?;
                         Ok((record, version))
                     }
