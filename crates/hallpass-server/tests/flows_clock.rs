@@ -36,7 +36,9 @@ fn caller(name: &str, groups: &[&str]) -> Caller {
 }
 
 fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0).single().expect("valid time")
+    Utc.with_ymd_and_hms(2026, 11, 23, 9, 0, 0)
+        .single()
+        .expect("valid time")
 }
 
 const CONFIG: &str = r#"{
@@ -122,13 +124,21 @@ async fn escalation_and_pending_ttl_fire_at_their_time() {
 
     h.advance(Duration::minutes(1)).await;
     let kinds = h.kinds(&request.id).await;
-    assert_eq!(kinds.iter().filter(|k| *k == "request.escalated").count(), 1, "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "request.escalated").count(),
+        1,
+        "{kinds:?}"
+    );
     let escalated = h.state(&request.id).await;
     let stage = &escalated.approval.as_ref().expect("flow").stages[0];
     assert!(stage.escalated);
     assert_eq!(stage.escalates_at, Some(t0() + Duration::minutes(15)));
     assert_eq!(stage.may_approve, vec!["group:dev-leads", "group:security"]);
-    let after = h.app.approve(&sam, request.id.clone(), None).await.expect("escalated approval");
+    let after = h
+        .app
+        .approve(&sam, request.id.clone(), None)
+        .await
+        .expect("escalated approval");
     assert_eq!(after.state, "pending", "stage 2 still needs security");
 
     // Nothing more happens until the pending TTL, two hours after creation.
@@ -182,7 +192,10 @@ async fn an_extension_pending_at_expiry_lapses_and_cannot_be_approved_after() {
         .expect("extend");
     assert_eq!(asked.extensions[0].state, "pending");
     // The extension goes through the whole flow again: stage 1 first.
-    h.app.approve(&lee, request.id.clone(), None).await.expect("extension stage 1");
+    h.app
+        .approve(&lee, request.id.clone(), None)
+        .await
+        .expect("extension stage 1");
 
     h.advance(Duration::minutes(30)).await;
     let ended = h.state(&request.id).await;
