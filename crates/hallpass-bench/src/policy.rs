@@ -69,6 +69,16 @@ struct Case {
     engine: String,
     /// Milliseconds, like every other summary of hallpass-bench.
     latency: Summary,
+    /// Evaluations that failed (timed ones only; their time is not in
+    /// `latency`). With the inputs here only the 100 ms time limit of
+    /// `PolicySet::evaluate` can fail one, when the machine stalls it.
+    errors: Errors,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Errors {
+    count: u64,
+    first: Option<String>,
 }
 
 /// Runs the benchmark on a blocking thread; dropping the returned future
@@ -122,13 +132,14 @@ fn measure(options: &Options, stop: &AtomicBool) -> Result<Report> {
             set.evaluate(input).map(drop).map_err(anyhow::Error::from)
         })?;
         let theirs = time(options, stop, &inputs, |input| bare.evaluate(input).map(drop))?;
-        for (engine, latency) in [("PolicySet::evaluate", ours), ("bare regorus", theirs)] {
+        for (engine, (latency, errors)) in [("PolicySet::evaluate", ours), ("bare regorus", theirs)] {
             cases.push(Case {
                 policy_set: label.to_string(),
                 modules: modules.len(),
                 rules,
                 engine: engine.to_string(),
                 latency,
+                errors,
             });
         }
     }
@@ -145,27 +156,37 @@ fn measure(options: &Options, stop: &AtomicBool) -> Result<Report> {
     })
 }
 
-/// Latency of `evaluate` over the inputs in turn, after a warm-up.
+/// Latency of `evaluate` over the inputs in turn, after a warm-up, and the
+/// evaluations that failed.
 fn time(
     options: &Options,
     stop: &AtomicBool,
     inputs: &[Value],
     mut evaluate: impl FnMut(&Value) -> Result<()>,
-) -> Result<Summary> {
+) -> Result<(Summary, Errors)> {
     let mut latencies = Latencies::new()?;
+    let mut errors = Errors::default();
     for i in 0..options.warmup + options.iterations {
         if stop.load(Ordering::Relaxed) {
             bail!("stopped");
         }
         let input = &inputs[(i % inputs.len() as u64) as usize];
         let started = Instant::now();
-        evaluate(input)?;
+        let outcome = evaluate(input);
         let elapsed = started.elapsed();
-        if i >= options.warmup {
-            latencies.record(elapsed);
+        match outcome {
+            Ok(()) if i >= options.warmup => latencies.record(elapsed),
+            Ok(()) => {}
+            // Counted rather than fatal: one evaluation stalled past the time
+            // limit on a busy machine says something, but not that the run
+            // is worthless.
+            Err(error) => {
+                errors.count += 1;
+                errors.first.get_or_insert_with(|| format!("{error:#}"));
+            }
         }
     }
-    Ok(latencies.summary())
+    Ok((latencies.summary(), errors))
 }
 
 pub fn print(report: &Report) {
@@ -192,13 +213,30 @@ pub fn print(report: &Report) {
                 micros(case.latency.p99_ms),
                 micros(case.latency.mean_ms),
                 micros(case.latency.max_ms),
+                case.errors.count.to_string(),
             ]
         })
         .collect();
     print_table(
-        &["policy set", "engine", "p50 µs", "p99 µs", "mean µs", "max µs"],
+        &[
+            "policy set",
+            "engine",
+            "p50 µs",
+            "p99 µs",
+            "mean µs",
+            "max µs",
+            "errors",
+        ],
         &rows,
     );
+    for case in &report.cases {
+        if let Some(first) = &case.errors.first {
+            println!(
+                "  {} / {}: {} failed, the first with: {first}",
+                case.policy_set, case.engine, case.errors.count
+            );
+        }
+    }
     if let Some(case) = report.cases.first() {
         println!(
             "\nTarget: p99 of PolicySet::evaluate on the examples <= {TARGET_P99_MICROS:.0} µs: {} µs, {}",

@@ -1,9 +1,11 @@
 //! What we read from regorus's syntax trees: where a module's `package` line
 //! is, which rules are tests, and calls to functions that do not exist.
 //!
-//! regorus exposes its AST only under `regorus::unstable`, so every use of
-//! it is kept in this file; the workspace pins regorus 0.14, and a change of
-//! these types shows up here as a compile error, not as wrong behaviour.
+//! regorus exposes its AST only under `regorus::unstable` (the trees come
+//! from `Engine::get_modules`, hidden from its documentation), so what we
+//! read from it is read in this file; the workspace pins regorus 0.14, and a
+//! change of these types shows up here as a compile error, not as wrong
+//! behaviour.
 //!
 //! [`rule_refs`] serves the workaround described in `set.rs` (whole-package
 //! evaluation of a package split over several modules).

@@ -89,9 +89,33 @@ impl Located {
             file,
             line,
             column,
-            message: message.trim().to_string(),
+            message: flatten(message),
         })
     }
+}
+
+/// One line out of a message that embeds more excerpts (regorus's recursion
+/// error lists each rule of the cycle that way): each excerpt becomes its
+/// `FILE:LINE:COL`, the source lines and carets are dropped.
+fn flatten(message: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for line in message.lines() {
+        let trimmed = line.trim();
+        if let Some(location) = trimmed.strip_prefix("--> ") {
+            parts.push(location);
+        } else if trimmed.is_empty() || is_excerpt_line(trimmed) {
+            continue;
+        } else {
+            parts.push(trimmed);
+        }
+    }
+    parts.join(" ")
+}
+
+/// `|`, `12 | source` or `| ^`: the body of an excerpt.
+fn is_excerpt_line(trimmed: &str) -> bool {
+    let after_number = trimmed.trim_start_matches(|c: char| c.is_ascii_digit()).trim_start();
+    after_number.starts_with('|')
 }
 
 /// The whole text of an `anyhow` error, with its context chain.
@@ -158,6 +182,18 @@ mod tests {
             }
         );
         assert_eq!(one_line(text), "dir/a:b.rego:6:13: expecting expression");
+    }
+
+    #[test]
+    fn nested_excerpts_become_places() {
+        let text = "\n--> one.rego:2:1\n  |\n2 | a if b\n  | ^\nerror: recursion detected when evaluating rule:\n\
+                    --> one.rego:4:1\n  |\n4 | deny contains \"x\" if a\n  | ^\ndepends on: \n\
+                    --> one.rego:2:1\n  |\n2 | a if b\n  | ^\ndepends on: cyclic evaluation";
+        assert_eq!(
+            one_line(text),
+            "one.rego:2:1: recursion detected when evaluating rule: one.rego:4:1 depends on: one.rego:2:1 \
+             depends on: cyclic evaluation"
+        );
     }
 
     #[test]

@@ -8,17 +8,18 @@
 //! is empty), sets the input, evaluates each decision rule the set declares
 //! with `eval_rule`, and puts the engine back.
 //!
-//! Measured on the example policies (2 vCPUs, release build, other builds
-//! running; p50 / p99 in µs), this was the fastest of the ways regorus
-//! offers:
+//! Measured on the example policies (release build, 2 vCPUs shared with
+//! other builds, 20,000 evaluations, two runs; p50 in µs; the p99s, 60 to
+//! 700 µs, moved with the machine's load more than with the method):
 //!
-//! | way                                                            | p50  | p99 |
-//! |----------------------------------------------------------------|------|-----|
-//! | pooled engine, `eval_rule` per declared rule (this)             | 19.7 | 63  |
-//! | `Engine` clone per evaluation, `eval_rule` per decision rule    | 22.7 | 68  |
-//! | clone, one `eval_rule` of a generated rule collecting all four  | 30.0 | 82  |
-//! | `compile_with_entrypoint` + `CompiledPolicy::eval_with_input`   | 29.1 | 83  |
-//! | pooled engine, generated collecting rule                        | 29.1 | 89  |
+//! | way                                                                | p50       |
+//! |--------------------------------------------------------------------|-----------|
+//! | pooled engine, `eval_rule` per declared rule, direct input (this)   | 19.1–19.9 |
+//! | the same with an `Engine` clone per evaluation instead of the pool  | 21.1–21.2 |
+//! | clone, input through regorus's `From<serde_json::Value>`            | 22.4–22.7 |
+//! | `compile_with_entrypoint` + `CompiledPolicy::eval_with_input`       | 29.2–29.3 |
+//! | pooled engine, one generated rule collecting all four fields        | 29.2–29.5 |
+//! | clone, one generated rule collecting all four fields                | 30.0      |
 //!
 //! The collecting rule is slower than four small `eval_rule` calls because
 //! its comprehensions (needed so an undefined rule does not make the whole
@@ -109,11 +110,14 @@ struct Inner {
     idle: Mutex<Vec<Engine>>,
 }
 
-/// What run_tests needs to know about a compiled module.
+/// What we keep of each module after compiling it.
 pub(crate) struct CompiledModule {
     pub name: String,
     pub package: Vec<String>,
+    /// Its `test_` rules, for run_tests.
     pub tests: Vec<String>,
+    /// How to refer to each of its rules, for `forcing_modules`.
+    pub rules: Vec<String>,
 }
 
 impl std::fmt::Debug for PolicySet {
@@ -133,8 +137,10 @@ impl PolicySet {
     /// default decision (nothing denied, nothing auto-approved).
     ///
     /// Refused, as [`PolicyError::Compile`]: Rego that does not parse (Rego
-    /// v1 only), a package not under `hallpass`, two modules with the same
-    /// name, and calls to functions that are neither builtins nor defined.
+    /// v1 only), a package not under `hallpass` or below a decision rule
+    /// (`hallpass.request.deny`), two modules with the same name, a name
+    /// starting with the reserved `(hallpass) `, calls to functions that are
+    /// neither builtins nor defined, and what regorus's analysis finds.
     pub fn compile(modules: &[PolicyModule]) -> Result<PolicySet, PolicyError> {
         let mut names = BTreeSet::new();
         for module in modules {
@@ -202,6 +208,7 @@ impl PolicySet {
                 name: module.name.clone(),
                 package: package.components,
                 tests: ast::test_rules(tree),
+                rules: ast::rule_refs(tree),
             });
         }
         if let Some((place, name)) = ast::unknown_call(asts.iter().map(|tree| &**tree)) {
@@ -218,7 +225,7 @@ impl PolicySet {
         // Second pass: the engine evaluations use, with the forcing modules
         // first (see the module documentation).
         let mut engine = new_engine(EVALUATION_TIME_LIMIT);
-        for (name, source) in forcing_modules(&compiled, &asts) {
+        for (name, source) in forcing_modules(&compiled) {
             engine
                 .add_policy(name, source)
                 .map_err(|error| internal_compile_error(modules, &error))?;
@@ -334,16 +341,13 @@ impl Inner {
 /// For each package split over several modules, a module of that package
 /// whose rules refer to every rule the package declares (and are never
 /// themselves defined), named `FORCING_MODULE_PREFIX` + the package.
-fn forcing_modules(
-    compiled: &[CompiledModule],
-    asts: &[regorus::unstable::Ref<regorus::unstable::Module>],
-) -> Vec<(String, String)> {
-    let mut by_package: BTreeMap<&[String], (usize, Vec<String>)> = BTreeMap::new();
-    for (module, tree) in compiled.iter().zip(asts) {
+fn forcing_modules(compiled: &[CompiledModule]) -> Vec<(String, String)> {
+    let mut by_package: BTreeMap<&[String], (usize, Vec<&str>)> = BTreeMap::new();
+    for module in compiled {
         let (count, refs) = by_package.entry(&module.package[..]).or_default();
         *count += 1;
-        for rule in ast::rule_refs(tree) {
-            if !refs.contains(&rule) {
+        for rule in &module.rules {
+            if !refs.contains(&rule.as_str()) {
                 refs.push(rule);
             }
         }

@@ -90,9 +90,7 @@ pub enum FlowLookup {
 /// require approval for extensions).
 pub fn route(decision: &api::PolicyDecision, chosen: FlowLookup, role_flow: FlowLookup, self_service: bool) -> Route {
     if let Some(error) = &decision.error {
-        return Route::Deny(vec![format!(
-            "the policies could not be evaluated, so the request is denied: {error}"
-        )]);
+        return Route::Deny(vec![format!("{error}; the request is denied (policies fail closed)")]);
     }
     if !decision.deny.is_empty() {
         return Route::Deny(decision.deny.clone());

@@ -227,7 +227,10 @@ fn policies_decide_requests_and_every_decision_is_audited() {
         &["request", "prod-db-write", "--reason", "conflict", "--ticket", "T-2"],
     );
     assert_eq!(code, 3, "{text}");
-    assert!(text.contains("could not be evaluated"), "{text}");
+    assert!(
+        text.contains("policy evaluation failed") && text.contains("fail closed"),
+        "{text}"
+    );
 
     // policy eval: the same decision for a hypothetical input.
     let input = serde_json::json!({
