@@ -112,7 +112,7 @@ struct ThroughputArgs {
     /// Unmeasured time before it.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     warmup: Duration,
-    /// Auto-approved role to request.
+    /// Auto-approved role whose settings the benchmark's roles copy (one copy per role, requested by new principals).
     #[arg(long, default_value = "demo-read")]
     role: String,
     /// Grant duration requested.

@@ -295,18 +295,20 @@ pub struct RequestRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub auto_approved: bool,
-    #[serde(default)]
+    // New fields are left out of the stored JSON when empty: most records
+    // never use them, and every write and read of a record pays for its size.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub emergency: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_start: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_expires_at: Option<DateTime<Utc>>,
     /// Progress through the approval flow; `None` when nobody had to approve.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalProgress>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub role_approvers: Vec<Subject>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<serde_json::Value>,
     /// Denial, cancellation or time-out.
     pub decision: Option<Decision>,
@@ -321,9 +323,9 @@ pub struct RequestRecord {
     pub revoke_error: Option<String>,
     pub revoke_attempts: u32,
     pub next_revoke_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extensions: Vec<Extension>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<Review>,
 }
 

@@ -133,8 +133,9 @@ impl PolicyCache {
 }
 
 /// The hash of the empty set: what the store holds before any policy.
-pub fn empty_set_hash() -> String {
-    hallpass_policy::set_hash(&[])
+pub fn empty_set_hash() -> &'static str {
+    static EMPTY: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| hallpass_policy::set_hash(&[]));
+    &EMPTY
 }
 
 /// Policy rows to modules, named by policy name.

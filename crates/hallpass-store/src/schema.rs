@@ -91,7 +91,8 @@ CREATE TABLE policies (
 );
 ALTER TABLE requests ADD COLUMN review BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX requests_by_review ON requests (review, created_at) WHERE review > 0;
-CREATE INDEX requests_by_requester ON requests (requester, state, role);
+CREATE INDEX requests_holding_by_requester ON requests (requester, role, created_at)
+    WHERE state IN ('active', 'revoke_failed');
 "#,
 ];
 

@@ -366,25 +366,27 @@ impl<'a> ReadTx<'a> {
         all(self.conn.query(&sql, &params)?, request_from_row)
     }
 
-    /// The requester's active grant of `role`, if any (the newest).
+    /// The requester's active grant of `role`, if any (the newest). The
+    /// condition repeats the partial index `requests_holding_by_requester`
+    /// word for word so both databases use it; it holds only grants that
+    /// hold access, so ending a grant just drops its entry.
     pub fn active_grant(&mut self, requester: &str, role: &str) -> Result<Option<(RequestRecord, u64)>, StoreError> {
-        self.one(
-            "SELECT record, version FROM requests WHERE requester = $1 AND state = $2 AND role = $3
-             ORDER BY created_at DESC LIMIT 1",
-            sql_params![requester, RequestState::Active.as_str(), role],
-            request_from_row,
-        )
+        let rows = self.conn.query(
+            "SELECT record, version FROM requests
+             WHERE requester = $1 AND role = $2 AND state IN ('active', 'revoke_failed')
+             ORDER BY created_at DESC",
+            sql_params![requester, role],
+        )?;
+        Ok(all(rows, request_from_row)?
+            .into_iter()
+            .find(|(record, _)| record.state == RequestState::Active))
     }
 
     /// How many grants of the requester may hold access now.
     pub fn count_holding(&mut self, requester: &str) -> Result<u64, StoreError> {
         let row = self.conn.query_one(
-            "SELECT COUNT(*) FROM requests WHERE requester = $1 AND state IN ($2, $3)",
-            sql_params![
-                requester,
-                RequestState::Active.as_str(),
-                RequestState::RevokeFailed.as_str()
-            ],
+            "SELECT COUNT(*) FROM requests WHERE requester = $1 AND state IN ('active', 'revoke_failed')",
+            sql_params![requester],
         )?;
         Ok(row.map(|r| r.int(0)).transpose()?.unwrap_or(0) as u64)
     }

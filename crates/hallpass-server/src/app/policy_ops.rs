@@ -109,7 +109,7 @@ impl App {
     /// The compiled policy set whose hash the store records (`None`: no
     /// policy was ever stored), compiled once per change.
     pub(super) async fn policy_set(&self, expected: Option<String>) -> ApiResult<PolicySet> {
-        let expected = expected.unwrap_or_else(gate::empty_set_hash);
+        let expected = expected.unwrap_or_else(|| gate::empty_set_hash().to_string());
         if let Some(set) = self.inner.policies.get(&expected) {
             return Ok(set);
         }

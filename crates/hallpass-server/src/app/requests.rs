@@ -87,12 +87,15 @@ impl App {
                     RoleApproval::Inline(flow) => FlowLookup::Found(flow.clone()),
                     RoleApproval::Named(name) => lookup_flow(r, name)?,
                 };
+                let policy_hash = r.meta(gate::POLICY_SET_HASH_KEY)?;
+                // Only policies read the count; without any, skip the query.
+                let no_policies = policy_hash.as_ref().is_none_or(|h| h == gate::empty_set_hash());
                 Ok(RoleContext {
                     target: target_spec(&target)?,
                     role_flow,
-                    policy_hash: r.meta(gate::POLICY_SET_HASH_KEY)?,
+                    policy_hash,
                     held: r.active_grant(&requester, &rules.name)?,
-                    holding: r.count_holding(&requester)?,
+                    holding: if no_policies { 0 } else { r.count_holding(&requester)? },
                     rules,
                     role,
                 })
