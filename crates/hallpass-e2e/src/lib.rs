@@ -399,6 +399,30 @@ impl Drop for Server {
 
 /// The claims of a JWT, decoded without verification (tests check the
 /// signature through introspection and the JWKS separately).
+/// Writes `text` to `DIR/NAME`; returns the path as a string for the CLI.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write file");
+    path.to_string_lossy().into_owned()
+}
+
+/// An apply result's changes as `"ACTION KIND NAME"` lines.
+pub fn change_actions(result: &Value) -> Vec<String> {
+    result["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {} {}",
+                c["action"].as_str().unwrap_or_default(),
+                c["kind"].as_str().unwrap_or_default(),
+                c["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 pub fn jwt_claims(token: &str) -> Value {
     use base64::Engine;
     let payload = token.split('.').nth(1).expect("a JWT has three parts");

@@ -1,6 +1,6 @@
 //! `hallpass apply -f`: idempotent, dry-run, positioned errors.
 
-use hallpass_e2e::Server;
+use hallpass_e2e::{Server, change_actions, write_file};
 
 const CONFIG: &str = r#"
 target "billing" {
@@ -22,45 +22,29 @@ role "billing-admin" {
 }
 "#;
 
-fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
-}
-
-fn actions(result: &serde_json::Value) -> Vec<String> {
-    result["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            format!(
-                "{} {} {}",
-                c["action"].as_str().unwrap(),
-                c["kind"].as_str().unwrap(),
-                c["name"].as_str().unwrap()
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn apply_is_idempotent_and_dry_run_changes_nothing() {
     let server = Server::dev();
     let temp = tempfile::tempdir().unwrap();
-    let file = write(temp.path(), "access.hcl", CONFIG);
+    let file = write_file(temp.path(), "access.hcl", CONFIG);
 
     let dry = server.json(&server.admin, &["apply", "-f", &file, "--dry-run"]);
-    assert_eq!(actions(&dry), ["create target billing", "create role billing-admin"]);
+    assert_eq!(
+        change_actions(&dry),
+        ["create target billing", "create role billing-admin"]
+    );
     let (_, stderr) = server.fails(&server.admin, &["role", "show", "billing-admin"]);
     assert!(stderr.contains("no role"), "dry run created the role: {stderr}");
 
     let first = server.json(&server.admin, &["apply", "-f", &file]);
-    assert_eq!(actions(&first), ["create target billing", "create role billing-admin"]);
+    assert_eq!(
+        change_actions(&first),
+        ["create target billing", "create role billing-admin"]
+    );
     let events = server.audit_len();
     let second = server.json(&server.admin, &["apply", "-f", &file]);
     assert_eq!(
-        actions(&second),
+        change_actions(&second),
         ["unchanged target billing", "unchanged role billing-admin"]
     );
     assert_eq!(server.audit_len(), events, "applying twice changes nothing");
@@ -73,14 +57,17 @@ fn apply_is_idempotent_and_dry_run_changes_nothing() {
     );
 
     // Same meaning, other spelling: still unchanged. A real change is an update.
-    let respelled = write(temp.path(), "b.hcl", &CONFIG.replace("\"4h\"", "\"240m\""));
+    let respelled = write_file(temp.path(), "b.hcl", &CONFIG.replace("\"4h\"", "\"240m\""));
     assert_eq!(
-        actions(&server.json(&server.admin, &["apply", "-f", &respelled])),
+        change_actions(&server.json(&server.admin, &["apply", "-f", &respelled])),
         ["unchanged target billing", "unchanged role billing-admin"]
     );
-    let changed = write(temp.path(), "c.hcl", &CONFIG.replace("\"4h\"", "\"2h\""));
+    let changed = write_file(temp.path(), "c.hcl", &CONFIG.replace("\"4h\"", "\"2h\""));
     let dry = server.json(&server.admin, &["apply", "-f", &changed, "--dry-run"]);
-    assert_eq!(actions(&dry), ["unchanged target billing", "update role billing-admin"]);
+    assert_eq!(
+        change_actions(&dry),
+        ["unchanged target billing", "update role billing-admin"]
+    );
     assert_eq!(dry["changes"][1]["fields"], serde_json::json!(["max_duration"]));
     let table = server.run(&server.admin, &["apply", "-f", &changed, "--dry-run"]);
     let text = String::from_utf8_lossy(&table.stdout);
@@ -122,7 +109,7 @@ fn broken_files_are_rejected_with_line_and_column() {
     let server = Server::dev();
     let temp = tempfile::tempdir().unwrap();
     let before = server.audit_len();
-    let typo = write(
+    let typo = write_file(
         temp.path(),
         "typo.hcl",
         &CONFIG.replace("max_duration     = \"4h\"", "max_duraton      = \"4h\""),
@@ -135,18 +122,21 @@ fn broken_files_are_rejected_with_line_and_column() {
     );
     assert!(stderr.contains("max_duraton"), "{stderr}");
 
-    let syntax = write(temp.path(), "syntax.hcl", "target \"x\" {\n  type = \n}\n");
+    let syntax = write_file(temp.path(), "syntax.hcl", "target \"x\" {\n  type = \n}\n");
     let (_, stderr) = server.fails(&server.admin, &["apply", "-f", &syntax]);
     assert!(stderr.contains("syntax.hcl:"), "{stderr}");
 
-    let dangling = write(
+    let dangling = write_file(
         temp.path(),
         "dangling.hcl",
         "role \"r\" {\n  target = \"nowhere\"\n  max_duration = \"1h\"\n  requestable_by = [\"group:dev\"]\n  auto_approve = true\n}\n",
     );
     let (_, stderr) = server.fails(&server.admin, &["apply", "-f", &dangling]);
     assert!(stderr.contains("nowhere"), "{stderr}");
-    let (_, stderr) = server.fails(&server.alice, &["apply", "-f", &write(temp.path(), "ok.hcl", CONFIG)]);
+    let (_, stderr) = server.fails(
+        &server.alice,
+        &["apply", "-f", &write_file(temp.path(), "ok.hcl", CONFIG)],
+    );
     assert!(stderr.contains("admin"), "{stderr}");
     assert_eq!(server.audit_len(), before);
 }

@@ -5,14 +5,8 @@
 
 use std::path::Path;
 
-use hallpass_e2e::Server;
+use hallpass_e2e::{Server, change_actions, write_file};
 use serde_json::Value;
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.to_string_lossy().into_owned()
-}
 
 /// Runs a CLI command expected to fail; returns its exit code and all output.
 fn refused(server: &Server, token: &str, args: &[&str]) -> (i32, String) {
@@ -87,7 +81,7 @@ fn policies_decide_requests_and_every_decision_is_audited() {
     // A module that does not compile is refused at upload, with its position,
     // both by the CLI (file name) and by the server (policy name).
     let events = server.audit_len();
-    let broken = write(
+    let broken = write_file(
         temp.path(),
         "broken.rego",
         "package hallpass.request\n\nimport rego.v1\ndeny contains x if {\n",
@@ -112,7 +106,7 @@ fn policies_decide_requests_and_every_decision_is_audited() {
     );
     assert_eq!(server.audit_len(), events, "a refused policy changes nothing");
 
-    let file = write(temp.path(), "guardrails.rego", GUARDRAILS);
+    let file = write_file(temp.path(), "guardrails.rego", GUARDRAILS);
     server.json(&server.admin, &["policy", "put", "guardrails", "-f", &file]);
     let listed = server.json(&server.admin, &["policy", "list"]);
     assert_eq!(listed[0]["name"], "guardrails");
@@ -241,7 +235,7 @@ fn policies_decide_requests_and_every_decision_is_audited() {
                     "scheduled_start": null},
         "context": {"now": "2026-11-21T10:00:00Z", "weekday": "Sat", "hour": 10, "active_grants": 0}
     });
-    let input_file = write(temp.path(), "input.json", &input.to_string());
+    let input_file = write_file(temp.path(), "input.json", &input.to_string());
     let decision = server.json(&server.alice, &["policy", "eval", "--input", &input_file]);
     assert_eq!(decision["deny"][0], "prod write roles need a ticket: pass --ticket");
     assert_eq!(decision["policy_hash"], hash.as_str());
@@ -258,7 +252,7 @@ fn policies_in_apply_files_are_idempotent_and_choose_flows() {
     let server = Server::dev();
     let temp = tempfile::tempdir().unwrap();
     std::fs::create_dir(temp.path().join("rego")).unwrap();
-    write(
+    write_file(
         &temp.path().join("rego"),
         "routing.rego",
         "package hallpass.request\n\nimport rego.v1\n\napproval_flow := \"security\" if input.role.labels.env == \"prod\"\n",
@@ -267,19 +261,7 @@ fn policies_in_apply_files_are_idempotent_and_choose_flows() {
         "{PROD}\napproval_flow \"security\" {{\n  stage {{\n    approvers = [\"group:security\"]\n  }}\n}}\npolicy \"routing\" {{\n  source_file = \"rego/routing.rego\"\n}}\n"
     );
     let first = server.apply(temp.path(), &config);
-    let kinds: Vec<String> = first["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            format!(
-                "{} {} {}",
-                c["action"].as_str().unwrap(),
-                c["kind"].as_str().unwrap(),
-                c["name"].as_str().unwrap()
-            )
-        })
-        .collect();
+    let kinds = change_actions(&first);
     assert!(kinds.contains(&"create policy routing".to_string()), "{kinds:?}");
     assert!(
         kinds.contains(&"create approval_flow security".to_string()),
@@ -309,7 +291,7 @@ fn policies_in_apply_files_are_idempotent_and_choose_flows() {
     assert_eq!(approved["state"], "active");
 
     // A Rego error in a source_file is reported at the .rego position.
-    write(
+    write_file(
         &temp.path().join("rego"),
         "routing.rego",
         "package hallpass.request\n\nx := \n",
@@ -332,12 +314,12 @@ fn policy_test_runs_rego_tests_like_opa() {
         String::from_utf8_lossy(&passed.stderr)
     );
     let temp = tempfile::tempdir().unwrap();
-    write(
+    write_file(
         temp.path(),
         "p.rego",
         "package hallpass.request\n\nimport rego.v1\n\ndeny contains \"no\" if input.request.reason == \"\"\n",
     );
-    write(
+    write_file(
         temp.path(),
         "p_test.rego",
         "package hallpass.request_test\n\nimport rego.v1\n\nimport data.hallpass.request\n\ntest_passes if { \"no\" in request.deny with input as {\"request\": {\"reason\": \"\"}} }\n\ntest_fails if { count(request.deny) == 1 with input as {\"request\": {\"reason\": \"ok\"}} }\n",
