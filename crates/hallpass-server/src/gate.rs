@@ -78,6 +78,7 @@ pub fn evaluate(set: &PolicySet, input: &Value) -> api::PolicyDecision {
 }
 
 /// A flow looked up by name: found, or named but missing.
+#[derive(Clone)]
 pub enum FlowLookup {
     None,
     Found(FlowRules),

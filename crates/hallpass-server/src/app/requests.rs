@@ -112,6 +112,11 @@ impl App {
         self_service: bool,
     ) -> ApiResult<(api::PolicyDecision, Route)> {
         let decision = match self.policy_set(context.policy_hash.clone()).await {
+            // No policies: the default decision, without building an input.
+            Ok(set) if set.is_empty() => api::PolicyDecision {
+                policy_hash: set.hash().to_string(),
+                ..api::PolicyDecision::default()
+            },
             Ok(set) => {
                 let input = gate::policy_input(
                     principal,
@@ -140,12 +145,7 @@ impl App {
             }
             None => FlowLookup::None,
         };
-        let role_flow = match &context.role_flow {
-            FlowLookup::None => FlowLookup::None,
-            FlowLookup::Found(flow) => FlowLookup::Found(flow.clone()),
-            FlowLookup::Missing(name) => FlowLookup::Missing(name.clone()),
-        };
-        let route = gate::route(&decision, chosen, role_flow, self_service);
+        let route = gate::route(&decision, chosen, context.role_flow.clone(), self_service);
         Ok((decision, route))
     }
 
