@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use hallpass_e2e::Server;
+use crate::harness::Server;
 use serde_json::Value;
 
 const FLOWS: &str = r#"
@@ -235,7 +235,7 @@ fn extensions_go_through_approval_and_never_outlive_the_grant() {
     assert_eq!(extended["extensions"][0]["state"], "approved");
     assert_eq!(time(&extended["expires_at"]), expires + chrono::Duration::minutes(30));
     let credential = server.json(&server.alice, &["credentials", &gid]);
-    let claims = hallpass_e2e::jwt_claims(credential["token"].as_str().unwrap());
+    let claims = crate::harness::jwt_claims(credential["token"].as_str().unwrap());
     assert_eq!(
         claims["exp"].as_i64().unwrap(),
         (expires + chrono::Duration::minutes(30)).timestamp(),

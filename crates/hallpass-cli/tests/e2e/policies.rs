@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use hallpass_e2e::{Server, change_actions, write_file};
+use crate::harness::{Server, change_actions, write_file};
 use serde_json::Value;
 
 /// Runs a CLI command expected to fail; returns its exit code and all output.

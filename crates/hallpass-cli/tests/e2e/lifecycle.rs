@@ -3,7 +3,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use hallpass_e2e::{Server, jwt_claims};
+use crate::harness::{Server, jwt_claims};
 use serde_json::Value;
 
 fn introspect(server: &Server, token: &str) -> Value {
@@ -222,11 +222,8 @@ fn chrono_lag(record: &Value) -> f64 {
         let text = record[field]
             .as_str()
             .unwrap_or_else(|| panic!("{field} missing in {record}"));
-        let output = std::process::Command::new("date")
-            .args(["-d", text, "+%s.%N"])
-            .output()
-            .expect("date");
-        String::from_utf8_lossy(&output.stdout).trim().parse().expect("seconds")
+        let at = chrono::DateTime::parse_from_rfc3339(text).expect("an RFC 3339 time");
+        at.timestamp() as f64 + f64::from(at.timestamp_subsec_nanos()) / 1e9
     };
     parse("ended_at") - parse("expires_at")
 }

@@ -2,8 +2,7 @@
 //! binary on a free loopback port, run CLI commands against it, talk HTTP.
 //!
 //! Each test gets its own server and data dir, so tests run in parallel and
-//! never see each other's state. The binary is the one `cargo build` put in
-//! the target dir (`scripts/test` builds it before running the suite).
+//! never see each other's state.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -63,9 +62,10 @@ pub fn database_for(base_url: &str, data_dir: &Path) -> String {
     format!("{prefix}/{name}")
 }
 
-/// Path of the `hallpass` binary under test.
+/// Path of the `hallpass` binary under test: the one Cargo built from this
+/// source for this test target, never a stale one from an earlier build.
 pub fn hallpass_bin() -> PathBuf {
-    assert_cmd::cargo::cargo_bin("hallpass")
+    PathBuf::from(env!("CARGO_BIN_EXE_hallpass"))
 }
 
 fn free_port() -> u16 {
@@ -228,10 +228,6 @@ impl Server {
                 .map(|entry| String::from_utf8_lossy(&std::fs::read(entry.path()).unwrap_or_default()).into_owned())
                 .collect(),
         }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or_default()
     }
 
     /// SIGKILL: no shutdown hooks, no flush — a crash.
@@ -454,10 +450,6 @@ pub struct WebhookRecorder {
 }
 
 impl WebhookRecorder {
-    pub fn start() -> WebhookRecorder {
-        Self::with_revoke_delay(Duration::ZERO)
-    }
-
     /// Answers each revoke only `delay` after recording it, like a slow
     /// system: the caller holds its work that much longer.
     pub fn with_revoke_delay(delay: Duration) -> WebhookRecorder {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use hallpass_api::{AccessRequest, CreateRequest};
 use hallpass_client::{Client, ClientError};
-use hallpass_e2e::{ROOT_TOKEN, Server, WebhookRecorder, database_for, jwt_claims};
+use crate::harness::{ROOT_TOKEN, Server, WebhookRecorder, database_for, jwt_claims};
 use serde_json::Value;
 
 /// A PostgreSQL server where the tests may `CREATE DATABASE`.

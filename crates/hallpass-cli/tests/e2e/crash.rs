@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hallpass_e2e::Server;
+use crate::harness::Server;
 
 const ROLE_FILE: &str = r#"
 target "svc" {
@@ -134,10 +134,10 @@ fn a_second_server_on_one_sqlite_directory_is_refused() {
     let temp = tempfile::tempdir().unwrap();
     let data_dir = temp.path().join("data");
     let start = |port: u16| {
-        std::process::Command::new(hallpass_e2e::hallpass_bin())
+        std::process::Command::new(crate::harness::hallpass_bin())
             .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(&data_dir)
-            .env("HALLPASS_BOOTSTRAP_TOKEN", hallpass_e2e::ROOT_TOKEN)
+            .env("HALLPASS_BOOTSTRAP_TOKEN", crate::harness::ROOT_TOKEN)
             .env_remove("HALLPASS_SEAL_KEY")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

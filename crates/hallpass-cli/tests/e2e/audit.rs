@@ -1,7 +1,7 @@
 //! The audit log: every step recorded, no secrets, verifiable offline, and
 //! tampering named by sequence number.
 
-use hallpass_e2e::Server;
+use crate::harness::Server;
 use serde_json::Value;
 
 fn busy_server() -> (Server, String) {
@@ -29,7 +29,7 @@ fn export(server: &Server, dir: &std::path::Path) -> (std::path::PathBuf, Vec<St
 
 fn verify_file(server: &Server, path: &std::path::Path) -> (bool, String) {
     // Offline: no server address or token needed.
-    let output = std::process::Command::new(hallpass_e2e::hallpass_bin())
+    let output = std::process::Command::new(crate::harness::hallpass_bin())
         .args(["audit", "verify", "--file"])
         .arg(path)
         .env("HALLPASS_ADDR", "http://127.0.0.1:9")

@@ -1,5 +1,8 @@
 //! End-to-end tests of the real `hallpass` binary. One test binary with a
-//! module per area, so the suite links once.
+//! module per area, so the suite links once. Cargo builds the binary from
+//! the current source before it builds this test (`CARGO_BIN_EXE_hallpass`).
+
+mod harness;
 
 mod access_config;
 mod audit;

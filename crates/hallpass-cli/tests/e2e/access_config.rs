@@ -1,6 +1,6 @@
 //! `hallpass apply -f`: idempotent, dry-run, positioned errors.
 
-use hallpass_e2e::{Server, change_actions, write_file};
+use crate::harness::{Server, change_actions, write_file};
 
 const CONFIG: &str = r#"
 target "billing" {

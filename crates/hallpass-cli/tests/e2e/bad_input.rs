@@ -1,6 +1,6 @@
 //! Bad input gets a clear error, a non-zero exit, and changes nothing.
 
-use hallpass_e2e::Server;
+use crate::harness::Server;
 use serde_json::json;
 
 #[test]

@@ -1,6 +1,6 @@
 //! Tokens: creation, identity, revocation; and the service endpoints.
 
-use hallpass_e2e::Server;
+use crate::harness::Server;
 
 #[test]
 fn tokens_carry_identity_and_stop_working_when_revoked() {
