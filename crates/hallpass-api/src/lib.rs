@@ -514,28 +514,4 @@ pub struct IntrospectBody {
 
 // ------------------------------------------------------------------- audit
 
-/// One hash-chained audit event, exactly as exported.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct AuditEvent {
-    pub seq: u64,
-    /// RFC 3339 time, as hashed.
-    pub time: String,
-    pub actor: String,
-    pub kind: String,
-    pub request_id: Option<String>,
-    #[schema(value_type = Object)]
-    pub data: serde_json::Value,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct VerifyReport {
-    pub ok: bool,
-    pub events_checked: u64,
-    pub first_seq: Option<u64>,
-    pub last_seq: Option<u64>,
-    pub head_hash: Option<String>,
-    pub first_bad_seq: Option<u64>,
-    pub problem: Option<String>,
-}
+pub use hallpass_core::audit::{AuditEvent, VerifyReport};

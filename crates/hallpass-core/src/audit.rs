@@ -13,16 +13,23 @@ use sha2::{Digest, Sha256};
 /// `prev_hash` of the very first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// One event as recorded and exported. `time` is an RFC 3339 string so that the
-/// hashed bytes never depend on how a reader parses timestamps.
+/// One event as recorded and exported: one line of `GET /v1/audit/export`,
+/// and what the offline verifier reads. This is the only definition of the
+/// line; the API re-exports it. Unknown fields are refused because every
+/// field but `hash` is hashed: a field this build does not know could not
+/// be checked. `time` is an RFC 3339 string so that the hashed bytes never
+/// depend on how a reader parses timestamps.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditEvent {
     pub seq: u64,
+    /// RFC 3339 time, exactly as hashed.
     pub time: String,
     pub actor: String,
     pub kind: String,
     pub request_id: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub data: Value,
     pub prev_hash: String,
     pub hash: String,
@@ -118,8 +125,11 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// Outcome of checking a run of events.
+/// Outcome of checking a run of events, online (`GET /v1/audit/verify`) or
+/// offline (`hallpass audit verify --file`). The only definition; the API
+/// re-exports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyReport {
     pub ok: bool,
     pub events_checked: u64,

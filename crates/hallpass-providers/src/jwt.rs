@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::{CredentialProvider, GrantContext, ProviderError, SecretCredential};
+use crate::{CredentialProvider, GrantContext, ProviderError, SecretCredential, TargetSecrets};
 
 /// The claims Hallpass puts in every grant token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,7 +190,7 @@ impl CredentialProvider for JwtProvider {
         true
     }
 
-    fn validate_config(&self, config: &Map<String, Value>) -> Result<(), ProviderError> {
+    fn validate_config(&self, config: &Map<String, Value>, _secrets: &TargetSecrets) -> Result<(), ProviderError> {
         if let Some(unknown) = config.keys().find(|key| key.as_str() != "audience") {
             return Err(invalid(&format!(
                 "unknown setting `{unknown}`; jwt targets take only `audience`"
@@ -249,6 +249,7 @@ mod tests {
             role: "demo-read".into(),
             target: "demo".into(),
             target_config: config,
+            target_secrets: TargetSecrets::new(),
             activated_at: now,
             expires_at: now + Duration::minutes(5),
         }
@@ -301,11 +302,11 @@ mod tests {
         let provider = JwtProvider::new(std::sync::Arc::new(
             JwtSigner::load_or_create(&dir.path().join("k"), "h".into()).unwrap(),
         ));
-        assert!(provider.validate_config(&Map::new()).is_err());
+        assert!(provider.validate_config(&Map::new(), &TargetSecrets::new()).is_err());
         let mut config = Map::new();
         config.insert("audience".into(), json!("x"));
-        assert!(provider.validate_config(&config).is_ok());
+        assert!(provider.validate_config(&config, &TargetSecrets::new()).is_ok());
         config.insert("audiance".into(), json!("x"));
-        assert!(provider.validate_config(&config).is_err());
+        assert!(provider.validate_config(&config, &TargetSecrets::new()).is_err());
     }
 }

@@ -7,9 +7,17 @@
 //! succeeds — because the scheduler retries them after crashes and failures.
 //! Providers never write the secret anywhere; what they return as metadata is
 //! stored and audited, so it must not contain one.
+//!
+//! A target has readable `config` and write-only `secrets` (its admin
+//! password, an HMAC key...). Each provider declares the secrets it takes
+//! ([`CredentialProvider::secrets`]); the server seals them at rest and hands
+//! them over in [`GrantContext::secrets`] only for the call that needs them.
+//! [`SecretValue`] and [`TargetSecrets`] never print a value.
 
 pub mod jwt;
 pub mod webhook;
+
+pub mod secrets;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -29,6 +37,8 @@ pub enum ProviderError {
     Credential(String),
 }
 
+pub use secrets::{SecretSpec, SecretValue, TargetSecrets, check_secret_names};
+
 /// Everything a provider needs to know about one grant.
 #[derive(Debug, Clone)]
 pub struct GrantContext {
@@ -37,8 +47,21 @@ pub struct GrantContext {
     pub role: String,
     pub target: String,
     pub target_config: Map<String, Value>,
+    /// The target's secrets, unsealed for this call only.
+    pub target_secrets: TargetSecrets,
     pub activated_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+}
+
+/// A target stored by an earlier release with credentials inside its
+/// `config` (e.g. a webhook URL with `user:password@`), split into the
+/// config to keep and the secrets to seal. `moved` says, for the log, what
+/// was moved where.
+#[derive(Debug, Clone)]
+pub struct LegacyUpgrade {
+    pub config: Map<String, Value>,
+    pub secrets: TargetSecrets,
+    pub moved: Vec<String>,
 }
 
 /// The secret handed to the requester; never stored or logged.
@@ -61,8 +84,20 @@ pub trait CredentialProvider: Send + Sync {
     /// The target `type` this provider serves.
     fn target_type(&self) -> &'static str;
 
-    /// Checks a target's `config` before it is stored.
-    fn validate_config(&self, config: &Map<String, Value>) -> Result<(), ProviderError>;
+    /// The secrets a target of this type takes; any other name is refused.
+    fn secrets(&self) -> &'static [SecretSpec] {
+        &[]
+    }
+
+    /// Checks a target's `config` and `secrets` before they are stored. The
+    /// names were already checked against [`CredentialProvider::secrets`].
+    fn validate_config(&self, config: &Map<String, Value>, secrets: &TargetSecrets) -> Result<(), ProviderError>;
+
+    /// For a target stored by an earlier release: moves credentials found in
+    /// its `config` into secrets. `None` when there is nothing to move.
+    fn upgrade_legacy_config(&self, _config: &Map<String, Value>) -> Option<LegacyUpgrade> {
+        None
+    }
 
     /// True when issuing creates nothing outside Hallpass (the credential is
     /// minted locally, as a signed token): then issuing may happen before the

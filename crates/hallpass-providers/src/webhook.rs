@@ -41,7 +41,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use reqwest::{Client, StatusCode, Url, redirect};
 use serde_json::{Map, Value, json};
 
-use crate::{CredentialProvider, GrantContext, ProviderError, SecretCredential};
+use crate::{CredentialProvider, GrantContext, ProviderError, SecretCredential, TargetSecrets};
 
 /// The target `type` served by [`WebhookProvider`].
 pub const TARGET_TYPE: &str = "webhook";
@@ -311,7 +311,7 @@ impl CredentialProvider for WebhookProvider {
         TARGET_TYPE
     }
 
-    fn validate_config(&self, config: &Map<String, Value>) -> Result<(), ProviderError> {
+    fn validate_config(&self, config: &Map<String, Value>, _secrets: &TargetSecrets) -> Result<(), ProviderError> {
         WebhookConfig::parse(config).map(|_| ())
     }
 
@@ -491,6 +491,7 @@ mod tests {
             role: "panel-admin".into(),
             target: "panel".into(),
             target_config: config(url),
+            target_secrets: TargetSecrets::new(),
             activated_at,
             expires_at: activated_at + ChronoDuration::hours(1),
         }
@@ -671,7 +672,10 @@ mod tests {
     fn config_is_validated() {
         let provider = WebhookProvider::new().unwrap();
         let check = |pairs: &[(&str, Value)]| {
-            provider.validate_config(&pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+            provider.validate_config(
+                &pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+                &TargetSecrets::new(),
+            )
         };
 
         assert!(check(&[("url", json!("http://127.0.0.1:9000/hallpass"))]).is_ok());

@@ -67,7 +67,7 @@ pub fn normalize_target(mut spec: TargetSpec, registry: &Registry) -> ApiResult<
         )
     })?;
     provider
-        .validate_config(&spec.config)
+        .validate_config(&spec.config, &hallpass_providers::TargetSecrets::new())
         .map_err(|e| invalid("invalid_target_config", format!("target {:?}: {e}", spec.name)))?;
     Ok(spec)
 }

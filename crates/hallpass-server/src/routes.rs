@@ -15,7 +15,7 @@ use hallpass_store::{ConfigKind, RequestFilter};
 use serde::Deserialize;
 use utoipa::OpenApi;
 
-use crate::app::{App, audit_to_api};
+use crate::app::App;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 
@@ -605,7 +605,7 @@ async fn audit_export(
                     let next = events.last().map(|e| e.seq);
                     let mut chunk = Vec::with_capacity(events.len() * 400);
                     for event in events {
-                        if serde_json::to_writer(&mut chunk, &audit_to_api(event)).is_err() {
+                        if serde_json::to_writer(&mut chunk, &event).is_err() {
                             return Some((Err(std::io::Error::other("cannot encode audit event")), None));
                         }
                         chunk.push(b'\n');

@@ -13,7 +13,7 @@ use futures::future::BoxFuture;
 use hallpass_api as api;
 use hallpass_core::{Principal, SystemClock};
 use hallpass_providers::jwt::{JwtProvider, JwtSigner};
-use hallpass_providers::{CredentialProvider, GrantContext, ProviderError, Registry, SecretCredential};
+use hallpass_providers::{CredentialProvider, GrantContext, ProviderError, Registry, SecretCredential, TargetSecrets};
 use hallpass_server::app::App;
 use hallpass_server::auth::Caller;
 use hallpass_store::Store;
@@ -30,7 +30,7 @@ impl CredentialProvider for FlakyProvider {
     fn target_type(&self) -> &'static str {
         "flaky"
     }
-    fn validate_config(&self, _config: &Map<String, Value>) -> Result<(), ProviderError> {
+    fn validate_config(&self, _config: &Map<String, Value>, _secrets: &TargetSecrets) -> Result<(), ProviderError> {
         Ok(())
     }
     fn issue<'a>(&'a self, _grant: &'a GrantContext) -> BoxFuture<'a, Result<Value, ProviderError>> {

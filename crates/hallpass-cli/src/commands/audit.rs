@@ -154,16 +154,7 @@ pub fn verify_reader<R: BufRead>(mut reader: R) -> std::io::Result<VerifyReport>
             break;
         }
     }
-    let report = verifier.unwrap_or_else(ChainVerifier::from_anywhere).finish();
-    Ok(VerifyReport {
-        ok: report.ok,
-        events_checked: report.events_checked,
-        first_seq: report.first_seq,
-        last_seq: report.last_seq,
-        head_hash: report.head_hash,
-        first_bad_seq: report.first_bad_seq,
-        problem: report.problem,
-    })
+    Ok(verifier.unwrap_or_else(ChainVerifier::from_anywhere).finish())
 }
 
 #[cfg(test)]

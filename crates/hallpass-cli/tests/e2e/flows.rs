@@ -4,8 +4,8 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use crate::harness::Server;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 const FLOWS: &str = r#"

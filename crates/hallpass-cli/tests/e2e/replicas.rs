@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::harness::{ROOT_TOKEN, Server, WebhookRecorder, database_for, jwt_claims};
 use hallpass_api::{AccessRequest, CreateRequest};
 use hallpass_client::{Client, ClientError};
-use crate::harness::{ROOT_TOKEN, Server, WebhookRecorder, database_for, jwt_claims};
 use serde_json::Value;
 
 /// A PostgreSQL server where the tests may `CREATE DATABASE`.

@@ -690,6 +690,7 @@ impl App {
             role: record.role.clone(),
             target: record.target.clone(),
             target_config: target.config.clone(),
+            target_secrets: hallpass_providers::TargetSecrets::new(),
             activated_at,
             expires_at: record.expires_at.unwrap_or(activated_at + Duration::seconds(seconds)),
         }
@@ -932,7 +933,7 @@ impl App {
             .store
             .read(move |r| r.audit(since, request_id.as_deref(), limit))
             .await?;
-        Ok(events.into_iter().map(audit_to_api).collect())
+        Ok(events)
     }
 
     /// Verifies the whole live chain, and that it ends at the writer's head.
@@ -959,28 +960,7 @@ impl App {
                 missing - 1
             ));
         }
-        Ok(api::VerifyReport {
-            ok: report.ok,
-            events_checked: report.events_checked,
-            first_seq: report.first_seq,
-            last_seq: report.last_seq,
-            head_hash: report.head_hash,
-            first_bad_seq: report.first_bad_seq,
-            problem: report.problem,
-        })
-    }
-}
-
-pub fn audit_to_api(event: hallpass_core::audit::AuditEvent) -> api::AuditEvent {
-    api::AuditEvent {
-        seq: event.seq,
-        time: event.time,
-        actor: event.actor,
-        kind: event.kind,
-        request_id: event.request_id,
-        data: event.data,
-        prev_hash: event.prev_hash,
-        hash: event.hash,
+        Ok(report)
     }
 }
 

@@ -286,6 +286,7 @@ impl App {
             role: record.role.clone(),
             target: target.name.clone(),
             target_config: target.config.clone(),
+            target_secrets: hallpass_providers::TargetSecrets::new(),
             activated_at: now,
             expires_at: now,
         };
