@@ -199,13 +199,20 @@ async fn run(cli: Cli) -> CmdResult {
 
 /// `error: MESSAGE` on stderr; one line per problem for configuration files.
 fn report_error(error: &anyhow::Error) {
-    if let Some(errors) = error.downcast_ref::<hallpass_config::ConfigErrors>() {
-        for problem in errors.errors() {
-            eprintln!("error: {problem}");
-        }
-        return;
-    }
-    eprintln!("error: {error:#}");
+    eprint!("{}", render_error(error));
+}
+
+/// The messages quote the server and the files read, so they are escaped
+/// like any other server text; a message that spans lines continues indented.
+fn render_error(error: &anyhow::Error) -> String {
+    let messages: Vec<String> = match error.downcast_ref::<hallpass_config::ConfigErrors>() {
+        Some(errors) => errors.errors().iter().map(ToString::to_string).collect(),
+        None => vec![format!("{error:#}")],
+    };
+    messages
+        .iter()
+        .map(|message| format!("error: {}\n", output::escape_message(message)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -289,6 +296,17 @@ mod tests {
         assert!(Cli::try_parse_from(["hallpass", "policy", "test", "policies/"]).is_ok());
         assert!(Cli::try_parse_from(["hallpass", "policy", "eval", "--input", "in.json", "--dir", "p/"]).is_ok());
         assert!(Cli::try_parse_from(["hallpass", "flow", "show", "two-step"]).is_ok());
+    }
+
+    #[test]
+    fn errors_quoting_the_server_cannot_forge_lines() {
+        let error = anyhow::anyhow!("no such role \"x\r\x1b[2Kapproved\"\nerror: forged\0");
+        assert_eq!(
+            render_error(&error),
+            "error: no such role \"x\\r\\x1b[2Kapproved\"\n  error: forged\\0\n"
+        );
+        let error = anyhow::anyhow!("refused").context("cannot reach\u{202e}");
+        assert_eq!(render_error(&error), "error: cannot reach\\u{202e}: refused\n");
     }
 
     #[test]

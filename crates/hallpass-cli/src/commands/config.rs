@@ -8,7 +8,9 @@ use clap::{Args, Subcommand};
 use hallpass_api::{ApplyResponse, ChangeAction, Role, Target};
 
 use super::{CmdResult, Ctx, ok};
-use crate::output::{Table, join_or_dash, or_dash, print_fields, print_json, time, truncate, yes_no};
+use crate::output::{
+    Table, fields, join_or_dash, or_dash, print_fields, print_json, push_line, time, truncate, yes_no,
+};
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
@@ -78,8 +80,7 @@ pub fn render_changes(response: &ApplyResponse) -> String {
                 format!("  {} {} (unchanged)", change.kind, change.name)
             }
         };
-        out.push_str(&line);
-        out.push('\n');
+        push_line(&mut out, "", &line);
     }
     if !response.changes.is_empty() {
         out.push('\n');
@@ -146,10 +147,11 @@ fn print_target(target: &Target) {
     } else {
         rows.push(("config", String::new()));
     }
-    print_fields(&rows);
+    let mut out = fields(&rows);
     for (key, value) in &target.spec.config {
-        println!("  {key} = {value}");
+        push_line(&mut out, "  ", &format!("{key} = {value}"));
     }
+    print!("{out}");
 }
 
 pub async fn role(ctx: &Ctx, command: RoleCommand) -> CmdResult {

@@ -2,13 +2,16 @@
 //! policy decisions, extensions and reviews.
 //!
 //! Everything here is a pure function of the API objects and the current
-//! time, so it is tested without a server; the commands only print it.
+//! time, so it is tested without a server; the commands only print it. The
+//! pages come out escaped (see [`crate::output::escape_controls`]): `key:
+//! value` blocks escape in [`fields`], and every line of the nested listings
+//! goes through [`push_line`], which keeps each record on its own line.
 
 use chrono::{DateTime, Utc};
 use hallpass_api::{AccessRequest, DecisionRecord, ExtensionRecord, FlowProgress, PolicyDecision, StageProgress};
 
 use crate::output::{
-    fields, join_or_dash, opt_time, opt_time_relative, or_dash, short_hash, time, time_relative, yes_no,
+    fields, join_or_dash, opt_time, opt_time_relative, or_dash, push_line, short_hash, time, time_relative, yes_no,
 };
 
 /// The stage now collecting approvals, if any.
@@ -98,20 +101,7 @@ pub fn render_decision(decision: &PolicyDecision) -> String {
         .map_or_else(|| "none".to_string(), hallpass_core::format_duration);
     rows.push(("Max duration", cap));
     rows.push(("Policy hash", or_dash(Some(&decision.policy_hash))));
-    let key_width = rows.iter().map(|(key, _)| key.chars().count()).max().unwrap_or(0) + 1;
-    let mut out = String::new();
-    for (key, value) in rows {
-        // Continuation lines (further deny messages) have no key and no colon.
-        let key = if key.is_empty() {
-            String::new()
-        } else {
-            format!("{key}:")
-        };
-        let line = format!("{key:<key_width$} {value}");
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    fields(&rows)
 }
 
 /// `bob at 2026-12-01T09:00:00Z: looks fine`.
@@ -140,26 +130,39 @@ pub fn render_flow(flow: &FlowProgress, indent: &str, now: DateTime<Utc>) -> Str
         } else {
             String::new()
         };
-        out.push_str(&format!(
-            "{indent}stage {}: {} ({} required{so_far}; approvers: {})\n",
-            stage.number,
-            stage.state,
-            stage.required,
-            join_or_dash(&stage.approvers)
-        ));
+        push_line(
+            &mut out,
+            indent,
+            &format!(
+                "stage {}: {} ({} required{so_far}; approvers: {})",
+                stage.number,
+                stage.state,
+                stage.required,
+                join_or_dash(&stage.approvers)
+            ),
+        );
+        let detail = format!("{indent}  ");
         for approval in &stage.approvals {
-            out.push_str(&format!(
-                "{indent}  approved by {} at {}{}\n",
-                approval.approver,
-                time(&approval.at),
-                comment_suffix(approval.comment.as_deref())
-            ));
+            push_line(
+                &mut out,
+                &detail,
+                &format!(
+                    "approved by {} at {}{}",
+                    approval.approver,
+                    time(&approval.at),
+                    comment_suffix(approval.comment.as_deref())
+                ),
+            );
         }
         if stage.state == "open" && !stage.may_approve.is_empty() {
-            out.push_str(&format!("{indent}  may approve: {}\n", stage.may_approve.join(", ")));
+            push_line(
+                &mut out,
+                &detail,
+                &format!("may approve: {}", stage.may_approve.join(", ")),
+            );
         }
         if let Some(line) = escalation(stage, now) {
-            out.push_str(&format!("{indent}  {line}\n"));
+            push_line(&mut out, &detail, &line);
         }
     }
     out
@@ -206,13 +209,18 @@ pub fn render_extension(extension: &ExtensionRecord, now: DateTime<Utc>) -> Stri
         .as_deref()
         .map(|ticket| format!(" (ticket {ticket})"))
         .unwrap_or_default();
-    let mut out = format!(
-        "  #{} +{} {}, requested {}: {}{ticket}\n",
-        extension.number,
-        hallpass_core::format_duration(extension.by_seconds),
-        extension.state,
-        time(&extension.requested_at),
-        extension.reason
+    let mut out = String::new();
+    push_line(
+        &mut out,
+        "  ",
+        &format!(
+            "#{} +{} {}, requested {}: {}{ticket}",
+            extension.number,
+            hallpass_core::format_duration(extension.by_seconds),
+            extension.state,
+            time(&extension.requested_at),
+            extension.reason
+        ),
     );
     if extension.auto_approved {
         out.push_str("    auto-approved\n");
@@ -220,18 +228,22 @@ pub fn render_extension(extension: &ExtensionRecord, now: DateTime<Utc>) -> Stri
     let refusal = policy_refusal(extension.policy.as_ref());
     if refusal.is_empty() {
         if let Some(decision) = &extension.decision {
-            out.push_str(&format!("    {} by {}\n", extension.state, who_when(decision)));
+            push_line(
+                &mut out,
+                "    ",
+                &format!("{} by {}", extension.state, who_when(decision)),
+            );
         }
     } else {
         // The decision record would only repeat the policies' messages.
         out.push_str("    denied by policy:\n");
         for line in refusal {
-            out.push_str(&format!("      {line}\n"));
+            push_line(&mut out, "      ", &line);
         }
     }
     match &extension.approval {
         Some(flow) if extension.state == "pending" => {
-            out.push_str(&format!("    approval: {}\n", flow_heading(flow)));
+            push_line(&mut out, "    ", &format!("approval: {}", flow_heading(flow)));
             out.push_str(&render_flow(flow, "      ", now));
         }
         Some(flow) => {
@@ -247,7 +259,7 @@ pub fn render_extension(extension: &ExtensionRecord, now: DateTime<Utc>) -> Stri
                 })
                 .collect();
             if !approvals.is_empty() {
-                out.push_str(&format!("    approved by {}\n", approvals.join(", ")));
+                push_line(&mut out, "    ", &format!("approved by {}", approvals.join(", ")));
             }
         }
         None => {}
@@ -352,23 +364,19 @@ pub fn render_detail(r: &AccessRequest, now: DateTime<Utc>) -> String {
     if !refusal.is_empty() {
         out.push_str("denied by policy:\n");
         for line in refusal {
-            out.push_str(&format!("  {line}\n"));
+            push_line(&mut out, "  ", &line);
         }
     }
     match &r.approval {
         Some(flow) => {
-            out.push_str(&format!("approval: {}\n", flow_heading(flow)));
+            push_line(&mut out, "", &format!("approval: {}", flow_heading(flow)));
             out.push_str(&render_flow(flow, "  ", now));
         }
         None if !r.approvals.is_empty() => {
             out.push_str("approved by:\n");
             for a in &r.approvals {
-                out.push_str(&format!(
-                    "  {} at {}{}\n",
-                    a.approver,
-                    time(&a.at),
-                    comment_suffix(a.comment.as_deref())
-                ));
+                let comment = comment_suffix(a.comment.as_deref());
+                push_line(&mut out, "  ", &format!("{} at {}{comment}", a.approver, time(&a.at)));
             }
         }
         None => {}
@@ -387,11 +395,11 @@ pub fn render_detail(r: &AccessRequest, now: DateTime<Utc>) -> String {
                     serde_json::Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                out.push_str(&format!("  {key}: {value}\n"));
+                push_line(&mut out, "  ", &format!("{key}: {value}"));
             }
         }
         Some(serde_json::Value::Null) | None => {}
-        Some(other) => out.push_str(&format!("credential: {other}\n")),
+        Some(other) => push_line(&mut out, "", &format!("credential: {other}")),
     }
     out
 }
@@ -425,12 +433,28 @@ pub fn flags(r: &AccessRequest, now: DateTime<Utc>) -> String {
 mod tests {
     use super::*;
     use crate::commands::fixtures::{active, minutes, now, request, two_stage_flow};
-    use hallpass_api::ReviewRecord;
+    use hallpass_api::{DecisionRecord, ReviewRecord};
 
     fn decision() -> PolicyDecision {
         PolicyDecision {
             policy_hash: "3fa2c1d0e9ab77aa".into(),
             ..PolicyDecision::default()
+        }
+    }
+
+    /// Extension #1, +30m asked a minute ago, waiting on the two-stage flow.
+    fn pending_extension(reason: &str) -> ExtensionRecord {
+        ExtensionRecord {
+            number: 1,
+            by_seconds: 1800,
+            reason: reason.into(),
+            ticket: None,
+            requested_at: now() - minutes(1),
+            state: "pending".into(),
+            auto_approved: false,
+            approval: Some(two_stage_flow()),
+            decision: None,
+            policy: None,
         }
     }
 
@@ -570,16 +594,8 @@ mod tests {
 
         let mut g = active();
         g.extensions.push(ExtensionRecord {
-            number: 1,
-            by_seconds: 1800,
-            reason: "still failing over".into(),
             ticket: Some("INC-7".into()),
-            requested_at: now() - minutes(1),
-            state: "pending".into(),
-            auto_approved: false,
-            approval: Some(two_stage_flow()),
-            decision: None,
-            policy: None,
+            ..pending_extension("still failing over")
         });
         let text = render_detail(&g, now());
         assert!(
@@ -606,6 +622,79 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("denied by policy:\n  needs a ticket\n"), "{text}");
+    }
+
+    /// No character a terminal would act on survives, line breaks aside.
+    fn assert_inert(text: &str) {
+        let escaped = crate::output::escape_source(text);
+        assert_eq!(escaped, text, "unescaped control characters in\n{text}");
+        assert!(!text.contains('\t') && !text.contains('\r'), "{text}");
+    }
+
+    #[test]
+    fn show_prints_server_text_escaped_and_each_record_on_its_own_line() {
+        let forged = "fix\r\x1b[2Kapproved by security\0";
+        let mut r = active();
+        r.reason = forged.into();
+        r.ticket = Some("INC-1\u{202e}".into());
+        r.approvals = vec![hallpass_api::ApprovalRecord {
+            approver: "bob".into(),
+            comment: Some("ok\n  mallory at 2026-12-01T08:59:00Z: fine".into()),
+            at: now() - minutes(4),
+        }];
+        r.extensions
+            .push(pending_extension("more\n    approved by group:security\x07"));
+        r.revoke_error = Some("target said \x1b]0;pwned\x07".into());
+        r.credential = Some(serde_json::json!({"user\u{9b}": "x\ty"}));
+        let text = render_detail(&r, now());
+        assert_inert(&text);
+        for line in [
+            "reason:          fix\\r\\x1b[2Kapproved by security\\0\n",
+            "ticket:          INC-1\\u{202e}\n",
+            "approved by:\n  bob at 2026-12-01T08:56:00Z: ok\\n  mallory at 2026-12-01T08:59:00Z: fine\n",
+            "  #1 +30m pending, requested 2026-12-01T08:59:00Z: more\\n    approved by group:security\\x07\n",
+            "revoke error:    target said \\x1b]0;pwned\\x07\n",
+            "credential:\n  user\\u{9b}: x\\ty\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_multi_line_policy_denial_continues_indented() {
+        let mut r = request();
+        r.state = "denied".into();
+        r.decision = Some(DecisionRecord {
+            by: "policy".into(),
+            comment: Some("needs a ticket\nprod is frozen\x1b[0m".into()),
+            at: now(),
+        });
+        r.policy = Some(PolicyDecision {
+            deny: vec!["needs a ticket".into(), "prod is frozen\nstate: approved".into()],
+            ..decision()
+        });
+        let text = render_detail(&r, now());
+        assert_inert(&text);
+        assert!(
+            text.contains(
+                "decision:      policy at 2026-12-01T09:00:00Z: needs a ticket\n\
+                 \x20                prod is frozen\\x1b[0m\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("denied by policy:\n  needs a ticket\n  prod is frozen\\nstate: approved\n"),
+            "{text}"
+        );
+        assert_eq!(
+            render_decision(r.policy.as_ref().unwrap()),
+            "Decision:     denied\n\
+             Deny:         needs a ticket\n\
+             \x20             prod is frozen\n\
+             \x20               state: approved\n\
+             Max duration: none\n\
+             Policy hash:  3fa2c1d0e9ab77aa\n"
+        );
     }
 
     #[test]

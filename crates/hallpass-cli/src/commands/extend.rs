@@ -19,7 +19,7 @@ use indicatif::ProgressBar;
 use super::detail::policy_refusal;
 use super::requests::{WAIT_POLL_SECONDS, extension_state_phrase, find_extension};
 use super::{CmdResult, Ctx, EXIT_INTERRUPTED, EXIT_NO_ACCESS, ok};
-use crate::output::{opt_time_relative, print_json};
+use crate::output::{eprint_message, escape_controls, opt_time_relative, print_json, print_message};
 
 #[derive(Debug, Args)]
 pub struct ExtendArgs {
@@ -69,27 +69,27 @@ pub async fn extend(ctx: &Ctx, args: ExtendArgs) -> CmdResult {
     }
     match extension.state.as_str() {
         "pending" if grant.state != "active" => {
-            eprintln!("{}", super::requests::ended_without_access(&grant));
+            eprint_message(&super::requests::ended_without_access(&grant));
             Ok(ExitCode::from(EXIT_NO_ACCESS))
         }
         "approved" => {
             if !ctx.json() {
-                println!("{}", extension_line(&grant, extension, Utc::now()));
+                print_message(&extension_line(&grant, extension, Utc::now()));
             }
             ok()
         }
         "pending" => {
             if !ctx.json() {
-                println!("{}", extension_line(&grant, extension, Utc::now()));
-                eprintln!(
+                print_message(&extension_line(&grant, extension, Utc::now()));
+                eprint_message(&format!(
                     "hint: `hallpass show {id}` follows it; an approver runs `hallpass approve {id}`",
                     id = grant.id
-                );
+                ));
             }
             ok()
         }
         _ => {
-            eprintln!("{}", extension_ended_without_access(&grant, extension));
+            eprint_message(&extension_ended_without_access(&grant, extension));
             Ok(ExitCode::from(EXIT_NO_ACCESS))
         }
     }
@@ -154,12 +154,12 @@ pub async fn poll_extension(
     let id = grant.id.clone();
     let bar = ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
-    bar.set_message(extension_progress(&grant, number));
+    bar.set_message(escape_controls(&extension_progress(&grant, number)).into_owned());
     let settled = tokio::select! {
         settled = poll(client, grant, number, &bar) => settled,
         Ok(()) = tokio::signal::ctrl_c() => {
             bar.finish_and_clear();
-            eprintln!("stopped waiting; extension #{number} of grant {id} is still pending. `hallpass show {id}` follows it.");
+            eprint_message(&format!("stopped waiting; extension #{number} of grant {id} is still pending. `hallpass show {id}` follows it."));
             return Ok(None);
         }
     };
@@ -175,7 +175,7 @@ async fn poll(
 ) -> anyhow::Result<AccessRequest> {
     while grant.state == "active" && find_extension(&grant, number).is_some_and(|e| e.state == "pending") {
         grant = client.wait_request(&grant.id, grant.version, WAIT_POLL_SECONDS).await?;
-        bar.set_message(extension_progress(&grant, number));
+        bar.set_message(escape_controls(&extension_progress(&grant, number)).into_owned());
     }
     Ok(grant)
 }

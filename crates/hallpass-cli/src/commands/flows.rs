@@ -5,7 +5,7 @@ use clap::Subcommand;
 use hallpass_api::{ApprovalFlow, StageSpec};
 
 use super::{CmdResult, Ctx, ok};
-use crate::output::{Table, or_dash, print_json, time, truncate, yes_no};
+use crate::output::{Table, or_dash, print_json, push_line, time, truncate, yes_no};
 
 #[derive(Debug, Subcommand)]
 pub enum FlowCommand {
@@ -103,7 +103,7 @@ pub fn render_flow(flow: &ApprovalFlow) -> String {
     ]);
     out.push_str("stages:\n");
     for (index, stage) in spec.stages.iter().enumerate() {
-        out.push_str(&format!("  {}. {}\n", index + 1, stage_sentence(stage)));
+        push_line(&mut out, "  ", &format!("{}. {}", index + 1, stage_sentence(stage)));
     }
     out
 }

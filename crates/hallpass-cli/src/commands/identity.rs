@@ -4,7 +4,7 @@ use clap::Subcommand;
 use hallpass_api::CreateToken;
 
 use super::{CmdResult, Ctx, ok};
-use crate::output::{Table, join_or_dash, opt_time, print_fields, print_json, time, yes_no};
+use crate::output::{Table, eprint_message, join_or_dash, opt_time, print_fields, print_json, time, yes_no};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -61,13 +61,13 @@ pub async fn token(ctx: &Ctx, command: TokenCommand) -> CmdResult {
             }
             let info = &created.info;
             // Details on stderr, the secret alone on stdout: `T=$(hallpass token create ...)` works.
-            eprintln!(
+            eprint_message(&format!(
                 "created token {} for {} (groups: {}; expires: {})",
                 info.id,
                 info.principal,
                 join_or_dash(&info.groups),
                 info.expires_at.as_ref().map_or_else(|| "never".to_string(), time),
-            );
+            ));
             println!("{}", created.token);
             eprintln!("This token is shown only once: store it now. Hallpass keeps only its hash.");
         }

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::detail::render_decision;
 use super::{CmdResult, Ctx, ok};
-use crate::output::{Table, print_json, short_hash, time};
+use crate::output::{Table, escape_controls, escape_source, print_json, print_message, short_hash, time};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -79,7 +79,7 @@ pub async fn run(ctx: &Ctx, command: PolicyCommand) -> CmdResult {
                 print_json(&policy)?;
             } else {
                 // The source alone, so `hallpass policy show x > x.rego` round-trips.
-                print!("{}", policy.spec.source);
+                print!("{}", escape_source(&policy.spec.source));
                 if !policy.spec.source.ends_with('\n') {
                     println!();
                 }
@@ -110,7 +110,10 @@ async fn put(ctx: &Ctx, name: &str, file: &Path) -> CmdResult {
     if ctx.json() {
         print_json(&policy)?;
     } else {
-        println!("policy {name} stored (sha256 {})", short_hash(&policy.source_hash));
+        print_message(&format!(
+            "policy {name} stored (sha256 {})",
+            short_hash(&policy.source_hash)
+        ));
     }
     ok()
 }
@@ -169,7 +172,8 @@ fn test(ctx: &Ctx, dir: &Path) -> CmdResult {
         })?;
     } else {
         for outcome in &outcomes {
-            println!("{}", test_line(outcome));
+            // Test names and errors quote the .rego files, whoever wrote them.
+            println!("{}", escape_controls(&test_line(outcome)));
         }
         println!("{}", test_summary(&outcomes));
     }

@@ -24,7 +24,8 @@ use super::detail::{approval_progress, flags, flow_status, policy_refusal, rende
 use super::extend::{extension_ended_without_access, poll_extension};
 use super::{CmdResult, Ctx, EXIT_INTERRUPTED, EXIT_NO_ACCESS, ok};
 use crate::output::{
-    Table, join_or_dash, opt_time, opt_time_relative, or_dash, print_fields, print_json, time, time_relative, truncate,
+    Table, eprint_message, escape_controls, join_or_dash, opt_time, opt_time_relative, or_dash, print_fields,
+    print_json, print_message, time, time_relative, truncate,
 };
 
 /// Server-side long-poll timeout for `--wait`, in seconds.
@@ -129,7 +130,7 @@ pub async fn request(ctx: &Ctx, args: RequestArgs) -> CmdResult {
         if ctx.json() {
             print_json(&created)?;
         }
-        eprintln!("{}", ended_without_access(&created));
+        eprint_message(&ended_without_access(&created));
         return Ok(ExitCode::from(EXIT_NO_ACCESS));
     }
     if args.wait {
@@ -163,11 +164,14 @@ pub async fn request(ctx: &Ctx, args: RequestArgs) -> CmdResult {
     }
     print_fields(&rows);
     match created.state.as_str() {
-        "active" => eprintln!("hint: `hallpass credentials {}` prints the credential", created.id),
-        "pending" | "approved" | "scheduled" => eprintln!(
+        "active" => eprint_message(&format!(
+            "hint: `hallpass credentials {}` prints the credential",
+            created.id
+        )),
+        "pending" | "approved" | "scheduled" => eprint_message(&format!(
             "hint: `hallpass show {id}` follows it; `hallpass cancel {id}` withdraws it",
             id = created.id
-        ),
+        )),
         _ => {}
     }
     ok()
@@ -248,15 +252,15 @@ async fn report_overlap(ctx: &Ctx, client: &Client, grant: &AccessRequest, overl
         && wait
         && find_extension(&grant, number).is_some_and(|e| e.state == "pending")
     {
-        eprintln!("{message}");
+        eprint_message(&message);
         grant = match poll_extension(client, grant, number).await? {
             Some(settled) => settled,
             None => return Ok(ExitCode::from(EXIT_INTERRUPTED)),
         };
     } else if wait || ctx.json() {
-        eprintln!("{message}");
+        eprint_message(&message);
     } else {
-        println!("{message}");
+        print_message(&message);
     }
     let refused = match overlap {
         Overlap::Extending(number) => find_extension(&grant, number)
@@ -268,7 +272,7 @@ async fn report_overlap(ctx: &Ctx, client: &Client, grant: &AccessRequest, overl
         if ctx.json() {
             print_json(&grant)?;
         }
-        eprintln!("{reason}");
+        eprint_message(&reason);
         return Ok(ExitCode::from(EXIT_NO_ACCESS));
     }
     if !wait {
@@ -281,7 +285,7 @@ async fn report_overlap(ctx: &Ctx, client: &Client, grant: &AccessRequest, overl
         if ctx.json() {
             print_json(&grant)?;
         }
-        eprintln!("{}", ended_without_access(&grant));
+        eprint_message(&ended_without_access(&grant));
         return Ok(ExitCode::from(EXIT_NO_ACCESS));
     }
     print_access(ctx, client, &grant).await
@@ -293,12 +297,12 @@ async fn wait_for_access(ctx: &Ctx, client: &Client, created: AccessRequest) -> 
     let id = created.id.clone();
     let bar = ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
-    bar.set_message(progress_line(&created));
+    bar.set_message(escape_controls(&progress_line(&created)).into_owned());
     let settled = tokio::select! {
         settled = poll_until_settled(client, created, &bar) => settled,
         Ok(()) = tokio::signal::ctrl_c() => {
             bar.finish_and_clear();
-            eprintln!("stopped waiting; request {id} is still open. `hallpass cancel {id}` would withdraw it.");
+            eprint_message(&format!("stopped waiting; request {id} is still open. `hallpass cancel {id}` would withdraw it."));
             return Ok(ExitCode::from(EXIT_INTERRUPTED));
         }
     };
@@ -311,14 +315,14 @@ async fn wait_for_access(ctx: &Ctx, client: &Client, created: AccessRequest) -> 
             if ctx.json() {
                 print_json(&request)?;
             }
-            eprintln!("{}", scheduled_message(&request, Utc::now()));
+            eprint_message(&scheduled_message(&request, Utc::now()));
             ok()
         }
         _ => {
             if ctx.json() {
                 print_json(&request)?;
             }
-            eprintln!("{}", ended_without_access(&request));
+            eprint_message(&ended_without_access(&request));
             Ok(ExitCode::from(EXIT_NO_ACCESS))
         }
     }
@@ -343,12 +347,12 @@ async fn print_access(ctx: &Ctx, client: &Client, request: &AccessRequest) -> Cm
     } else {
         ""
     };
-    eprintln!(
+    eprint_message(&format!(
         "access granted: {} on {} until {}{emergency}",
         request.role,
         request.target,
         opt_time_relative(request.expires_at.as_ref(), Utc::now())
-    );
+    ));
     print_credential(
         &credential,
         if ctx.json() {
@@ -369,7 +373,7 @@ async fn poll_until_settled(
         request = client
             .wait_request(&request.id, request.version, WAIT_POLL_SECONDS)
             .await?;
-        bar.set_message(progress_line(&request));
+        bar.set_message(escape_controls(&progress_line(&request)).into_owned());
     }
     Ok(request)
 }
@@ -552,7 +556,10 @@ pub fn print_updated(ctx: &Ctx, r: &AccessRequest) -> anyhow::Result<()> {
         "revoked" | "released" => by(&r.ended_by),
         _ => String::new(),
     };
-    println!("request {} ({} for {}): {}{detail}", r.id, r.role, r.requester, r.state);
+    print_message(&format!(
+        "request {} ({} for {}): {}{detail}",
+        r.id, r.role, r.requester, r.state
+    ));
     Ok(())
 }
 
@@ -694,15 +701,22 @@ mod tests {
         assert!(overlap_message(&grant, &Overlap::Extending(1), now()).ends_with("extension #1 was approved at once"));
     }
 
-    #[test]
-    fn policy_denials_print_each_message_on_its_own_line() {
+    /// A request the policies denied, with their messages as the server
+    /// records them: joined by line feeds in the decision's comment.
+    fn denied_by_policy(messages: &str) -> AccessRequest {
         let mut r = request();
         r.state = "denied".into();
         r.decision = Some(hallpass_api::DecisionRecord {
             by: "policy".into(),
-            comment: Some("needs an incident ticket\nprod is frozen".into()),
+            comment: Some(messages.into()),
             at: now(),
         });
+        r
+    }
+
+    #[test]
+    fn policy_denials_print_each_message_on_its_own_line() {
+        let mut r = denied_by_policy("needs an incident ticket\nprod is frozen");
         assert_eq!(
             ended_without_access(&r),
             "request r1 was denied by policy:\nneeds an incident ticket\nprod is frozen"
@@ -714,6 +728,15 @@ mod tests {
         assert_eq!(
             ended_without_access(&r),
             "request r1 timed out waiting for approval (at 2026-12-01T09:00:00Z)"
+        );
+    }
+
+    #[test]
+    fn a_policy_denial_prints_escaped_with_indented_messages() {
+        let r = denied_by_policy("needs an incident ticket\nprod is frozen\r\x1b[2Krequest r1 approved");
+        assert_eq!(
+            crate::output::escape_message(&ended_without_access(&r)),
+            "request r1 was denied by policy:\n  needs an incident ticket\n  prod is frozen\\r\\x1b[2Krequest r1 approved"
         );
     }
 

@@ -10,7 +10,7 @@ use clap::Subcommand;
 use hallpass_api::AccessRequest;
 
 use super::{CmdResult, Ctx, ok};
-use crate::output::{Table, print_json, time, truncate};
+use crate::output::{Table, print_json, print_message, time, truncate};
 
 #[derive(Debug, Subcommand)]
 pub enum ReviewCommand {
@@ -79,10 +79,10 @@ pub async fn run(ctx: &Ctx, command: ReviewCommand) -> CmdResult {
                 .and_then(|review| review.acknowledged.as_ref())
                 .map(|ack| format!(" by {} at {}", ack.by, time(&ack.at)))
                 .unwrap_or_default();
-            println!(
+            print_message(&format!(
                 "review of break-glass grant {} ({} for {}) acknowledged{by}",
                 grant.id, grant.role, grant.requester
-            );
+            ));
         }
     }
     ok()
