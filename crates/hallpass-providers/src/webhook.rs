@@ -4,8 +4,9 @@
 //!
 //! ```hcl
 //! target "panel" {
-//!   type   = "webhook"
-//!   config = { url = "https://panel.internal/hallpass", timeout_seconds = 5 }
+//!   type    = "webhook"
+//!   config  = { url = "https://panel.internal/hallpass", timeout_seconds = 5 }
+//!   secrets = { hmac_secret = env("PANEL_HMAC_SECRET") }
 //! }
 //! ```
 //!
@@ -17,6 +18,14 @@
 //! key as the same operation. Any 2xx answer is success; to a revoke, 404 and
 //! 410 also are (the access is already gone).
 //!
+//! Every call is signed the Standard Webhooks way, so the endpoint can tell
+//! it comes from Hallpass and is fresh: `webhook-id` (the idempotency key,
+//! the same on every retry), `webhook-timestamp` (Unix seconds, new on each
+//! attempt) and `webhook-signature: v1,<base64 HMAC-SHA256>` over
+//! `{webhook-id}.{webhook-timestamp}.{body}`, keyed with the target's
+//! `hmac_secret` (see [`SigningKey`]). The body is serialized once, and those
+//! exact bytes are both signed and sent.
+//!
 //! **The webhook's own system delivers access to the user** — it adds them to a
 //! group, enables their account, mails them a link. Hallpass only says when to
 //! add and when to remove. If the endpoint answers with a secret (for example
@@ -25,23 +34,42 @@
 //! this first version has nowhere else to keep it. The requester's credential
 //! is therefore empty apart from `HALLPASS_GRANT_ID`.
 //!
-//! The URL may carry credentials (`https://user:password@host/...`, sent as
-//! HTTP basic auth, or a token in the query string); they are never written
-//! into metadata or error messages, which show at most
+//! `config` is readable by anyone who can read targets, so it holds no
+//! credentials: a `url` with user-info (`user:password@`) or with a query
+//! parameter that looks like a credential (`?token=...`) is refused. What the
+//! endpoint needs to let Hallpass in goes in the write-only `secrets`:
+//! `bearer_token` (sent as `Authorization: Bearer`), or — for targets that an
+//! earlier release stored with credentials inside the URL, which
+//! [`CredentialProvider::upgrade_legacy_config`] moves out at start-up —
+//! `basic_auth` and `url_query`. Metadata and error messages show at most
 //! `scheme://host:port/path`. Redirects are not followed: a redirect could
 //! send grants to another host. The target configuration (with its URL) is
 //! not part of the request body.
 
+mod signing;
+mod url_credentials;
+
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::SecondsFormat;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{SecondsFormat, Utc};
 use futures::future::{BoxFuture, FutureExt};
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Client, StatusCode, Url, redirect};
 use serde_json::{Map, Value, json};
+use zeroize::Zeroizing;
 
-use crate::{CredentialProvider, GrantContext, ProviderError, SecretCredential, TargetSecrets};
+use crate::{
+    CredentialProvider, GrantContext, LegacyUpgrade, ProviderError, SecretCredential, SecretSpec, SecretValue,
+    TargetSecrets, check_secret_names,
+};
+use url_credentials::UrlCredentials;
+
+pub use signing::SigningKey;
+pub use url_credentials::looks_like_credential;
 
 /// The target `type` served by [`WebhookProvider`].
 pub const TARGET_TYPE: &str = "webhook";
@@ -55,6 +83,46 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Allowed values of `timeout_seconds`.
 pub const TIMEOUT_RANGE_SECONDS: std::ops::RangeInclusive<u64> = 1..=60;
 
+/// The secret that signs every call (`whsec_...`).
+pub const HMAC_SECRET: &str = "hmac_secret";
+/// The secret sent as `Authorization: Bearer <token>`.
+pub const BEARER_TOKEN: &str = "bearer_token";
+/// The secret sent as HTTP basic auth (`user:password`).
+pub const BASIC_AUTH: &str = "basic_auth";
+/// The secret appended to the URL's query string at call time.
+pub const URL_QUERY: &str = "url_query";
+
+/// The secrets a webhook target takes.
+pub const SECRETS: &[SecretSpec] = &[
+    SecretSpec {
+        name: HMAC_SECRET,
+        required: true,
+        description: "the key that signs every call, `whsec_` and base64 of 24 to 64 random bytes",
+    },
+    SecretSpec {
+        name: BEARER_TOKEN,
+        required: false,
+        description: "sent as `Authorization: Bearer <token>`",
+    },
+    SecretSpec {
+        name: BASIC_AUTH,
+        required: false,
+        description: "`user:password`, sent as HTTP basic auth",
+    },
+    SecretSpec {
+        name: URL_QUERY,
+        required: false,
+        description: "a query string appended to `url` on every call",
+    },
+];
+
+/// Header with the call's id, its idempotency key (Standard Webhooks).
+pub const ID_HEADER: &str = "webhook-id";
+/// Header with the Unix time, in seconds, the call was signed at.
+pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
+/// Header with the signature, `v1,<base64>`.
+pub const SIGNATURE_HEADER: &str = "webhook-signature";
+
 fn invalid(message: impl Into<String>) -> ProviderError {
     ProviderError::InvalidConfig {
         target_type: TARGET_TYPE.into(),
@@ -65,8 +133,8 @@ fn invalid(message: impl Into<String>) -> ProviderError {
 /// A webhook target's validated settings.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
-    /// Where to POST; may hold credentials, so never print it whole: use
-    /// [`WebhookConfig::redacted_url`].
+    /// Where to POST; it holds no credentials (they are refused), but print
+    /// it with [`WebhookConfig::redacted_url`] all the same.
     pub url: Url,
     pub timeout: Duration,
 }
@@ -85,7 +153,8 @@ impl WebhookConfig {
     pub fn parse(config: &Map<String, Value>) -> Result<Self, ProviderError> {
         if let Some(unknown) = config.keys().find(|key| !SETTINGS.contains(&key.as_str())) {
             return Err(invalid(format!(
-                "unknown setting `{unknown}`; webhook targets take only `url` (required) and `timeout_seconds`"
+                "unknown setting `{unknown}`; webhook targets take only `url` (required) and `timeout_seconds` \
+                 in `config`, and credentials in `secrets`"
             )));
         }
         let url = match config.get("url") {
@@ -125,6 +194,9 @@ fn parse_url(text: &str) -> Result<Url, ProviderError> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err(invalid("`url` must name a host, e.g. https://panel.internal/hallpass"));
     }
+    if let Some(refusal) = UrlCredentials::find(&url).refusal() {
+        return Err(invalid(refusal));
+    }
     Ok(url)
 }
 
@@ -159,6 +231,105 @@ pub fn redact(url: &Url) -> String {
     clean.to_string()
 }
 
+/// A webhook target's secrets, checked and ready to send. Never prints a
+/// value.
+struct WebhookSecrets {
+    signing_key: SigningKey,
+    /// `Bearer ...` or `Basic ...`, marked sensitive.
+    authorization: Option<HeaderValue>,
+    url_query: Option<Zeroizing<String>>,
+}
+
+impl fmt::Debug for WebhookSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSecrets")
+            .field("signing_key", &self.signing_key)
+            .field("authorization", &self.authorization.as_ref().map(|_| "[redacted]"))
+            .field("url_query", &self.url_query.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl WebhookSecrets {
+    fn parse(secrets: &TargetSecrets) -> Result<Self, ProviderError> {
+        check_secret_names(TARGET_TYPE, SECRETS, secrets)?;
+        let signing_key = secrets
+            .get(HMAC_SECRET)
+            .ok_or_else(|| invalid(format!("secret `{HMAC_SECRET}` is required")))
+            .and_then(SigningKey::parse)?;
+        let authorization = match (secrets.get(BEARER_TOKEN), secrets.get(BASIC_AUTH)) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(format!(
+                    "set `{BEARER_TOKEN}` or `{BASIC_AUTH}`, not both: each is sent as the Authorization header"
+                )));
+            }
+            (Some(token), None) => Some(bearer_header(token)?),
+            (None, Some(basic)) => Some(basic_header(basic)?),
+            (None, None) => None,
+        };
+        let url_query = secrets.get(URL_QUERY).map(parse_url_query).transpose()?;
+        Ok(Self {
+            signing_key,
+            authorization,
+            url_query,
+        })
+    }
+
+    /// `url` with `url_query` appended after any query it has.
+    fn endpoint(&self, url: &Url) -> Url {
+        let mut endpoint = url.clone();
+        if let Some(extra) = &self.url_query {
+            let merged = match url.query() {
+                Some(query) if !query.is_empty() => Zeroizing::new(format!("{query}&{}", extra.as_str())),
+                _ => extra.clone(),
+            };
+            endpoint.set_query(Some(&merged));
+        }
+        endpoint
+    }
+}
+
+fn sensitive_header(value: &str) -> Option<HeaderValue> {
+    let mut header = HeaderValue::from_str(value).ok()?;
+    header.set_sensitive(true);
+    Some(header)
+}
+
+fn bearer_header(token: &SecretValue) -> Result<HeaderValue, ProviderError> {
+    let token = token.expose().trim();
+    let refuse = || {
+        invalid(format!(
+            "secret `{BEARER_TOKEN}` must be a non-empty token of visible ASCII characters without spaces"
+        ))
+    };
+    if token.is_empty() || !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(refuse());
+    }
+    sensitive_header(&Zeroizing::new(format!("Bearer {token}"))).ok_or_else(refuse)
+}
+
+fn basic_header(basic: &SecretValue) -> Result<HeaderValue, ProviderError> {
+    // Only a file's final line break is dropped: a password may hold spaces.
+    let basic = basic.expose().trim_end_matches(['\r', '\n']);
+    let refuse = || invalid(format!("secret `{BASIC_AUTH}` must be \"user:password\""));
+    if !basic.contains(':') {
+        return Err(refuse());
+    }
+    let encoded = Zeroizing::new(STANDARD.encode(basic));
+    sensitive_header(&Zeroizing::new(format!("Basic {}", encoded.as_str()))).ok_or_else(refuse)
+}
+
+fn parse_url_query(query: &SecretValue) -> Result<Zeroizing<String>, ProviderError> {
+    let query = query.expose().trim();
+    let query = query.strip_prefix('?').unwrap_or(query);
+    if query.is_empty() || query.contains('#') {
+        return Err(invalid(format!(
+            "secret `{URL_QUERY}` must be a non-empty query string without `#`, e.g. \"token=...&team=ops\""
+        )));
+    }
+    Ok(Zeroizing::new(query.to_owned()))
+}
+
 /// What Hallpass tells the endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebhookEvent {
@@ -187,16 +358,27 @@ impl WebhookEvent {
         })
     }
 
-    /// The `Idempotency-Key` header for `grant`.
+    /// The `Idempotency-Key` and `webhook-id` headers for `grant`: the same
+    /// on every retry of this event.
     pub fn idempotency_key(self, grant: &GrantContext) -> String {
         format!("{}-{}", grant.grant_id, self.as_str())
     }
 }
 
+/// Unix seconds now; a field so tests can sign at other times.
+type UnixClock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 /// Calls the target's webhook to issue and revoke grants.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebhookProvider {
     client: Client,
+    unix_now: UnixClock,
+}
+
+impl fmt::Debug for WebhookProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookProvider").finish_non_exhaustive()
+    }
 }
 
 impl WebhookProvider {
@@ -208,31 +390,47 @@ impl WebhookProvider {
             .user_agent(concat!("hallpass/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ProviderError::Credential(format!("cannot build the webhook HTTP client: {e}")))?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            unix_now: Arc::new(|| Utc::now().timestamp()),
+        })
     }
 
-    /// POSTs `event` for `grant`; returns the (successful) status. 404 and 410
-    /// count as success for a revoke.
+    /// POSTs `event` for `grant`, signed; returns the (successful) status.
+    /// 404 and 410 count as success for a revoke.
     async fn call(
         &self,
         event: WebhookEvent,
         grant: &GrantContext,
         config: &WebhookConfig,
     ) -> Result<StatusCode, ProviderError> {
+        let secrets = WebhookSecrets::parse(&grant.target_secrets)?;
         let failed = |message: String| ProviderError::Target {
             target: grant.target.clone(),
             message: format!("{message} ({} POST {})", event.as_str(), config.redacted_url()),
         };
-        let key = HeaderValue::from_str(&event.idempotency_key(grant))
+        let webhook_id = event.idempotency_key(grant);
+        let id_header = HeaderValue::from_str(&webhook_id)
             .map_err(|_| failed("grant id cannot be sent in an Idempotency-Key header".into()))?;
-        let response = self
+        let body = serde_json::to_vec(&event.body(grant))
+            .map_err(|e| failed(format!("cannot encode the request body: {e}")))?;
+        let timestamp = (self.unix_now)();
+        let signature = secrets.signing_key.sign(&webhook_id, timestamp, &body);
+        let mut request = self
             .client
-            .post(config.url.clone())
+            .post(secrets.endpoint(&config.url))
             .timeout(config.timeout)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(ACCEPT, HeaderValue::from_static("application/json"))
-            .header("Idempotency-Key", key)
-            .json(&event.body(grant))
+            .header("Idempotency-Key", id_header.clone())
+            .header(ID_HEADER, id_header)
+            .header(TIMESTAMP_HEADER, timestamp.to_string())
+            .header(SIGNATURE_HEADER, signature);
+        if let Some(authorization) = &secrets.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
+        let response = request
+            .body(body)
             .send()
             .await
             .map_err(|e| failed(describe_send_error(&e, config.timeout)))?;
@@ -311,8 +509,20 @@ impl CredentialProvider for WebhookProvider {
         TARGET_TYPE
     }
 
-    fn validate_config(&self, config: &Map<String, Value>, _secrets: &TargetSecrets) -> Result<(), ProviderError> {
-        WebhookConfig::parse(config).map(|_| ())
+    fn secrets(&self) -> &'static [SecretSpec] {
+        SECRETS
+    }
+
+    fn validate_config(&self, config: &Map<String, Value>, secrets: &TargetSecrets) -> Result<(), ProviderError> {
+        WebhookConfig::parse(config)?;
+        WebhookSecrets::parse(secrets).map(|_| ())
+    }
+
+    /// Moves user-info into `basic_auth` and a query with credentials into
+    /// `url_query` (both sent exactly as the earlier release sent them), and
+    /// adds a new random `hmac_secret`, which earlier targets lacked.
+    fn upgrade_legacy_config(&self, config: &Map<String, Value>) -> Option<LegacyUpgrade> {
+        url_credentials::upgrade(config)
     }
 
     fn issue<'a>(&'a self, grant: &'a GrantContext) -> BoxFuture<'a, Result<Value, ProviderError>> {
@@ -351,388 +561,4 @@ impl CredentialProvider for WebhookProvider {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::{Duration as ChronoDuration, TimeZone, Utc};
-    use std::sync::{Arc, Mutex};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
-
-    #[derive(Debug, Clone)]
-    struct Recorded {
-        request_line: String,
-        /// Header names lower-cased.
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-    }
-
-    impl Recorded {
-        fn header(&self, name: &str) -> Option<&str> {
-            self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-        }
-
-        fn json(&self) -> Value {
-            serde_json::from_slice(&self.body).unwrap()
-        }
-    }
-
-    /// A one-route HTTP/1.1 server that records requests and answers every
-    /// one with `status` and `body`; `status == 0` means never answer.
-    struct TestServer {
-        addr: std::net::SocketAddr,
-        requests: Arc<Mutex<Vec<Recorded>>>,
-        task: tokio::task::JoinHandle<()>,
-    }
-
-    impl Drop for TestServer {
-        fn drop(&mut self) {
-            self.task.abort();
-        }
-    }
-
-    impl TestServer {
-        async fn start(status: u16, extra_headers: &'static str, body: &'static str) -> Self {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let requests = Arc::new(Mutex::new(Vec::new()));
-            let recorded = requests.clone();
-            let task = tokio::spawn(async move {
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        return;
-                    };
-                    let recorded = recorded.clone();
-                    tokio::spawn(async move {
-                        let _ = answer(stream, recorded, status, extra_headers, body).await;
-                    });
-                }
-            });
-            Self { addr, requests, task }
-        }
-
-        fn url(&self, path: &str) -> String {
-            format!("http://{}{path}", self.addr)
-        }
-
-        fn requests(&self) -> Vec<Recorded> {
-            self.requests.lock().unwrap().clone()
-        }
-    }
-
-    async fn answer(
-        mut stream: TcpStream,
-        recorded: Arc<Mutex<Vec<Recorded>>>,
-        status: u16,
-        extra_headers: &str,
-        body: &str,
-    ) -> std::io::Result<()> {
-        let mut buffer = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let head_end = loop {
-            if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at;
-            }
-            let read = stream.read(&mut chunk).await?;
-            if read == 0 {
-                return Ok(());
-            }
-            buffer.extend_from_slice(&chunk[..read]);
-        };
-        let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let request_line = lines.next().unwrap_or_default().to_string();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|line| line.split_once(':'))
-            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
-            .collect();
-        let length: usize = headers
-            .iter()
-            .find(|(name, _)| name == "content-length")
-            .and_then(|(_, value)| value.parse().ok())
-            .unwrap_or(0);
-        let mut body_bytes = buffer[head_end + 4..].to_vec();
-        while body_bytes.len() < length {
-            let read = stream.read(&mut chunk).await?;
-            if read == 0 {
-                break;
-            }
-            body_bytes.extend_from_slice(&chunk[..read]);
-        }
-        recorded.lock().unwrap().push(Recorded {
-            request_line,
-            headers,
-            body: body_bytes,
-        });
-        if status == 0 {
-            // Hold the connection open without ever answering.
-            std::future::pending::<()>().await;
-        }
-        let response = format!(
-            "HTTP/1.1 {status} Whatever\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-             Connection: close\r\n{extra_headers}\r\n{body}",
-            body.len()
-        );
-        stream.write_all(response.as_bytes()).await?;
-        stream.shutdown().await
-    }
-
-    fn config(url: &str) -> Map<String, Value> {
-        let mut config = Map::new();
-        config.insert("url".into(), json!(url));
-        config.insert("timeout_seconds".into(), json!(5));
-        config
-    }
-
-    fn grant(url: &str) -> GrantContext {
-        let activated_at = Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5).unwrap();
-        GrantContext {
-            grant_id: "g-123".into(),
-            principal: "alice".into(),
-            role: "panel-admin".into(),
-            target: "panel".into(),
-            target_config: config(url),
-            target_secrets: TargetSecrets::new(),
-            activated_at,
-            expires_at: activated_at + ChronoDuration::hours(1),
-        }
-    }
-
-    fn target_message(error: ProviderError) -> String {
-        match error {
-            ProviderError::Target { target, message } => {
-                assert_eq!(target, "panel");
-                message
-            }
-            other => panic!("expected a target error, got {other:?}"),
-        }
-    }
-
-    fn config_message(result: Result<(), ProviderError>) -> String {
-        match result {
-            Err(ProviderError::InvalidConfig { target_type, message }) => {
-                assert_eq!(target_type, "webhook");
-                message
-            }
-            other => panic!("expected invalid config, got {other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn issue_posts_the_grant_and_keeps_the_secret_out_of_metadata() {
-        let server = TestServer::start(201, "", r#"{"credential": "https://panel/login?otp=s3cret"}"#).await;
-        let provider = WebhookProvider::new().unwrap();
-        let grant = grant(&server.url("/hallpass?api_key=k3y"));
-
-        let metadata = provider.issue(&grant).await.unwrap();
-        assert_eq!(
-            metadata,
-            json!({"type": "webhook", "url_host": "127.0.0.1", "status": 201})
-        );
-        let stored = metadata.to_string();
-        assert!(!stored.contains("s3cret") && !stored.contains("k3y"), "{stored}");
-
-        let requests = server.requests();
-        assert_eq!(requests.len(), 1);
-        let request = &requests[0];
-        assert_eq!(request.request_line, "POST /hallpass?api_key=k3y HTTP/1.1");
-        assert_eq!(request.header("idempotency-key"), Some("g-123-issue"));
-        assert_eq!(request.header("content-type"), Some("application/json"));
-        assert_eq!(
-            request.json(),
-            json!({
-                "event": "issue",
-                "grant_id": "g-123",
-                "principal": "alice",
-                "role": "panel-admin",
-                "target": "panel",
-                "activated_at": "2030-01-02T03:04:05Z",
-                "expires_at": "2030-01-02T04:04:05Z",
-            })
-        );
-
-        let credential = provider.credential(&grant, &metadata).unwrap();
-        assert_eq!(credential.credential_type, "webhook");
-        assert_eq!(credential.token, "");
-        assert_eq!(
-            credential.env.into_iter().collect::<Vec<_>>(),
-            vec![("HALLPASS_GRANT_ID".to_string(), "g-123".to_string())]
-        );
-    }
-
-    #[tokio::test]
-    async fn url_user_info_becomes_basic_auth_and_stays_out_of_metadata() {
-        let server = TestServer::start(200, "", "").await;
-        let provider = WebhookProvider::new().unwrap();
-        let url = server.url("/x").replace("http://", "http://hook:pa55@");
-        let metadata = provider.issue(&grant(&url)).await.unwrap();
-        assert_eq!(metadata["url_host"], "127.0.0.1");
-        assert!(!metadata.to_string().contains("pa55"));
-        let requests = server.requests();
-        // base64("hook:pa55")
-        assert_eq!(requests[0].header("authorization"), Some("Basic aG9vazpwYTU1"));
-    }
-
-    #[tokio::test]
-    async fn revoke_succeeds_on_2xx() {
-        let server = TestServer::start(204, "", "").await;
-        let provider = WebhookProvider::new().unwrap();
-        let grant = grant(&server.url("/hallpass"));
-        provider.revoke(&grant, &json!({})).await.unwrap();
-        let requests = server.requests();
-        assert_eq!(requests.len(), 1);
-        assert_eq!(requests[0].header("idempotency-key"), Some("g-123-revoke"));
-        let body = requests[0].json();
-        assert_eq!(body["event"], "revoke");
-        assert_eq!(body["grant_id"], "g-123");
-        assert_eq!(body["principal"], "alice");
-        assert_eq!(body["expires_at"], "2030-01-02T04:04:05Z");
-    }
-
-    #[tokio::test]
-    async fn revoke_of_something_already_gone_succeeds() {
-        for status in [404, 410] {
-            let server = TestServer::start(status, "", "").await;
-            let provider = WebhookProvider::new().unwrap();
-            provider.revoke(&grant(&server.url("/h")), &json!({})).await.unwrap();
-            assert_eq!(server.requests().len(), 1);
-        }
-    }
-
-    #[tokio::test]
-    async fn issue_404_is_an_error() {
-        let server = TestServer::start(404, "", "").await;
-        let provider = WebhookProvider::new().unwrap();
-        let error = provider.issue(&grant(&server.url("/h"))).await.unwrap_err();
-        assert!(target_message(error).contains("webhook answered 404 Not Found"));
-    }
-
-    #[tokio::test]
-    async fn revoke_500_is_an_error_naming_the_status() {
-        let server = TestServer::start(500, "", r#"{"credential": "s3cret"}"#).await;
-        let provider = WebhookProvider::new().unwrap();
-        let error = provider
-            .revoke(&grant(&server.url("/h?token=abc")), &json!({}))
-            .await
-            .unwrap_err();
-        let message = target_message(error);
-        assert!(
-            message.contains("webhook answered 500 Internal Server Error"),
-            "{message}"
-        );
-        assert!(message.contains(&server.url("/h")), "{message}");
-        assert!(
-            !message.contains("token=abc") && !message.contains("s3cret"),
-            "{message}"
-        );
-    }
-
-    #[tokio::test]
-    async fn redirects_are_not_followed() {
-        let target = TestServer::start(200, "", "").await;
-        let location: &'static str = format!("Location: {}\r\n", target.url("/elsewhere")).leak();
-        let server = TestServer::start(307, location, "").await;
-        let provider = WebhookProvider::new().unwrap();
-        let error = provider.issue(&grant(&server.url("/h"))).await.unwrap_err();
-        assert!(target_message(error).contains("webhook answered 307 Temporary Redirect"));
-        assert!(target.requests().is_empty(), "the redirect was followed");
-    }
-
-    #[tokio::test]
-    async fn unreachable_url_is_an_error_that_redacts_the_url() {
-        let provider = WebhookProvider::new().unwrap();
-        let grant = grant("http://user:pw@127.0.0.1:1/x?token=abc");
-        for error in [
-            provider.issue(&grant).await.unwrap_err(),
-            provider.revoke(&grant, &json!({})).await.unwrap_err(),
-        ] {
-            let rendered = error.to_string();
-            let message = target_message(error);
-            assert!(message.contains("webhook unreachable: connection refused"), "{message}");
-            assert!(message.contains("http://127.0.0.1:1/x"), "{message}");
-            for secret in ["user", "pw", "token", "abc", "?", "@"] {
-                assert!(!rendered.contains(secret), "{secret:?} leaked: {rendered}");
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn a_silent_endpoint_times_out() {
-        let server = TestServer::start(0, "", "").await;
-        let provider = WebhookProvider::new().unwrap();
-        let mut grant = grant(&server.url("/h"));
-        grant.target_config.insert("timeout_seconds".into(), json!(1));
-        let started = std::time::Instant::now();
-        let error = provider.issue(&grant).await.unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(5));
-        let message = target_message(error);
-        assert!(message.contains("webhook timed out after 1s"), "{message}");
-    }
-
-    #[test]
-    fn config_is_validated() {
-        let provider = WebhookProvider::new().unwrap();
-        let check = |pairs: &[(&str, Value)]| {
-            provider.validate_config(
-                &pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
-                &TargetSecrets::new(),
-            )
-        };
-
-        assert!(check(&[("url", json!("http://127.0.0.1:9000/hallpass"))]).is_ok());
-        assert!(
-            check(&[
-                ("url", json!("https://panel.internal/h")),
-                ("timeout_seconds", json!(60))
-            ])
-            .is_ok()
-        );
-        assert!(
-            check(&[
-                ("url", json!("https://panel.internal/h")),
-                ("timeout_seconds", json!(1.0))
-            ])
-            .is_ok()
-        );
-
-        assert!(config_message(check(&[])).contains("`url` is required"));
-        assert!(config_message(check(&[("url", json!(5))])).contains("`url` must be a string"));
-        let bad = config_message(check(&[("url", json!("not a url pw=s3cret"))]));
-        assert!(bad.contains("not a valid URL") && !bad.contains("s3cret"), "{bad}");
-        assert!(config_message(check(&[("url", json!("ftp://host/x"))])).contains("http or https"));
-        assert!(config_message(check(&[("url", json!("http://"))])).contains("`url`"));
-        assert!(config_message(check(&[("url", json!("unix:/run/hook.sock"))])).contains("http or https"));
-
-        let unknown = config_message(check(&[("url", json!("http://h/")), ("timeout", json!(5))]));
-        assert!(unknown.contains("`timeout`"), "{unknown}");
-        assert!(
-            unknown.contains("`url`") && unknown.contains("`timeout_seconds`"),
-            "{unknown}"
-        );
-
-        for timeout in [json!(0), json!(61), json!(-1), json!(2.5), json!("5"), json!(null)] {
-            let message = config_message(check(&[
-                ("url", json!("http://h/")),
-                ("timeout_seconds", timeout.clone()),
-            ]));
-            assert!(message.contains("`timeout_seconds` must be"), "{timeout}: {message}");
-        }
-    }
-
-    #[test]
-    fn parsed_config_has_defaults_and_redacts() {
-        let mut config = Map::new();
-        config.insert("url".into(), json!("https://u:p@panel.internal:8443/hook?sig=abc#frag"));
-        let parsed = WebhookConfig::parse(&config).unwrap();
-        assert_eq!(parsed.timeout, DEFAULT_TIMEOUT);
-        assert_eq!(parsed.host(), "panel.internal");
-        assert_eq!(parsed.redacted_url(), "https://panel.internal:8443/hook");
-        let debug = format!("{parsed:?}");
-        assert!(!debug.contains("sig=abc") && !debug.contains("u:p"), "{debug}");
-    }
-
-    #[test]
-    fn provider_fits_the_registry() {
-        let registry = crate::Registry::default().with(Arc::new(WebhookProvider::new().unwrap()));
-        assert_eq!(registry.types(), vec!["webhook"]);
-    }
-}
+mod tests;
