@@ -2,8 +2,9 @@
 //! directory, WAL mode, `synchronous = FULL` so an acknowledged commit
 //! survives a crash or power loss.
 
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder, OpenOptions, TryLockError};
+use std::io::ErrorKind;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -78,10 +79,9 @@ fn io_error(path: &Path, error: std::io::Error) -> StoreError {
     }
 }
 
-/// Where the database lives, created private to the owner.
+/// Where the database lives: `hallpass.db` in `data_dir`, created 0600.
 pub fn prepare_file(data_dir: &Path) -> Result<PathBuf, StoreError> {
-    fs::create_dir_all(data_dir).map_err(|e| io_error(data_dir, e))?;
-    fs::set_permissions(data_dir, fs::Permissions::from_mode(0o700)).map_err(|e| io_error(data_dir, e))?;
+    prepare_data_dir(data_dir)?;
     let path = data_dir.join("hallpass.db");
     // Create the file ourselves so it is 0600 from the first byte; SQLite
     // gives the -wal and -shm files the same mode.
@@ -94,6 +94,49 @@ pub fn prepare_file(data_dir: &Path) -> Result<PathBuf, StoreError> {
     Ok(path)
 }
 
+/// Makes sure `data_dir` is a directory only its owner can change. A
+/// missing one is created 0700 (its parents as usual). An existing one is
+/// used as it is, never chmodded: it may be shared, like a 1777 temp dir
+/// whose sticky bit protects others; but if it is group- or world-writable,
+/// others could swap the database or the seal key, so it is refused.
+pub fn prepare_data_dir(data_dir: &Path) -> Result<(), StoreError> {
+    let refuse = |message: String| {
+        Err(StoreError::Io {
+            path: data_dir.display().to_string(),
+            message,
+        })
+    };
+    let metadata = match fs::metadata(data_dir) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == ErrorKind::NotFound => return create_private_dir(data_dir),
+        Err(error) => return Err(io_error(data_dir, error)),
+    };
+    if !metadata.is_dir() {
+        return refuse("it is not a directory; pass a directory (a missing one is created)".into());
+    }
+    let mode = metadata.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return refuse(format!(
+            "it is group- or world-writable (mode {mode:04o}), so other users could plant or swap files in it; \
+             run `chmod 700 {}` or choose a private directory",
+            data_dir.display()
+        ));
+    }
+    Ok(())
+}
+
+fn create_private_dir(data_dir: &Path) -> Result<(), StoreError> {
+    if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
+    }
+    match DirBuilder::new().mode(0o700).create(data_dir) {
+        Ok(()) => Ok(()),
+        // Someone else created it meanwhile: judge it like any existing one.
+        Err(error) if error.kind() == ErrorKind::AlreadyExists => prepare_data_dir(data_dir),
+        Err(error) => Err(io_error(data_dir, error)),
+    }
+}
+
 /// Holds `DIR/hallpass.lock` exclusively for as long as it lives: one server
 /// per SQLite data directory, enforced rather than assumed (start-up releases
 /// every claim on the strength of it).
@@ -102,7 +145,6 @@ pub struct DirLock {
 }
 
 pub fn lock_dir(data_dir: &Path) -> Result<DirLock, StoreError> {
-    use std::os::fd::AsRawFd;
     let path = data_dir.join("hallpass.lock");
     let file = OpenOptions::new()
         .create(true)
@@ -111,15 +153,14 @@ pub fn lock_dir(data_dir: &Path) -> Result<DirLock, StoreError> {
         .mode(0o600)
         .open(&path)
         .map_err(|e| io_error(&path, e))?;
-    // SAFETY: flock(2) on a descriptor we own and keep open.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if locked != 0 {
-        return Err(StoreError::Config(format!(
+    match file.try_lock() {
+        Ok(()) => Ok(DirLock { _file: file }),
+        Err(TryLockError::WouldBlock) => Err(StoreError::Config(format!(
             "another hallpass server is using {}; one server per SQLite data directory (use PostgreSQL for replicas)",
             data_dir.display()
-        )));
+        ))),
+        Err(TryLockError::Error(error)) => Err(io_error(&path, error)),
     }
-    Ok(DirLock { _file: file })
 }
 
 pub fn open_writer(path: &Path) -> Result<SqliteConn, StoreError> {

@@ -18,14 +18,17 @@ pub const ROOT_TOKEN: &str = "hp_e2e_root_token_0123456789";
 /// The seal key the servers under test use on PostgreSQL (32 bytes, base64).
 pub const SEAL_KEY: &str = "aGFsbHBhc3MtZTJlLXNlYWwta2V5LTMyLWJ5dGVzLiE=";
 
+// One definition with the store's tests of where PostgreSQL is and of the
+// one-line failure when there is none.
+#[path = "../../../hallpass-store/tests/shared/postgres.rs"]
+mod postgres;
+pub use postgres::postgres_base_url;
+
 /// Which store the servers under test use: `HALLPASS_TEST_BACKEND=postgres`
-/// (with `HALLPASS_TEST_POSTGRES_URL`, as `scripts/test` sets) or SQLite.
+/// (on the server at `HALLPASS_TEST_POSTGRES_URL`) or SQLite.
 pub fn postgres_url() -> Option<String> {
     match std::env::var("HALLPASS_TEST_BACKEND").as_deref() {
-        Ok("postgres") => Some(
-            std::env::var("HALLPASS_TEST_POSTGRES_URL")
-                .expect("HALLPASS_TEST_BACKEND=postgres needs HALLPASS_TEST_POSTGRES_URL (scripts/test sets it)"),
-        ),
+        Ok("postgres") => Some(postgres_base_url()),
         _ => None,
     }
 }
