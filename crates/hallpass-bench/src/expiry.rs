@@ -216,6 +216,7 @@ async fn setup(deployment: &Deployment, requests: usize) -> Result<Population> {
             description: "hallpass-bench: auto-approved grants for the expiry and rss scenarios".into(),
             default_duration: Some("1h".into()),
             max_duration: ROLE_MAX.into(),
+            max_total_duration: None,
             requestable_by: vec![format!("group:{GROUP}")],
             labels: Default::default(),
             approval: None,
@@ -356,7 +357,9 @@ async fn create_grants(
                 };
                 let start = Instant::now();
                 match client.create_request(&body).await {
-                    Ok(request) => return active_grant(request, role, principal).map(|g| (g, start.elapsed())),
+                    Ok(response) => {
+                        return active_grant(response.request, role, principal).map(|g| (g, start.elapsed()));
+                    }
                     Err(error) => last_error = Some(error),
                 }
             }
@@ -416,8 +419,8 @@ fn active_grant(request: AccessRequest, role: &str, principal: usize) -> Result<
     if request.role != role {
         bail!("request {} is for role {} instead of {role}", request.id, request.role);
     }
-    match (request.state.as_str(), request.expires_at) {
-        ("active", Some(expires_at)) => Ok(Grant {
+    match (request.state, request.expires_at) {
+        (hallpass_api::RequestState::Active, Some(expires_at)) => Ok(Grant {
             id: request.id,
             expires_at,
             principal,

@@ -118,7 +118,7 @@ pub async fn apply_roles(admin: &Client, roles: &[RoleSpec]) -> Result<()> {
         let created = response
             .changes
             .iter()
-            .filter(|change| change.kind == "role" && change.action == ChangeAction::Create)
+            .filter(|change| change.kind == hallpass_api::ConfigKind::Role && change.action == ChangeAction::Create)
             .count();
         if created != chunk.len() {
             bail!(
@@ -266,9 +266,9 @@ async fn operation(
     seen: &mut HashSet<String>,
 ) -> Result<(Duration, Duration)> {
     let start = Instant::now();
-    let request = client.create_request(body).await?;
+    let request = client.create_request(body).await?.request;
     let created = Instant::now();
-    if request.state != "active" {
+    if request.state != hallpass_api::RequestState::Active {
         bail!(
             "request {} for role {} (a copy of {template}) is {} instead of active; is role {template} auto-approved?",
             request.id,
@@ -367,7 +367,7 @@ async fn setup(admin: &Client, clients: usize, options: &Options) -> Result<(Pai
                 options.role
             )
         })?
-        .spec;
+        .to_spec();
     let seconds = (options.warmup + options.duration).as_secs_f64() + PLANNED_SLACK_SECONDS;
     let per_client_rate = (PLANNED_RATE / clients as f64).min(PLANNED_CLIENT_RATE);
     let pairs = Pairs::for_requests((seconds * per_client_rate).ceil() as usize);

@@ -127,7 +127,23 @@ enum Command {
         /// Only grants that are active now.
         #[arg(long)]
         active: bool,
+        /// At most this many, newest first.
+        #[arg(long, default_value_t = 200, value_name = "N")]
+        limit: usize,
     },
+    /// Stop a principal at once (admins): revoke its tokens, end its grants,
+    /// withdraw its requests, and refuse new ones until `unlock`.
+    Lock {
+        /// The principal (user or service) to lock.
+        principal: String,
+        /// Why; kept in the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a lock (admins); the principal needs new tokens.
+    Unlock { principal: String },
+    /// List locked principals (admins).
+    Locks,
     /// End someone's access early.
     Revoke {
         id: String,
@@ -185,7 +201,10 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Deny { id, comment } => commands::requests::decide(&ctx, &id, Decision::Deny(comment)).await,
         Command::Cancel { id } => commands::requests::decide(&ctx, &id, Decision::Cancel).await,
         Command::Credentials { id, format } => commands::requests::credentials(&ctx, &id, format).await,
-        Command::Grants { active } => commands::grants::list(&ctx, active).await,
+        Command::Grants { active, limit } => commands::grants::list(&ctx, active, limit).await,
+        Command::Lock { principal, reason } => commands::identity::lock(&ctx, &principal, reason).await,
+        Command::Unlock { principal } => commands::identity::unlock(&ctx, &principal).await,
+        Command::Locks => commands::identity::locks(&ctx).await,
         Command::Revoke { id, reason } => commands::grants::revoke(&ctx, &id, reason).await,
         Command::Release { id } => commands::grants::release(&ctx, &id).await,
         Command::Extend(args) => commands::extend::extend(&ctx, args).await,

@@ -17,10 +17,10 @@
 use std::time::Duration;
 
 use hallpass_api::{
-    AccessRequest, ApplyRequest, ApplyResponse, ApprovalFlow, ApprovalFlowSpec, AuditEvent, CreateRequest, CreateToken,
-    CreatedToken, Credential, DecisionBody, ErrorBody, ExtendBody, Health, Introspection, Policy, PolicyBody,
-    PolicyDecision, PolicyEvalBody, ReviewAckBody, RevokeBody, Role, RoleSpec, Target, TargetSpec, TokenInfo,
-    VerifyReport, WhoAmI,
+    AccessRequest, ApplyRequest, ApplyResponse, ApprovalFlow, ApprovalFlowSpec, AuditEvent, CreateRequest,
+    CreateRequestResponse, CreateToken, CreatedToken, Credential, DecisionBody, ErrorBody, ErrorCode, ExtendBody,
+    Health, Introspection, LockBody, LockInfo, Policy, PolicyBody, PolicyDecision, PolicyEvalBody, RequestState,
+    ReviewAckBody, RevokeBody, Role, RoleSpec, Target, TargetSpec, TokenInfo, VerifyReport, WhoAmI,
 };
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Serialize;
@@ -40,7 +40,12 @@ pub enum ClientError {
     /// The server answered with an error status. `message` is written for
     /// humans and is the whole `Display`.
     #[error("{message}")]
-    Api { status: u16, code: String, message: String },
+    Api {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+        request_id: Option<String>,
+    },
     /// The server could not be reached, or the connection broke or timed out.
     #[error("{0}")]
     Transport(String),
@@ -64,8 +69,8 @@ impl ClientError {
         }
     }
 
-    /// The machine-readable code of an API error, e.g. `not_found`.
-    pub fn code(&self) -> Option<&str> {
+    /// The machine-readable code of an API error, e.g. [`ErrorCode::NotFound`].
+    pub fn code(&self) -> Option<&ErrorCode> {
         match self {
             ClientError::Api { code, .. } => Some(code),
             _ => None,
@@ -218,7 +223,10 @@ impl Client {
 
     /// What the server's stored policies decide for a hypothetical `input`;
     /// changes nothing.
-    pub async fn eval_policy(&self, input: serde_json::Value) -> Result<PolicyDecision, ClientError> {
+    pub async fn eval_policy(
+        &self,
+        input: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<PolicyDecision, ClientError> {
         let req = self.request(Method::POST, &["v1", "policies", "eval"])?;
         self.json(req.json(&PolicyEvalBody { input })).await
     }
@@ -230,36 +238,66 @@ impl Client {
 
     // ----------------------------------------------------------- requests
 
-    pub async fn create_request(&self, body: &CreateRequest) -> Result<AccessRequest, ClientError> {
-        Ok(self.submit_request(body).await?.0)
-    }
-
-    /// Like [`Client::create_request`], and says whether the request is new
-    /// (`false`: the caller already held the role and the answer is that
-    /// grant, extended or not; the server answers 200 instead of 201).
-    pub async fn submit_request(&self, body: &CreateRequest) -> Result<(AccessRequest, bool), ClientError> {
-        let response = self
-            .send(self.request(Method::POST, &["v1", "requests"])?.json(body))
-            .await?;
-        let new = response.status() == reqwest::StatusCode::CREATED;
-        let body = response.bytes().await.map_err(|e| self.transport_error(&e))?;
-        let request = serde_json::from_slice(&body)
-            .map_err(|e| ClientError::Decode(format!("unexpected response from Hallpass for /v1/requests: {e}")))?;
-        Ok((request, new))
-    }
-
-    /// Requests visible to the caller, optionally only in `state` and only
-    /// the caller's own.
-    pub async fn list_requests(&self, state: Option<&str>, mine: bool) -> Result<Vec<AccessRequest>, ClientError> {
-        let mut query: Vec<(&str, &str)> = Vec::new();
-        if let Some(state) = state {
-            query.push(("state", state));
-        }
-        if mine {
-            query.push(("mine", "true"));
-        }
-        self.json(self.request(Method::GET, &["v1", "requests"])?.query(&query))
+    /// Makes a request. The answer says what happened (`outcome`): a new
+    /// request, or the caller's open request or grant of the role (extended
+    /// if they asked for longer than it lasts).
+    pub async fn create_request(&self, body: &CreateRequest) -> Result<CreateRequestResponse, ClientError> {
+        self.json(self.request(Method::POST, &["v1", "requests"])?.json(body))
             .await
+    }
+
+    /// One page of requests (`grants`: of grants) the caller may see, and
+    /// the cursor of the next page.
+    pub async fn list_page(
+        &self,
+        grants: bool,
+        query: &ListQuery,
+        cursor: Option<&str>,
+    ) -> Result<(Vec<AccessRequest>, Option<String>), ClientError> {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        if let Some(state) = query.state {
+            pairs.push(("state", state.as_str().to_string()));
+        }
+        if query.mine {
+            pairs.push(("mine", "true".into()));
+        }
+        if query.active {
+            pairs.push(("active", "true".into()));
+        }
+        if let Some(cursor) = cursor {
+            pairs.push(("cursor", cursor.to_string()));
+        }
+        pairs.push(("limit", query.page_size.clamp(1, MAX_PAGE).to_string()));
+        let path = if grants { "grants" } else { "requests" };
+        let response = self
+            .send(self.request(Method::GET, &["v1", path])?.query(&pairs))
+            .await?;
+        let next = response
+            .headers()
+            .get("x-next-cursor")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = response.bytes().await.map_err(|e| self.transport_error(&e))?;
+        let items = serde_json::from_slice(&body)
+            .map_err(|e| ClientError::Decode(format!("unexpected response from Hallpass for /v1/{path}: {e}")))?;
+        Ok((items, next))
+    }
+
+    /// Up to `query.max` requests (grants with `grants`) the caller may see,
+    /// newest first, following the server's pages.
+    pub async fn list(&self, grants: bool, query: &ListQuery) -> Result<Vec<AccessRequest>, ClientError> {
+        let mut all = Vec::new();
+        let mut cursor = None;
+        loop {
+            let (items, next) = self.list_page(grants, query, cursor.as_deref()).await?;
+            all.extend(items);
+            match next {
+                Some(next) if all.len() < query.max => cursor = Some(next),
+                _ => break,
+            }
+        }
+        all.truncate(query.max);
+        Ok(all)
     }
 
     pub async fn get_request(&self, id: &str) -> Result<AccessRequest, ClientError> {
@@ -314,14 +352,6 @@ impl Client {
     }
 
     // ------------------------------------------------------------- grants
-
-    pub async fn list_grants(&self, active_only: bool) -> Result<Vec<AccessRequest>, ClientError> {
-        let mut req = self.request(Method::GET, &["v1", "grants"])?;
-        if active_only {
-            req = req.query(&[("active", "true")]);
-        }
-        self.json(req).await
-    }
 
     pub async fn revoke(&self, id: &str, reason: impl Into<String>) -> Result<AccessRequest, ClientError> {
         let req = self.request(Method::POST, &["v1", "grants", id, "revoke"])?;
@@ -413,6 +443,24 @@ impl Client {
         self.json(req).await
     }
 
+    // -------------------------------------------------------------- locks
+
+    /// Locks a principal (admins): tokens revoked, requests withdrawn,
+    /// grants ended, new requests refused until unlocked.
+    pub async fn lock(&self, principal: &str, reason: impl Into<String>) -> Result<LockInfo, ClientError> {
+        let req = self.request(Method::POST, &["v1", "principals", principal, "lock"])?;
+        self.json(req.json(&LockBody { reason: reason.into() })).await
+    }
+
+    pub async fn unlock(&self, principal: &str) -> Result<(), ClientError> {
+        self.empty(self.request(Method::DELETE, &["v1", "principals", principal, "lock"])?)
+            .await
+    }
+
+    pub async fn list_locks(&self) -> Result<Vec<LockInfo>, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "locks"])?).await
+    }
+
     // ---------------------------------------------------------- discovery
 
     pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
@@ -488,6 +536,35 @@ impl Client {
 #[derive(Serialize)]
 struct EmptyBody {}
 
+/// Largest page the server serves.
+pub const MAX_PAGE: usize = 1000;
+
+/// Which requests to list.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub state: Option<RequestState>,
+    /// Only the caller's own.
+    pub mine: bool,
+    /// Only grants holding access.
+    pub active: bool,
+    /// Items per page asked of the server.
+    pub page_size: usize,
+    /// Stop after this many.
+    pub max: usize,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            state: None,
+            mine: false,
+            active: false,
+            page_size: 200,
+            max: 200,
+        }
+    }
+}
+
 /// Accepts `http(s)://host[:port][/prefix]` or a bare `host:port`.
 fn parse_address(addr: &str) -> Result<Url, ClientError> {
     let trimmed = addr.trim();
@@ -537,6 +614,7 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
             status: status.as_u16(),
             code: error.code,
             message: error.message,
+            request_id: error.request_id,
         };
     }
     let text = String::from_utf8_lossy(body);
@@ -550,8 +628,9 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
     };
     ClientError::Api {
         status: status.as_u16(),
-        code: format!("http_{}", status.as_u16()),
+        code: ErrorCode::Other(format!("http_{}", status.as_u16())),
         message,
+        request_id: None,
     }
 }
 
@@ -614,11 +693,11 @@ mod tests {
         );
         assert_eq!(err.to_string(), "no role named x; see `hallpass role list`");
         assert_eq!(err.status(), Some(404));
-        assert_eq!(err.code(), Some("not_found"));
+        assert_eq!(err.code(), Some(&ErrorCode::NotFound));
 
         let err = api_error(StatusCode::BAD_GATEWAY, b"upstream down");
         assert_eq!(err.to_string(), "Hallpass answered 502 Bad Gateway: upstream down");
-        assert_eq!(err.code(), Some("http_502"));
+        assert_eq!(err.code(), Some(&ErrorCode::Other("http_502".into())));
     }
 
     /// Serves one canned HTTP response and returns the request it received.
@@ -710,7 +789,7 @@ mod tests {
         let (addr, server) = one_shot(json_response("200 OK", decision)).await;
         let client = Client::new(&addr, None).unwrap();
         let got = client
-            .eval_policy(serde_json::json!({"role": {"name": "x"}}))
+            .eval_policy(serde_json::json!({"role": {"name": "x"}}).as_object().cloned().unwrap())
             .await
             .unwrap();
         assert_eq!(got.deny, ["no"]);
@@ -724,7 +803,7 @@ mod tests {
         let (addr, server) = one_shot(json_response("400 Bad Request", body)).await;
         let client = Client::new(&addr, None).unwrap();
         let err = client.put_policy("limits", "package x\n").await.unwrap_err();
-        assert_eq!(err.code(), Some("policy_compile_error"));
+        assert_eq!(err.code(), Some(&ErrorCode::PolicyCompileError));
         assert_eq!(err.to_string(), "limits:3:5: unexpected token");
         let request = server.await.unwrap();
         assert!(request.starts_with("PUT /v1/policies/limits "), "{request}");

@@ -17,10 +17,12 @@ use crate::value::{Literal, LiteralValue};
 const TOP: Shape = Shape {
     attributes: &[],
     blocks: &["target", "role", "approval_flow", "policy"],
+    verbatim: &[],
 };
 const TARGET: Shape = Shape {
-    attributes: &["type", "config"],
+    attributes: &["type", "config", "secrets"],
     blocks: &[],
+    verbatim: &["secrets"],
 };
 const ROLE: Shape = Shape {
     attributes: &[
@@ -28,6 +30,7 @@ const ROLE: Shape = Shape {
         "description",
         "default_duration",
         "max_duration",
+        "max_total_duration",
         "requestable_by",
         "labels",
         "approval_flow",
@@ -36,10 +39,12 @@ const ROLE: Shape = Shape {
         "extension_requires_approval",
     ],
     blocks: &["approval"],
+    verbatim: &[],
 };
 const APPROVAL: Shape = Shape {
     attributes: &["approvers", "required"],
     blocks: &[],
+    verbatim: &[],
 };
 
 /// Parses an access configuration. `file_name` is used in messages, and its
@@ -72,7 +77,7 @@ pub fn parse_apply_str(source: &str, file_name: &str) -> Result<ApplyRequest, Co
         }
         seen.insert((kind, name.clone()), name_at);
         match kind {
-            "target" => request.targets.extend(reporter.target(block, name)),
+            "target" => request.targets.extend(reporter.target(block, name, base_dir)),
             "role" => request.roles.extend(reporter.role(block, name)),
             "approval_flow" => request.approval_flows.extend(reporter.approval_flow(block, name)),
             _ => request.policies.extend(reporter.policy(block, name, base_dir)),
@@ -123,15 +128,20 @@ impl Reporter<'_> {
         None
     }
 
-    fn target(&mut self, block: &Block, name: String) -> Option<TargetSpec> {
+    fn target(&mut self, block: &Block, name: String, base_dir: &Path) -> Option<TargetSpec> {
         let place = format!("in target \"{name}\"");
         let (attrs, _) = self.walk(&block.body, &TARGET, place, start_of(&block.ident));
         let target_type = attrs.required(self, "type", "type = \"jwt\"", Self::string);
         let config = attrs.optional(self, "config", Self::json_object);
+        let secrets = match attrs.get("secrets") {
+            Some(_) => Some(self.secrets(block, &name, base_dir)?),
+            None => None,
+        };
         Some(TargetSpec {
             name,
             target_type: target_type?,
             config: config.unwrap_or_default(),
+            secrets,
         })
     }
 
@@ -144,6 +154,7 @@ impl Reporter<'_> {
         let description = attrs.optional(self, "description", Self::string);
         let default_duration = attrs.optional(self, "default_duration", Self::duration);
         let max_duration = attrs.required(self, "max_duration", "max_duration = \"4h\"", Self::duration);
+        let max_total_duration = attrs.optional(self, "max_total_duration", Self::duration);
         let requestable_by = attrs.optional(self, "requestable_by", Self::subjects);
         let labels = attrs.optional(self, "labels", Self::string_map);
         let approval_flow = attrs.optional(self, "approval_flow", Self::flow_name);
@@ -180,6 +191,7 @@ impl Reporter<'_> {
             description: description.unwrap_or_default(),
             default_duration: default_duration.map(|(text, _)| text),
             max_duration: max_duration?.0,
+            max_total_duration: max_total_duration.map(|(text, _)| text),
             requestable_by: requestable_by.unwrap_or_default(),
             labels: labels.unwrap_or_default(),
             approval: approval.flatten(),
@@ -352,6 +364,7 @@ role "demo-admin" {
                 name: "demo".into(),
                 target_type: "jwt".into(),
                 config: serde_json::json!({"audience": "demo"}).as_object().cloned().unwrap(),
+                secrets: None,
             }],
             roles: vec![RoleSpec {
                 name: "demo-admin".into(),
@@ -359,6 +372,7 @@ role "demo-admin" {
                 description: "Admin on the demo service".into(),
                 default_duration: Some("1h".into()),
                 max_duration: "4h".into(),
+                max_total_duration: None,
                 requestable_by: vec!["group:dev".into()],
                 labels: BTreeMap::from([("env".to_string(), "dev".to_string())]),
                 approval: Some(ApprovalSpec {
@@ -419,7 +433,7 @@ role "r2" {
         assert!(
             errors.iter().any(|e| e
                 == "4:5: unknown attribute \"max_duraton\" in role \"x\"; expected one of: target, description, \
-                 default_duration, max_duration, requestable_by, labels, approval_flow, auto_approve, emergency_access, \
+                 default_duration, max_duration, max_total_duration, requestable_by, labels, approval_flow, auto_approve, emergency_access, \
                  extension_requires_approval; did you mean \"max_duration\"?"),
             "{errors:#?}"
         );

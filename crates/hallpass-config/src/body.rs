@@ -68,6 +68,10 @@ impl Attrs {
 pub(crate) struct Shape {
     pub attributes: &'static [&'static str],
     pub blocks: &'static [&'static str],
+    /// Attributes the walker accepts without reducing them to literals;
+    /// the caller reads them itself (a target's `secrets`, whose values may
+    /// be `env(...)` or `file(...)`).
+    pub verbatim: &'static [&'static str],
 }
 
 impl Reporter<'_> {
@@ -100,6 +104,16 @@ impl Reporter<'_> {
                     if attrs.get(name).is_some() {
                         let message = format!("attribute \"{name}\" is set twice {}; remove one of them", attrs.place);
                         self.error(key_at, message);
+                        continue;
+                    }
+                    if shape.verbatim.contains(&name) {
+                        attrs.values.push((
+                            name,
+                            Literal {
+                                at: key_at,
+                                value: crate::value::LiteralValue::Null,
+                            },
+                        ));
                         continue;
                     }
                     if let Some(literal) = self.literal(&attribute.value) {

@@ -19,10 +19,12 @@ const FLOW: Shape = Shape {
         "allow_self_approval",
     ],
     blocks: &["stage"],
+    verbatim: &[],
 };
 const STAGE: Shape = Shape {
     attributes: &["approvers", "required", "timeout", "escalate_to"],
     blocks: &[],
+    verbatim: &[],
 };
 
 /// The most approvals one stage may ask for. Larger numbers are typos, not
@@ -193,6 +195,7 @@ role "prod-db-admin" {
                     description: String::new(),
                     default_duration: None,
                     max_duration: "2h".into(),
+                    max_total_duration: None,
                     requestable_by: vec!["group:dev".into()],
                     labels: Default::default(),
                     approval: None,

@@ -11,6 +11,7 @@ mod body;
 mod error;
 mod flow;
 mod policy;
+mod secrets;
 mod server;
 #[cfg(test)]
 mod testing;

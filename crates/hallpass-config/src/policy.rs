@@ -18,6 +18,7 @@ use crate::value::Literal;
 const POLICY: Shape = Shape {
     attributes: &["source_file", "source"],
     blocks: &[],
+    verbatim: &[],
 };
 
 /// Where a policy's Rego text came from, to place its compile errors.

@@ -32,14 +32,17 @@ const SERVER: Shape = Shape {
         "seal_key",
     ],
     blocks: &["storage"],
+    verbatim: &[],
 };
 const SQLITE: Shape = Shape {
     attributes: &[],
     blocks: &[],
+    verbatim: &[],
 };
 const POSTGRES: Shape = Shape {
     attributes: &["url"],
     blocks: &[],
+    verbatim: &[],
 };
 const STORAGE_USAGE: &str = "write it as storage \"sqlite\" {} or storage \"postgres\" { url = \"postgres://...\" }";
 

@@ -8,13 +8,71 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::request::{Approval, MAX_COMMENT_CHARS, RuleError, check_text, join_subjects};
-use crate::subject::{Principal, Subject};
+use crate::error::RuleError;
+use crate::subject::{Principal, Subject, join_subjects};
+use crate::text::{self, TextField};
+
+/// One person's approval of one stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub approver: String,
+    pub comment: Option<String>,
+    pub at: DateTime<Utc>,
+}
 
 /// How long a request may stay pending when its flow names no `pending_ttl`.
 pub const DEFAULT_PENDING_TTL_SECONDS: u64 = 24 * 3600;
-/// Largest quorum a stage may ask for.
+/// Largest quorum a stage may ask for. Larger numbers are typos, not
+/// quorums anyone could gather while a request is pending.
 pub const MAX_STAGE_REQUIRED: u32 = 100;
+/// More stages than this is a configuration mistake, not a process.
+pub const MAX_STAGES: usize = 10;
+
+/// Why a flow cannot work, whichever way it was written (HCL, API,
+/// Terraform): the one place these rules live. Front ends add where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FlowProblem {
+    #[error("has no stage; add at least one stage with approvers")]
+    NoStage,
+    #[error("has {0} stages; at most {MAX_STAGES}")]
+    TooManyStages(usize),
+    #[error("approvers is empty; name who may approve")]
+    NoApprovers,
+    #[error("required must be between 1 and {MAX_STAGE_REQUIRED}")]
+    RequiredOutOfRange,
+    #[error(
+        "timeout has no effect without escalate_to; add escalate_to (who may also approve once the stage has been open that long) or remove timeout"
+    )]
+    TimeoutWithoutEscalation,
+    #[error("escalate_to needs a timeout: escalation approvers may approve once the stage has been open that long")]
+    EscalationWithoutTimeout,
+}
+
+/// Checks the number of stages.
+pub fn check_stage_count(stages: usize) -> Result<(), FlowProblem> {
+    match stages {
+        0 => Err(FlowProblem::NoStage),
+        n if n > MAX_STAGES => Err(FlowProblem::TooManyStages(n)),
+        _ => Ok(()),
+    }
+}
+
+/// Checks one stage: someone may approve it, its quorum is sane, and a
+/// timeout and escalation approvers come together (the timeout only says
+/// when they join in).
+pub fn check_stage(approvers: usize, required: u32, has_timeout: bool, escalate_to: usize) -> Result<(), FlowProblem> {
+    if approvers == 0 {
+        return Err(FlowProblem::NoApprovers);
+    }
+    if required == 0 || required > MAX_STAGE_REQUIRED {
+        return Err(FlowProblem::RequiredOutOfRange);
+    }
+    match (has_timeout, escalate_to > 0) {
+        (true, false) => Err(FlowProblem::TimeoutWithoutEscalation),
+        (false, true) => Err(FlowProblem::EscalationWithoutTimeout),
+        _ => Ok(()),
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageRules {
@@ -243,7 +301,7 @@ impl ApprovalProgress {
                 stage: earlier + 1,
             });
         }
-        let comment = check_text(&comment, MAX_COMMENT_CHARS, RuleError::CommentTooLong)?;
+        let comment = text::optional(TextField::Comment, &comment)?;
         let required = rules.required;
         let stage = &mut self.stages[index];
         stage.approvals.push(Approval {

@@ -8,12 +8,20 @@
 
 pub mod audit;
 pub mod clock;
+pub mod documents;
 pub mod duration;
+pub mod error;
+pub mod events;
 pub mod flow;
 pub mod request;
+pub mod role;
 pub mod subject;
+pub mod text;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use duration::{DurationError, format_duration, parse_duration};
-pub use request::{Approval, Decision, RequestState, RuleError};
+pub use error::RuleError;
+pub use events::AuditKind;
+pub use flow::Approval;
+pub use request::{Decision, RequestState};
 pub use subject::{Principal, Subject, SubjectError};

@@ -31,6 +31,14 @@ impl Principal {
     }
 }
 
+/// `user:a, group:b`, or `nobody` for an empty list: for messages.
+pub fn join_subjects(subjects: &[Subject]) -> String {
+    if subjects.is_empty() {
+        return "nobody".to_string();
+    }
+    subjects.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
 /// A reference to a principal or a group, written `user:NAME` or `group:NAME`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Subject {

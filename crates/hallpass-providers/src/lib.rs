@@ -11,7 +11,7 @@
 //! A target has readable `config` and write-only `secrets` (its admin
 //! password, an HMAC key...). Each provider declares the secrets it takes
 //! ([`CredentialProvider::secrets`]); the server seals them at rest and hands
-//! them over in [`GrantContext::secrets`] only for the call that needs them.
+//! them over in [`GrantContext::target_secrets`] only for the call that needs them.
 //! [`SecretValue`] and [`TargetSecrets`] never print a value.
 
 pub mod jwt;

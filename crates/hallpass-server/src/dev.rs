@@ -3,22 +3,15 @@
 
 use std::net::SocketAddr;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use hallpass_api as api;
 use hallpass_core::Principal;
 
 use crate::Settings;
-use crate::app::App;
-use crate::auth::{Caller, TOKEN_PREFIX};
+use crate::app::tokens::check_chosen_token;
+use crate::app::{App, Caller};
 
 const BOOTSTRAP_ENV: &str = "HALLPASS_BOOTSTRAP_TOKEN";
-
-fn check_chosen_token(source: &str, token: &str) -> anyhow::Result<()> {
-    if !token.starts_with(TOKEN_PREFIX) || token.len() < 16 {
-        bail!("{source} must start with `{TOKEN_PREFIX}` and be at least 16 characters long");
-    }
-    Ok(())
-}
 
 fn admin_token_request() -> api::CreateToken {
     api::CreateToken {
@@ -39,9 +32,9 @@ pub async fn bootstrap_admin(app: &App) -> anyhow::Result<()> {
         check_chosen_token(BOOTSTRAP_ENV, token)?;
     }
     let from_env = chosen.is_some();
-    let created = app.create_token("bootstrap", admin_token_request(), chosen).await?;
+    let created = app.create_token_as("bootstrap", admin_token_request(), chosen).await?;
     if from_env {
-        tracing::info!(token_id = %created.info.id, "created the first admin token from {BOOTSTRAP_ENV}");
+        tracing::info!(token_id = %created.id, "created the first admin token from {BOOTSTRAP_ENV}");
     } else {
         // Printed once, to the terminal, never to the log.
         println!(
@@ -74,38 +67,36 @@ pub async fn seed(app: &App, settings: &Settings, storage: &str) -> anyhow::Resu
         check_chosen_token("--dev-root-token", token)?;
     }
     let admin = app
-        .create_token("dev", admin_token_request(), settings.dev_root_token.clone())
+        .create_token_as("dev", admin_token_request(), settings.dev_root_token.clone())
         .await?;
     let caller = Caller {
         principal: Principal {
             name: "admin".into(),
             groups: vec!["admins".into()],
         },
-        token_id: admin.info.id.clone(),
+        token_id: admin.id.clone(),
         token_expires_at: None,
     };
     let config: api::ApplyRequest = serde_json::from_str(DEMO_CONFIG).context("demo configuration")?;
     app.apply(&caller, config).await?;
     let alice = app
         .create_token(
-            "admin",
+            &caller,
             api::CreateToken {
                 principal: "alice".into(),
                 groups: vec!["dev".into()],
                 ttl: None,
             },
-            None,
         )
         .await?;
     let bob = app
         .create_token(
-            "admin",
+            &caller,
             api::CreateToken {
                 principal: "bob".into(),
                 groups: vec!["approvers".into()],
                 ttl: None,
             },
-            None,
         )
         .await?;
     println!(

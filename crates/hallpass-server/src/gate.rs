@@ -5,10 +5,10 @@
 use std::sync::RwLock;
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use hallpass_api as api;
 use hallpass_core::Principal;
+use hallpass_core::documents::RoleDocument;
 use hallpass_core::flow::FlowRules;
-use hallpass_core::request::Route;
+use hallpass_core::request::{PolicyRecord, Route};
 use hallpass_policy::{PolicyModule, PolicySet};
 use serde_json::{Value, json};
 
@@ -27,21 +27,27 @@ pub struct Asked {
     pub scheduled_start: Option<DateTime<Utc>>,
 }
 
+/// What policies are told about the role.
+#[derive(Debug, Clone, Copy)]
+pub struct RoleFacts<'a> {
+    pub role: &'a RoleDocument,
+    pub max_duration_seconds: u64,
+    pub target_type: &'a str,
+}
+
 /// The document policies see as `input`.
 pub fn policy_input(
     principal: &Principal,
-    role: &api::RoleSpec,
-    max_duration_seconds: u64,
-    target_type: &str,
+    role: RoleFacts<'_>,
     asked: &Asked,
     now: DateTime<Utc>,
-    active_grants: usize,
+    active_grants: u64,
 ) -> Value {
     json!({
         "principal": {"name": principal.name, "kind": "user", "groups": principal.groups},
         "role": {
-            "name": role.name, "target": role.target, "target_type": target_type,
-            "max_duration_seconds": max_duration_seconds, "labels": role.labels,
+            "name": role.role.name, "target": role.role.target, "target_type": role.target_type,
+            "max_duration_seconds": role.max_duration_seconds, "labels": role.role.labels,
         },
         "request": {
             "duration_seconds": asked.duration_seconds, "reason": asked.reason, "ticket": asked.ticket,
@@ -59,9 +65,9 @@ pub fn policy_input(
 
 /// Evaluates, failing closed: an evaluation error becomes a denial that
 /// carries the error.
-pub fn evaluate(set: &PolicySet, input: &Value) -> api::PolicyDecision {
+pub fn evaluate(set: &PolicySet, input: &Value) -> PolicyRecord {
     match set.evaluate(input) {
-        Ok(decision) => api::PolicyDecision {
+        Ok(decision) => PolicyRecord {
             policy_hash: set.hash().to_string(),
             deny: decision.deny,
             auto_approve: decision.auto_approve,
@@ -69,10 +75,10 @@ pub fn evaluate(set: &PolicySet, input: &Value) -> api::PolicyDecision {
             max_duration_seconds: decision.max_duration_seconds,
             error: None,
         },
-        Err(error) => api::PolicyDecision {
+        Err(error) => PolicyRecord {
             policy_hash: set.hash().to_string(),
             error: Some(error.to_string()),
-            ..api::PolicyDecision::default()
+            ..PolicyRecord::default()
         },
     }
 }
@@ -89,7 +95,7 @@ pub enum FlowLookup {
 /// picked, looked up; `role_flow` the role's own. `self_service` is true
 /// when approval is not needed anyway (an extension of a role that does not
 /// require approval for extensions).
-pub fn route(decision: &api::PolicyDecision, chosen: FlowLookup, role_flow: FlowLookup, self_service: bool) -> Route {
+pub fn route(decision: &PolicyRecord, chosen: FlowLookup, role_flow: FlowLookup, self_service: bool) -> Route {
     if let Some(error) = &decision.error {
         return Route::Deny(vec![format!("{error}; the request is denied (policies fail closed)")]);
     }
@@ -116,19 +122,39 @@ pub fn route(decision: &api::PolicyDecision, chosen: FlowLookup, role_flow: Flow
 /// The compiled policy set of the store, recompiled when its hash changes.
 #[derive(Default)]
 pub struct PolicyCache {
-    compiled: RwLock<Option<PolicySet>>,
+    compiled: RwLock<Option<CompiledPolicies>>,
+}
+
+/// A compiled set, and whether any of its modules reads the requester's
+/// grant count (`input.context.active_grants`, or the context by a
+/// computed key). Only then must a request's transaction re-check that
+/// count: it changes with every grant, and re-deciding on each change
+/// would serialise one requester's parallel requests for nothing.
+#[derive(Clone)]
+pub struct CompiledPolicies {
+    pub set: PolicySet,
+    pub reads_grant_count: bool,
+}
+
+impl CompiledPolicies {
+    pub fn new(set: PolicySet, sources: &[(String, String)]) -> Self {
+        let reads_grant_count = sources
+            .iter()
+            .any(|(_, source)| source.contains("active_grants") || source.contains("context["));
+        Self { set, reads_grant_count }
+    }
 }
 
 impl PolicyCache {
     /// The cached set if it is the one with `hash`.
-    pub fn get(&self, hash: &str) -> Option<PolicySet> {
+    pub fn get(&self, hash: &str) -> Option<CompiledPolicies> {
         let guard = self.compiled.read().ok()?;
-        guard.as_ref().filter(|set| set.hash() == hash).cloned()
+        guard.as_ref().filter(|c| c.set.hash() == hash).cloned()
     }
 
-    pub fn put(&self, set: PolicySet) {
+    pub fn put(&self, compiled: CompiledPolicies) {
         if let Ok(mut guard) = self.compiled.write() {
-            *guard = Some(set);
+            *guard = Some(compiled);
         }
     }
 }
@@ -153,8 +179,8 @@ pub fn modules(rows: &[(String, String)]) -> Vec<PolicyModule> {
 mod tests {
     use super::*;
 
-    fn decision() -> api::PolicyDecision {
-        api::PolicyDecision::default()
+    fn decision() -> PolicyRecord {
+        PolicyRecord::default()
     }
 
     fn flow(name: &str) -> FlowRules {
@@ -165,7 +191,7 @@ mod tests {
 
     #[test]
     fn routes_follow_deny_then_auto_then_chosen_then_role_flow() {
-        let denied = api::PolicyDecision {
+        let denied = PolicyRecord {
             deny: vec!["no".into()],
             auto_approve: true,
             ..decision()
@@ -174,7 +200,7 @@ mod tests {
             route(&denied, FlowLookup::None, FlowLookup::None, false),
             Route::Deny(vec!["no".into()])
         );
-        let auto = api::PolicyDecision {
+        let auto = PolicyRecord {
             auto_approve: true,
             ..decision()
         };
@@ -207,7 +233,7 @@ mod tests {
 
     #[test]
     fn errors_and_missing_flows_fail_closed() {
-        let failed = api::PolicyDecision {
+        let failed = PolicyRecord {
             error: Some("boom".into()),
             auto_approve: true,
             ..decision()
@@ -227,12 +253,13 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
             .expect("time")
             .with_timezone(&Utc);
-        let role = api::RoleSpec {
+        let role = RoleDocument {
             name: "prod-db".into(),
             target: "prod-pg".into(),
             description: String::new(),
             default_duration: None,
             max_duration: "4h".into(),
+            max_total_duration: None,
             requestable_by: vec![],
             labels: [("env".to_string(), "prod".to_string())].into(),
             approval: None,
@@ -253,7 +280,12 @@ mod tests {
             name: "alice".into(),
             groups: vec!["dev".into()],
         };
-        let input = policy_input(&principal, &role, 14400, "postgres", &asked, now, 1);
+        let facts = RoleFacts {
+            role: &role,
+            max_duration_seconds: 14400,
+            target_type: "postgres",
+        };
+        let input = policy_input(&principal, facts, &asked, now, 1);
         assert_eq!(
             input,
             json!({"principal": {"name": "alice", "kind": "user", "groups": ["dev"]},

@@ -22,7 +22,8 @@ use base64::engine::general_purpose::STANDARD;
 use hallpass_config::SealKey;
 use hallpass_store::Store;
 
-use crate::error::ApiError;
+use crate::app::AppError;
+use crate::app::tokens::random_bytes;
 
 pub const SEAL_KEY_ENV: &str = "HALLPASS_SEAL_KEY";
 const CHECK_NAME: &str = "seal_check";
@@ -42,7 +43,7 @@ impl Sealer {
     }
 
     pub fn seal(&self, name: &str, plaintext: &[u8]) -> anyhow::Result<String> {
-        let nonce_bytes = crate::auth::random_bytes::<NONCE_LEN>().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let nonce_bytes = random_bytes::<NONCE_LEN>().map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut buffer = plaintext.to_vec();
         self.key
             .seal_in_place_append_tag(
@@ -91,7 +92,7 @@ pub fn resolve_key(configured: Option<SealKey>, data_dir: Option<&Path>) -> anyh
     match std::fs::read_to_string(&path) {
         Ok(text) => SealKey::parse(&text).map_err(|message| anyhow::anyhow!("{}: {message}", path.display())),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let bytes = crate::auth::random_bytes::<32>().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let bytes = random_bytes::<32>().map_err(|e| anyhow::anyhow!("{e}"))?;
             let text = STANDARD.encode(bytes);
             let mut file = OpenOptions::new()
                 .write(true)
@@ -110,7 +111,7 @@ pub fn resolve_key(configured: Option<SealKey>, data_dir: Option<&Path>) -> anyh
 
 async fn init_meta(store: &Store, name: &'static str, value: String) -> anyhow::Result<String> {
     let stored = store
-        .write(move |w| -> Result<String, ApiError> { Ok(w.init_meta(name, &value)?) })
+        .write(move |w| -> Result<String, AppError> { Ok(w.init_meta(name, &value)?) })
         .await?;
     Ok(stored)
 }
@@ -120,7 +121,7 @@ async fn init_meta(store: &Store, name: &'static str, value: String) -> anyhow::
 /// A wrong seal key fails here, before anything is changed.
 pub async fn unseal_signing_key(store: &Store, sealer: &Sealer) -> anyhow::Result<Vec<u8>> {
     let existing = store
-        .read(|r| -> Result<_, ApiError> { Ok(r.meta(CHECK_NAME)?) })
+        .read(|r| -> Result<_, AppError> { Ok(r.meta(CHECK_NAME)?) })
         .await?;
     let check = match existing {
         Some(check) => check,
@@ -132,7 +133,7 @@ pub async fn unseal_signing_key(store: &Store, sealer: &Sealer) -> anyhow::Resul
         );
     }
     let existing = store
-        .read(|r| -> Result<_, ApiError> { Ok(r.meta(JWT_KEY_NAME)?) })
+        .read(|r| -> Result<_, AppError> { Ok(r.meta(JWT_KEY_NAME)?) })
         .await?;
     let sealed = match existing {
         Some(sealed) => sealed,

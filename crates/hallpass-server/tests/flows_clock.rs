@@ -7,13 +7,11 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use hallpass_api as api;
-use hallpass_core::{ManualClock, Principal};
-use hallpass_providers::Registry;
-use hallpass_providers::jwt::{JwtProvider, JwtSigner};
+use hallpass_api::{self as api, AuditKind, ErrorCode, ExtensionState, RequestState};
+use hallpass_core::ManualClock;
 use hallpass_server::app::App;
-use hallpass_server::auth::Caller;
-use hallpass_store::Store;
+use hallpass_server::app::audit::AuditQuery;
+use hallpass_server::testing::caller;
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -22,17 +20,6 @@ struct Harness {
     clock: Arc<ManualClock>,
     _dir: tempfile::TempDir,
     _deadlines: mpsc::UnboundedReceiver<(DateTime<Utc>, String)>,
-}
-
-fn caller(name: &str, groups: &[&str]) -> Caller {
-    Caller {
-        principal: Principal {
-            name: name.into(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-        },
-        token_id: format!("tok_{name}"),
-        token_expires_at: None,
-    }
 }
 
 fn t0() -> DateTime<Utc> {
@@ -60,11 +47,7 @@ const CONFIG: &str = r#"{
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = Arc::new(ManualClock::new(t0()));
-    let store = Store::open_sqlite(dir.path(), clock.clone()).expect("store");
-    let signer = Arc::new(JwtSigner::load_or_create(&dir.path().join("key"), "test".into()).expect("signer"));
-    let registry = Registry::default().with(Arc::new(JwtProvider::new(signer.clone())));
-    let (tx, rx) = mpsc::unbounded_channel();
-    let app = App::new(store, registry, signer, clock.clone(), tx);
+    let (app, rx) = hallpass_server::testing::app_in(dir.path(), clock.clone(), Vec::new()).expect("app");
     let config: api::ApplyRequest = serde_json::from_str(CONFIG).expect("config");
     app.apply(&caller("admin", &["admins"]), config).await.expect("apply");
     Harness {
@@ -80,9 +63,9 @@ impl Harness {
     /// process it.
     async fn advance(&self, by: Duration) {
         self.clock.advance(by);
-        for id in self.app.claim_due(100).await.expect("claim") {
-            self.app.process_due(id).await.expect("process");
-        }
+        hallpass_server::scheduler::drain_due(&self.app)
+            .await
+            .expect("due work");
     }
 
     async fn request(&self, role: &str, scheduled_start: Option<DateTime<Utc>>) -> api::AccessRequest {
@@ -98,16 +81,32 @@ impl Harness {
             .create_request(&caller("alice", &["dev"]), body)
             .await
             .expect("request")
-            .0
+            .request
     }
 
     async fn state(&self, id: &str) -> api::AccessRequest {
-        self.app.get_request(id.to_string()).await.expect("get").0
+        self.app
+            .get_request(&caller("admin", &["admins"]), id.to_string())
+            .await
+            .expect("get")
+            .0
     }
 
-    async fn kinds(&self, id: &str) -> Vec<String> {
-        let events = self.app.audit_page(0, Some(id.to_string()), 1000).await.expect("audit");
-        events.into_iter().map(|e| e.kind).collect()
+    async fn kinds(&self, id: &str) -> Vec<AuditKind> {
+        let query = AuditQuery {
+            since: 0,
+            request: Some(id.to_string()),
+            limit: 1000,
+        };
+        let events = self
+            .app
+            .audit_page(&caller("admin", &["admins"]), query)
+            .await
+            .expect("audit");
+        events
+            .into_iter()
+            .map(|e| e.kind.parse().unwrap_or(AuditKind::Other(e.kind)))
+            .collect()
     }
 }
 
@@ -118,14 +117,14 @@ async fn escalation_and_pending_ttl_fire_at_their_time() {
     let sam = caller("sam", &["security"]);
 
     h.advance(Duration::minutes(14)).await;
-    assert!(!h.kinds(&request.id).await.contains(&"request.escalated".to_string()));
+    assert!(!h.kinds(&request.id).await.contains(&AuditKind::RequestEscalated));
     let early = h.app.approve(&sam, request.id.clone(), None).await.unwrap_err();
-    assert_eq!(early.code, "forbidden", "{}", early.message);
+    assert_eq!(early.code, ErrorCode::Forbidden, "{}", early.message);
 
     h.advance(Duration::minutes(1)).await;
     let kinds = h.kinds(&request.id).await;
     assert_eq!(
-        kinds.iter().filter(|k| *k == "request.escalated").count(),
+        kinds.iter().filter(|k| **k == AuditKind::RequestEscalated).count(),
         1,
         "{kinds:?}"
     );
@@ -139,21 +138,21 @@ async fn escalation_and_pending_ttl_fire_at_their_time() {
         .approve(&sam, request.id.clone(), None)
         .await
         .expect("escalated approval");
-    assert_eq!(after.state, "pending", "stage 2 still needs security");
+    assert_eq!(after.state, RequestState::Pending, "stage 2 still needs security");
 
     // Nothing more happens until the pending TTL, two hours after creation.
     h.advance(Duration::minutes(100)).await;
-    assert_eq!(h.state(&request.id).await.state, "pending");
+    assert_eq!(h.state(&request.id).await.state, RequestState::Pending);
     h.advance(Duration::minutes(5)).await;
     let timed_out = h.state(&request.id).await;
-    assert_eq!(timed_out.state, "timed_out");
+    assert_eq!(timed_out.state, RequestState::TimedOut);
     assert_eq!(timed_out.decision.as_ref().map(|d| d.by.as_str()), Some("hallpass"));
     let late = h
         .app
         .approve(&caller("sue", &["security"]), request.id.clone(), None)
         .await
         .unwrap_err();
-    assert_eq!(late.code, "wrong_state");
+    assert_eq!(late.code, ErrorCode::WrongState);
 }
 
 #[tokio::test]
@@ -161,17 +160,21 @@ async fn scheduled_requests_start_at_their_time_and_count_from_activation() {
     let h = harness().await;
     let start = t0() + Duration::hours(1);
     let request = h.request("self", Some(start)).await;
-    assert_eq!(request.state, "scheduled");
+    assert_eq!(request.state, RequestState::Scheduled);
     h.advance(Duration::minutes(59)).await;
-    assert_eq!(h.state(&request.id).await.state, "scheduled");
+    assert_eq!(h.state(&request.id).await.state, RequestState::Scheduled);
     h.advance(Duration::minutes(1)).await;
     let active = h.state(&request.id).await;
-    assert_eq!(active.state, "active");
+    assert_eq!(active.state, RequestState::Active);
     assert_eq!(active.activated_at, Some(start));
     assert_eq!(active.expires_at, Some(start + Duration::minutes(30)));
     assert_eq!(
         h.kinds(&request.id).await,
-        ["request.created", "request.start_reached", "grant.activated"]
+        [
+            AuditKind::RequestCreated,
+            AuditKind::RequestStartReached,
+            AuditKind::GrantActivated
+        ]
     );
 }
 
@@ -183,14 +186,14 @@ async fn an_extension_pending_at_expiry_lapses_and_cannot_be_approved_after() {
     let sam = caller("sam", &["security"]);
     h.app.approve(&lee, request.id.clone(), None).await.expect("stage 1");
     let active = h.app.approve(&sam, request.id.clone(), None).await.expect("stage 2");
-    assert_eq!(active.state, "active");
+    assert_eq!(active.state, RequestState::Active);
     let body: api::ExtendBody = serde_json::from_value(json!({"by": "30m", "reason": "more"})).expect("body");
     let asked = h
         .app
         .extend(&caller("alice", &["dev"]), request.id.clone(), body)
         .await
         .expect("extend");
-    assert_eq!(asked.extensions[0].state, "pending");
+    assert_eq!(asked.extensions[0].state, ExtensionState::Pending);
     // The extension goes through the whole flow again: stage 1 first.
     h.app
         .approve(&lee, request.id.clone(), None)
@@ -199,9 +202,9 @@ async fn an_extension_pending_at_expiry_lapses_and_cannot_be_approved_after() {
 
     h.advance(Duration::minutes(30)).await;
     let ended = h.state(&request.id).await;
-    assert_eq!(ended.state, "expired");
-    assert_eq!(ended.extensions[0].state, "lapsed");
+    assert_eq!(ended.state, RequestState::Expired);
+    assert_eq!(ended.extensions[0].state, ExtensionState::Lapsed);
     assert_eq!(ended.expires_at, active.expires_at, "never extended");
     let late = h.app.approve(&sam, request.id.clone(), None).await.unwrap_err();
-    assert_eq!(late.code, "wrong_state");
+    assert_eq!(late.code, ErrorCode::WrongState);
 }

@@ -10,15 +10,14 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use hallpass_api as api;
-use hallpass_core::{Principal, SystemClock};
-use hallpass_providers::jwt::{JwtProvider, JwtSigner};
-use hallpass_providers::{CredentialProvider, GrantContext, ProviderError, Registry, SecretCredential, TargetSecrets};
-use hallpass_server::app::App;
-use hallpass_server::auth::Caller;
-use hallpass_store::Store;
+use hallpass_api::{self as api, AuditKind, ErrorCode, RequestState};
+use hallpass_core::SystemClock;
+use hallpass_providers::{CredentialProvider, GrantContext, ProviderError, SecretCredential, TargetSecrets};
+use hallpass_server::app::audit::AuditQuery;
+use hallpass_server::app::{App, Caller};
+use hallpass_server::testing::caller;
 use serde_json::{Map, Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// Fails the first `failures` revokes, then succeeds.
 struct FlakyProvider {
@@ -70,31 +69,23 @@ struct Harness {
     _stop: watch::Sender<bool>,
 }
 
-fn caller(name: &str, groups: &[&str]) -> Caller {
-    Caller {
-        principal: Principal {
-            name: name.into(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-        },
-        token_id: format!("tok_{name}"),
-        token_expires_at: None,
-    }
+async fn audit(app: &App, request: Option<String>) -> Vec<hallpass_api::AuditEvent> {
+    let query = AuditQuery {
+        since: 0,
+        request,
+        limit: 1000,
+    };
+    app.audit_page(&caller("admin", &["admins"]), query).await.unwrap()
 }
 
 async fn harness(failures: u32) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(SystemClock);
-    let store = Store::open_sqlite(dir.path(), clock.clone()).unwrap();
-    let signer = Arc::new(JwtSigner::load_or_create(&dir.path().join("key"), "test".into()).unwrap());
     let provider = Arc::new(FlakyProvider {
         failures,
         revokes: AtomicU32::new(0),
     });
-    let registry = Registry::default()
-        .with(Arc::new(JwtProvider::new(signer.clone())))
-        .with(provider.clone());
-    let (tx, rx) = mpsc::unbounded_channel();
-    let app = App::new(store, registry, signer, clock, tx);
+    let (app, rx) = hallpass_server::testing::app_in(dir.path(), clock, vec![provider.clone()]).unwrap();
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(hallpass_server::scheduler::run(app.clone(), Vec::new(), rx, stop_rx));
     let admin = caller("admin", &["admins"]);
@@ -103,6 +94,7 @@ async fn harness(failures: u32) -> Harness {
             name: "db".into(),
             target_type: "flaky".into(),
             config: Map::new(),
+            secrets: None,
         }],
         roles: vec![api::RoleSpec {
             name: "db-read".into(),
@@ -110,6 +102,7 @@ async fn harness(failures: u32) -> Harness {
             description: String::new(),
             default_duration: None,
             max_duration: "1h".into(),
+            max_total_duration: None,
             requestable_by: vec!["group:dev".into()],
             labels: Default::default(),
             approval: None,
@@ -131,10 +124,13 @@ async fn harness(failures: u32) -> Harness {
     }
 }
 
-async fn wait_for_state(app: &App, id: &str, state: &str, within: Duration) -> api::AccessRequest {
+async fn wait_for_state(app: &App, id: &str, state: RequestState, within: Duration) -> api::AccessRequest {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let (request, _) = app.get_request(id.to_string()).await.unwrap();
+        let (request, _) = app
+            .get_request(&caller("admin", &["admins"]), id.to_string())
+            .await
+            .unwrap();
         if request.state == state {
             return request;
         }
@@ -165,33 +161,36 @@ async fn failed_revoke_is_visible_and_retried_until_it_succeeds() {
         )
         .await
         .unwrap()
-        .0;
-    assert_eq!(request.state, "active");
+        .request;
+    assert_eq!(request.state, RequestState::Active);
 
-    let failed = wait_for_state(&h.app, &request.id, "revoke_failed", Duration::from_secs(5)).await;
+    let failed = wait_for_state(&h.app, &request.id, RequestState::RevokeFailed, Duration::from_secs(5)).await;
     let error = failed.revoke_error.unwrap_or_default();
     assert!(error.contains("connection refused"), "error is shown: {error}");
     assert!(failed.next_revoke_at.is_some());
 
     // Backoff 1s then 2s: the third attempt succeeds, and the grant ends as
     // the expiry it was, not as a manual revocation.
-    let ended = wait_for_state(&h.app, &request.id, "expired", Duration::from_secs(10)).await;
+    let ended = wait_for_state(&h.app, &request.id, RequestState::Expired, Duration::from_secs(10)).await;
     assert_eq!(ended.revoke_error, None);
     assert_eq!(h.provider.revokes.load(Ordering::SeqCst), 3);
 
-    let events = h.app.audit_page(0, Some(request.id.clone()), 100).await.unwrap();
-    let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
+    let events = audit(&h.app, Some(request.id.clone())).await;
+    let kinds: Vec<AuditKind> = events
+        .iter()
+        .map(|e| e.kind.parse().unwrap_or(AuditKind::Other(e.kind.clone())))
+        .collect();
     assert_eq!(
         kinds,
         [
-            "request.created",
-            "grant.activated",
-            "grant.revoke_failed",
-            "grant.revoke_failed",
-            "grant.expired"
+            AuditKind::RequestCreated,
+            AuditKind::GrantActivated,
+            AuditKind::GrantRevokeFailed,
+            AuditKind::GrantRevokeFailed,
+            AuditKind::GrantExpired
         ]
     );
-    assert!(h.app.audit_verify().await.unwrap().ok);
+    assert!(h.app.audit_verify(&h.admin).await.unwrap().ok);
 }
 
 #[tokio::test]
@@ -212,26 +211,21 @@ async fn manual_revoke_failure_keeps_the_revoke_intent() {
         )
         .await
         .unwrap()
-        .0;
+        .request;
     let after = h
         .app
-        .end_grant(
-            Some(h.admin.principal.clone()),
-            request.id.clone(),
-            hallpass_core::request::EndKind::Revoke,
-            Some("done".into()),
-        )
+        .revoke_grant(&h.admin, request.id.clone(), "done".into())
         .await
         .unwrap();
-    assert_eq!(after.state, "revoke_failed");
-    let ended = wait_for_state(&h.app, &request.id, "revoked", Duration::from_secs(5)).await;
+    assert_eq!(after.state, RequestState::RevokeFailed);
+    let ended = wait_for_state(&h.app, &request.id, RequestState::Revoked, Duration::from_secs(5)).await;
     assert_eq!(ended.ended_by.map(|d| d.by), Some("admin".to_string()));
 }
 
 #[tokio::test]
 async fn a_failed_write_changes_nothing_and_appends_no_audit() {
     let h = harness(0).await;
-    let before = h.app.audit_page(0, None, 1000).await.unwrap().len();
+    let before = audit(&h.app, None).await.len();
     let too_long = h
         .app
         .create_request(
@@ -247,7 +241,7 @@ async fn a_failed_write_changes_nothing_and_appends_no_audit() {
         )
         .await
         .unwrap_err();
-    assert_eq!(too_long.code, "duration_above_max");
+    assert_eq!(too_long.code, ErrorCode::DurationAboveMax);
     let unknown = h
         .app
         .create_request(
@@ -263,7 +257,8 @@ async fn a_failed_write_changes_nothing_and_appends_no_audit() {
         )
         .await
         .unwrap_err();
-    assert_eq!(unknown.code, "not_found");
-    assert_eq!(h.app.audit_page(0, None, 1000).await.unwrap().len(), before);
-    assert!(h.app.list_requests(Default::default()).await.unwrap().is_empty());
+    assert_eq!(unknown.code, ErrorCode::NotFound);
+    assert_eq!(audit(&h.app, None).await.len(), before);
+    let listed = h.app.list_requests(&h.admin, Default::default()).await.unwrap();
+    assert!(listed.items.is_empty());
 }

@@ -21,7 +21,8 @@ mod sqlite;
 mod tx;
 
 pub use engine::{Backend, Store};
-pub use tx::{ReadTx, WriteTx};
+pub use sqlite::prepare_data_dir;
+pub use tx::{ReadTx, WriteTx, open_key};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use thiserror::Error;
@@ -29,7 +30,11 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    /// A unique key refused a write (e.g. a second open request for one
+    /// requester and role); the transaction's other writes stand.
+    #[error("conflicting write: {0}")]
+    Conflict(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("cannot open the data directory {path}: {message}")]
@@ -42,6 +47,23 @@ pub enum StoreError {
     Commit(String),
     #[error("{0}")]
     Config(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        use rusqlite::ffi;
+        match &error {
+            rusqlite::Error::SqliteFailure(code, message)
+                if matches!(
+                    code.extended_code,
+                    ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                ) =>
+            {
+                StoreError::Conflict(message.clone().unwrap_or_else(|| "unique constraint".into()))
+            }
+            _ => StoreError::Sqlite(error),
+        }
+    }
 }
 
 /// A token row. Only the SHA-256 of the secret is kept.
@@ -68,6 +90,28 @@ pub struct ConfigRow {
     pub document: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The audit sequence number of its last change: decisions made on it
+    /// check in their transaction that it has not moved.
+    pub version: u64,
+}
+
+/// One sealed secret of a target. `sealed` is ciphertext; the store never
+/// sees the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRow {
+    pub target: String,
+    pub name: String,
+    pub sealed: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// An admin's emergency stop for one principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockRow {
+    pub principal: String,
+    pub reason: String,
+    pub locked_by: String,
+    pub locked_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +144,9 @@ pub struct RequestFilter {
     pub holding_access: bool,
     /// Only break-glass grants: with an open review, or (`false`) any review.
     pub review_open: Option<bool>,
+    /// Only records older than this one (newest-first paging): its
+    /// `created_at` and id.
+    pub before: Option<(DateTime<Utc>, String)>,
     pub limit: u32,
 }
 

@@ -55,7 +55,12 @@ fn describe(error: &postgres::Error) -> String {
 
 impl From<postgres::Error> for StoreError {
     fn from(error: postgres::Error) -> Self {
-        StoreError::Postgres(describe(&error))
+        match error.as_db_error() {
+            Some(db) if *db.code() == postgres::error::SqlState::UNIQUE_VIOLATION => {
+                StoreError::Conflict(db.constraint().unwrap_or("unique constraint").to_string())
+            }
+            _ => StoreError::Postgres(describe(&error)),
+        }
     }
 }
 

@@ -94,6 +94,44 @@ CREATE INDEX requests_by_review ON requests (review, created_at) WHERE review > 
 CREATE INDEX requests_holding_by_requester ON requests (requester, role, created_at)
     WHERE state IN ('active', 'revoke_failed');
 "#,
+    // Target secrets sealed apart from their documents; principal locks;
+    // one open request or grant per requester and role, enforced by a
+    // unique key (records left open twice by the first release keep their
+    // place: only the newest of each pair takes the key); configuration
+    // versions (the audit seq of their last change) so decisions can check
+    // they still hold.
+    r#"
+CREATE TABLE target_secrets (
+    target     TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    sealed     TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (target, name)
+);
+CREATE TABLE locks (
+    principal TEXT PRIMARY KEY,
+    reason    TEXT NOT NULL,
+    locked_by TEXT NOT NULL,
+    locked_at TEXT NOT NULL
+);
+ALTER TABLE requests ADD COLUMN open_key TEXT;
+UPDATE requests SET open_key = requester || ' ' || role
+ WHERE state IN ('pending', 'approved', 'scheduled', 'active', 'revoke_failed')
+   AND NOT EXISTS (
+       SELECT 1 FROM requests newer
+        WHERE newer.requester = requests.requester AND newer.role = requests.role
+          AND newer.state IN ('pending', 'approved', 'scheduled', 'active', 'revoke_failed')
+          AND (newer.created_at > requests.created_at
+               OR (newer.created_at = requests.created_at AND newer.id > requests.id)));
+CREATE UNIQUE INDEX requests_one_open ON requests (open_key) WHERE open_key IS NOT NULL;
+DROP INDEX requests_holding_by_requester;
+CREATE INDEX requests_open_by_requester ON requests (requester, state)
+    WHERE state IN ('pending', 'approved', 'scheduled', 'active', 'revoke_failed');
+ALTER TABLE targets ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE roles ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE approval_flows ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE policies ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+"#,
 ];
 
 pub fn migrate(conn: &mut dyn Conn) -> Result<(), StoreError> {

@@ -7,7 +7,17 @@ use hallpass_core::request::RequestRecord;
 use hallpass_core::{Clock, RequestState};
 
 use crate::sql::{Conn, Row, SqlValue};
-use crate::{ConfigKind, ConfigRow, RequestFilter, StoreError, TokenRow, format_time, sql_params};
+use crate::{ConfigKind, ConfigRow, LockRow, RequestFilter, SecretRow, StoreError, TokenRow, format_time, sql_params};
+
+/// The key that allows one open request or grant per requester and role.
+/// Names cannot hold spaces, so the pair is unambiguous.
+pub fn open_key(requester: &str, role: &str) -> String {
+    format!("{requester} {role}")
+}
+
+/// The `state IN (...)` of the open states, word for word as in the partial
+/// index `requests_open_by_requester`, so both databases use it.
+const OPEN_STATES: &str = "state IN ('pending', 'approved', 'scheduled', 'active', 'revoke_failed')";
 
 /// The head of the audit chain inside the current transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,15 +87,22 @@ impl<'a> WriteTx<'a> {
     /// Inserts or replaces a request record and releases any claim on it.
     /// Its version becomes the current audit head, so append the audit event
     /// first.
+    ///
+    /// An open record takes the `(requester, role)` key when it is created
+    /// and keeps it until it closes; a second open record for the pair is
+    /// refused with [`StoreError::Conflict`]. (Open records written before
+    /// the key existed keep no key, so they never block each other.)
     pub fn put_request(&mut self, record: &RequestRecord) -> Result<u64, StoreError> {
         let version = self.head.seq;
+        let key = record.is_open().then(|| open_key(&record.requester.name, &record.role));
         self.conn.execute(
             "INSERT INTO requests (id, state, requester, role, activated, next_deadline, claimed_by, claim_until,
-                                   created_at, version, record, review)
-             VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $9, $10)
+                                   created_at, version, record, review, open_key)
+             VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $9, $10, $11)
              ON CONFLICT (id) DO UPDATE SET state = excluded.state, activated = excluded.activated,
                  next_deadline = excluded.next_deadline, claimed_by = NULL, claim_until = NULL,
-                 version = excluded.version, record = excluded.record, review = excluded.review",
+                 version = excluded.version, record = excluded.record, review = excluded.review,
+                 open_key = CASE WHEN excluded.open_key IS NULL THEN NULL ELSE requests.open_key END",
             sql_params![
                 &record.id,
                 record.state.as_str(),
@@ -96,7 +113,8 @@ impl<'a> WriteTx<'a> {
                 format_time(record.created_at),
                 version,
                 json_text(record)?,
-                review_code(record)
+                review_code(record),
+                key
             ],
         )?;
         Ok(version)
@@ -173,11 +191,14 @@ impl<'a> WriteTx<'a> {
         Ok(changed == 1)
     }
 
+    /// Inserts or replaces a configuration document; its version becomes
+    /// the current audit head (append the audit event first).
     pub fn put_config(&mut self, kind: ConfigKind, row: &ConfigRow) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO {} (name, reference, document, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO {} (name, reference, document, created_at, updated_at, version)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (name) DO UPDATE SET reference = excluded.reference, document = excluded.document,
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, version = excluded.version",
             kind.table()
         );
         self.conn.execute(
@@ -187,10 +208,73 @@ impl<'a> WriteTx<'a> {
                 &row.reference,
                 json_text(&row.document)?,
                 format_time(row.created_at),
-                format_time(row.updated_at)
+                format_time(row.updated_at),
+                self.head.seq
             ],
         )?;
         Ok(())
+    }
+
+    /// Stores one sealed secret of a target.
+    pub fn put_target_secret(&mut self, secret: &SecretRow) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO target_secrets (target, name, sealed, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (target, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+            sql_params![
+                &secret.target,
+                &secret.name,
+                &secret.sealed,
+                format_time(secret.updated_at)
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_target_secret(&mut self, target: &str, name: &str) -> Result<bool, StoreError> {
+        let deleted = self.conn.execute(
+            "DELETE FROM target_secrets WHERE target = $1 AND name = $2",
+            sql_params![target, name],
+        )?;
+        Ok(deleted == 1)
+    }
+
+    pub fn delete_target_secrets(&mut self, target: &str) -> Result<u64, StoreError> {
+        self.conn
+            .execute("DELETE FROM target_secrets WHERE target = $1", sql_params![target])
+    }
+
+    pub fn put_lock(&mut self, lock: &LockRow) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO locks (principal, reason, locked_by, locked_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (principal) DO UPDATE SET reason = excluded.reason, locked_by = excluded.locked_by,
+                 locked_at = excluded.locked_at",
+            sql_params![
+                &lock.principal,
+                &lock.reason,
+                &lock.locked_by,
+                format_time(lock.locked_at)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a lock; false when the principal was not locked.
+    pub fn delete_lock(&mut self, principal: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM locks WHERE principal = $1", sql_params![principal])?
+            == 1)
+    }
+
+    /// Revokes every live token of `principal`; returns their ids.
+    pub fn revoke_tokens_of(&mut self, principal: &str, at: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        let rows = self.conn.query(
+            "UPDATE tokens SET revoked_at = $1 WHERE principal = $2 AND revoked_at IS NULL RETURNING id",
+            sql_params![format_time(at), principal],
+        )?;
+        let mut ids = rows.iter().map(|row| row.text(0)).collect::<Result<Vec<_>, _>>()?;
+        ids.sort();
+        Ok(ids)
     }
 
     pub fn delete_config(&mut self, kind: ConfigKind, name: &str) -> Result<bool, StoreError> {
@@ -231,7 +315,8 @@ fn review_code(record: &RequestRecord) -> i64 {
 }
 
 const TOKEN_COLUMNS: &str = "id, secret_hash, principal, groups_json, created_at, created_by, expires_at, revoked_at";
-const CONFIG_COLUMNS: &str = "name, reference, document, created_at, updated_at";
+const CONFIG_COLUMNS: &str = "name, reference, document, created_at, updated_at, version";
+const LOCK_COLUMNS: &str = "principal, reason, locked_by, locked_at";
 const AUDIT_COLUMNS: &str = "seq, time, actor, kind, request_id, data, prev_hash, hash";
 
 fn token_from_row(row: &Row) -> Result<TokenRow, StoreError> {
@@ -254,6 +339,25 @@ fn config_from_row(row: &Row) -> Result<ConfigRow, StoreError> {
         document: row.json(2)?,
         created_at: row.time(3)?,
         updated_at: row.time(4)?,
+        version: row.int(5)? as u64,
+    })
+}
+
+fn lock_from_row(row: &Row) -> Result<LockRow, StoreError> {
+    Ok(LockRow {
+        principal: row.text(0)?,
+        reason: row.text(1)?,
+        locked_by: row.text(2)?,
+        locked_at: row.time(3)?,
+    })
+}
+
+fn secret_from_row(row: &Row) -> Result<SecretRow, StoreError> {
+    Ok(SecretRow {
+        target: row.text(0)?,
+        name: row.text(1)?,
+        sealed: row.text(2)?,
+        updated_at: row.time(3)?,
     })
 }
 
@@ -295,6 +399,17 @@ impl<'a> ReadTx<'a> {
     pub fn token_by_hash(&mut self, secret_hash: &str) -> Result<Option<TokenRow>, StoreError> {
         let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_hash = $1");
         self.one(&sql, sql_params![secret_hash], token_from_row)
+    }
+
+    /// The token with this hash and whether its principal is locked, in one
+    /// round trip: every API call asks this.
+    pub fn token_for_auth(&mut self, secret_hash: &str) -> Result<Option<(TokenRow, bool)>, StoreError> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS}, (SELECT COUNT(*) FROM locks WHERE locks.principal = tokens.principal)
+             FROM tokens WHERE secret_hash = $1"
+        );
+        let row = self.conn.query_one(&sql, sql_params![secret_hash])?;
+        row.map(|row| Ok((token_from_row(&row)?, row.int(8)? > 0))).transpose()
     }
 
     pub fn tokens(&mut self) -> Result<Vec<TokenRow>, StoreError> {
@@ -361,34 +476,81 @@ impl<'a> ReadTx<'a> {
             Some(false) => sql.push_str(" AND review > 0"),
             None => {}
         }
+        if let Some((created_at, id)) = &filter.before {
+            params.push(format_time(*created_at).into());
+            params.push(id.into());
+            let (at, id) = (params.len() - 1, params.len());
+            sql.push_str(&format!(
+                " AND (created_at < ${at} OR (created_at = ${at} AND id < ${id}))"
+            ));
+        }
         let limit = if filter.limit == 0 { 1000 } else { filter.limit };
         sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT {limit}"));
         all(self.conn.query(&sql, &params)?, request_from_row)
     }
 
-    /// The requester's active grant of `role`, if any (the newest). The
-    /// condition repeats the partial index `requests_holding_by_requester`
-    /// word for word so both databases use it; it holds only grants that
-    /// hold access, so ending a grant just drops its entry.
-    pub fn active_grant(&mut self, requester: &str, role: &str) -> Result<Option<(RequestRecord, u64)>, StoreError> {
-        let rows = self.conn.query(
-            "SELECT record, version FROM requests
-             WHERE requester = $1 AND role = $2 AND state IN ('active', 'revoke_failed')
-             ORDER BY created_at DESC",
-            sql_params![requester, role],
-        )?;
-        Ok(all(rows, request_from_row)?
-            .into_iter()
-            .find(|(record, _)| record.state == RequestState::Active))
+    /// The requester's open request or grant of `role`, if any: the record
+    /// holding the `(requester, role)` key.
+    pub fn open_request(&mut self, requester: &str, role: &str) -> Result<Option<(RequestRecord, u64)>, StoreError> {
+        self.one(
+            "SELECT record, version FROM requests WHERE open_key = $1",
+            sql_params![open_key(requester, role)],
+            request_from_row,
+        )
     }
 
-    /// How many grants of the requester may hold access now.
-    pub fn count_holding(&mut self, requester: &str) -> Result<u64, StoreError> {
-        let row = self.conn.query_one(
-            "SELECT COUNT(*) FROM requests WHERE requester = $1 AND state IN ('active', 'revoke_failed')",
-            sql_params![requester],
-        )?;
+    /// How many of the requester's grants hold access or are about to
+    /// (approved, active, revoke_failed): `active_grants` for policies.
+    pub fn count_grants(&mut self, requester: &str) -> Result<u64, StoreError> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM requests WHERE requester = $1 AND {OPEN_STATES}
+               AND state IN ('approved', 'active', 'revoke_failed')"
+        );
+        let row = self.conn.query_one(&sql, sql_params![requester])?;
         Ok(row.map(|r| r.int(0)).transpose()?.unwrap_or(0) as u64)
+    }
+
+    /// Ids of every grant holding access on `target`.
+    pub fn grants_holding_on(&mut self, target: &str) -> Result<Vec<String>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT id, record FROM requests WHERE state IN ('active', 'revoke_failed') ORDER BY created_at",
+            &[],
+        )?;
+        let mut ids = Vec::new();
+        for row in &rows {
+            let record: RequestRecord = row.json(1)?;
+            if record.target == target {
+                ids.push(row.text(0)?);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The requester's open requests and grants (every role).
+    pub fn open_requests_of(&mut self, requester: &str) -> Result<Vec<(RequestRecord, u64)>, StoreError> {
+        let sql =
+            format!("SELECT record, version FROM requests WHERE requester = $1 AND {OPEN_STATES} ORDER BY created_at");
+        all(self.conn.query(&sql, sql_params![requester])?, request_from_row)
+    }
+
+    pub fn target_secrets(&mut self, target: &str) -> Result<Vec<SecretRow>, StoreError> {
+        all(
+            self.conn.query(
+                "SELECT target, name, sealed, updated_at FROM target_secrets WHERE target = $1 ORDER BY name",
+                sql_params![target],
+            )?,
+            secret_from_row,
+        )
+    }
+
+    pub fn lock(&mut self, principal: &str) -> Result<Option<LockRow>, StoreError> {
+        let sql = format!("SELECT {LOCK_COLUMNS} FROM locks WHERE principal = $1");
+        self.one(&sql, sql_params![principal], lock_from_row)
+    }
+
+    pub fn locks(&mut self) -> Result<Vec<LockRow>, StoreError> {
+        let sql = format!("SELECT {LOCK_COLUMNS} FROM locks ORDER BY principal");
+        all(self.conn.query(&sql, &[])?, lock_from_row)
     }
 
     /// Every pending deadline, for rebuilding the in-memory timer.

@@ -65,19 +65,23 @@ pub fn render_changes(response: &ApplyResponse) -> String {
         let line = match change.action {
             ChangeAction::Create => {
                 created += 1;
-                format!("+ {} {}", change.kind, change.name)
+                format!("+ {} {}", change.kind.as_str(), change.name)
             }
             ChangeAction::Update => {
                 updated += 1;
-                if change.fields.is_empty() {
-                    format!("~ {} {}", change.kind, change.name)
+                let mut details = change.fields.clone();
+                if !change.secrets.is_empty() {
+                    details.push(format!("secrets: {}", change.secrets.join(", ")));
+                }
+                if details.is_empty() {
+                    format!("~ {} {}", change.kind.as_str(), change.name)
                 } else {
-                    format!("~ {} {} ({})", change.kind, change.name, change.fields.join(", "))
+                    format!("~ {} {} ({})", change.kind.as_str(), change.name, details.join(", "))
                 }
             }
             ChangeAction::Unchanged => {
                 unchanged += 1;
-                format!("  {} {} (unchanged)", change.kind, change.name)
+                format!("  {} {} (unchanged)", change.kind.as_str(), change.name)
             }
         };
         push_line(&mut out, "", &line);
@@ -106,12 +110,14 @@ pub async fn target(ctx: &Ctx, command: TargetCommand) -> CmdResult {
                 print_json(&targets)?;
                 return ok();
             }
-            let mut table = Table::new(["NAME", "TYPE", "CONFIG", "UPDATED"]);
+            let mut table = Table::new(["NAME", "TYPE", "CONFIG", "SECRETS", "UPDATED"]);
             for t in &targets {
+                let secrets: Vec<String> = t.secrets.iter().map(|s| s.name.clone()).collect();
                 table.row([
-                    t.spec.name.clone(),
-                    t.spec.target_type.clone(),
-                    truncate(&serde_json::Value::Object(t.spec.config.clone()).to_string(), 60),
+                    t.name.clone(),
+                    t.target_type.clone(),
+                    truncate(&serde_json::Value::Object(t.config.clone()).to_string(), 60),
+                    join_or_dash(&secrets),
                     time(&t.updated_at),
                 ]);
             }
@@ -137,19 +143,31 @@ pub async fn target(ctx: &Ctx, command: TargetCommand) -> CmdResult {
 
 fn print_target(target: &Target) {
     let mut rows = vec![
-        ("name", target.spec.name.clone()),
-        ("type", target.spec.target_type.clone()),
+        ("name", target.name.clone()),
+        ("type", target.target_type.clone()),
         ("created", time(&target.created_at)),
         ("updated", time(&target.updated_at)),
     ];
-    if target.spec.config.is_empty() {
+    if target.config.is_empty() {
         rows.push(("config", "-".to_string()));
     } else {
         rows.push(("config", String::new()));
     }
     let mut out = fields(&rows);
-    for (key, value) in &target.spec.config {
+    for (key, value) in &target.config {
         push_line(&mut out, "  ", &format!("{key} = {value}"));
+    }
+    if target.secrets.is_empty() {
+        push_line(&mut out, "", "secrets:  -");
+    } else {
+        push_line(&mut out, "", "secrets:  (write-only: names and when they last changed)");
+        for secret in &target.secrets {
+            push_line(
+                &mut out,
+                "  ",
+                &format!("{} (changed {})", secret.name, time(&secret.updated_at)),
+            );
+        }
     }
     print!("{out}");
 }
@@ -174,13 +192,13 @@ pub async fn role(ctx: &Ctx, command: RoleCommand) -> CmdResult {
             ]);
             for r in &roles {
                 table.row([
-                    r.spec.name.clone(),
-                    r.spec.target.clone(),
+                    r.name.clone(),
+                    r.target.clone(),
                     hallpass_core::format_duration(r.default_duration_seconds),
                     hallpass_core::format_duration(r.max_duration_seconds),
                     approval_summary(r),
-                    join_or_dash(&r.spec.requestable_by),
-                    truncate(&r.spec.description, 40),
+                    join_or_dash(&r.requestable_by),
+                    truncate(&r.description, 40),
                 ]);
             }
             table.print_or("no roles");
@@ -206,20 +224,20 @@ pub async fn role(ctx: &Ctx, command: RoleCommand) -> CmdResult {
 /// `auto`, `flow two-step`, `1 of group:approvers`, or `-` when no approval
 /// is configured (policies may still decide).
 fn approval_summary(role: &Role) -> String {
-    if role.spec.auto_approve {
+    if role.auto_approve {
         return "auto".to_string();
     }
-    if let Some(flow) = &role.spec.approval_flow {
+    if let Some(flow) = &role.approval_flow {
         return format!("flow {flow}");
     }
-    match &role.spec.approval {
+    match &role.approval {
         Some(approval) => format!("{} of {}", approval.required, approval.approvers.join(", ")),
         None => "-".to_string(),
     }
 }
 
 fn print_role(role: &Role) {
-    let spec = &role.spec;
+    let spec = role;
     let labels: Vec<String> = spec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     print_fields(&[
         ("name", spec.name.clone()),
@@ -232,6 +250,10 @@ fn print_role(role: &Role) {
         (
             "max duration",
             hallpass_core::format_duration(role.max_duration_seconds),
+        ),
+        (
+            "max total duration",
+            hallpass_core::format_duration(role.max_total_duration_seconds),
         ),
         ("requestable by", join_or_dash(&spec.requestable_by)),
         ("approval", approval_summary(role)),
@@ -247,15 +269,37 @@ fn print_role(role: &Role) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hallpass_api::Change;
+    use hallpass_api::{Change, ConfigKind};
 
     fn change(kind: &str, name: &str, action: ChangeAction, fields: &[&str]) -> Change {
+        let kind = match kind {
+            "target" => ConfigKind::Target,
+            "role" => ConfigKind::Role,
+            "approval_flow" => ConfigKind::ApprovalFlow,
+            _ => ConfigKind::Policy,
+        };
         Change {
-            kind: kind.into(),
+            kind,
             name: name.into(),
             action,
             fields: fields.iter().map(|f| f.to_string()).collect(),
+            secrets: Vec::new(),
         }
+    }
+
+    #[test]
+    fn changed_secrets_are_named_in_the_diff() {
+        let mut panel = change("target", "panel", ChangeAction::Update, &[]);
+        panel.secrets = vec!["hmac_secret".into()];
+        let response = ApplyResponse {
+            dry_run: true,
+            changes: vec![panel],
+        };
+        assert!(
+            render_changes(&response).starts_with("~ target panel (secrets: hmac_secret)\n"),
+            "{}",
+            render_changes(&response)
+        );
     }
 
     #[test]

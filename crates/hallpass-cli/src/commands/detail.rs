@@ -8,7 +8,10 @@
 //! goes through [`push_line`], which keeps each record on its own line.
 
 use chrono::{DateTime, Utc};
-use hallpass_api::{AccessRequest, DecisionRecord, ExtensionRecord, FlowProgress, PolicyDecision, StageProgress};
+use hallpass_api::{
+    AccessRequest, DecisionRecord, ExtensionRecord, ExtensionState, FlowProgress, PolicyDecision, RequestState,
+    ReviewState, StageProgress, StageState,
+};
 
 use crate::output::{
     fields, join_or_dash, opt_time, opt_time_relative, or_dash, push_line, short_hash, time, time_relative, yes_no,
@@ -16,14 +19,18 @@ use crate::output::{
 
 /// The stage now collecting approvals, if any.
 pub fn open_stage(flow: &FlowProgress) -> Option<&StageProgress> {
-    flow.stages.iter().find(|stage| stage.state == "open")
+    flow.stages.iter().find(|stage| stage.state == StageState::Open)
 }
 
 /// One line on where a flow stands:
 /// `stage 1/2: 0/1 approvals (may approve: group:dev-leads)`.
 pub fn flow_status(flow: &FlowProgress) -> String {
     let total = flow.stages.len();
-    let approved = flow.stages.iter().filter(|stage| stage.state == "approved").count();
+    let approved = flow
+        .stages
+        .iter()
+        .filter(|stage| stage.state == StageState::Approved)
+        .count();
     let Some(stage) = open_stage(flow) else {
         return format!("{approved}/{total} stages approved");
     };
@@ -125,7 +132,7 @@ fn comment_suffix(comment: Option<&str>) -> String {
 pub fn render_flow(flow: &FlowProgress, indent: &str, now: DateTime<Utc>) -> String {
     let mut out = String::new();
     for stage in &flow.stages {
-        let so_far = if stage.state == "open" {
+        let so_far = if stage.state == StageState::Open {
             format!(", {} so far", stage.approvals.len())
         } else {
             String::new()
@@ -154,7 +161,7 @@ pub fn render_flow(flow: &FlowProgress, indent: &str, now: DateTime<Utc>) -> Str
                 ),
             );
         }
-        if stage.state == "open" && !stage.may_approve.is_empty() {
+        if stage.state == StageState::Open && !stage.may_approve.is_empty() {
             push_line(
                 &mut out,
                 &detail,
@@ -178,7 +185,9 @@ pub fn escalation(stage: &StageProgress, now: DateTime<Utc>) -> Option<String> {
     match (stage.escalated, stage.escalates_at.as_ref()) {
         (true, Some(at)) => Some(format!("escalated to {to} at {}", time(at))),
         (true, None) => Some(format!("escalated to {to}")),
-        (false, Some(at)) if stage.state == "open" => Some(format!("escalates to {to} at {}", time_relative(at, now))),
+        (false, Some(at)) if stage.state == StageState::Open => {
+            Some(format!("escalates to {to} at {}", time_relative(at, now)))
+        }
         (false, _) => None,
     }
 }
@@ -242,7 +251,7 @@ pub fn render_extension(extension: &ExtensionRecord, now: DateTime<Utc>) -> Stri
         }
     }
     match &extension.approval {
-        Some(flow) if extension.state == "pending" => {
+        Some(flow) if extension.state == ExtensionState::Pending => {
             push_line(&mut out, "    ", &format!("approval: {}", flow_heading(flow)));
             out.push_str(&render_flow(flow, "      ", now));
         }
@@ -283,7 +292,7 @@ pub fn render_detail(r: &AccessRequest, now: DateTime<Utc>) -> String {
         ("role", r.role.clone()),
         ("target", r.target.clone()),
         ("requester", r.requester.clone()),
-        ("state", r.state.clone()),
+        ("state", r.state.to_string()),
     ];
     if r.emergency {
         rows.push((
@@ -304,7 +313,7 @@ pub fn render_detail(r: &AccessRequest, now: DateTime<Utc>) -> String {
     if let Some(start) = &r.scheduled_start {
         rows.push(("starts", time_relative(start, now)));
     }
-    if r.state == "pending"
+    if r.state == RequestState::Pending
         && let Some(deadline) = &r.pending_expires_at
     {
         rows.push(("times out", time_relative(deadline, now)));
@@ -318,7 +327,7 @@ pub fn render_detail(r: &AccessRequest, now: DateTime<Utc>) -> String {
     if r.approval.is_none() {
         // Without stage detail the flat fields are all there is.
         let missing = (r.required_approvals as usize).saturating_sub(r.approvals.len());
-        let still_needed = if r.state == "pending" && missing > 0 {
+        let still_needed = if r.state == RequestState::Pending && missing > 0 {
             format!("{missing} more from {}", join_or_dash(&r.approvers))
         } else {
             "-".to_string()
@@ -411,15 +420,21 @@ pub fn flags(r: &AccessRequest, now: DateTime<Utc>) -> String {
     if r.emergency {
         flags.push("emergency".to_string());
     }
-    if r.review.as_ref().is_some_and(|review| review.state == "open") {
+    if r.review
+        .as_ref()
+        .is_some_and(|review| review.state == ReviewState::Open)
+    {
         flags.push("review open".to_string());
     }
     if let Some(start) = r.scheduled_start
-        && matches!(r.state.as_str(), "pending" | "approved" | "scheduled")
+        && matches!(
+            r.state,
+            RequestState::Pending | RequestState::Approved | RequestState::Scheduled
+        )
     {
         flags.push(format!("starts {}", crate::output::relative(start, now)));
     }
-    if r.extensions.last().is_some_and(|e| e.state == "pending") {
+    if r.extensions.last().is_some_and(|e| e.state == ExtensionState::Pending) {
         flags.push("extension pending".to_string());
     }
     if flags.is_empty() {
@@ -450,7 +465,7 @@ mod tests {
             reason: reason.into(),
             ticket: None,
             requested_at: now() - minutes(1),
-            state: "pending".into(),
+            state: ExtensionState::Pending,
             auto_approved: false,
             approval: Some(two_stage_flow()),
             decision: None,
@@ -530,7 +545,7 @@ mod tests {
             flow_status(&flow),
             "stage 2/2: 1/2 approvals (may approve: group:security, group:ciso), escalated"
         );
-        flow.stages[1].state = "approved".into();
+        flow.stages[1].state = StageState::Approved;
         assert_eq!(flow_status(&flow), "2/2 stages approved");
     }
 
@@ -554,7 +569,7 @@ mod tests {
         );
         // A stage that is not open yet does not escalate on a clock.
         let mut waiting = flow.stages[1].clone();
-        waiting.state = "waiting".into();
+        waiting.state = StageState::Waiting;
         assert_eq!(escalation(&waiting, now()), None);
         assert_eq!(escalation(&flow.stages[0], now()), None);
     }
@@ -572,7 +587,7 @@ mod tests {
             ..decision()
         });
         r.review = Some(ReviewRecord {
-            state: "open".into(),
+            state: ReviewState::Open,
             opened_at: now() - minutes(5),
             acknowledged: None,
         });
@@ -611,7 +626,7 @@ mod tests {
     #[test]
     fn a_policy_denial_is_listed_under_the_fields() {
         let mut r = request();
-        r.state = "denied".into();
+        r.state = RequestState::Denied;
         r.policy = Some(PolicyDecision {
             deny: vec!["needs a ticket".into()],
             ..decision()
@@ -663,7 +678,7 @@ mod tests {
     #[test]
     fn a_multi_line_policy_denial_continues_indented() {
         let mut r = request();
-        r.state = "denied".into();
+        r.state = RequestState::Denied;
         r.decision = Some(DecisionRecord {
             by: "policy".into(),
             comment: Some("needs a ticket\nprod is frozen\x1b[0m".into()),
@@ -703,11 +718,11 @@ mod tests {
         assert_eq!(flags(&r, now()), "-");
         r.emergency = true;
         r.review = Some(ReviewRecord {
-            state: "open".into(),
+            state: ReviewState::Open,
             opened_at: now(),
             acknowledged: None,
         });
-        r.state = "scheduled".into();
+        r.state = RequestState::Scheduled;
         r.scheduled_start = Some(now() + minutes(90));
         assert_eq!(flags(&r, now()), "emergency, review open, starts in 1h30m");
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::bail;
 use chrono::{DateTime, Utc};
 use clap::Args;
-use hallpass_api::{AccessRequest, ExtendBody, ExtensionRecord};
+use hallpass_api::{AccessRequest, ExtendBody, ExtensionRecord, ExtensionState, RequestState};
 use hallpass_client::Client;
 use indicatif::ProgressBar;
 
@@ -54,7 +54,7 @@ pub async fn extend(ctx: &Ctx, args: ExtendArgs) -> CmdResult {
             args.id
         );
     };
-    let pending = find_extension(&grant, number).is_some_and(|extension| extension.state == "pending");
+    let pending = find_extension(&grant, number).is_some_and(|extension| extension.state == ExtensionState::Pending);
     if args.wait && pending {
         grant = match poll_extension(&client, grant, number).await? {
             Some(settled) => settled,
@@ -67,18 +67,18 @@ pub async fn extend(ctx: &Ctx, args: ExtendArgs) -> CmdResult {
     if ctx.json() {
         print_json(&grant)?;
     }
-    match extension.state.as_str() {
-        "pending" if grant.state != "active" => {
+    match extension.state {
+        ExtensionState::Pending if grant.state != RequestState::Active => {
             eprint_message(&super::requests::ended_without_access(&grant));
             Ok(ExitCode::from(EXIT_NO_ACCESS))
         }
-        "approved" => {
+        ExtensionState::Approved => {
             if !ctx.json() {
                 print_message(&extension_line(&grant, extension, Utc::now()));
             }
             ok()
         }
-        "pending" => {
+        ExtensionState::Pending => {
             if !ctx.json() {
                 print_message(&extension_line(&grant, extension, Utc::now()));
                 eprint_message(&format!(
@@ -105,8 +105,8 @@ pub fn extension_line(grant: &AccessRequest, extension: &ExtensionRecord, now: D
         hallpass_core::format_duration(extension.by_seconds),
         extension_state_phrase(extension)
     );
-    match extension.state.as_str() {
-        "approved" => format!(
+    match extension.state {
+        ExtensionState::Approved => format!(
             "{head}; access now ends at {}",
             opt_time_relative(grant.expires_at.as_ref(), now)
         ),
@@ -125,9 +125,9 @@ pub fn extension_ended_without_access(grant: &AccessRequest, extension: &Extensi
         opt_time_relative(grant.expires_at.as_ref(), Utc::now())
     );
     let refusal = policy_refusal(extension.policy.as_ref());
-    match extension.state.as_str() {
-        "denied" if !refusal.is_empty() => format!("{head}: denied by policy:\n{}", refusal.join("\n")),
-        "denied" => {
+    match extension.state {
+        ExtensionState::Denied if !refusal.is_empty() => format!("{head}: denied by policy:\n{}", refusal.join("\n")),
+        ExtensionState::Denied => {
             let by =
                 extension
                     .decision
@@ -138,7 +138,7 @@ pub fn extension_ended_without_access(grant: &AccessRequest, extension: &Extensi
                     });
             format!("{head}: denied{by}; {until}")
         }
-        "lapsed" => format!("{head}: the grant ended before it was decided"),
+        ExtensionState::Lapsed => format!("{head}: the grant ended before it was decided"),
         state => format!("{head}: it is {state}"),
     }
 }
@@ -173,7 +173,9 @@ async fn poll(
     number: u32,
     bar: &ProgressBar,
 ) -> anyhow::Result<AccessRequest> {
-    while grant.state == "active" && find_extension(&grant, number).is_some_and(|e| e.state == "pending") {
+    while grant.state == RequestState::Active
+        && find_extension(&grant, number).is_some_and(|e| e.state == ExtensionState::Pending)
+    {
         grant = client.wait_request(&grant.id, grant.version, WAIT_POLL_SECONDS).await?;
         bar.set_message(escape_controls(&extension_progress(&grant, number)).into_owned());
     }
@@ -197,7 +199,7 @@ mod tests {
     use crate::commands::fixtures::{active, minutes, now};
     use hallpass_api::{DecisionRecord, PolicyDecision};
 
-    fn grant_with(state: &str) -> AccessRequest {
+    fn grant_with(state: ExtensionState) -> AccessRequest {
         let mut grant = active();
         grant.expires_at = Some(now() + minutes(90));
         grant.extensions.push(ExtensionRecord {
@@ -206,7 +208,7 @@ mod tests {
             reason: "more".into(),
             ticket: None,
             requested_at: now(),
-            state: state.into(),
+            state,
             auto_approved: false,
             approval: None,
             decision: None,
@@ -217,12 +219,12 @@ mod tests {
 
     #[test]
     fn an_approved_extension_gives_the_new_end() {
-        let grant = grant_with("approved");
+        let grant = grant_with(ExtensionState::Approved);
         assert_eq!(
             extension_line(&grant, &grant.extensions[0], now()),
             "extension #1 of grant r1 (prod-db, +30m) was approved; access now ends at 2026-12-01T10:30:00Z (in 1h30m)"
         );
-        let grant = grant_with("pending");
+        let grant = grant_with(ExtensionState::Pending);
         assert_eq!(
             extension_line(&grant, &grant.extensions[0], now()),
             "extension #1 of grant r1 (prod-db, +30m) is pending"
@@ -231,7 +233,7 @@ mod tests {
 
     #[test]
     fn refused_extensions_say_by_whom() {
-        let mut grant = grant_with("denied");
+        let mut grant = grant_with(ExtensionState::Denied);
         grant.extensions[0].policy = Some(PolicyDecision {
             deny: vec!["no extensions on Fridays".into()],
             ..PolicyDecision::default()
@@ -240,7 +242,7 @@ mod tests {
             extension_ended_without_access(&grant, &grant.extensions[0]),
             "extension #1 of grant r1 (prod-db) was not granted: denied by policy:\nno extensions on Fridays"
         );
-        let mut grant = grant_with("denied");
+        let mut grant = grant_with(ExtensionState::Denied);
         grant.extensions[0].decision = Some(DecisionRecord {
             by: "bob".into(),
             comment: Some("wrap it up".into()),
@@ -253,7 +255,7 @@ mod tests {
             ),
             "{text}"
         );
-        let grant = grant_with("lapsed");
+        let grant = grant_with(ExtensionState::Lapsed);
         assert_eq!(
             extension_ended_without_access(&grant, &grant.extensions[0]),
             "extension #1 of grant r1 (prod-db) was not granted: the grant ended before it was decided"

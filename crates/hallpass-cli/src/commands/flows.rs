@@ -29,10 +29,10 @@ pub async fn run(ctx: &Ctx, command: FlowCommand) -> CmdResult {
             let mut table = Table::new(["NAME", "STAGES", "PENDING TTL", "DESCRIPTION"]);
             for flow in &flows {
                 table.row([
-                    flow.spec.name.clone(),
-                    stages_summary(&flow.spec.stages),
+                    flow.name.clone(),
+                    stages_summary(&flow.stages),
                     hallpass_core::format_duration(flow.pending_ttl_seconds),
-                    truncate(&flow.spec.description, 40),
+                    truncate(&flow.description, 40),
                 ]);
             }
             table.print_or("no approval flows");
@@ -91,7 +91,7 @@ fn stage_sentence(stage: &StageSpec) -> String {
 
 /// `flow show`: the settings, then one line per stage.
 pub fn render_flow(flow: &ApprovalFlow) -> String {
-    let spec = &flow.spec;
+    let spec = flow;
     let mut out = crate::output::fields(&[
         ("name", spec.name.clone()),
         ("description", or_dash(Some(&spec.description))),
@@ -112,7 +112,6 @@ pub fn render_flow(flow: &ApprovalFlow) -> String {
 mod tests {
     use super::*;
     use chrono::Utc;
-    use hallpass_api::ApprovalFlowSpec;
 
     fn stage(approvers: &[&str], required: u32, timeout: Option<&str>, escalate_to: &[&str]) -> StageSpec {
         StageSpec {
@@ -143,17 +142,15 @@ mod tests {
     #[test]
     fn show_spells_each_stage_out() {
         let flow = ApprovalFlow {
-            spec: ApprovalFlowSpec {
-                name: "two-step".into(),
-                description: String::new(),
-                pending_ttl: None,
-                stages: vec![
-                    stage(&["group:dev-leads"], 1, Some("15m"), &["group:security"]),
-                    stage(&["group:security"], 2, None, &[]),
-                ],
-                distinct_approvers: true,
-                allow_self_approval: false,
-            },
+            name: "two-step".into(),
+            description: String::new(),
+            pending_ttl: "1d".into(),
+            stages: vec![
+                stage(&["group:dev-leads"], 1, Some("15m"), &["group:security"]),
+                stage(&["group:security"], 2, None, &[]),
+            ],
+            distinct_approvers: true,
+            allow_self_approval: false,
             pending_ttl_seconds: 86_400,
             created_at: Utc::now(),
             updated_at: Utc::now(),

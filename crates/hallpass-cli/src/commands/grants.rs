@@ -4,8 +4,14 @@ use super::requests::{print_updated, request_table};
 use super::{CmdResult, Ctx, ok};
 use crate::output::print_json;
 
-pub async fn list(ctx: &Ctx, active_only: bool) -> CmdResult {
-    let grants = ctx.client()?.list_grants(active_only).await?;
+pub async fn list(ctx: &Ctx, active_only: bool, limit: usize) -> CmdResult {
+    let query = hallpass_client::ListQuery {
+        active: active_only,
+        page_size: limit.min(hallpass_client::MAX_PAGE),
+        max: limit,
+        ..hallpass_client::ListQuery::default()
+    };
+    let grants = ctx.client()?.list(true, &query).await?;
     if ctx.json() {
         print_json(&grants)?;
     } else {

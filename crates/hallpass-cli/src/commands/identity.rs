@@ -1,4 +1,5 @@
-//! Who am I, and API tokens: `whoami`, `token create|list|revoke`.
+//! Who am I, API tokens and locks: `whoami`, `token create|list|revoke`,
+//! `lock`, `unlock`, `locks`.
 
 use clap::Subcommand;
 use hallpass_api::CreateToken;
@@ -59,7 +60,7 @@ pub async fn token(ctx: &Ctx, command: TokenCommand) -> CmdResult {
                 print_json(&created)?;
                 return ok();
             }
-            let info = &created.info;
+            let info = created.info();
             // Details on stderr, the secret alone on stdout: `T=$(hallpass token create ...)` works.
             eprint_message(&format!(
                 "created token {} for {} (groups: {}; expires: {})",
@@ -106,5 +107,55 @@ pub async fn token(ctx: &Ctx, command: TokenCommand) -> CmdResult {
             }
         }
     }
+    ok()
+}
+
+/// `hallpass lock PRINCIPAL --reason TEXT`.
+pub async fn lock(ctx: &Ctx, principal: &str, reason: String) -> CmdResult {
+    let info = ctx.client()?.lock(principal, reason).await?;
+    if ctx.json() {
+        print_json(&info)?;
+        return ok();
+    }
+    print_fields(&[
+        ("locked", info.principal.clone()),
+        ("reason", info.reason.clone()),
+        ("by", format!("{} at {}", info.locked_by, time(&info.locked_at))),
+        ("tokens revoked", join_or_dash(&info.tokens_revoked)),
+        ("requests ended", join_or_dash(&info.requests_ended)),
+    ]);
+    if !info.revoke_failed.is_empty() {
+        eprint_message(&format!(
+            "warning: revoking these grants failed on their targets and is being retried: {}",
+            info.revoke_failed.join(", ")
+        ));
+    }
+    ok()
+}
+
+pub async fn unlock(ctx: &Ctx, principal: &str) -> CmdResult {
+    ctx.client()?.unlock(principal).await?;
+    if !ctx.json() {
+        crate::output::print_message(&format!("unlocked {principal}; it needs new tokens to act again"));
+    }
+    ok()
+}
+
+pub async fn locks(ctx: &Ctx) -> CmdResult {
+    let locks = ctx.client()?.list_locks().await?;
+    if ctx.json() {
+        print_json(&locks)?;
+        return ok();
+    }
+    let mut table = Table::new(["PRINCIPAL", "LOCKED BY", "LOCKED", "REASON"]);
+    for lock in &locks {
+        table.row([
+            lock.principal.clone(),
+            lock.locked_by.clone(),
+            time(&lock.locked_at),
+            lock.reason.clone(),
+        ]);
+    }
+    table.print_or("no locked principals");
     ok()
 }

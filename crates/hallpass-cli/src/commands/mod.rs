@@ -56,7 +56,7 @@ pub fn ok() -> CmdResult {
 #[cfg(test)]
 pub mod fixtures {
     use chrono::{DateTime, TimeZone, Utc};
-    use hallpass_api::{AccessRequest, ApprovalRecord, FlowProgress, StageProgress};
+    use hallpass_api::{AccessRequest, ApprovalRecord, FlowProgress, RequestState, StageProgress, StageState};
 
     /// 2026-12-01T09:00:00Z, the "now" of the tests.
     pub fn now() -> DateTime<Utc> {
@@ -75,8 +75,9 @@ pub mod fixtures {
             role: "prod-db".into(),
             target: "db".into(),
             requester: "alice".into(),
-            state: "pending".into(),
+            state: RequestState::Pending,
             duration_seconds: 3600,
+            capped_from_seconds: None,
             reason: "INC-7 failover".into(),
             ticket: None,
             created_at: created,
@@ -108,7 +109,7 @@ pub mod fixtures {
     /// The same request, made active a minute after it was created.
     pub fn active() -> AccessRequest {
         let mut r = request();
-        r.state = "active".into();
+        r.state = RequestState::Active;
         r.activated_at = Some(r.created_at + minutes(1));
         r.expires_at = Some(r.created_at + minutes(61));
         r
@@ -122,7 +123,7 @@ pub mod fixtures {
             stages: vec![
                 StageProgress {
                     number: 1,
-                    state: "approved".into(),
+                    state: StageState::Approved,
                     approvers: vec!["group:dev-leads".into()],
                     required: 1,
                     approvals: vec![ApprovalRecord {
@@ -138,7 +139,7 @@ pub mod fixtures {
                 },
                 StageProgress {
                     number: 2,
-                    state: "open".into(),
+                    state: StageState::Open,
                     approvers: vec!["group:security".into()],
                     required: 2,
                     approvals: vec![ApprovalRecord {

@@ -65,7 +65,7 @@ pub async fn run(ctx: &Ctx, command: PolicyCommand) -> CmdResult {
             let mut table = Table::new(["NAME", "SHA256", "UPDATED"]);
             for policy in &policies {
                 table.row([
-                    policy.spec.name.clone(),
+                    policy.name.clone(),
                     short_hash(&policy.source_hash),
                     time(&policy.updated_at),
                 ]);
@@ -79,8 +79,8 @@ pub async fn run(ctx: &Ctx, command: PolicyCommand) -> CmdResult {
                 print_json(&policy)?;
             } else {
                 // The source alone, so `hallpass policy show x > x.rego` round-trips.
-                print!("{}", escape_source(&policy.spec.source));
-                if !policy.spec.source.ends_with('\n') {
+                print!("{}", escape_source(&policy.source));
+                if !policy.source.ends_with('\n') {
                     println!();
                 }
             }
@@ -231,7 +231,10 @@ async fn eval(ctx: &Ctx, input_path: &Path, dir: Option<&Path>) -> CmdResult {
     let input = parse_input(&input_path.display().to_string(), &text)?;
     let decision = match dir {
         Some(dir) => eval_locally(dir, &input)?,
-        None => ctx.client()?.eval_policy(input).await?,
+        None => {
+            let object = input.as_object().cloned().unwrap_or_default();
+            ctx.client()?.eval_policy(object).await?
+        }
     };
     if ctx.json() {
         print_json(&decision)?;

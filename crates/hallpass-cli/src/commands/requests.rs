@@ -16,7 +16,10 @@ use std::time::Duration;
 use anyhow::bail;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use clap::{Args, ValueEnum};
-use hallpass_api::{AccessRequest, CreateRequest, Credential, ExtensionRecord};
+use hallpass_api::{
+    AccessRequest, CreateRequest, CreateRequestResponse, Credential, ExtensionRecord, ExtensionState, RequestOutcome,
+    RequestState,
+};
 use hallpass_client::Client;
 use indicatif::ProgressBar;
 
@@ -30,10 +33,6 @@ use crate::output::{
 
 /// Server-side long-poll timeout for `--wait`, in seconds.
 pub const WAIT_POLL_SECONDS: u64 = 25;
-
-/// How far apart the server's clock and ours may be before a grant created
-/// "before" our call is taken for an existing one rather than a new request.
-const CLOCK_SLACK_SECONDS: i64 = 60;
 
 #[derive(Debug, Args)]
 pub struct RequestArgs {
@@ -91,11 +90,19 @@ pub fn parse_start_time(text: &str) -> Result<DateTime<Utc>, String> {
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Only requests in this state (pending, active, denied, ...).
-    #[arg(long, value_name = "STATE")]
-    pub state: Option<String>,
+    #[arg(long, value_name = "STATE", value_parser = parse_state)]
+    pub state: Option<RequestState>,
     /// Only your own requests.
     #[arg(long)]
     pub mine: bool,
+    /// At most this many, newest first.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub limit: usize,
+}
+
+fn parse_state(text: &str) -> Result<RequestState, String> {
+    text.parse()
+        .map_err(|e: hallpass_core::request::UnknownState| e.to_string())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -118,14 +125,23 @@ pub async fn request(ctx: &Ctx, args: RequestArgs) -> CmdResult {
         emergency: args.emergency,
         scheduled_start: args.at,
     };
-    let asked_at = Utc::now();
-    let (created, new) = client.submit_request(&body).await?;
-    if let Some(overlap) = overlap(&created, new, asked_at) {
-        return report_overlap(ctx, &client, &created, overlap, args.wait).await;
+    let response = client.create_request(&body).await?;
+    if let Some(overlap) = overlap(&response) {
+        return report_overlap(ctx, &client, &response.request, overlap, args.wait).await;
+    }
+    let created = response.request;
+    if response.outcome == RequestOutcome::ExistingRequest {
+        eprint_message(&format!(
+            "you already have request {} for {} ({}); this is it",
+            created.id, created.role, created.state
+        ));
+        if args.wait {
+            return wait_for_access(ctx, &client, created).await;
+        }
     }
     // A new request is denied at creation only by the policies (or their
     // duration cap); the reasons are in its decision.
-    if created.state == "denied" {
+    if created.state == RequestState::Denied {
         // Refused outright: there is nothing to wait for.
         if ctx.json() {
             print_json(&created)?;
@@ -144,7 +160,7 @@ pub async fn request(ctx: &Ctx, args: RequestArgs) -> CmdResult {
     let mut rows = vec![
         ("request", created.id.clone()),
         ("role", created.role.clone()),
-        ("state", created.state.clone()),
+        ("state", created.state.to_string()),
     ];
     if created.emergency {
         rows.push(("emergency", "yes: flagged, and reviewed afterwards".to_string()));
@@ -152,9 +168,9 @@ pub async fn request(ctx: &Ctx, args: RequestArgs) -> CmdResult {
     if let Some(start) = &created.scheduled_start {
         rows.push(("starts", time_relative(start, now)));
     }
-    match created.state.as_str() {
-        "active" => rows.push(("expires", opt_time_relative(created.expires_at.as_ref(), now))),
-        "pending" => {
+    match created.state {
+        RequestState::Active => rows.push(("expires", opt_time_relative(created.expires_at.as_ref(), now))),
+        RequestState::Pending => {
             rows.push(("approvals", approval_progress(&created)));
             if let Some(deadline) = &created.pending_expires_at {
                 rows.push(("times out", time_relative(deadline, now)));
@@ -163,12 +179,12 @@ pub async fn request(ctx: &Ctx, args: RequestArgs) -> CmdResult {
         _ => {}
     }
     print_fields(&rows);
-    match created.state.as_str() {
-        "active" => eprint_message(&format!(
+    match created.state {
+        RequestState::Active => eprint_message(&format!(
             "hint: `hallpass credentials {}` prints the credential",
             created.id
         )),
-        "pending" | "approved" | "scheduled" => eprint_message(&format!(
+        RequestState::Pending | RequestState::Approved | RequestState::Scheduled => eprint_message(&format!(
             "hint: `hallpass show {id}` follows it; `hallpass cancel {id}` withdraws it",
             id = created.id
         )),
@@ -186,21 +202,27 @@ pub enum Overlap {
     Covered,
 }
 
-/// Whether `created`, the answer to a create call made at `asked_at`, is an
-/// existing grant (`new` is false: the server answered 200, not 201), and
-/// whether this call extended it.
-pub fn overlap(created: &AccessRequest, new: bool, asked_at: DateTime<Utc>) -> Option<Overlap> {
-    if new {
-        return None;
-    }
-    let slack = chrono::Duration::seconds(CLOCK_SLACK_SECONDS);
-    match created.extensions.last() {
-        // A pending extension, even an earlier one, is what the held grant
-        // is waiting for.
-        Some(extension) if extension.requested_at >= asked_at - slack || extension.state == "pending" => {
-            Some(Overlap::Extending(extension.number))
+/// Whether the answer is a grant the caller already held, as the server
+/// says in `outcome`, and whether this call extended it.
+pub fn overlap(response: &CreateRequestResponse) -> Option<Overlap> {
+    let last = response.request.extensions.last().map(|e| e.number);
+    match response.outcome {
+        RequestOutcome::Created | RequestOutcome::ExistingRequest => None,
+        RequestOutcome::ExistingGrant => match response
+            .request
+            .extensions
+            .last()
+            .filter(|e| e.state == ExtensionState::Pending)
+            .map(|e| e.number)
+        {
+            // A pending extension, even an earlier one, is what the held
+            // grant is waiting for.
+            Some(number) => Some(Overlap::Extending(number)),
+            None => Some(Overlap::Covered),
+        },
+        RequestOutcome::ExtensionRequested | RequestOutcome::Extended | RequestOutcome::ExtensionDenied => {
+            last.map(Overlap::Extending)
         }
-        _ => Some(Overlap::Covered),
     }
 }
 
@@ -231,14 +253,16 @@ pub fn find_extension(grant: &AccessRequest, number: u32) -> Option<&ExtensionRe
 
 /// `is pending (stage 1/1: ...)`, `was approved`, `was denied by policy`, ...
 pub fn extension_state_phrase(extension: &ExtensionRecord) -> String {
-    match extension.state.as_str() {
-        "pending" => match &extension.approval {
+    match extension.state {
+        ExtensionState::Pending => match &extension.approval {
             Some(flow) => format!("is pending ({})", flow_status(flow)),
             None => "is pending".to_string(),
         },
-        "approved" if extension.auto_approved => "was approved at once".to_string(),
-        "denied" if !policy_refusal(extension.policy.as_ref()).is_empty() => "was denied by policy".to_string(),
-        "lapsed" => "lapsed: the grant ended first".to_string(),
+        ExtensionState::Approved if extension.auto_approved => "was approved at once".to_string(),
+        ExtensionState::Denied if !policy_refusal(extension.policy.as_ref()).is_empty() => {
+            "was denied by policy".to_string()
+        }
+        ExtensionState::Lapsed => "lapsed: the grant ended first".to_string(),
         state => format!("was {state}"),
     }
 }
@@ -250,7 +274,7 @@ async fn report_overlap(ctx: &Ctx, client: &Client, grant: &AccessRequest, overl
     let mut grant = grant.clone();
     if let Overlap::Extending(number) = overlap
         && wait
-        && find_extension(&grant, number).is_some_and(|e| e.state == "pending")
+        && find_extension(&grant, number).is_some_and(|e| e.state == ExtensionState::Pending)
     {
         eprint_message(&message);
         grant = match poll_extension(client, grant, number).await? {
@@ -264,7 +288,7 @@ async fn report_overlap(ctx: &Ctx, client: &Client, grant: &AccessRequest, overl
     }
     let refused = match overlap {
         Overlap::Extending(number) => find_extension(&grant, number)
-            .filter(|extension| matches!(extension.state.as_str(), "denied" | "lapsed"))
+            .filter(|extension| matches!(extension.state, ExtensionState::Denied | ExtensionState::Lapsed))
             .map(|extension| extension_ended_without_access(&grant, extension)),
         Overlap::Covered => None,
     };
@@ -281,7 +305,7 @@ async fn report_overlap(ctx: &Ctx, client: &Client, grant: &AccessRequest, overl
         }
         return ok();
     }
-    if grant.state != "active" {
+    if grant.state != RequestState::Active {
         if ctx.json() {
             print_json(&grant)?;
         }
@@ -308,9 +332,9 @@ async fn wait_for_access(ctx: &Ctx, client: &Client, created: AccessRequest) -> 
     };
     bar.finish_and_clear();
     let request = settled?;
-    match request.state.as_str() {
-        "active" => print_access(ctx, client, &request).await,
-        "scheduled" => {
+    match request.state {
+        RequestState::Active => print_access(ctx, client, &request).await,
+        RequestState::Scheduled => {
             // Approved for later: no credential exists yet, so stop here.
             if ctx.json() {
                 print_json(&request)?;
@@ -369,7 +393,7 @@ async fn poll_until_settled(
     mut request: AccessRequest,
     bar: &ProgressBar,
 ) -> anyhow::Result<AccessRequest> {
-    while is_open(&request.state) {
+    while is_open(request.state) {
         request = client
             .wait_request(&request.id, request.version, WAIT_POLL_SECONDS)
             .await?;
@@ -379,15 +403,15 @@ async fn poll_until_settled(
 }
 
 /// States from which a request may still become active.
-fn is_open(state: &str) -> bool {
-    matches!(state, "pending" | "approved")
+fn is_open(state: RequestState) -> bool {
+    matches!(state, RequestState::Pending | RequestState::Approved)
 }
 
 /// `request ID pending: 0/1 approvals (approvers: group:approvers)`, or with
 /// an approval flow `request ID pending: stage 1/2: 0/1 approvals (may approve: ...)`.
 fn progress_line(request: &AccessRequest) -> String {
-    match request.state.as_str() {
-        "pending" => match &request.approval {
+    match request.state {
+        RequestState::Pending => match &request.approval {
             Some(flow) => format!("request {} pending: {}", request.id, flow_status(flow)),
             None => format!(
                 "request {} pending: {} (approvers: {})",
@@ -396,7 +420,7 @@ fn progress_line(request: &AccessRequest) -> String {
                 join_or_dash(&request.approvers)
             ),
         },
-        "approved" => format!("request {} approved: issuing credentials", request.id),
+        RequestState::Approved => format!("request {} approved: issuing credentials", request.id),
         state => format!("request {} {state}", request.id),
     }
 }
@@ -421,22 +445,22 @@ pub fn ended_without_access(request: &AccessRequest) -> String {
         .as_ref()
         .filter(|d| d.by == "policy")
         .and_then(|d| d.comment.clone());
-    match request.state.as_str() {
+    match request.state {
         // The server's messages: the policies' own, the duration cap, or why
         // evaluation failed closed.
-        "denied" if by_policy.is_some() => {
+        RequestState::Denied if by_policy.is_some() => {
             format!("request {id} was denied by policy:\n{}", by_policy.unwrap_or_default())
         }
-        "denied" => format!("request {id} was denied{}", by(&request.decision)),
-        "cancelled" => format!("request {id} was cancelled{}", by(&request.decision)),
-        "expired" if request.activated_at.is_none() => {
+        RequestState::Denied => format!("request {id} was denied{}", by(&request.decision)),
+        RequestState::Cancelled => format!("request {id} was cancelled{}", by(&request.decision)),
+        RequestState::Expired if request.activated_at.is_none() => {
             format!("request {id} expired before it was approved")
         }
-        "expired" => format!(
+        RequestState::Expired => format!(
             "access under request {id} expired at {}",
             opt_time(request.expires_at.as_ref())
         ),
-        "timed_out" => format!(
+        RequestState::TimedOut => format!(
             "request {id} timed out waiting for approval{}",
             request
                 .pending_expires_at
@@ -444,9 +468,9 @@ pub fn ended_without_access(request: &AccessRequest) -> String {
                 .map(|at| format!(" (at {})", time(at)))
                 .unwrap_or_default()
         ),
-        "revoked" => format!("access under request {id} was revoked{}", by(&request.ended_by)),
-        "released" => format!("access under request {id} was released{}", by(&request.ended_by)),
-        "revoke_failed" => format!(
+        RequestState::Revoked => format!("access under request {id} was revoked{}", by(&request.ended_by)),
+        RequestState::Released => format!("access under request {id} was released{}", by(&request.ended_by)),
+        RequestState::RevokeFailed => format!(
             "access under request {id} was ended, but revoking it failed: {}",
             or_dash(request.revoke_error.as_deref())
         ),
@@ -455,7 +479,14 @@ pub fn ended_without_access(request: &AccessRequest) -> String {
 }
 
 pub async fn list(ctx: &Ctx, args: ListArgs) -> CmdResult {
-    let requests = ctx.client()?.list_requests(args.state.as_deref(), args.mine).await?;
+    let query = hallpass_client::ListQuery {
+        state: args.state,
+        mine: args.mine,
+        page_size: args.limit.min(hallpass_client::MAX_PAGE),
+        max: args.limit,
+        ..hallpass_client::ListQuery::default()
+    };
+    let requests = ctx.client()?.list(false, &query).await?;
     if ctx.json() {
         print_json(&requests)?;
     } else {
@@ -483,7 +514,7 @@ pub fn request_table(requests: &[AccessRequest]) -> Table {
             r.id.clone(),
             r.role.clone(),
             r.requester.clone(),
-            r.state.clone(),
+            r.state.to_string(),
             hallpass_core::format_duration(r.duration_seconds),
             time(&r.created_at),
             opt_time_relative(r.expires_at.as_ref(), now),
@@ -528,8 +559,8 @@ pub fn print_updated(ctx: &Ctx, r: &AccessRequest) -> anyhow::Result<()> {
     if ctx.json() {
         return print_json(r);
     }
-    let detail = match r.state.as_str() {
-        "pending" => match &r.approval {
+    let detail = match r.state {
+        RequestState::Pending => match &r.approval {
             Some(flow) => format!(", {}", flow_status(flow)),
             None => format!(
                 " ({}; still needs {} more from {})",
@@ -538,7 +569,7 @@ pub fn print_updated(ctx: &Ctx, r: &AccessRequest) -> anyhow::Result<()> {
                 join_or_dash(&r.approvers)
             ),
         },
-        "active" => {
+        RequestState::Active => {
             let mut text = format!(", expires {}", opt_time_relative(r.expires_at.as_ref(), Utc::now()));
             if let Some(extension) = r.extensions.last() {
                 text.push_str(&format!(
@@ -550,10 +581,10 @@ pub fn print_updated(ctx: &Ctx, r: &AccessRequest) -> anyhow::Result<()> {
             }
             text
         }
-        "scheduled" => format!(", starts {}", opt_time_relative(r.scheduled_start.as_ref(), Utc::now())),
-        "revoke_failed" => format!(" (will retry: {})", or_dash(r.revoke_error.as_deref())),
-        "denied" | "cancelled" => by(&r.decision),
-        "revoked" | "released" => by(&r.ended_by),
+        RequestState::Scheduled => format!(", starts {}", opt_time_relative(r.scheduled_start.as_ref(), Utc::now())),
+        RequestState::RevokeFailed => format!(" (will retry: {})", or_dash(r.revoke_error.as_deref())),
+        RequestState::Denied | RequestState::Cancelled => by(&r.decision),
+        RequestState::Revoked | RequestState::Released => by(&r.ended_by),
         _ => String::new(),
     };
     print_message(&format!(
@@ -641,14 +672,14 @@ mod tests {
         }
     }
 
-    fn extension(number: u32, state: &str, requested_at: DateTime<Utc>) -> ExtensionRecord {
+    fn extension(number: u32, state: ExtensionState, requested_at: DateTime<Utc>) -> ExtensionRecord {
         ExtensionRecord {
             number,
             by_seconds: 1800,
             reason: "more".into(),
             ticket: None,
             requested_at,
-            state: state.into(),
+            state,
             auto_approved: false,
             approval: None,
             decision: None,
@@ -656,29 +687,44 @@ mod tests {
         }
     }
 
-    /// The create call that `fixtures::request()` answers.
-    #[test]
-    fn a_new_request_is_not_an_overlap() {
-        assert_eq!(overlap(&active(), true, now()), None);
-        assert_eq!(overlap(&request(), true, now()), None);
+    fn answer(outcome: RequestOutcome, request: AccessRequest) -> CreateRequestResponse {
+        CreateRequestResponse { outcome, request }
     }
 
     #[test]
-    fn an_existing_grant_is_recognised_with_or_without_a_new_extension() {
-        assert_eq!(overlap(&active(), false, now()), Some(Overlap::Covered));
+    fn new_and_open_requests_are_not_overlaps() {
+        assert_eq!(overlap(&answer(RequestOutcome::Created, active())), None);
+        assert_eq!(overlap(&answer(RequestOutcome::ExistingRequest, request())), None);
+    }
+
+    /// The server says what happened; nothing is guessed from timestamps.
+    #[test]
+    fn an_existing_grant_is_recognised_from_the_outcome() {
+        assert_eq!(
+            overlap(&answer(RequestOutcome::ExistingGrant, active())),
+            Some(Overlap::Covered)
+        );
         let mut extended = active();
-        extended.extensions.push(extension(1, "approved", now() - minutes(30)));
-        extended.extensions.push(extension(2, "pending", now()));
-        assert_eq!(overlap(&extended, false, now()), Some(Overlap::Extending(2)));
-        let mut approved_now = active();
-        approved_now.extensions.push(extension(1, "approved", now()));
-        assert_eq!(overlap(&approved_now, false, now()), Some(Overlap::Extending(1)));
-        let mut covered = active();
-        covered.extensions.push(extension(1, "approved", now() - minutes(3)));
-        assert_eq!(overlap(&covered, false, now()), Some(Overlap::Covered));
-        let mut waiting = active();
-        waiting.extensions.push(extension(1, "pending", now() - minutes(3)));
-        assert_eq!(overlap(&waiting, false, now()), Some(Overlap::Extending(1)));
+        extended
+            .extensions
+            .push(extension(1, ExtensionState::Approved, now() - minutes(30)));
+        extended.extensions.push(extension(2, ExtensionState::Pending, now()));
+        for outcome in [RequestOutcome::ExtensionRequested, RequestOutcome::ExistingGrant] {
+            assert_eq!(overlap(&answer(outcome, extended.clone())), Some(Overlap::Extending(2)));
+        }
+        let mut approved = active();
+        approved
+            .extensions
+            .push(extension(1, ExtensionState::Approved, now() - minutes(3)));
+        assert_eq!(
+            overlap(&answer(RequestOutcome::Extended, approved.clone())),
+            Some(Overlap::Extending(1))
+        );
+        assert_eq!(
+            overlap(&answer(RequestOutcome::ExistingGrant, approved)),
+            Some(Overlap::Covered),
+            "an old approved extension is not this call's"
+        );
     }
 
     #[test]
@@ -690,13 +736,13 @@ mod tests {
             "you already hold prod-db (grant r1, until 2026-12-01T09:56:00Z (in 56m)), \
              which already covers the time you asked for"
         );
-        grant.extensions.push(extension(1, "pending", now()));
+        grant.extensions.push(extension(1, ExtensionState::Pending, now()));
         assert_eq!(
             overlap_message(&grant, &Overlap::Extending(1), now()),
             "you already hold prod-db (grant r1, until 2026-12-01T09:56:00Z (in 56m)); \
              asked to extend it by 30m: extension #1 is pending"
         );
-        grant.extensions[0].state = "approved".into();
+        grant.extensions[0].state = ExtensionState::Approved;
         grant.extensions[0].auto_approved = true;
         assert!(overlap_message(&grant, &Overlap::Extending(1), now()).ends_with("extension #1 was approved at once"));
     }
@@ -705,7 +751,7 @@ mod tests {
     /// records them: joined by line feeds in the decision's comment.
     fn denied_by_policy(messages: &str) -> AccessRequest {
         let mut r = request();
-        r.state = "denied".into();
+        r.state = RequestState::Denied;
         r.decision = Some(hallpass_api::DecisionRecord {
             by: "policy".into(),
             comment: Some(messages.into()),
@@ -723,7 +769,7 @@ mod tests {
         );
         r.decision = None;
         assert_eq!(ended_without_access(&r), "request r1 was denied");
-        r.state = "timed_out".into();
+        r.state = RequestState::TimedOut;
         r.pending_expires_at = Some(now());
         assert_eq!(
             ended_without_access(&r),
@@ -743,7 +789,7 @@ mod tests {
     #[test]
     fn a_scheduled_request_says_when_it_starts() {
         let mut r = request();
-        r.state = "scheduled".into();
+        r.state = RequestState::Scheduled;
         r.scheduled_start = Some(now() + minutes(120));
         assert_eq!(
             scheduled_message(&r, now()),

@@ -56,7 +56,7 @@ pub fn review_table(grants: &[AccessRequest], now: DateTime<Utc>) -> Table {
             grant.id.clone(),
             grant.role.clone(),
             grant.requester.clone(),
-            grant.state.clone(),
+            grant.state.to_string(),
             opened,
             review,
             truncate(&grant.reason, 40),
@@ -92,22 +92,22 @@ pub async fn run(ctx: &Ctx, command: ReviewCommand) -> CmdResult {
 mod tests {
     use super::*;
     use crate::commands::fixtures::{active, minutes, now};
-    use hallpass_api::{DecisionRecord, ReviewRecord};
+    use hallpass_api::{DecisionRecord, RequestState, ReviewRecord, ReviewState};
 
     #[test]
     fn the_table_shows_where_each_review_stands() {
         let mut open = active();
         open.emergency = true;
         open.review = Some(ReviewRecord {
-            state: "open".into(),
+            state: ReviewState::Open,
             opened_at: now() - minutes(120),
             acknowledged: None,
         });
         let mut done = open.clone();
         done.id = "r2".into();
-        done.state = "expired".into();
+        done.state = RequestState::Expired;
         done.review = Some(ReviewRecord {
-            state: "acknowledged".into(),
+            state: ReviewState::Acknowledged,
             opened_at: now() - minutes(120),
             acknowledged: Some(DecisionRecord {
                 by: "carol".into(),

@@ -14,7 +14,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const ROOT_TOKEN: &str = "hp_e2e_root_token_0123456789";
+/// The admin token the servers under test start with (the dev root token or
+/// the bootstrap token). Chosen tokens must carry 128 bits of randomness.
+pub const ROOT_TOKEN: &str = "hp_e2eR00t-Kq7vN2xLw9Yb4Hc8Tz3Pm6Jd1Fg5Su0Ra";
+/// An HMAC key for webhook targets, in the Standard Webhooks form.
+pub const WEBHOOK_HMAC_SECRET: &str = "whsec_aGFsbHBhc3MtZTJlLXdlYmhvb2stc2lnbmluZy1rZXk=";
 /// The seal key the servers under test use on PostgreSQL (32 bytes, base64).
 pub const SEAL_KEY: &str = "aGFsbHBhc3MtZTJlLXNlYWwta2V5LTMyLWJ5dGVzLiE=";
 

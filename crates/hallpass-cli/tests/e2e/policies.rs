@@ -214,10 +214,12 @@ fn policies_decide_requests_and_every_decision_is_audited() {
     );
     assert_eq!(capped["duration_seconds"], 1800, "default shortened to the cap");
 
-    // An evaluation error fails closed, with the error.
+    // An evaluation error fails closed, with the error. (Not alice: her
+    // pending request above is the one open request she may have.)
+    let zoe = server.token("zoe", "dev");
     let (code, text) = refused(
         &server,
-        &server.alice,
+        &zoe,
         &["request", "prod-db-write", "--reason", "conflict", "--ticket", "T-2"],
     );
     assert_eq!(code, 3, "{text}");
@@ -242,7 +244,7 @@ fn policies_decide_requests_and_every_decision_is_audited() {
 
     // Deleting the policy changes the set (and its hash): no more denial.
     server.run(&server.admin, &["policy", "delete", "guardrails"]);
-    let after = server.json(&server.alice, &["request", "prod-db-write", "--reason", "INC-3"]);
+    let after = server.json(&zoe, &["request", "prod-db-write", "--reason", "INC-3"]);
     assert_eq!(after["state"], "pending");
     assert_ne!(after["policy"]["policy_hash"], hash.as_str());
 }

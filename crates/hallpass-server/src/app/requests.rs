@@ -1,56 +1,167 @@
-//! Making requests and extensions: load what the decision needs, ask the
-//! policies, pick the route, and record the outcome with its audit event.
-//! A second request for a role the requester already holds becomes an
-//! extension of that grant.
+//! Making requests: load what the decision needs, ask the policies, pick
+//! the route, and record the outcome with its audit event.
+//!
+//! Decisions are optimistic. What a decision read (the requester's open
+//! request or grant of the role, their grant count when policies read it,
+//! the policy set, the role and flow versions) is captured in a
+//! [`Snapshot`]; the write transaction checks the snapshot still holds and
+//! otherwise writes nothing, and the decision is made again (bounded). So
+//! one requester has at most one open request or grant per role (also
+//! backed by a unique key in the store), and no decision is written on
+//! stale inputs, however many callers race.
 
-use chrono::{DateTime, Duration, Utc};
-use hallpass_api as api;
+use hallpass_api::{self as api, ErrorCode, RequestOutcome};
+use hallpass_core::audit::AuditDraft;
+use hallpass_core::documents::{Document, FlowDocument, RoleDocument, TargetDocument};
 use hallpass_core::flow::FlowRules;
-use hallpass_core::request::{NewExtension, NewRequest, RequestRecord, RoleApproval, RoleRules, Route};
-use hallpass_core::{Principal, RequestState, parse_duration};
+use hallpass_core::request::{NewRequest, PolicyRecord, RequestRecord, RoleApproval, RoleRules, Route};
+use hallpass_core::{AuditKind, Principal, RequestState, parse_duration};
 use hallpass_providers::GrantContext;
-use hallpass_store::{ConfigKind, ReadTx};
+use hallpass_store::{ConfigKind, ReadTx, WriteTx};
 use serde_json::{Value, json};
 
-use super::{
-    App, SYSTEM_ACTOR, claim_if_approved, load_request, new_request_id, role_spec, save_with_event, target_spec,
-    to_json, unknown_request, unknown_role, unknown_target,
-};
-use crate::access_config::{normalize_flow, role_rules};
-use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
-use crate::gate::{self, Asked, FlowLookup};
+use super::caller::SYSTEM_ACTOR;
+use super::{App, AppError, AppResult, Caller, claim_if_approved, new_request_id, save_with_event, unknown_role};
+use crate::access_config::{flow_rules, role_rules};
+use crate::gate::{self, Asked, FlowLookup, POLICY_SET_HASH_KEY, RoleFacts};
 
-/// Everything a decision about one role needs, read in one go.
-pub(super) struct RoleContext {
-    pub role: api::RoleSpec,
-    pub rules: RoleRules,
-    pub target: api::TargetSpec,
-    /// The role's own flow: inline, or named and looked up.
-    pub role_flow: FlowLookup,
+/// How many times a decision is made again when what it read changed
+/// before it could be written.
+pub(crate) const DECISION_ATTEMPTS: usize = 20;
+
+/// What a decision read, checked again in the write transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub requester: String,
+    pub role: String,
+    pub role_version: u64,
+    /// The open request or grant of (requester, role): id and version.
+    pub open: Option<(String, u64)>,
+    /// The requester's grant count, when the policies read it.
+    pub grants: Option<u64>,
     pub policy_hash: Option<String>,
-    /// The requester's active grant of this role, with its version.
-    pub held: Option<(RequestRecord, u64)>,
-    /// How many grants of the requester hold access now.
-    pub holding: u64,
+    /// Flows the decision used, with their versions (`None`: missing).
+    pub flows: Vec<(String, Option<u64>)>,
 }
 
-fn lookup_flow(r: &mut ReadTx<'_>, name: &str) -> ApiResult<FlowLookup> {
-    match r.config(ConfigKind::ApprovalFlow, name)? {
-        Some(row) => {
-            let spec: api::ApprovalFlowSpec = serde_json::from_value(row.document).map_err(ApiError::internal)?;
-            Ok(FlowLookup::Found(normalize_flow(spec)?.1))
+impl Snapshot {
+    /// True when everything the decision read is still as it was. A locked
+    /// requester never holds: their requests are refused.
+    pub fn holds(&self, r: &mut ReadTx<'_>) -> AppResult<bool> {
+        if let Some(lock) = r.lock(&self.requester)? {
+            return Err(AppError::conflict(
+                ErrorCode::Locked,
+                format!("{} is locked: {}", lock.principal, lock.reason),
+            ));
         }
-        None => Ok(FlowLookup::Missing(name.to_string())),
+        let role_version = r.config(ConfigKind::Role, &self.role)?.map(|row| row.version);
+        if role_version != Some(self.role_version) {
+            return Ok(false);
+        }
+        let open = r
+            .open_request(&self.requester, &self.role)?
+            .map(|(record, version)| (record.id, version));
+        if open != self.open {
+            return Ok(false);
+        }
+        if let Some(grants) = self.grants
+            && r.count_grants(&self.requester)? != grants
+        {
+            return Ok(false);
+        }
+        if r.meta(POLICY_SET_HASH_KEY)? != self.policy_hash {
+            return Ok(false);
+        }
+        for (flow, version) in &self.flows {
+            if r.config(ConfigKind::ApprovalFlow, flow)?.map(|row| row.version) != *version {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 
-fn parse_request_duration(text: &Option<String>, field: &str) -> ApiResult<Option<u64>> {
-    text.as_deref()
-        .map(|text| {
-            parse_duration(text).map_err(|e| ApiError::bad_request("invalid_duration", format!("{field}: {e}")))
-        })
-        .transpose()
+/// Everything a decision about one role needs, read in one go.
+pub(crate) struct RoleContext {
+    pub role: RoleDocument,
+    pub rules: RoleRules,
+    pub target: TargetDocument,
+    /// The role's own flow: inline, or named and looked up.
+    pub role_flow: FlowLookup,
+    /// The requester's open request or grant of this role, with its version.
+    pub open: Option<(RequestRecord, u64)>,
+    pub grants: u64,
+    pub snapshot: Snapshot,
+}
+
+/// A decision: what the policies said, the route, and what it read.
+pub(crate) struct Decided {
+    pub policy: PolicyRecord,
+    pub route: Route,
+    pub snapshot: Snapshot,
+}
+
+fn lookup_flow(r: &mut ReadTx<'_>, name: &str) -> AppResult<(FlowLookup, Option<u64>)> {
+    match r.config(ConfigKind::ApprovalFlow, name)? {
+        Some(row) => {
+            let rules = flow_rules(&FlowDocument::decode(&row.document)?)?;
+            Ok((FlowLookup::Found(rules), Some(row.version)))
+        }
+        None => Ok((FlowLookup::Missing(name.to_string()), None)),
+    }
+}
+
+pub(crate) fn parse_request_duration(text: Option<&str>, field: &str) -> AppResult<Option<u64>> {
+    text.map(|text| {
+        parse_duration(text).map_err(|e| AppError::invalid(ErrorCode::InvalidDuration, format!("{field}: {e}")))
+    })
+    .transpose()
+}
+
+/// The role's rules as stored now (`None`: deleted), read in a transaction.
+pub(crate) fn current_role(r: &mut ReadTx<'_>, name: &str) -> AppResult<Option<RoleRules>> {
+    match r.config(ConfigKind::Role, name)? {
+        Some(row) => Ok(Some(role_rules(&RoleDocument::decode(&row.document)?)?)),
+        None => Ok(None),
+    }
+}
+
+fn read_context(r: &mut ReadTx<'_>, role_name: &str, requester: &str) -> AppResult<Option<RoleContext>> {
+    let Some(row) = r.config(ConfigKind::Role, role_name)? else {
+        return Ok(None);
+    };
+    let role = RoleDocument::decode(&row.document)?;
+    let rules = role_rules(&role)?;
+    let target = r
+        .config(ConfigKind::Target, &role.target)?
+        .ok_or_else(|| AppError::internal(format!("role {role_name:?} names a missing target {:?}", role.target)))?;
+    let (role_flow, flows) = match &rules.approval {
+        RoleApproval::Auto => (FlowLookup::None, Vec::new()),
+        RoleApproval::Inline(flow) => (FlowLookup::Found(flow.clone()), Vec::new()),
+        RoleApproval::Named(name) => {
+            let (lookup, version) = lookup_flow(r, name)?;
+            (lookup, vec![(name.clone(), version)])
+        }
+    };
+    let open = r.open_request(requester, role_name)?;
+    let snapshot = Snapshot {
+        requester: requester.to_string(),
+        role: role_name.to_string(),
+        role_version: row.version,
+        open: open.as_ref().map(|(record, version)| (record.id.clone(), *version)),
+        grants: None,
+        policy_hash: r.meta(POLICY_SET_HASH_KEY)?,
+        flows,
+    };
+    Ok(Some(RoleContext {
+        target: TargetDocument::decode(&target.document)?,
+        role_flow,
+        open,
+        grants: 0,
+        rules,
+        role,
+        snapshot,
+    }))
 }
 
 impl RoleContext {
@@ -63,112 +174,137 @@ impl RoleContext {
 
     /// Who may approve this role's requests (and so revoke its grants and
     /// review its break-glass use).
-    fn role_approvers(&self) -> Vec<hallpass_core::Subject> {
+    pub fn role_approvers(&self) -> Vec<hallpass_core::Subject> {
         self.flow_rules().map(FlowRules::all_approvers).unwrap_or_default()
     }
 }
 
 impl App {
-    pub(super) async fn role_context(&self, role: &str, requester: &str) -> ApiResult<RoleContext> {
-        let (role_name, requester) = (role.to_string(), requester.to_string());
-        self.inner
-            .store
-            .read(move |r| -> ApiResult<RoleContext> {
-                let row = r
-                    .config(ConfigKind::Role, &role_name)?
-                    .ok_or_else(|| unknown_role(&role_name))?;
-                let role = role_spec(&row)?;
-                let rules = role_rules(&role)?;
-                let target = r
-                    .config(ConfigKind::Target, &role.target)?
-                    .ok_or_else(|| unknown_target(&role.target))?;
-                let role_flow = match &rules.approval {
-                    RoleApproval::Auto => FlowLookup::None,
-                    RoleApproval::Inline(flow) => FlowLookup::Found(flow.clone()),
-                    RoleApproval::Named(name) => lookup_flow(r, name)?,
-                };
-                let policy_hash = r.meta(gate::POLICY_SET_HASH_KEY)?;
-                // Only policies read the count; without any, skip the query.
-                let no_policies = policy_hash.as_ref().is_none_or(|h| h == gate::empty_set_hash());
-                Ok(RoleContext {
-                    target: target_spec(&target)?,
-                    role_flow,
-                    policy_hash,
-                    held: r.active_grant(&requester, &rules.name)?,
-                    holding: if no_policies { 0 } else { r.count_holding(&requester)? },
-                    rules,
-                    role,
-                })
-            })
-            .await
+    /// What a decision about `role` for `requester` needs; `None` when the
+    /// role does not exist.
+    pub(crate) async fn role_context(&self, role: &str, requester: &str) -> AppResult<Option<RoleContext>> {
+        let (role, requester) = (role.to_string(), requester.to_string());
+        self.inner.store.read(move |r| read_context(r, &role, &requester)).await
     }
 
-    /// Asks the policies and returns their decision and the route it implies.
-    async fn decide(
+    /// Asks the policies and returns their decision and the route it
+    /// implies, with everything it read.
+    pub(crate) async fn decide(
         &self,
         context: &RoleContext,
         principal: &Principal,
         asked: &Asked,
         self_service: bool,
-    ) -> ApiResult<(api::PolicyDecision, Route)> {
-        let decision = match self.policy_set(context.policy_hash.clone()).await {
+    ) -> AppResult<Decided> {
+        let mut snapshot = context.snapshot.clone();
+        let policy = match self.policy_set(context.snapshot.policy_hash.clone()).await {
             // No policies: the default decision, without building an input.
-            Ok(set) if set.is_empty() => api::PolicyDecision {
-                policy_hash: set.hash().to_string(),
-                ..api::PolicyDecision::default()
+            Ok(compiled) if compiled.set.is_empty() => PolicyRecord {
+                policy_hash: compiled.set.hash().to_string(),
+                ..PolicyRecord::default()
             },
-            Ok(set) => {
-                let input = gate::policy_input(
-                    principal,
-                    &context.role,
-                    context.rules.max_duration_seconds,
-                    &context.target.target_type,
-                    asked,
-                    self.now(),
-                    usize::try_from(context.holding).unwrap_or(usize::MAX),
-                );
-                gate::evaluate(&set, &input)
+            Ok(compiled) => {
+                let grants = if compiled.reads_grant_count {
+                    let name = principal.name.clone();
+                    let count = self.inner.store.read(move |r| r.count_grants(&name)).await?;
+                    snapshot.grants = Some(count);
+                    count
+                } else {
+                    context.grants
+                };
+                let facts = RoleFacts {
+                    role: &context.role,
+                    max_duration_seconds: context.rules.max_duration_seconds,
+                    target_type: &context.target.target_type,
+                };
+                let input = gate::policy_input(principal, facts, asked, self.now(), grants);
+                self.evaluate(compiled.set, input).await?
             }
             // A stored set that no longer compiles (e.g. after an upgrade of
             // the Rego engine) must not open the doors: fail closed.
-            Err(error) if error.code == "policy_compile_error" => api::PolicyDecision {
-                policy_hash: context.policy_hash.clone().unwrap_or_default(),
+            Err(error) if error.code == ErrorCode::PolicyCompileError => PolicyRecord {
+                policy_hash: context.snapshot.policy_hash.clone().unwrap_or_default(),
                 error: Some(error.message),
-                ..api::PolicyDecision::default()
+                ..PolicyRecord::default()
             },
             Err(error) => return Err(error),
         };
-        let chosen = match &decision.approval_flow {
+        let chosen = match &policy.approval_flow {
             Some(name) => {
-                let name = name.clone();
-                self.inner.store.read(move |r| lookup_flow(r, &name)).await?
+                let lookup = name.clone();
+                let (flow, version) = self.inner.store.read(move |r| lookup_flow(r, &lookup)).await?;
+                snapshot.flows.push((name.clone(), version));
+                flow
             }
             None => FlowLookup::None,
         };
-        let route = gate::route(&decision, chosen, context.role_flow.clone(), self_service);
-        Ok((decision, route))
+        let route = gate::route(&policy, chosen, context.role_flow.clone(), self_service);
+        Ok(Decided {
+            policy,
+            route,
+            snapshot,
+        })
     }
 
-    /// Makes a request; returns it and whether it is new (`false`: the
-    /// caller already held the role, and the answer is that grant, extended
-    /// or not).
+    /// Makes a request. When the caller already has an open request for the
+    /// role, the answer is that request; when they hold the role, that
+    /// grant, extended if they asked for longer than it lasts.
     pub async fn create_request(
         &self,
         caller: &Caller,
         body: api::CreateRequest,
-    ) -> ApiResult<(api::AccessRequest, bool)> {
-        let duration_seconds = parse_request_duration(&body.duration, "duration")?;
-        let principal = caller.principal.clone();
-        let context = self.role_context(&body.role, &principal.name).await?;
-        let now = self.now();
-        // A request for later is a new grant, whatever is held now.
-        if let Some((grant, version)) = context.held.as_ref().filter(|_| body.scheduled_start.is_none()) {
-            let wanted = duration_seconds.unwrap_or(context.rules.default_duration_seconds);
-            let grant = self
-                .extend_held_grant(caller, grant, *version, wanted, body.reason, body.ticket, &context)
-                .await?;
-            return Ok((grant, false));
+    ) -> AppResult<api::CreateRequestResponse> {
+        let duration_seconds = parse_request_duration(body.duration.as_deref(), "duration")?;
+        for _ in 0..DECISION_ATTEMPTS {
+            let context = self
+                .role_context(&body.role, caller.name())
+                .await?
+                .ok_or_else(|| unknown_role(&body.role))?;
+            if let Some((open, version)) = &context.open {
+                if body.scheduled_start.is_some() {
+                    return Err(AppError::conflict(
+                        ErrorCode::AlreadyOpen,
+                        format!(
+                            "you already have {} request {} for role {}; a request for later would be a second one: \
+                             wait until it ends, or extend it",
+                            open.state, open.id, open.role
+                        ),
+                    ));
+                }
+                let answer = match open.state {
+                    RequestState::Active => {
+                        let wanted = duration_seconds.unwrap_or(context.rules.default_duration_seconds);
+                        self.extend_held_grant(caller, open, *version, wanted, &body, &context)
+                            .await?
+                    }
+                    _ => Some((RequestOutcome::ExistingRequest, self.to_api(open, *version))),
+                };
+                match answer {
+                    Some((outcome, request)) => return Ok(api::CreateRequestResponse { outcome, request }),
+                    None => continue,
+                }
+            }
+            if let Some(request) = self.try_new_request(caller, &body, duration_seconds, context).await? {
+                return Ok(api::CreateRequestResponse {
+                    outcome: RequestOutcome::Created,
+                    request,
+                });
+            }
         }
+        Err(AppError::busy(
+            "too many changes to this role's requests at once; nothing was done, try again",
+        ))
+    }
+
+    /// One attempt at a new request; `None` when what it read changed.
+    async fn try_new_request(
+        &self,
+        caller: &Caller,
+        body: &api::CreateRequest,
+        duration_seconds: Option<u64>,
+        context: RoleContext,
+    ) -> AppResult<Option<api::AccessRequest>> {
+        let principal = caller.principal.clone();
         let asked = Asked {
             duration_seconds: duration_seconds.unwrap_or(context.rules.default_duration_seconds),
             reason: body.reason.clone(),
@@ -177,20 +313,26 @@ impl App {
             extension: false,
             scheduled_start: body.scheduled_start,
         };
-        let (decision, route) = self.decide(&context, &principal, &asked, false).await?;
+        let decided = self.decide(&context, &principal, &asked, false).await?;
         let input = NewRequest {
             id: new_request_id(),
             duration_seconds,
-            reason: body.reason,
-            ticket: body.ticket,
+            reason: body.reason.clone(),
+            ticket: body.ticket.clone(),
             emergency: body.emergency,
             scheduled_start: body.scheduled_start,
-            policy_cap_seconds: decision.max_duration_seconds,
-            policy: Some(to_json(&decision)?),
+            policy_cap_seconds: decided.policy.max_duration_seconds,
+            policy: Some(decided.policy.clone()),
             role_approvers: context.role_approvers(),
         };
         // Check the rules before touching the target: bad input changes nothing.
-        let (preview, _) = RequestRecord::open(input.clone(), &context.rules, route.clone(), &principal, now)?;
+        let (preview, _) = RequestRecord::open(
+            input.clone(),
+            &context.rules,
+            decided.route.clone(),
+            &principal,
+            self.now(),
+        )?;
         let local_issue = if preview.state == RequestState::Approved {
             self.issue_locally(&context.target, &preview).await?
         } else {
@@ -198,46 +340,22 @@ impl App {
         };
         let owner = self.inner.replica_id.clone();
         let rules = context.rules;
-        let (record, version) = self
+        let Decided { route, snapshot, .. } = decided;
+        let written = self
             .inner
             .store
-            .write(move |wtx| -> ApiResult<(RequestRecord, u64)> {
-                let now = wtx.now();
-                let (mut record, kind) = RequestRecord::open(input, &rules, route, &principal, now)?;
-                let data = json!({
-                    "role": record.role, "target": record.target, "groups": principal.groups,
-                    "duration_seconds": record.duration_seconds, "reason": record.reason, "ticket": record.ticket,
-                    "state": record.state, "auto_approved": record.auto_approved, "emergency": record.emergency,
-                    "review": record.review.is_some(), "scheduled_start": record.scheduled_start,
-                    "flow": record.approval.as_ref().map(|p| json!({
-                        "name": p.flow.name, "stages": p.flow.stages.len(), "required_approvals": p.flow.total_required(),
-                    })),
-                    "pending_expires_at": record.pending_expires_at,
-                    "denied": record.decision.as_ref().and_then(|d| d.comment.clone()),
-                    "policy": record.policy,
-                });
-                wtx.append_audit(hallpass_core::audit::AuditDraft::new(
-                    &principal.name,
-                    kind,
-                    Some(record.id.clone()),
-                    data,
-                ))?;
-                match local_issue {
-                    Some(metadata) if record.state == RequestState::Approved => {
-                        let kind = record.activate(metadata.clone(), now)?;
-                        let data = json!({"expires_at": record.expires_at, "credential": metadata,
-                                          "emergency": record.emergency});
-                        let version = save_with_event(wtx, &record, SYSTEM_ACTOR, kind, data)?;
-                        Ok((record, version))
-                    }
-                    _ => {
-                        let version = wtx.put_request(&record)?;
-                        claim_if_approved(wtx, &record, &owner)?;
-                        Ok((record, version))
-                    }
+            .write(move |wtx| -> AppResult<Option<(RequestRecord, u64)>> {
+                if !snapshot.holds(&mut wtx.read())? {
+                    return Ok(None);
                 }
+                let now = wtx.now();
+                let (record, kind) = RequestRecord::open(input, &rules, route, &principal, now)?;
+                write_new_request(wtx, record, kind, &principal, local_issue, &rules, &owner).map(Some)
             })
             .await?;
+        let Some((record, version)) = written else {
+            return Ok(None);
+        };
         let outcome = match record.state {
             RequestState::Denied => "denied",
             _ if record.emergency => "emergency",
@@ -245,12 +363,12 @@ impl App {
             _ => "pending",
         };
         metrics::counter!("hallpass_requests_total", "outcome" => outcome).increment(1);
-        Ok((self.after_write(record, version).await?, true))
+        Ok(Some(self.after_write(record, version).await?))
     }
 
     /// After a request changed: issue credentials when it became approved,
     /// or put its next deadline on the timer.
-    async fn after_write(&self, record: RequestRecord, version: u64) -> ApiResult<api::AccessRequest> {
+    pub(crate) async fn after_write(&self, record: RequestRecord, version: u64) -> AppResult<api::AccessRequest> {
         match record.state {
             RequestState::Approved => self.activate(record).await,
             RequestState::Active if record.activated_at == Some(record.updated_at) => {
@@ -270,7 +388,7 @@ impl App {
     /// the request and its activation commit together: one durable commit
     /// instead of two. `None` when the normal path (record, then issue, then
     /// activate) applies.
-    async fn issue_locally(&self, target: &api::TargetSpec, record: &RequestRecord) -> ApiResult<Option<Value>> {
+    async fn issue_locally(&self, target: &TargetDocument, record: &RequestRecord) -> AppResult<Option<Value>> {
         let Some(provider) = self
             .inner
             .registry
@@ -286,188 +404,65 @@ impl App {
             role: record.role.clone(),
             target: target.name.clone(),
             target_config: target.config.clone(),
-            target_secrets: hallpass_providers::TargetSecrets::new(),
+            target_secrets: self.target_secrets(&target.name).await?,
             activated_at: now,
             expires_at: now,
         };
-        Ok(Some(provider.issue(&context).await.map_err(ApiError::internal)?))
+        Ok(Some(provider.issue(&context).await.map_err(AppError::internal)?))
     }
+}
 
-    pub async fn approve(&self, caller: &Caller, id: String, comment: Option<String>) -> ApiResult<api::AccessRequest> {
-        let approver = caller.principal.clone();
-        let actor = approver.name.clone();
-        let (record, version) = self
-            .change_record(id, actor, true, move |record, now| {
-                let kind = record.approve(&approver, comment.clone(), now)?;
-                let progress = match record.pending_extension().or(record.extensions.last()) {
-                    Some(extension) if record.activated_at.is_some() => extension.approval.as_ref(),
-                    _ => record.approval.as_ref(),
-                };
-                let data = json!({
-                    "comment": comment, "state": record.state,
-                    "approvals": progress.map(|p| p.all_approvals().len()),
-                    "required_approvals": progress.map(|p| p.flow.total_required()),
-                    "stage": progress.map(|p| p.current.min(p.flow.stages.len())),
-                    "extension": record.activated_at.and(record.extensions.last().map(|e| e.number)),
-                    "expires_at": record.expires_at,
-                });
-                Ok((kind, data))
-            })
-            .await?;
-        self.after_write(record, version).await
-    }
+/// The new request's audit data.
+fn created_data(record: &RequestRecord, principal: &Principal) -> Value {
+    json!({
+        "role": record.role, "target": record.target, "groups": principal.groups,
+        "duration_seconds": record.duration_seconds, "reason": record.reason, "ticket": record.ticket,
+        "state": record.state, "auto_approved": record.auto_approved, "emergency": record.emergency,
+        "review": record.review.is_some(), "scheduled_start": record.scheduled_start,
+        "flow": record.approval.as_ref().map(|p| json!({
+            "name": p.flow.name, "stages": p.flow.stages.len(), "required_approvals": p.flow.total_required(),
+        })),
+        "pending_expires_at": record.pending_expires_at,
+        "denied": record.decision.as_ref().and_then(|d| d.comment.clone()),
+        "policy": record.policy,
+    })
+}
 
-    pub async fn extend(&self, caller: &Caller, id: String, body: api::ExtendBody) -> ApiResult<api::AccessRequest> {
-        let by_seconds = parse_request_duration(&Some(body.by), "by")?.unwrap_or(0);
-        let lookup = id.clone();
-        let found = self.inner.store.read(move |r| r.request(&lookup)).await?;
-        let (grant, _) = found.ok_or_else(|| unknown_request(&id))?;
-        let context = self.role_context(&grant.role, &caller.principal.name).await?;
-        self.request_extension(caller, &grant, by_seconds, body.reason, body.ticket, &context)
-            .await
-    }
-
-    /// A request for a role already held: extend the grant so it lasts the
-    /// asked duration from now, or return it unchanged if it already does.
-    #[allow(clippy::too_many_arguments)]
-    async fn extend_held_grant(
-        &self,
-        caller: &Caller,
-        grant: &RequestRecord,
-        version: u64,
-        wanted_seconds: u64,
-        reason: String,
-        ticket: Option<String>,
-        context: &RoleContext,
-    ) -> ApiResult<api::AccessRequest> {
-        let wanted_until = self.now() + Duration::seconds(i64::try_from(wanted_seconds).unwrap_or(i64::MAX / 1000));
-        let expires = grant.expires_at.unwrap_or(wanted_until);
-        if wanted_until <= expires || grant.pending_extension().is_some() {
-            return Ok(self.to_api(grant, version));
+/// Writes a new request with its event, activated at once when its
+/// credential was minted locally.
+fn write_new_request(
+    wtx: &mut WriteTx<'_>,
+    mut record: RequestRecord,
+    kind: AuditKind,
+    principal: &Principal,
+    local_issue: Option<Value>,
+    rules: &RoleRules,
+    owner: &str,
+) -> AppResult<(RequestRecord, u64)> {
+    let now = wtx.now();
+    wtx.append_audit(AuditDraft::new(
+        &principal.name,
+        kind,
+        Some(record.id.clone()),
+        created_data(&record, principal),
+    ))?;
+    match local_issue {
+        Some(metadata) if record.state == RequestState::Approved => {
+            let kind = record.activate(metadata.clone(), rules.max_duration_seconds, now)?;
+            let data = activation_data(&record, &metadata);
+            let version = save_with_event(wtx, &record, SYSTEM_ACTOR, kind, data)?;
+            Ok((record, version))
         }
-        // Asking twice in a row must not start an approval for a few
-        // seconds: under a minute short counts as covered, and the rest is
-        // rounded up to whole minutes.
-        let missing = (wanted_until - expires).num_seconds();
-        if missing < 60 {
-            return Ok(self.to_api(grant, version));
+        _ => {
+            let version = wtx.put_request(&record)?;
+            claim_if_approved(wtx, &record, owner)?;
+            Ok((record, version))
         }
-        let by_seconds = u64::try_from(missing).unwrap_or(u64::MAX).div_ceil(60) * 60;
-        self.request_extension(caller, grant, by_seconds, reason, ticket, context)
-            .await
     }
+}
 
-    async fn request_extension(
-        &self,
-        caller: &Caller,
-        grant: &RequestRecord,
-        by_seconds: u64,
-        reason: String,
-        ticket: Option<String>,
-        context: &RoleContext,
-    ) -> ApiResult<api::AccessRequest> {
-        let asked = Asked {
-            duration_seconds: by_seconds,
-            reason: reason.clone(),
-            ticket: ticket.clone(),
-            emergency: grant.emergency,
-            extension: true,
-            scheduled_start: None,
-        };
-        let self_service = !context.rules.extension_requires_approval;
-        let (decision, route) = self.decide(context, &caller.principal, &asked, self_service).await?;
-        let extension = NewExtension {
-            by_seconds,
-            reason,
-            ticket,
-            policy_cap_seconds: decision.max_duration_seconds,
-            policy: Some(to_json(&decision)?),
-        };
-        let principal = caller.principal.clone();
-        let role_max = context.rules.max_duration_seconds;
-        let actor = principal.name.clone();
-        let (record, version) = self
-            .change_record(grant.id.clone(), actor, false, move |record, now| {
-                let kind = record.request_extension(&principal, extension, role_max, route, now)?;
-                let data = match record.extensions.last() {
-                    Some(ext) => json!({
-                        "extension": ext.number, "by_seconds": ext.by_seconds, "reason": ext.reason,
-                        "ticket": ext.ticket, "state": ext.state.as_str(), "expires_at": record.expires_at,
-                        "flow": ext.approval.as_ref().map(|p| p.flow.name.clone()),
-                        "denied": ext.decision.as_ref().and_then(|d| d.comment.clone()),
-                        "policy": ext.policy,
-                    }),
-                    None => json!({}),
-                };
-                Ok((kind, data))
-            })
-            .await?;
-        self.schedule(&record);
-        Ok(self.to_api(&record, version))
-    }
-
-    /// A pending request's deadline came: time it out at its pending TTL, or
-    /// record its escalation.
-    pub(super) async fn process_pending(&self, id: String) -> ApiResult<()> {
-        let written = self
-            .inner
-            .store
-            .write(move |wtx| -> ApiResult<Option<RequestRecord>> {
-                let mut record = load_request(wtx, &id)?;
-                let now = wtx.now();
-                if record.state != RequestState::Pending {
-                    return Ok(None);
-                }
-                if record.pending_expires_at.is_some_and(|at| at <= now) {
-                    let kind = record.time_out(SYSTEM_ACTOR, now)?;
-                    let data = json!({"pending_expires_at": record.pending_expires_at});
-                    save_with_event(wtx, &record, SYSTEM_ACTOR, kind, data)?;
-                    return Ok(Some(record));
-                }
-                match record.escalate(now) {
-                    Some((kind, stage, escalate_to)) => {
-                        let to: Vec<String> = escalate_to.iter().map(ToString::to_string).collect();
-                        let data = json!({"stage": stage, "escalate_to": to});
-                        save_with_event(wtx, &record, SYSTEM_ACTOR, kind, data)?;
-                        Ok(Some(record))
-                    }
-                    None => Ok(Some(record)),
-                }
-            })
-            .await?;
-        if let Some(record) = written {
-            if record.state == RequestState::TimedOut {
-                metrics::counter!("hallpass_requests_timed_out_total").increment(1);
-            }
-            self.schedule(&record);
-        }
-        Ok(())
-    }
-
-    /// A scheduled request's start came: approve it now and issue.
-    pub(super) async fn process_scheduled(&self, id: String, start: DateTime<Utc>) -> ApiResult<()> {
-        if start > self.now() {
-            return Ok(());
-        }
-        let owner = self.inner.replica_id.clone();
-        let record = self
-            .inner
-            .store
-            .write(move |wtx| -> ApiResult<Option<RequestRecord>> {
-                let mut record = load_request(wtx, &id)?;
-                if record.state != RequestState::Scheduled {
-                    return Ok(None);
-                }
-                let kind = record.start_scheduled(wtx.now())?;
-                let data = json!({"scheduled_start": record.scheduled_start});
-                save_with_event(wtx, &record, SYSTEM_ACTOR, kind, data)?;
-                claim_if_approved(wtx, &record, &owner)?;
-                Ok(Some(record))
-            })
-            .await?;
-        if let Some(record) = record {
-            self.activate(record).await?;
-        }
-        Ok(())
-    }
+/// The `grant.activated` event's data.
+pub(crate) fn activation_data(record: &RequestRecord, metadata: &Value) -> Value {
+    json!({"expires_at": record.expires_at, "credential": metadata, "emergency": record.emergency,
+           "duration_seconds": record.duration_seconds, "capped_from_seconds": record.capped_from_seconds})
 }

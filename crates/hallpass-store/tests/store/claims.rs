@@ -18,13 +18,13 @@ on_both_backends!(
 async fn claim_due_takes_the_earliest_due_unclaimed_records_up_to_the_limit(db: Db) {
     let f = Fixture::open(db);
     // Written in an order unlike their deadlines'.
-    f.put(&approved("due-3s-ago", "alice", "db", at(-3))).await;
-    f.put(&active("due-in-1h", "alice", "db", at(0), 3600)).await;
-    f.put(&approved("due-1s-ago", "alice", "db", at(-1))).await;
+    f.put(&approved("due-3s-ago", "alice", "due-3s-ago", at(-3))).await;
+    f.put(&active("due-in-1h", "alice", "due-in-1h", at(0), 3600)).await;
+    f.put(&approved("due-1s-ago", "alice", "due-1s-ago", at(-1))).await;
     f.put(&denied("never-due", "alice", "db", at(-10))).await;
     f.put(&expired("ended", "alice", "db", at(-20))).await;
-    f.put(&approved("due-2s-ago", "alice", "db", at(-2))).await;
-    f.put(&approved("due-now", "alice", "db", at(0))).await;
+    f.put(&approved("due-2s-ago", "alice", "due-2s-ago", at(-2))).await;
+    f.put(&approved("due-now", "alice", "due-now", at(0))).await;
 
     let mut first = f.claim_due("server-a", 60, 2).await;
     first.sort();
@@ -50,7 +50,7 @@ async fn claim_due_takes_the_earliest_due_unclaimed_records_up_to_the_limit(db: 
 
 async fn a_claim_hides_the_record_until_its_lease_lapses_even_from_its_owner(db: Db) {
     let f = Fixture::open(db);
-    f.put(&approved("r1", "alice", "db", at(0))).await;
+    f.put(&approved("r1", "alice", "r1", at(0))).await;
     assert_eq!(f.claim_due("server-a", 60, 10).await, ["r1"]);
 
     assert!(
@@ -80,7 +80,7 @@ async fn a_claim_hides_the_record_until_its_lease_lapses_even_from_its_owner(db:
 
 async fn writing_a_record_releases_its_claim(db: Db) {
     let f = Fixture::open(db);
-    let record = approved("r1", "alice", "db", at(0));
+    let record = approved("r1", "alice", "r1", at(0));
     f.put(&record).await;
     assert_eq!(f.claim_due("server-a", 600, 10).await, ["r1"]);
 
@@ -92,8 +92,8 @@ async fn writing_a_record_releases_its_claim(db: Db) {
 
 async fn claiming_one_record_holds_it_for_the_lease(db: Db) {
     let f = Fixture::open(db);
-    f.put(&approved("r1", "alice", "db", at(0))).await;
-    f.put(&approved("r2", "alice", "db", at(0))).await;
+    f.put(&approved("r1", "alice", "r1", at(0))).await;
+    f.put(&approved("r2", "alice", "r2", at(0))).await;
     f.store
         .write(|w| w.claim("r1", "server-a", Duration::seconds(30)))
         .await
@@ -107,7 +107,7 @@ async fn claiming_one_record_holds_it_for_the_lease(db: Db) {
 async fn release_all_claims_frees_every_claim(db: Db) {
     let f = Fixture::open(db);
     for id in ["r1", "r2", "r3"] {
-        f.put(&approved(id, "alice", "db", at(0))).await;
+        f.put(&approved(id, "alice", id, at(0))).await;
     }
     assert_eq!(f.claim_due("server-a", 3600, 2).await.len(), 2);
     let released = f.store.write(|w| w.release_all_claims()).await.expect("release");
@@ -135,7 +135,8 @@ async fn replicas_claiming_at_once_never_get_the_same_record(db: Db) {
     f.store
         .write(|w| -> Result<(), StoreError> {
             for i in 0..RECORDS {
-                w.put_request(&approved(&format!("r{i:03}"), "alice", "db", at(-(i as i64))))?;
+                let id = format!("r{i:03}");
+                w.put_request(&approved(&id, "alice", &id, at(-(i as i64))))?;
             }
             Ok(())
         })

@@ -26,6 +26,7 @@ fn row(name: &str, reference: &str, document: serde_json::Value, created: DateTi
         document,
         created_at: created,
         updated_at: created,
+        version: 0,
     }
 }
 

@@ -1,16 +1,19 @@
-//! Reading requests back: one by id, filtered lists, the requester's active
-//! grant, how many grants hold access, and the pending deadlines.
+//! Reading requests back: one by id, filtered lists, the requester's open
+//! request or grant of a role (and that there is never a second), how many
+//! grants they hold, and the pending deadlines.
 
 use chrono::{DateTime, Utc};
 use hallpass_core::RequestState;
-use hallpass_store::{RequestFilter, Store};
+use hallpass_core::audit::AuditDraft;
+use hallpass_store::{RequestFilter, Store, StoreError};
 
 use crate::support::{Db, Fixture, active, approved, at, break_glass, denied, expired, revoke_failed};
 
 on_both_backends!(
     a_record_reads_back_as_written_with_its_version,
     filters_select_and_order_newest_first,
-    active_grant_and_count_holding_see_only_grants_that_hold_access,
+    open_request_and_count_grants_see_the_open_record_and_the_grants,
+    a_second_open_record_for_one_requester_and_role_is_refused,
     deadlines_list_every_pending_deadline,
 );
 
@@ -25,14 +28,16 @@ on_both_backends!(
 /// | b2 | bob       | db   | approved             | no        |              |
 /// | b3 | bob       | ssh  | active (break-glass) | yes       | open         |
 /// | b4 | bob       | ssh  | active (break-glass) | yes       | acknowledged |
+/// At most one open request or grant per requester and role: the store
+/// refuses a second (see `a_second_open_record_for_one_requester_and_role_is_refused`).
 async fn seed(f: &Fixture) {
     f.put(&active("a1", "alice", "db", at(1), 3600)).await;
     f.put(&expired("a2", "alice", "db", at(2))).await;
     f.put(&denied("a3", "alice", "ssh", at(3))).await;
     f.put(&revoke_failed("b1", "bob", "db", at(4), at(600))).await;
-    f.put(&approved("b2", "bob", "db", at(5))).await;
+    f.put(&approved("b2", "bob", "web", at(5))).await;
     f.put(&break_glass("b3", "bob", "ssh", at(6), false)).await;
-    f.put(&break_glass("b4", "bob", "ssh", at(7), true)).await;
+    f.put(&break_glass("b4", "bob", "vpn", at(7), true)).await;
 }
 
 async fn list(store: &Store, filter: RequestFilter) -> Vec<String> {
@@ -54,7 +59,7 @@ async fn a_record_reads_back_as_written_with_its_version(db: Db) {
 
     let mut second = first;
     second
-        .activate(serde_json::json!({"issuer": "test"}), at(5))
+        .activate(serde_json::json!({"issuer": "test"}), 86_400, at(5))
         .expect("activate");
     let newer = f.put(&second).await;
     assert!(
@@ -121,35 +126,71 @@ async fn filters_select_and_order_newest_first(db: Db) {
     assert_eq!(list(s, combined).await, ["b4"], "filters combine with AND");
 }
 
-async fn active_grant_and_count_holding_see_only_grants_that_hold_access(db: Db) {
+async fn open_request_and_count_grants_see_the_open_record_and_the_grants(db: Db) {
     let f = Fixture::open(db);
     seed(&f).await;
-    // A second, newer active grant of the same role.
-    f.put(&active("a9", "alice", "db", at(9), 3600)).await;
-    let grant = |requester: &'static str, role: &'static str| {
+    let open = |requester: &'static str, role: &'static str| {
         f.store.read(move |r| {
-            r.active_grant(requester, role)
+            r.open_request(requester, role)
                 .map(|found| found.map(|(record, _)| record.id))
         })
     };
+    assert_eq!(open("alice", "db").await.expect("read").as_deref(), Some("a1"));
     assert_eq!(
-        grant("alice", "db").await.expect("read").as_deref(),
-        Some("a9"),
-        "the newest"
+        open("bob", "db").await.expect("read").as_deref(),
+        Some("b1"),
+        "revoke_failed is still open"
     );
     assert_eq!(
-        grant("bob", "db").await.expect("read"),
-        None,
-        "revoke_failed holds access but is not an active grant; approved is not one yet"
+        open("bob", "web").await.expect("read").as_deref(),
+        Some("b2"),
+        "approved is open"
     );
-    assert_eq!(grant("bob", "ssh").await.expect("read").as_deref(), Some("b4"));
-    assert_eq!(grant("alice", "ssh").await.expect("read"), None);
-    assert_eq!(grant("carol", "db").await.expect("read"), None);
+    assert_eq!(open("alice", "ssh").await.expect("read"), None, "denied is closed");
+    assert_eq!(open("carol", "db").await.expect("read"), None);
 
-    let holding = |requester: &'static str| f.store.read(move |r| r.count_holding(requester));
-    assert_eq!(holding("alice").await.expect("read"), 2, "a1 and a9");
-    assert_eq!(holding("bob").await.expect("read"), 3, "b1, b3 and b4");
-    assert_eq!(holding("carol").await.expect("read"), 0);
+    let grants = |requester: &'static str| f.store.read(move |r| r.count_grants(requester));
+    assert_eq!(grants("alice").await.expect("read"), 1, "a1");
+    assert_eq!(grants("bob").await.expect("read"), 4, "b1, b2 (approved), b3 and b4");
+    assert_eq!(grants("carol").await.expect("read"), 0);
+}
+
+async fn a_second_open_record_for_one_requester_and_role_is_refused(db: Db) {
+    let f = Fixture::open(db);
+    f.put(&active("a1", "alice", "db", at(1), 3600)).await;
+    let second = approved("a2", "alice", "db", at(2));
+    let refused = f
+        .store
+        .write(move |w| -> Result<u64, StoreError> {
+            w.append_audit(AuditDraft::new(
+                "test",
+                "test.put",
+                Some(second.id.clone()),
+                serde_json::json!({}),
+            ))?;
+            w.put_request(&second)
+        })
+        .await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+    assert_eq!(
+        f.store.read(|r| r.request("a2")).await.expect("read"),
+        None,
+        "nothing of it was written"
+    );
+    // Once the first closes, the pair is free again.
+    let mut first = f.store.read(|r| r.request("a1")).await.expect("read").expect("a1").0;
+    let by = hallpass_core::request::Decision {
+        by: "hallpass".into(),
+        comment: None,
+        at: at(3),
+    };
+    first
+        .finish_end(hallpass_core::request::EndKind::Release, by, at(3))
+        .expect("end");
+    f.put(&first).await;
+    f.put(&approved("a3", "alice", "db", at(4))).await;
+    let open = f.store.read(|r| r.open_request("alice", "db")).await.expect("read");
+    assert_eq!(open.map(|(record, _)| record.id).as_deref(), Some("a3"));
 }
 
 async fn deadlines_list_every_pending_deadline(db: Db) {

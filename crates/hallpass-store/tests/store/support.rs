@@ -269,6 +269,7 @@ fn role(name: &str) -> RoleRules {
         target: format!("{name}-target"),
         default_duration_seconds: 3600,
         max_duration_seconds: 86_400,
+        max_total_duration_seconds: 3 * 86_400,
         requestable_by: vec![Subject::Group("everyone".into())],
         approval: RoleApproval::Auto,
         emergency_access: true,
@@ -311,7 +312,7 @@ pub fn denied(id: &str, requester: &str, role_name: &str, now: DateTime<Utc>) ->
 pub fn active(id: &str, requester: &str, role_name: &str, now: DateTime<Utc>, seconds: u64) -> RequestRecord {
     let mut record = approved(id, requester, role_name, now);
     record.duration_seconds = seconds;
-    record.activate(json!({}), now).expect("activate");
+    record.activate(json!({}), 86_400, now).expect("activate");
     record
 }
 
@@ -356,7 +357,7 @@ pub fn break_glass(
     acknowledged: bool,
 ) -> RequestRecord {
     let mut record = open(id, requester, role_name, now, true, Route::Approve);
-    record.activate(json!({}), now).expect("activate");
+    record.activate(json!({}), 86_400, now).expect("activate");
     if acknowledged {
         let mut admin = principal("root");
         admin.groups.push(hallpass_core::subject::ADMIN_GROUP.into());

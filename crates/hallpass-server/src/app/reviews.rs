@@ -5,16 +5,15 @@ use hallpass_api as api;
 use hallpass_store::RequestFilter;
 use serde_json::json;
 
-use super::App;
-use crate::auth::Caller;
-use crate::error::ApiResult;
+use super::{App, AppResult, Caller};
 
 impl App {
     /// Break-glass grants the caller may review (admins: all), with open
     /// reviews only unless `all`. Requesters also see their own.
-    pub async fn list_reviews(&self, caller: &Caller, all: bool) -> ApiResult<Vec<api::AccessRequest>> {
+    pub async fn list_reviews(&self, caller: &Caller, all: bool) -> AppResult<Vec<api::AccessRequest>> {
         let filter = RequestFilter {
             review_open: Some(!all),
+            limit: super::listing::MAX_PAGE,
             ..RequestFilter::default()
         };
         let records = self.inner.store.read(move |r| r.requests(&filter)).await?;
@@ -22,7 +21,7 @@ impl App {
         Ok(records
             .iter()
             .filter(|(record, _)| {
-                principal.is_admin()
+                caller.is_auditor()
                     || principal.matches_any(&record.role_approvers)
                     || record.requester.name == principal.name
             })
@@ -30,9 +29,9 @@ impl App {
             .collect())
     }
 
-    pub async fn ack_review(&self, caller: &Caller, id: String, comment: String) -> ApiResult<api::AccessRequest> {
+    pub async fn ack_review(&self, caller: &Caller, id: String, comment: String) -> AppResult<api::AccessRequest> {
         let reviewer = caller.principal.clone();
-        self.change_request(id, reviewer.name.clone(), move |record, now| {
+        self.change_request(caller, id, move |record, now| {
             let kind = record.acknowledge_review(&reviewer, &comment, now)?;
             let comment = record
                 .review

@@ -1,0 +1,302 @@
+//! Access requests and their grants: one record from request to the end of
+//! access.
+//!
+//! The record's types live here; what may happen to it lives in
+//! [`transitions`] (the table of actions and states) and in one module per
+//! concern: [`open`](RequestRecord::open) (making a request), `decisions`
+//! (approval, denial, cancellation, time-out, scheduled start, activation),
+//! `extension`, `ending` (release, revoke, expiry, failed revocations),
+//! `review` (break-glass reviews). Every transition checks the rules,
+//! mutates the record and returns the [`AuditKind`] to record; the server
+//! runs it inside a store transaction, so check and write are atomic.
+
+mod decisions;
+mod ending;
+mod extension;
+mod open;
+mod review;
+mod state;
+pub mod transitions;
+
+#[cfg(test)]
+mod tests;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use crate::error::RuleError;
+pub use crate::events::AuditKind;
+pub use crate::flow::{Approval, ApprovalProgress, FlowRules};
+pub use crate::role::{RoleApproval, RoleRules};
+use crate::subject::{Principal, Subject};
+pub use crate::text::{MAX_COMMENT_CHARS, MAX_REASON_CHARS, MAX_TICKET_CHARS};
+pub use decisions::RoleCheck;
+pub use ending::revoke_backoff;
+pub use state::{EndKind, RequestState, UnknownState};
+pub use transitions::Action;
+
+/// How far ahead a request may be scheduled.
+pub const MAX_SCHEDULE_AHEAD_DAYS: i64 = 90;
+/// A scheduled start this far in the past is taken as "now" (clock skew
+/// between the client and the server); further back it is refused.
+pub const SCHEDULE_GRACE_SECONDS: i64 = 60;
+/// Who is recorded as deciding when the policies deny.
+pub const POLICY_ACTOR: &str = "policy";
+
+/// Who ended a request that never became a grant (denial, cancellation), or
+/// who ended a grant early, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub by: String,
+    pub comment: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// Where a new request (or extension) goes, once the role and the policies
+/// have been consulted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Approved without anyone's approval.
+    Approve,
+    /// Through this flow.
+    Flow(FlowRules),
+    /// Denied, with the messages to show the requester.
+    Deny(Vec<String>),
+}
+
+/// What the policies decided for a request or extension, as recorded with
+/// it. A stored document: its fields only ever gain defaults, so records
+/// written by earlier releases keep decoding (and a record that does not
+/// decode is an error, never silently dropped).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    /// SHA-256 over the policy set that decided (names and sources).
+    #[serde(default)]
+    pub policy_hash: String,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    #[serde(default)]
+    pub auto_approve: bool,
+    #[serde(default)]
+    pub approval_flow: Option<String>,
+    #[serde(default)]
+    pub max_duration_seconds: Option<u64>,
+    /// Set when evaluation failed; the request was then denied.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// The request as the caller asked for it, before any rule ran, plus what
+/// the policies said about it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewRequest {
+    pub id: String,
+    pub duration_seconds: Option<u64>,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub emergency: bool,
+    pub scheduled_start: Option<DateTime<Utc>>,
+    /// The policies' duration cap, if any.
+    pub policy_cap_seconds: Option<u64>,
+    /// The policy decision, recorded as it was made.
+    pub policy: Option<PolicyRecord>,
+    /// Everyone who may approve requests for the role: they may also revoke
+    /// its grants and acknowledge its break-glass reviews.
+    pub role_approvers: Vec<Subject>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ExtensionState {
+    Pending,
+    Approved,
+    Denied,
+    /// The grant ended before the extension was approved.
+    Lapsed,
+}
+
+impl ExtensionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExtensionState::Pending => "pending",
+            ExtensionState::Approved => "approved",
+            ExtensionState::Denied => "denied",
+            ExtensionState::Lapsed => "lapsed",
+        }
+    }
+}
+
+impl std::fmt::Display for ExtensionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request to lengthen an active grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extension {
+    pub number: u32,
+    pub by_seconds: u64,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub requested_at: DateTime<Utc>,
+    pub state: ExtensionState,
+    pub auto_approved: bool,
+    pub approval: Option<ApprovalProgress>,
+    pub decision: Option<Decision>,
+    pub policy: Option<PolicyRecord>,
+}
+
+/// An extension as asked for, plus what the policies said.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewExtension {
+    pub by_seconds: u64,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub policy_cap_seconds: Option<u64>,
+    pub policy: Option<PolicyRecord>,
+}
+
+/// The post-hoc review of a break-glass grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub opened_at: DateTime<Utc>,
+    pub acknowledged: Option<Decision>,
+}
+
+/// One access request and, once active, its grant. Serialises to the store's
+/// record form (not the wire shape, which lives in `hallpass-api`); fields
+/// added since the first release have defaults, so older records decode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub id: String,
+    pub role: String,
+    pub target: String,
+    pub requester: Principal,
+    pub state: RequestState,
+    pub duration_seconds: u64,
+    pub reason: String,
+    pub ticket: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub auto_approved: bool,
+    // New fields are left out of the stored JSON when empty: most records
+    // never use them, and every write and read of a record pays for its size.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub emergency: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_start: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_expires_at: Option<DateTime<Utc>>,
+    /// Progress through the approval flow; `None` when nobody had to approve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalProgress>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub role_approvers: Vec<Subject>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyRecord>,
+    /// Denial, cancellation or time-out.
+    pub decision: Option<Decision>,
+    pub activated_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The duration asked for, when the role's maximum had been lowered by
+    /// the time the grant started and `duration_seconds` was cut to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capped_from_seconds: Option<u64>,
+    /// Set when the grant started to end (or the request was closed).
+    pub end: Option<EndKind>,
+    pub ended_by: Option<Decision>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Non-secret description of what was issued (issuer, audience, key id...).
+    pub credential: Option<serde_json::Value>,
+    pub revoke_error: Option<String>,
+    pub revoke_attempts: u32,
+    pub next_revoke_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<Extension>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<Review>,
+}
+
+pub(crate) fn seconds(value: u64) -> Duration {
+    Duration::seconds(i64::try_from(value).unwrap_or(i64::MAX / 1000))
+}
+
+pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+impl RequestRecord {
+    /// True while the request or its grant is open: waiting, about to be
+    /// issued, or holding access. At most one such record exists per
+    /// requester and role.
+    pub fn is_open(&self) -> bool {
+        self.state.is_open()
+    }
+
+    pub fn pending_extension(&self) -> Option<&Extension> {
+        self.extensions.last().filter(|e| e.state == ExtensionState::Pending)
+    }
+
+    pub(crate) fn pending_extension_mut(&mut self) -> Option<&mut Extension> {
+        self.extensions
+            .last_mut()
+            .filter(|e| e.state == ExtensionState::Pending)
+    }
+
+    /// How many more approvals the open request needs.
+    pub fn approvals_missing(&self) -> u32 {
+        self.approval.as_ref().map_or(0, ApprovalProgress::approvals_missing)
+    }
+
+    pub fn review_open(&self) -> bool {
+        self.review.as_ref().is_some_and(|r| r.acknowledged.is_none())
+    }
+
+    /// The access this grant has been given so far: its duration and every
+    /// approved extension.
+    pub fn total_granted_seconds(&self) -> u64 {
+        self.extensions
+            .iter()
+            .filter(|e| e.state == ExtensionState::Approved)
+            .fold(self.duration_seconds, |sum, e| sum.saturating_add(e.by_seconds))
+    }
+
+    /// Everyone who may see this request besides its requester, admins and
+    /// auditors: the approvers of its role and of its flow's stages
+    /// (escalation included).
+    pub fn is_approver(&self, principal: &Principal) -> bool {
+        if principal.matches_any(&self.role_approvers) {
+            return true;
+        }
+        let flows = self
+            .approval
+            .iter()
+            .chain(self.extensions.iter().filter_map(|e| e.approval.as_ref()));
+        flows
+            .into_iter()
+            .any(|progress| principal.matches_any(&progress.flow.all_approvers()))
+    }
+
+    /// When the scheduler must next act on this record, if ever. An approved
+    /// request is due at once: credentials must be issued; whoever approved it
+    /// claims it first, so the scheduler only steps in if that server died.
+    /// A pending request is due at its escalation or its pending TTL.
+    pub fn next_deadline(&self) -> Option<DateTime<Utc>> {
+        match self.state {
+            RequestState::Pending => {
+                let escalation = self.approval.as_ref().and_then(ApprovalProgress::next_escalation);
+                match (escalation, self.pending_expires_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            RequestState::Scheduled => self.scheduled_start,
+            RequestState::Approved => Some(self.updated_at),
+            RequestState::Active => self.expires_at,
+            RequestState::RevokeFailed => self.next_revoke_at,
+            _ => None,
+        }
+    }
+}

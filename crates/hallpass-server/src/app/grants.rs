@@ -1,0 +1,296 @@
+//! Grants: issuing credentials when a request is approved, handing the
+//! secret to its requester, ending grants (release, revoke, expiry) through
+//! their provider, and token introspection for services.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use hallpass_api::{self as api, ErrorCode};
+use hallpass_core::RequestState;
+use hallpass_core::documents::{Document, TargetDocument};
+use hallpass_core::request::{Decision, EndKind, RequestRecord, revoke_backoff};
+use hallpass_providers::{CredentialProvider, GrantContext};
+use hallpass_store::ConfigKind;
+use serde_json::{Value, json};
+
+use super::caller::SYSTEM_ACTOR;
+use super::decisions::take_effect_check;
+use super::requests::{activation_data, current_role};
+use super::{App, AppError, AppResult, Caller, ErrorKind, load_request, save_with_event, unknown_request};
+
+impl App {
+    async fn provider_for(&self, target: &str) -> AppResult<(Arc<dyn CredentialProvider>, TargetDocument)> {
+        let name = target.to_string();
+        let row = self
+            .inner
+            .store
+            .read(move |r| r.config(ConfigKind::Target, &name))
+            .await?;
+        let row = row.ok_or_else(|| AppError::internal(format!("grant on missing target {target:?}")))?;
+        let document = TargetDocument::decode(&row.document)?;
+        let provider = self
+            .inner
+            .registry
+            .get(&document.target_type)
+            .cloned()
+            .ok_or_else(|| AppError::internal(format!("no provider for target type {:?}", document.target_type)))?;
+        Ok((provider, document))
+    }
+
+    async fn grant_context(
+        &self,
+        record: &RequestRecord,
+        target: &TargetDocument,
+        activated_at: DateTime<Utc>,
+    ) -> AppResult<GrantContext> {
+        let seconds = i64::try_from(record.duration_seconds).unwrap_or(i64::MAX / 1000);
+        Ok(GrantContext {
+            grant_id: record.id.clone(),
+            principal: record.requester.name.clone(),
+            role: record.role.clone(),
+            target: record.target.clone(),
+            target_config: target.config.clone(),
+            target_secrets: self.target_secrets(&target.name).await?,
+            activated_at,
+            expires_at: record.expires_at.unwrap_or(activated_at + Duration::seconds(seconds)),
+        })
+    }
+
+    /// Issues credentials for an approved request and starts its clock.
+    ///
+    /// The role is checked as it is now first: a deleted role withdraws the
+    /// request and a requester no longer allowed is refused, with nothing
+    /// issued; a lowered maximum shortens the grant. The clock starts when
+    /// the request became approved, which is when the first issue attempt
+    /// is made. Retries (after a crash or a failed attempt) reuse that time,
+    /// so every attempt sends the target the same grant window under the
+    /// same idempotency key.
+    pub(crate) async fn activate(&self, record: RequestRecord) -> AppResult<api::AccessRequest> {
+        let id = record.id.clone();
+        let checked = self
+            .inner
+            .store
+            .write(move |wtx| -> AppResult<(RequestRecord, u64, bool)> {
+                let mut record = load_request(wtx, &id)?;
+                let now = wtx.now();
+                let stopped = take_effect_check(wtx, &mut record, now)?.is_some();
+                let version = wtx.read().request(&id)?.map_or(0, |(_, v)| v);
+                Ok((record, version, stopped))
+            })
+            .await?;
+        let (record, version, stopped) = checked;
+        if stopped || record.state != RequestState::Approved {
+            return Ok(self.to_api(&record, version));
+        }
+        let (provider, target) = self.provider_for(&record.target).await?;
+        let activated_at = record.updated_at;
+        let context = self.grant_context(&record, &target, activated_at).await?;
+        let metadata = provider.issue(&context).await.map_err(|e| {
+            AppError::new(
+                ErrorKind::TargetFailed,
+                ErrorCode::IssueFailed,
+                format!(
+                    "could not issue credentials on target {:?}: {e}; the request stays approved and is retried",
+                    record.target
+                ),
+            )
+        })?;
+        let id = record.id.clone();
+        let (record, version) = self
+            .inner
+            .store
+            .write(move |wtx| -> AppResult<(RequestRecord, u64)> {
+                let mut record = load_request(wtx, &id)?;
+                let role_max = current_role(&mut wtx.read(), &record.role)?
+                    .map_or(record.duration_seconds, |role| role.max_duration_seconds);
+                let kind = record.activate(metadata.clone(), role_max, activated_at)?;
+                let data = activation_data(&record, &metadata);
+                let version = save_with_event(wtx, &record, SYSTEM_ACTOR, kind, data)?;
+                Ok((record, version))
+            })
+            .await?;
+        metrics::counter!("hallpass_grants_activated_total").increment(1);
+        self.schedule(&record);
+        Ok(self.to_api(&record, version))
+    }
+
+    /// The secret credential, for the requester of an active grant only.
+    pub async fn credentials(&self, caller: &Caller, id: String) -> AppResult<api::Credential> {
+        let lookup = id.clone();
+        let found = self.inner.store.read(move |r| r.request(&lookup)).await?;
+        let (record, _) = found
+            .filter(|(record, _)| caller.may_see(record))
+            .ok_or_else(|| unknown_request(&id))?;
+        if record.requester.name != caller.name() {
+            return Err(AppError::forbidden(format!(
+                "credentials of request {id} are for its requester ({}) only",
+                record.requester.name
+            )));
+        }
+        let (Some(activated_at), Some(expires_at)) = (record.activated_at, record.expires_at) else {
+            return Err(AppError::conflict(
+                ErrorCode::NotActive,
+                format!("request {id} is {}; it has no credentials yet", record.state),
+            ));
+        };
+        if record.state != RequestState::Active || expires_at <= self.now() {
+            return Err(AppError::conflict(
+                ErrorCode::NotActive,
+                format!("grant {id} is {}; its credentials are gone", record.state),
+            ));
+        }
+        let (provider, target) = self.provider_for(&record.target).await?;
+        let metadata = record.credential.clone().unwrap_or(Value::Null);
+        let context = self.grant_context(&record, &target, activated_at).await?;
+        let secret = provider.credential(&context, &metadata).map_err(AppError::internal)?;
+        Ok(api::Credential {
+            request_id: id,
+            credential_type: secret.credential_type,
+            expires_at,
+            token: secret.token,
+            env: secret.env,
+        })
+    }
+
+    /// Ends a grant early: admins and the role's approvers revoke, with a
+    /// reason.
+    pub async fn revoke_grant(&self, caller: &Caller, id: String, reason: String) -> AppResult<api::AccessRequest> {
+        let reason = reason.trim().to_string();
+        if reason.is_empty() {
+            return Err(AppError::invalid(
+                ErrorCode::ReasonRequired,
+                "a reason is required: say why the grant is revoked, e.g. \"left the incident\"",
+            ));
+        }
+        self.end_grant_by(caller, id, EndKind::Revoke, Some(reason)).await
+    }
+
+    /// The requester gives up their access before it expires.
+    pub async fn release_grant(&self, caller: &Caller, id: String) -> AppResult<api::AccessRequest> {
+        self.end_grant_by(caller, id, EndKind::Release, None).await
+    }
+
+    async fn end_grant_by(
+        &self,
+        caller: &Caller,
+        id: String,
+        kind: EndKind,
+        reason: Option<String>,
+    ) -> AppResult<api::AccessRequest> {
+        let lookup = id.clone();
+        let found = self.inner.store.read(move |r| r.request(&lookup)).await?;
+        let (record, _) = found
+            .filter(|(record, _)| caller.may_see(record))
+            .ok_or_else(|| unknown_request(&id))?;
+        record.check_may_end(&caller.principal, kind)?;
+        self.end_grant_as(caller.name(), id, kind, reason).await
+    }
+
+    /// Ends a grant as `actor` (already authorized, or Hallpass itself):
+    /// revoke on the target, then record the outcome. A failed revoke is
+    /// recorded as `revoke_failed` and retried with backoff.
+    pub(crate) async fn end_grant_as(
+        &self,
+        actor: &str,
+        id: String,
+        kind: EndKind,
+        reason: Option<String>,
+    ) -> AppResult<api::AccessRequest> {
+        let lookup = id.clone();
+        let found = self.inner.store.read(move |r| r.request(&lookup)).await?;
+        let (record, version) = found.ok_or_else(|| unknown_request(&id))?;
+        if !record.state.holds_access() {
+            if kind == EndKind::Expire {
+                return Ok(self.to_api(&record, version));
+            }
+            return Err(hallpass_core::RuleError::WrongState {
+                id: record.id.clone(),
+                state: record.state,
+                action: kind.as_str(),
+            }
+            .into());
+        }
+        let (provider, target) = self.provider_for(&record.target).await?;
+        let activated_at = record.activated_at.unwrap_or(record.created_at);
+        let context = self.grant_context(&record, &target, activated_at).await?;
+        let metadata = record.credential.clone().unwrap_or(Value::Null);
+        let outcome = provider.revoke(&context, &metadata).await.map_err(|e| e.to_string());
+        let actor = actor.to_string();
+        let (record, version) = self
+            .inner
+            .store
+            .write(move |wtx| -> AppResult<(RequestRecord, u64)> {
+                let mut record = load_request(wtx, &id)?;
+                let now = wtx.now();
+                let by = Decision { by: actor.clone(), comment: reason.clone(), at: now };
+                let (event, data) = match &outcome {
+                    Ok(()) => {
+                        let event = record.finish_end(kind, by, now)?;
+                        let lag = record.expires_at.map(|at| (now - at).num_milliseconds().max(0));
+                        (event, json!({"reason": reason, "attempts": record.revoke_attempts + 1, "lag_ms": lag}))
+                    }
+                    Err(message) => {
+                        let retry_at = now + revoke_backoff(record.revoke_attempts);
+                        let event = record.record_end_failure(kind, by, message.clone(), retry_at, now)?;
+                        (event, json!({"reason": reason, "error": message, "attempts": record.revoke_attempts, "retry_at": retry_at}))
+                    }
+                };
+                let version = save_with_event(wtx, &record, &actor, event, data)?;
+                Ok((record, version))
+            })
+            .await?;
+        self.after_end(&record, kind);
+        Ok(self.to_api(&record, version))
+    }
+
+    fn after_end(&self, record: &RequestRecord, kind: EndKind) {
+        if let Some((ended, expired)) = record
+            .ended_at
+            .zip(record.expires_at)
+            .filter(|_| kind == EndKind::Expire)
+        {
+            metrics::histogram!("hallpass_expiry_lag_seconds")
+                .record((ended - expired).num_milliseconds().max(0) as f64 / 1000.0);
+        }
+        if record.state == RequestState::RevokeFailed {
+            metrics::counter!("hallpass_revoke_failures_total").increment(1);
+            tracing::error!(
+                request_id = %record.id, target = %record.target, error = ?record.revoke_error,
+                attempts = record.revoke_attempts, "ALERT: revoking a grant failed; retrying with backoff"
+            );
+            self.schedule(record);
+        }
+    }
+
+    /// RFC 7662: active only while the token verifies and its grant is live.
+    /// Any authenticated caller may ask: services hold a token to check the
+    /// grant tokens presented to them.
+    pub async fn introspect(&self, _caller: &Caller, token: &str) -> AppResult<api::Introspection> {
+        let Ok(claims) = self.inner.signer.verify(token) else {
+            return Ok(api::Introspection::default());
+        };
+        let id = claims.jti.clone();
+        let found = self.inner.store.read(move |r| r.request(&id)).await?;
+        let now = self.now();
+        let live = found.is_some_and(|(record, _)| {
+            record.state == RequestState::Active
+                && record.expires_at.is_some_and(|at| at > now)
+                && record.requester.name == claims.sub
+        });
+        if !live {
+            return Ok(api::Introspection::default());
+        }
+        Ok(api::Introspection {
+            active: true,
+            sub: Some(claims.sub),
+            aud: Some(claims.aud),
+            iss: Some(claims.iss),
+            exp: Some(claims.exp),
+            iat: Some(claims.iat),
+            nbf: Some(claims.nbf),
+            jti: Some(claims.jti),
+            role: Some(claims.role),
+            token_type: Some("Bearer".into()),
+        })
+    }
+}

@@ -1,0 +1,196 @@
+//! Target secrets: sealed at rest with the seal key, each bound to its
+//! target and name (so a sealed value cannot be moved to another target),
+//! unsealed only for the provider call that needs them, compared in
+//! constant time when `apply` decides whether they changed, and never
+//! returned, logged or audited (events name the secrets that changed).
+//!
+//! Also the start-up upgrade that moves credentials an earlier release kept
+//! inside a target's configuration (a webhook URL's `user:password@`) into
+//! sealed secrets.
+
+use hallpass_core::AuditKind;
+use hallpass_core::audit::AuditDraft;
+use hallpass_core::documents::{Document, TargetDocument};
+use hallpass_providers::{SecretValue, TargetSecrets};
+use hallpass_store::{ConfigKind, ConfigRow, ReadTx, SecretRow, WriteTx};
+use serde_json::json;
+
+use super::caller::SYSTEM_ACTOR;
+use super::{App, AppError, AppResult};
+use crate::seal::Sealer;
+
+/// The associated data a secret is sealed with.
+fn seal_label(target: &str, name: &str) -> String {
+    format!("target-secret:{target}:{name}")
+}
+
+/// Unseals every secret of `target`.
+pub(crate) fn unseal_all(r: &mut ReadTx<'_>, sealer: &Sealer, target: &str) -> AppResult<TargetSecrets> {
+    let mut secrets = TargetSecrets::new();
+    for row in r.target_secrets(target)? {
+        let plain = sealer
+            .open(&seal_label(target, &row.name), &row.sealed)
+            .ok_or_else(|| {
+                AppError::internal(format!(
+                    "secret {:?} of target {target:?} cannot be unsealed with this seal key",
+                    row.name
+                ))
+            })?;
+        let text = String::from_utf8(plain)
+            .map_err(|_| AppError::internal(format!("secret {:?} of target {target:?} is not text", row.name)))?;
+        secrets.insert(row.name, SecretValue::new(text));
+    }
+    Ok(secrets)
+}
+
+/// Names of secrets added, changed or removed going from `stored` to
+/// `desired`, sorted. Values are compared in constant time.
+pub(crate) fn changed_names(stored: &TargetSecrets, desired: &TargetSecrets) -> Vec<String> {
+    let mut changed: Vec<String> = desired
+        .iter()
+        .filter(|(name, value)| stored.get(name).is_none_or(|old| !old.matches(value)))
+        .map(|(name, _)| name.to_string())
+        .chain(
+            stored
+                .names()
+                .filter(|name| desired.get(name).is_none())
+                .map(str::to_string),
+        )
+        .collect();
+    changed.sort();
+    changed
+}
+
+/// Writes the `changed` secrets of `target` as they are in `desired`
+/// (sealing new values, deleting removed ones).
+pub(crate) fn write_changed(
+    wtx: &mut WriteTx<'_>,
+    sealer: &Sealer,
+    target: &str,
+    desired: &TargetSecrets,
+    changed: &[String],
+) -> AppResult<()> {
+    let now = wtx.now();
+    for name in changed {
+        match desired.get(name) {
+            Some(value) => {
+                let sealed = sealer
+                    .seal(&seal_label(target, name), value.expose().as_bytes())
+                    .map_err(AppError::internal)?;
+                wtx.put_target_secret(&SecretRow {
+                    target: target.to_string(),
+                    name: name.clone(),
+                    sealed,
+                    updated_at: now,
+                })?;
+            }
+            None => {
+                wtx.delete_target_secret(target, name)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl App {
+    /// The unsealed secrets of `target`, for one provider call.
+    pub(crate) async fn target_secrets(&self, target: &str) -> AppResult<TargetSecrets> {
+        let (sealer, target) = (self.inner.sealer.clone(), target.to_string());
+        self.inner.store.read(move |r| unseal_all(r, &sealer, &target)).await
+    }
+
+    /// At start-up: for every stored target whose configuration still holds
+    /// credentials (written by an earlier release), moves them into sealed
+    /// secrets, one transaction per target with its audit event. Says so in
+    /// the log; the old audit events keep the old values, so the operator
+    /// must rotate those credentials (docs/operations.md).
+    pub(crate) async fn upgrade_legacy_targets(&self) -> AppResult<usize> {
+        let rows = self.inner.store.read(|r| r.configs(ConfigKind::Target)).await?;
+        let mut upgraded = 0;
+        for row in rows {
+            let document = TargetDocument::decode(&row.document)?;
+            let Some(provider) = self.inner.registry.get(&document.target_type) else {
+                continue;
+            };
+            let Some(upgrade) = provider.upgrade_legacy_config(&document.config) else {
+                continue;
+            };
+            let moved = upgrade.moved.clone();
+            let (sealer, name) = (self.inner.sealer.clone(), document.name.clone());
+            let written = self
+                .inner
+                .store
+                .write(move |wtx| upgrade_one(wtx, &sealer, row, document, upgrade))
+                .await?;
+            if written {
+                upgraded += 1;
+                tracing::warn!(
+                    target_name = %name, moved = ?moved,
+                    "moved credentials out of the target's configuration into sealed secrets; \
+                     rotate them: earlier audit events still hold the old values (see docs/operations.md)"
+                );
+            }
+        }
+        Ok(upgraded)
+    }
+}
+
+/// Rewrites one legacy target, unless another replica already did.
+fn upgrade_one(
+    wtx: &mut WriteTx<'_>,
+    sealer: &Sealer,
+    row: ConfigRow,
+    document: TargetDocument,
+    upgrade: hallpass_providers::LegacyUpgrade,
+) -> AppResult<bool> {
+    let current = wtx.read().config(ConfigKind::Target, &row.name)?;
+    if current.as_ref().map(|c| &c.document) != Some(&row.document) {
+        return Ok(false);
+    }
+    let mut secrets = unseal_all(&mut wtx.read(), sealer, &row.name)?;
+    for (name, value) in upgrade.secrets.iter() {
+        secrets.insert(name, value.clone());
+    }
+    let changed: Vec<String> = upgrade.secrets.names().map(str::to_string).collect();
+    write_changed(wtx, sealer, &row.name, &secrets, &changed)?;
+    let upgraded = TargetDocument {
+        config: upgrade.config,
+        ..document
+    };
+    wtx.append_audit(AuditDraft::new(
+        SYSTEM_ACTOR,
+        AuditKind::TargetSecretsUpgraded,
+        None,
+        json!({"name": row.name, "secrets": changed, "moved": upgrade.moved}),
+    ))?;
+    let now = wtx.now();
+    wtx.put_config(
+        ConfigKind::Target,
+        &ConfigRow {
+            document: upgraded.encode(),
+            updated_at: now,
+            ..row
+        },
+    )?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets(pairs: &[(&str, &str)]) -> TargetSecrets {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), SecretValue::new(*v)))
+            .collect()
+    }
+
+    #[test]
+    fn changes_are_named_not_valued() {
+        let stored = secrets(&[("a", "1"), ("b", "2"), ("gone", "x")]);
+        let desired = secrets(&[("a", "1"), ("b", "3"), ("new", "y")]);
+        assert_eq!(changed_names(&stored, &desired), ["b", "gone", "new"]);
+        assert!(changed_names(&stored, &stored).is_empty());
+    }
+}

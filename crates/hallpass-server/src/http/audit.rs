@@ -1,0 +1,80 @@
+//! Routes for the audit log: pages, the JSON Lines export, verification.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use hallpass_api as api;
+use serde::Deserialize;
+
+use super::error::HttpResult;
+use super::extract::QueryOf;
+use crate::app::audit::AuditQuery;
+use crate::app::{App, Caller};
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    /// Only events with a sequence number greater than this.
+    since: Option<u64>,
+    /// Only events of this request.
+    request: Option<String>,
+    /// At most this many (default 1000, at most 10000).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    /// Only events with a sequence number greater than this.
+    since: Option<u64>,
+}
+
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditParams),
+    responses((status = 200, body = Vec<api::AuditEvent>)))]
+pub async fn audit_list(
+    State(app): State<App>,
+    caller: Caller,
+    QueryOf(query): QueryOf<AuditParams>,
+) -> HttpResult<Json<Vec<api::AuditEvent>>> {
+    let query = AuditQuery {
+        since: query.since.unwrap_or(0),
+        request: query.request,
+        limit: query.limit.unwrap_or(1000),
+    };
+    Ok(Json(app.audit_page(&caller, query).await?))
+}
+
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", params(ExportParams),
+    responses((status = 200, description = "One audit event per line (JSON Lines)", content_type = "application/x-ndjson", body = String)))]
+pub async fn audit_export(
+    State(app): State<App>,
+    caller: Caller,
+    QueryOf(query): QueryOf<ExportParams>,
+) -> HttpResult<Response> {
+    let pages = app.audit_export(&caller, query.since.unwrap_or(0))?;
+    let chunks = pages.map(|page| {
+        let events = page.map_err(|error| std::io::Error::other(error.message))?;
+        let mut chunk = Vec::with_capacity(events.len() * 400);
+        for event in &events {
+            serde_json::to_writer(&mut chunk, event).map_err(std::io::Error::other)?;
+            chunk.push(b'\n');
+        }
+        Ok::<_, std::io::Error>(Bytes::from(chunk))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(chunks),
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, body = api::VerifyReport)))]
+pub async fn audit_verify(State(app): State<App>, caller: Caller) -> HttpResult<Json<api::VerifyReport>> {
+    Ok(Json(app.audit_verify(&caller).await?))
+}

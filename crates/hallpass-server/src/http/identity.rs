@@ -1,0 +1,63 @@
+//! Routes for who is calling: `whoami`, tokens and principal locks.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use hallpass_api as api;
+
+use super::error::HttpResult;
+use super::extract::{JsonBody, Segment};
+use crate::app::{App, Caller};
+
+#[utoipa::path(get, path = "/v1/whoami", tag = "identity", responses((status = 200, body = api::WhoAmI)))]
+pub async fn whoami(State(app): State<App>, caller: Caller) -> Json<api::WhoAmI> {
+    Json(app.whoami(&caller))
+}
+
+#[utoipa::path(post, path = "/v1/tokens", tag = "identity", request_body = api::CreateToken,
+    responses((status = 201, body = api::CreatedToken)))]
+pub async fn create_token(
+    State(app): State<App>,
+    caller: Caller,
+    JsonBody(body): JsonBody<api::CreateToken>,
+) -> HttpResult<(StatusCode, Json<api::CreatedToken>)> {
+    Ok((StatusCode::CREATED, Json(app.create_token(&caller, body).await?)))
+}
+
+#[utoipa::path(get, path = "/v1/tokens", tag = "identity", responses((status = 200, body = Vec<api::TokenInfo>)))]
+pub async fn list_tokens(State(app): State<App>, caller: Caller) -> HttpResult<Json<Vec<api::TokenInfo>>> {
+    Ok(Json(app.list_tokens(&caller).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "identity",
+    params(("id" = String, Path, description = "Token id (`tok_...`)")),
+    responses((status = 204, description = "revoked")))]
+pub async fn revoke_token(State(app): State<App>, caller: Caller, Segment(id): Segment) -> HttpResult<StatusCode> {
+    app.revoke_token(&caller, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/v1/locks", tag = "identity", responses((status = 200, body = Vec<api::LockInfo>)))]
+pub async fn list_locks(State(app): State<App>, caller: Caller) -> HttpResult<Json<Vec<api::LockInfo>>> {
+    Ok(Json(app.list_locks(&caller).await?))
+}
+
+#[utoipa::path(post, path = "/v1/principals/{name}/lock", tag = "identity", request_body = api::LockBody,
+    params(("name" = String, Path, description = "Principal name")),
+    responses((status = 200, description = "locked: tokens revoked, requests withdrawn, grants ended", body = api::LockInfo)))]
+pub async fn lock(
+    State(app): State<App>,
+    caller: Caller,
+    Segment(name): Segment,
+    JsonBody(body): JsonBody<api::LockBody>,
+) -> HttpResult<Json<api::LockInfo>> {
+    Ok(Json(app.lock_principal(&caller, name, body.reason).await?))
+}
+
+#[utoipa::path(delete, path = "/v1/principals/{name}/lock", tag = "identity",
+    params(("name" = String, Path, description = "Principal name")),
+    responses((status = 204, description = "unlocked")))]
+pub async fn unlock(State(app): State<App>, caller: Caller, Segment(name): Segment) -> HttpResult<StatusCode> {
+    app.unlock_principal(&caller, name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,79 @@
+//! Logs and metrics. Every counter is registered at 0 at start-up, so an
+//! alert on "any increase" sees the very first failure (a counter that
+//! appears only when it first counts has no earlier value to rise from).
+
+use hallpass_config::LogFormat;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::Settings;
+
+/// Every counter the server increments, with its help text.
+pub const COUNTERS: [(&str, &str); 8] = [
+    ("hallpass_requests_total", "Access requests made, by outcome"),
+    (
+        "hallpass_grants_activated_total",
+        "Grants whose credentials were issued",
+    ),
+    (
+        "hallpass_revoke_failures_total",
+        "Failed attempts to end a grant on its target (retried)",
+    ),
+    (
+        "hallpass_requests_timed_out_total",
+        "Requests still pending at their pending TTL",
+    ),
+    ("hallpass_auth_failures_total", "Failed authentications"),
+    (
+        "hallpass_connections_evicted_total",
+        "Idle connections closed to make room",
+    ),
+    (
+        "hallpass_connections_refused_total",
+        "Connections refused at the connection limit",
+    ),
+    (
+        "hallpass_policy_evaluation_failures_total",
+        "Policy evaluations that failed (time, memory, errors)",
+    ),
+];
+
+/// The outcomes `hallpass_requests_total` is labelled with.
+pub const REQUEST_OUTCOMES: [&str; 4] = ["pending", "auto_approved", "emergency", "denied"];
+
+/// Installs the Prometheus recorder (once per process) and registers every
+/// counter at 0. Returns the handle `/metrics` renders.
+pub fn install_metrics() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Several servers in one test process share the first recorder.
+            let _ = metrics::set_global_recorder(recorder);
+            for (name, help) in COUNTERS {
+                metrics::describe_counter!(name, help);
+                if name == "hallpass_requests_total" {
+                    for outcome in REQUEST_OUTCOMES {
+                        metrics::counter!(name, "outcome" => outcome).absolute(0);
+                    }
+                } else {
+                    metrics::counter!(name).absolute(0);
+                }
+            }
+            handle
+        })
+        .clone()
+}
+
+pub fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Already initialised (several servers in one test process) is fine.
+    let _ = match settings.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

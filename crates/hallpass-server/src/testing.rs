@@ -1,0 +1,57 @@
+//! An [`App`] without a listener, for tests of the service layer: over
+//! SQLite in a directory the test owns, on the test's clock, with the JWT
+//! provider and any extra providers. Not used by the server itself.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use hallpass_core::Clock;
+use hallpass_providers::jwt::{JwtProvider, JwtSigner};
+use hallpass_providers::{CredentialProvider, Registry};
+use hallpass_store::Store;
+use tokio::sync::mpsc;
+
+use crate::app::{App, AppParts, Caller};
+use crate::seal::Sealer;
+
+/// Where the app sends the deadlines the scheduler should wake for.
+pub type DeadlineInbox = mpsc::UnboundedReceiver<(DateTime<Utc>, String)>;
+
+/// The app, and the scheduler's inbox of deadlines (keep it alive; a test
+/// may feed it to [`crate::scheduler::run`] or just hold it).
+pub fn app_in(
+    dir: &Path,
+    clock: Arc<dyn Clock>,
+    extra_providers: Vec<Arc<dyn CredentialProvider>>,
+) -> anyhow::Result<(App, DeadlineInbox)> {
+    let store = Store::open_sqlite(&dir.join("data"), clock.clone())?;
+    let seal_key = crate::seal::resolve_key(None, Some(&dir.join("data")))?;
+    let signer = Arc::new(JwtSigner::load_or_create(&dir.join("jwt.key"), "test".into())?);
+    let mut registry = Registry::default().with(Arc::new(JwtProvider::new(signer.clone())));
+    for provider in extra_providers {
+        registry = registry.with(provider);
+    }
+    let (deadlines, inbox) = mpsc::unbounded_channel();
+    let app = App::new(AppParts {
+        store,
+        registry,
+        signer,
+        sealer: Arc::new(Sealer::new(&seal_key)?),
+        clock,
+        deadlines,
+    });
+    Ok((app, inbox))
+}
+
+/// A caller with `name` and `groups`, as if authenticated.
+pub fn caller(name: &str, groups: &[&str]) -> Caller {
+    Caller {
+        principal: hallpass_core::Principal {
+            name: name.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        },
+        token_id: format!("tok_{name}"),
+        token_expires_at: None,
+    }
+}
