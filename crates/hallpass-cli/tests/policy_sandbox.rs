@@ -118,6 +118,8 @@ fn numbers_range_over_a_huge_range_is_stopped_and_the_pool_recovers() {
         compile("deny contains \"x\" if count(numbers.range(1, 1000000000)) > 0"),
         compile("deny contains \"x\" if {\n\txs := [x | some x in numbers.range(1, 1000000000)]\n\tcount(xs) > 0\n}"),
         compile("deny contains \"x\" if {\n\tsome i in numbers.range(1, 1000000000)\n\ti < 0\n}"),
+        // A range that fits in memory, and a comprehension looping over it.
+        compile("deny contains \"x\" if count([y | some x in numbers.range(1, 5000000); y := x * 2]) < 0"),
     ];
     let fine = compile("deny contains \"no\" if input.x == 1");
     for bomb in &bombs {
