@@ -1,6 +1,9 @@
 //! `hallpass-bench policy`: in-process decision latency of
 //! `hallpass_policy::PolicySet::evaluate`, beside a bare regorus evaluation
-//! of the same modules, so the cost of our wrapper shows.
+//! of the same modules, so the cost of our wrapper shows, and beside
+//! `PolicySandbox::evaluate` (one worker process of the `hallpass` binary,
+//! found like the other benchmarks find it), so the cost of the sandbox's
+//! pipe round trip shows.
 //!
 //! Two policy sets: the example policies (`examples/policies`, tests left
 //! out) and a generated set of 1,000 rules over role names, labels, groups
@@ -11,7 +14,8 @@
 //! "Bare" is the plainest use of regorus: one `Engine` holding the same
 //! modules, `set_input(Value::from(json))`, then `eval_rule` of each decision
 //! rule the set declares. Before timing, both ways must decide the same for
-//! every input, or the run fails.
+//! every input, or the run fails; so must the sandbox. Without a `hallpass`
+//! binary the sandbox rows are left out, with a note.
 //!
 //! No server is started.
 
@@ -23,7 +27,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
-use hallpass_policy::{PolicyDecision, PolicyModule, PolicySet, load_dir};
+use hallpass_policy::{PolicyDecision, PolicyModule, PolicySandbox, PolicySet, SandboxConfig, load_dir};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -65,7 +69,7 @@ struct Case {
     modules: usize,
     /// `deny`/`max_duration_seconds`/... rules written in the set.
     rules: usize,
-    /// `PolicySet::evaluate` or `bare regorus`.
+    /// `PolicySet::evaluate`, `bare regorus` or `PolicySandbox::evaluate`.
     engine: String,
     /// Milliseconds, like every other summary of hallpass-bench.
     latency: Summary,
@@ -106,6 +110,7 @@ fn measure(options: &Options, stop: &AtomicBool) -> Result<Report> {
         .collect();
     let generated = generated_modules(options.rules);
     let inputs = inputs();
+    let sandbox = start_sandbox();
 
     let mut cases = Vec::new();
     for (label, modules, rules) in [
@@ -132,7 +137,22 @@ fn measure(options: &Options, stop: &AtomicBool) -> Result<Report> {
             set.evaluate(input).map(drop).map_err(anyhow::Error::from)
         })?;
         let theirs = time(options, stop, &inputs, |input| bare.evaluate(input).map(drop))?;
-        for (engine, (latency, errors)) in [("PolicySet::evaluate", ours), ("bare regorus", theirs)] {
+        let mut rows = vec![("PolicySet::evaluate", ours), ("bare regorus", theirs)];
+        if let Some(sandbox) = &sandbox {
+            for input in &inputs {
+                let sandboxed = sandbox
+                    .evaluate(&set, input)
+                    .with_context(|| format!("{label}: sandbox failed"))?;
+                if sandboxed != set.evaluate(input)? {
+                    bail!("{label}: the sandbox and PolicySet::evaluate disagree on {input}");
+                }
+            }
+            let sandboxed = time(options, stop, &inputs, |input| {
+                sandbox.evaluate(&set, input).map(drop).map_err(anyhow::Error::from)
+            })?;
+            rows.push(("PolicySandbox::evaluate", sandboxed));
+        }
+        for (engine, (latency, errors)) in rows {
             cases.push(Case {
                 policy_set: label.to_string(),
                 modules: modules.len(),
@@ -154,6 +174,23 @@ fn measure(options: &Options, stop: &AtomicBool) -> Result<Report> {
         cases,
         target_met,
     })
+}
+
+/// A sandbox of one worker (the measurement is on one thread), or `None`
+/// with a note when there is no `hallpass` binary to run as the worker.
+fn start_sandbox() -> Option<PolicySandbox> {
+    let started = crate::server::resolve_binary(None).and_then(|binary| {
+        let mut config = SandboxConfig::new(binary);
+        config.workers = 1;
+        Ok(PolicySandbox::new(config)?)
+    });
+    match started {
+        Ok(sandbox) => Some(sandbox),
+        Err(error) => {
+            eprintln!("policy: no sandbox rows: {error:#}");
+            None
+        }
+    }
 }
 
 /// Latency of `evaluate` over the inputs in turn, after a warm-up, and the
@@ -191,7 +228,8 @@ fn time(
 
 pub fn print(report: &Report) {
     println!(
-        "\nPolicy decision latency, in-process, one thread — {} CPU(s) {}; {} evaluations per row after {} warm-up",
+        "\nPolicy decision latency, one thread (PolicySandbox: one worker process) — {} CPU(s) {}; \
+         {} evaluations per row after {} warm-up",
         report.machine.cpus, report.machine.cpu_model, report.iterations, report.warmup
     );
     let micros = |ms: f64| {

@@ -167,6 +167,9 @@ enum Command {
     /// List, export and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Internal: evaluates policies for the server's sandbox over stdin/stdout.
+    #[command(name = hallpass_policy::WORKER_SUBCOMMAND, hide = true)]
+    PolicyWorker,
 }
 
 #[tokio::main]
@@ -213,6 +216,9 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Flow(command) => commands::flows::run(&ctx, command).await,
         Command::Policy(command) => commands::policy::run(&ctx, command).await,
         Command::Audit(command) => commands::audit::run(&ctx, command).await,
+        Command::PolicyWorker => hallpass_policy::run_worker()
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
     }
 }
 

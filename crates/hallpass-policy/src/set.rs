@@ -102,6 +102,8 @@ pub struct PolicySet {
 
 struct Inner {
     hash: String,
+    /// The modules as given, for a sandbox worker that compiles its own copy.
+    sources: Vec<PolicyModule>,
     modules: Vec<CompiledModule>,
     /// Every module, prepared; engines for evaluation are clones of it.
     template: Engine,
@@ -264,6 +266,7 @@ impl PolicySet {
         Ok(PolicySet {
             inner: Arc::new(Inner {
                 hash: set_hash(modules),
+                sources: modules.to_vec(),
                 modules: compiled,
                 template: engine,
                 rules,
@@ -286,11 +289,23 @@ impl PolicySet {
     /// `docs/policies.md`. Rules that are undefined are absent from the
     /// decision; an error is never a decision, so callers must fail closed.
     pub fn evaluate(&self, input: &serde_json::Value) -> Result<PolicyDecision, PolicyError> {
+        self.evaluate_with_limit(input, EVALUATION_TIME_LIMIT)
+    }
+
+    /// [`PolicySet::evaluate`] with `limit` instead of the default time limit.
+    pub(crate) fn evaluate_with_limit(
+        &self,
+        input: &serde_json::Value,
+        limit: Duration,
+    ) -> Result<PolicyDecision, PolicyError> {
         let inner = &*self.inner;
         if inner.rules.is_empty() {
             return Ok(PolicyDecision::default());
         }
         let mut engine = inner.take_engine();
+        // Set on every evaluation (a plain store): pooled engines are shared
+        // by callers that may use different limits.
+        engine.set_execution_timer_config(timer(limit));
         engine.set_input(to_regorus(input));
         let mut decision = PolicyDecision::default();
         for rule in &inner.rules {
@@ -311,6 +326,16 @@ impl PolicySet {
 
     pub(crate) fn modules(&self) -> &[CompiledModule] {
         &self.inner.modules
+    }
+
+    pub(crate) fn sources(&self) -> &[PolicyModule] {
+        &self.inner.sources
+    }
+
+    /// True when no module declares a decision rule, so every evaluation
+    /// decides the default without running anything.
+    pub(crate) fn decides_nothing(&self) -> bool {
+        self.inner.rules.is_empty()
     }
 
     /// A prepared engine of its own for the caller, with `limit` as its
