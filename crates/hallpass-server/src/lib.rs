@@ -13,6 +13,7 @@ pub mod auth;
 mod dev;
 pub mod error;
 mod gate;
+pub mod listener;
 pub mod routes;
 pub mod scheduler;
 pub mod seal;
