@@ -357,11 +357,14 @@ async fn connection(
             return;
         }
     };
+    // Boxed: the TLS and hyper state is allocated only now, so the future a
+    // silent connection's task holds stays a few hundred bytes.
+    let talking = Box::pin(talk(stream, peer, first, &shared));
     tokio::select! {
         biased;
         // The shutdown grace period is over.
         _ = &mut close => {}
-        () = talk(stream, peer, first, &shared) => {}
+        () = talking => {}
     }
 }
 
