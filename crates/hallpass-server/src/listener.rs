@@ -107,7 +107,8 @@ pub struct ListenerOptions {
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers). 64 KiB by default:
     /// bearer tokens are a few KiB; this bounds hyper's read buffer for a
-    /// client that sends headers without end.
+    /// client that sends headers without end. Values under 8 KiB (hyper's
+    /// minimum buffer) count as 8 KiB.
     pub max_header_bytes: usize,
     /// `None`: plain HTTP.
     pub tls: Option<TlsConfig>,
