@@ -14,6 +14,8 @@
 //!   audit log, and RSS with all N active ([`expiry`]).
 //! - `rss`: RSS with N active grants only.
 //! - `policy`: in-process policy decision latency, no server ([`policy`]).
+//! - `flood`: `/healthz` latency and server RSS while 20,000 half-open
+//!   connections are held ([`flood`]).
 //! - `all`: throughput at 1, 8, 32 and 64 clients, then expiry with 100k
 //!   grants; with `--postgres URL` again on PostgreSQL with 1 and with 3
 //!   replicas. The run behind `docs/benchmarks.md`.
@@ -22,6 +24,7 @@
 //! --warmup 0s` and `hallpass-bench expiry --grants 200 --window 2s`.
 
 mod expiry;
+mod flood;
 mod policy;
 mod postgres;
 mod procfs;
@@ -71,6 +74,8 @@ enum Command {
     /// Policy decision latency in-process (no server): the example policies
     /// and a generated 1,000-rule set, each beside bare regorus.
     Policy(PolicyArgs),
+    /// /healthz latency and server memory under a flood of half-open connections.
+    Flood(flood::FloodArgs),
 }
 
 #[derive(Debug, Args)]
@@ -405,6 +410,7 @@ async fn run(cli: Cli) -> Result<()> {
     // The policy benchmark is in-process: no binary, no server, its own report.
     let command = match cli.command {
         Command::Policy(args) => return run_policy(args, cli.json.as_deref()).await,
+        Command::Flood(args) => return flood::run(args, cli.hallpass.as_deref(), cli.json.as_deref()).await,
         command => command,
     };
     let binary = server::resolve_binary(cli.hallpass.as_deref())?;
@@ -471,6 +477,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         // Returned before the server set-up above; repeated for the match.
         Command::Policy(args) => return run_policy(args, cli.json.as_deref()).await,
+        Command::Flood(args) => return flood::run(args, cli.hallpass.as_deref(), cli.json.as_deref()).await,
         Command::All(args) => {
             let mut backends = vec![(Backend::Sqlite, args.grants)];
             if let Some(url) = &args.postgres {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod identity;
+pub mod listener;
 pub mod openapi;
 pub mod requests;
 
