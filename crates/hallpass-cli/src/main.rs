@@ -172,8 +172,33 @@ enum Command {
     PolicyWorker,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // A policy worker (started by the server) needs no async runtime and
+    // none of its threads: each would count against the worker's memory
+    // limit. Answer before building one.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == hallpass_policy::WORKER_SUBCOMMAND)
+    {
+        return match hallpass_policy::run_worker() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_main())
+}
+
+async fn async_main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,

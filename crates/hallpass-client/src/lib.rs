@@ -31,6 +31,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time allowed to open the TCP (and TLS) connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an idle pooled connection is kept for reuse.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Slack added to a long-poll's server-side timeout before the client gives up.
 const LONG_POLL_SLACK: Duration = Duration::from_secs(15);
 
@@ -94,6 +96,9 @@ impl Client {
         let base = parse_address(addr)?;
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            // The server closes idle connections after 10 s; reuse them
+            // only well within that.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .user_agent(concat!("hallpass-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Transport(format!("cannot set up the HTTP client: {}", root_cause(&e))))?;
@@ -435,6 +440,12 @@ impl Client {
             .await
             .map_err(|e| ClientError::Io(format!("cannot write the audit export: {e}")))?;
         Ok(written)
+    }
+
+    /// The key that signs the server's audit checkpoints.
+    pub async fn audit_public_key(&self) -> Result<hallpass_api::AuditPublicKey, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "audit", "public-key"])?)
+            .await
     }
 
     /// Has the server check its whole audit chain.

@@ -9,7 +9,7 @@ use hallpass_core::Principal;
 use hallpass_core::documents::RoleDocument;
 use hallpass_core::flow::FlowRules;
 use hallpass_core::request::{PolicyRecord, Route};
-use hallpass_policy::{PolicyModule, PolicySet};
+use hallpass_policy::{Evaluator, PolicyModule, PolicySet};
 use serde_json::{Value, json};
 
 /// The `meta` key holding the hash of the stored policy set; changed in the
@@ -63,10 +63,10 @@ pub fn policy_input(
     })
 }
 
-/// Evaluates, failing closed: an evaluation error becomes a denial that
-/// carries the error.
-pub fn evaluate(set: &PolicySet, input: &Value) -> PolicyRecord {
-    match set.evaluate(input) {
+/// Evaluates with `evaluator`, failing closed: an evaluation error (a rule
+/// that fails, a time or memory limit) becomes a denial that carries it.
+pub fn evaluate(evaluator: &Evaluator, set: &PolicySet, input: &Value) -> PolicyRecord {
+    match evaluator.evaluate(set, input) {
         Ok(decision) => PolicyRecord {
             policy_hash: set.hash().to_string(),
             deny: decision.deny,

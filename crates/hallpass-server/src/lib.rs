@@ -26,7 +26,9 @@ mod wire;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use hallpass_core::audit::CheckpointSigner;
 use hallpass_core::{Clock, SystemClock};
+use hallpass_policy::{Evaluator, PolicySandbox, SandboxConfig};
 use hallpass_providers::jwt::{JwtProvider, JwtSigner};
 use hallpass_providers::webhook::WebhookProvider;
 use hallpass_providers::{CredentialProvider, Registry};
@@ -112,10 +114,12 @@ pub async fn serve(
     };
     let seal_key = seal::resolve_key(settings.seal_key.clone(), sqlite_dir.as_deref())?;
     let sealer = Arc::new(seal::Sealer::new(&seal_key)?);
-    let signing_key = seal::unseal_signing_key(&store, &sealer).await?;
-    let signer = Arc::new(
-        JwtSigner::from_pkcs8(&signing_key, settings.issuer.clone()).context("cannot load the JWT signing key")?,
-    );
+    let keys = seal::unseal_keys(&store, &sealer).await?;
+    let signer =
+        Arc::new(JwtSigner::from_pkcs8(&keys.jwt, settings.issuer.clone()).context("cannot load the JWT signing key")?);
+    let audit_signer =
+        Arc::new(CheckpointSigner::from_pkcs8(&keys.audit).context("cannot load the audit signing key")?);
+    let evaluator = policy_sandbox()?;
     if sqlite_dir.is_some() {
         // One server per SQLite file: claims left by a crash are dead.
         store
@@ -135,7 +139,9 @@ pub async fn serve(
         store: store.clone(),
         registry,
         signer,
+        audit_signer,
         sealer,
+        evaluator,
         clock,
         deadlines: deadline_tx,
     });
@@ -146,7 +152,8 @@ pub async fn serve(
         .await
         .context("cannot load grant deadlines")?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let scheduler = tokio::spawn(scheduler::run(app.clone(), deadlines, deadline_rx, stop_rx));
+    let scheduler = tokio::spawn(scheduler::run(app.clone(), deadlines, deadline_rx, stop_rx.clone()));
+    let checkpoints = tokio::spawn(scheduler::checkpoints(app.clone(), stop_rx));
     let router = http::router(
         app.clone(),
         http::HttpSettings {
@@ -158,9 +165,29 @@ pub async fn serve(
     listen(&settings, router, &backend, shutdown).await?;
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
+    let _ = checkpoints.await;
+    // The log ends signed, so an export of a stopped server proves itself.
+    if let Err(error) = app.write_checkpoint().await {
+        tracing::error!(%error, "cannot write the closing audit checkpoint");
+    }
     store.close();
     drop(temp_dir);
     Ok(())
+}
+
+/// Policies are evaluated in worker processes of this very binary (its
+/// hidden `__policy-worker` command), under a time and a memory limit, so no
+/// policy or input can stall or exhaust the server. `/proc/self/exe` stays
+/// this binary even if the file is replaced during an upgrade.
+fn policy_sandbox() -> anyhow::Result<Evaluator> {
+    let program = std::path::Path::new("/proc/self/exe");
+    let program = if program.exists() {
+        program.to_path_buf()
+    } else {
+        std::env::current_exe().context("cannot find this binary to start policy workers")?
+    };
+    let sandbox = PolicySandbox::new(SandboxConfig::new(program)).context("cannot start the policy workers")?;
+    Ok(Evaluator::Sandbox(sandbox))
 }
 
 /// What runs before the API serves: upgrades of stored data, the first
@@ -198,6 +225,16 @@ async fn listen(
         )
     })?;
     let local = listener.local_addr().context("listener has no address")?;
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(http::listener::TlsConfig::from_pem_files(cert, key)?),
+        None => None,
+    };
+    let fd_limit = http::listener::raise_fd_limit().context("cannot read the open-file limit")?;
+    let options = http::listener::ListenerOptions {
+        tls,
+        ..http::listener::ListenerOptions::default()
+    }
+    .capped_by_fd_limit(fd_limit);
     if !local.ip().is_loopback() && settings.tls.is_none() {
         tracing::warn!(
             listen = %local,
@@ -205,15 +242,14 @@ async fn listen(
              unless a TLS-terminating proxy is in front; use --tls-cert/--tls-key or a proxy"
         );
     }
-    tracing::info!(listen = %local, storage = ?backend, "hallpass is serving");
+    tracing::info!(
+        listen = %local, storage = ?backend, tls = settings.tls.is_some(),
+        max_connections = options.max_connections, "hallpass is serving"
+    );
     if settings.dev {
         dev::print_ready(local);
     }
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("server error")
+    http::listener::serve(listener, router, options, shutdown)
+        .await
+        .context("server error")
 }

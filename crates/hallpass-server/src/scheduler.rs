@@ -21,6 +21,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::app::App;
+use crate::app::audit::CHECKPOINT_INTERVAL;
 
 /// How many due records are processed at once.
 const CONCURRENCY: usize = 256;
@@ -77,6 +78,23 @@ pub async fn process(app: &App, due: Vec<String>) {
             }
         })
         .await;
+}
+
+/// Writes a signed checkpoint every [`CHECKPOINT_INTERVAL`] while events
+/// are written (a quiet log keeps its last one), until shutdown.
+pub async fn checkpoints(app: App, mut shutdown: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(CHECKPOINT_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                if let Err(error) = app.write_checkpoint().await {
+                    tracing::error!(%error, "cannot write an audit checkpoint; retrying at the next tick");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 /// Claims and processes everything due now, until nothing new is due. Used

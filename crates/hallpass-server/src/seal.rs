@@ -29,6 +29,7 @@ pub const SEAL_KEY_ENV: &str = "HALLPASS_SEAL_KEY";
 const CHECK_NAME: &str = "seal_check";
 const CHECK_PLAINTEXT: &[u8] = b"hallpass seal check v1";
 const JWT_KEY_NAME: &str = "jwt_signing_key";
+const AUDIT_KEY_NAME: &str = "audit_signing_key";
 
 pub struct Sealer {
     key: LessSafeKey,
@@ -116,10 +117,26 @@ async fn init_meta(store: &Store, name: &'static str, value: String) -> anyhow::
     Ok(stored)
 }
 
+/// The server's two Ed25519 keys (PKCS#8), unsealed.
+pub struct Keys {
+    /// Signs grant JWTs.
+    pub jwt: Vec<u8>,
+    /// Signs audit checkpoints.
+    pub audit: Vec<u8>,
+}
+
 /// Checks the seal key against the store (sealing the check value on first
-/// start) and returns the JWT signing key (PKCS#8), creating it if needed.
-/// A wrong seal key fails here, before anything is changed.
-pub async fn unseal_signing_key(store: &Store, sealer: &Sealer) -> anyhow::Result<Vec<u8>> {
+/// start) and returns the signing keys, creating them if needed. A wrong
+/// seal key fails here, before anything is changed.
+pub async fn unseal_keys(store: &Store, sealer: &Sealer) -> anyhow::Result<Keys> {
+    check_seal_key(store, sealer).await?;
+    Ok(Keys {
+        jwt: unseal_or_create(store, sealer, JWT_KEY_NAME, "JWT signing key").await?,
+        audit: unseal_or_create(store, sealer, AUDIT_KEY_NAME, "audit signing key").await?,
+    })
+}
+
+async fn check_seal_key(store: &Store, sealer: &Sealer) -> anyhow::Result<()> {
     let existing = store
         .read(|r| -> Result<_, AppError> { Ok(r.meta(CHECK_NAME)?) })
         .await?;
@@ -132,20 +149,26 @@ pub async fn unseal_signing_key(store: &Store, sealer: &Sealer) -> anyhow::Resul
             "the seal key does not match the one this database was sealed with; start with the original seal key ({SEAL_KEY_ENV} or seal_key). Nothing was changed"
         );
     }
+    Ok(())
+}
+
+/// The Ed25519 key stored sealed under `name`, made on first start. Replicas
+/// racing to make it all end up with the first one stored.
+async fn unseal_or_create(store: &Store, sealer: &Sealer, name: &'static str, what: &str) -> anyhow::Result<Vec<u8>> {
     let existing = store
-        .read(|r| -> Result<_, AppError> { Ok(r.meta(JWT_KEY_NAME)?) })
+        .read(move |r| -> Result<_, AppError> { Ok(r.meta(name)?) })
         .await?;
     let sealed = match existing {
         Some(sealed) => sealed,
         None => {
             let document = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-                .map_err(|_| anyhow::anyhow!("cannot generate the JWT signing key"))?;
-            init_meta(store, JWT_KEY_NAME, sealer.seal(JWT_KEY_NAME, document.as_ref())?).await?
+                .map_err(|_| anyhow::anyhow!("cannot generate the {what}"))?;
+            init_meta(store, name, sealer.seal(name, document.as_ref())?).await?
         }
     };
     sealer
-        .open(JWT_KEY_NAME, &sealed)
-        .context("the stored JWT signing key cannot be unsealed")
+        .open(name, &sealed)
+        .with_context(|| format!("the stored {what} cannot be unsealed"))
 }
 
 #[cfg(test)]

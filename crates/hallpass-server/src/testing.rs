@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use hallpass_core::Clock;
+use hallpass_core::audit::CheckpointSigner;
 use hallpass_providers::jwt::{JwtProvider, JwtSigner};
 use hallpass_providers::{CredentialProvider, Registry};
 use hallpass_store::Store;
@@ -33,11 +34,16 @@ pub fn app_in(
         registry = registry.with(provider);
     }
     let (deadlines, inbox) = mpsc::unbounded_channel();
+    let audit_key = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&aws_lc_rs::rand::SystemRandom::new())
+        .map_err(|_| anyhow::anyhow!("cannot make an audit key"))?;
     let app = App::new(AppParts {
         store,
         registry,
         signer,
+        audit_signer: Arc::new(CheckpointSigner::from_pkcs8(audit_key.as_ref())?),
         sealer: Arc::new(Sealer::new(&seal_key)?),
+        // No worker binary in a test process: evaluate in-process.
+        evaluator: hallpass_policy::Evaluator::default(),
         clock,
         deadlines,
     });

@@ -95,6 +95,7 @@ CREATE INDEX requests_holding_by_requester ON requests (requester, role, created
     WHERE state IN ('active', 'revoke_failed');
 "#,
     // Target secrets sealed apart from their documents; principal locks;
+    // an index of audit checkpoints (partial exports start at one);
     // one open request or grant per requester and role, enforced by a
     // unique key (records left open twice by the first release keep their
     // place: only the newest of each pair takes the key); configuration
@@ -131,6 +132,7 @@ ALTER TABLE targets ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE roles ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE approval_flows ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE policies ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX audit_checkpoints ON audit (seq) WHERE kind = 'audit.checkpoint';
 "#,
 ];
 

@@ -47,6 +47,12 @@ impl<'a> WriteTx<'a> {
         Self { conn, head, clock }
     }
 
+    /// The audit chain's head as this transaction sees it: its newest
+    /// event's sequence number and hash.
+    pub fn chain_head(&self) -> (u64, &str) {
+        (self.head.seq, &self.head.hash)
+    }
+
     pub(crate) fn head(&self) -> &ChainHead {
         &self.head
     }
@@ -575,6 +581,21 @@ impl<'a> ReadTx<'a> {
             )?,
         };
         all(rows, audit_from_row)
+    }
+
+    /// The newest checkpoint at or before `seq`, if any.
+    pub fn checkpoint_at_or_before(&mut self, seq: u64) -> Result<Option<u64>, StoreError> {
+        let row = self.conn.query_one(
+            "SELECT MAX(seq) FROM audit WHERE kind = 'audit.checkpoint' AND seq <= $1",
+            sql_params![seq],
+        )?;
+        match row {
+            Some(row) => match row.0.first() {
+                Some(SqlValue::Int(seq)) => Ok(Some(*seq as u64)),
+                _ => Ok(None),
+            },
+            None => Ok(None),
+        }
     }
 
     /// The newest audit sequence number committed (by any replica).

@@ -52,6 +52,9 @@ pub enum AuditCommand {
         #[arg(long, value_name = "KEY", requires = "file")]
         public_key: Option<PathBuf>,
     },
+    /// Print the server's public audit key (PEM, or the JWK with --output
+    /// json), for `audit verify --file F --public-key KEY`. Needs no token.
+    PublicKey,
 }
 
 pub async fn run(ctx: &Ctx, command: AuditCommand) -> CmdResult {
@@ -79,6 +82,15 @@ pub async fn run(ctx: &Ctx, command: AuditCommand) -> CmdResult {
         AuditCommand::Export { since } => {
             let mut stdout = tokio::io::stdout();
             ctx.client()?.audit_export(since, &mut stdout).await?;
+            ok()
+        }
+        AuditCommand::PublicKey => {
+            let key = ctx.client()?.audit_public_key().await?;
+            if ctx.json() {
+                print_json(&key)?;
+            } else {
+                print!("{}", key.pem);
+            }
             ok()
         }
         AuditCommand::Verify { file: None, .. } => {
@@ -114,7 +126,7 @@ fn report_verification(ctx: &Ctx, report: &VerifyReport, checked: Checked) -> Cm
     if ctx.json() {
         print_json(report)?;
     } else {
-        println!("{}", verification_line(report, checked));
+        crate::output::print_message(&verification_line(report, checked));
     }
     Ok(verification_exit_code(report))
 }
@@ -392,7 +404,7 @@ mod tests {
         lines[1] = lines[1].replace("\"actor\"", "\"\\u001b[2Jactor\"");
         let line = failure_line(&verify_with_key(&lines));
         assert!(
-            line.starts_with("FAILED at seq 2: line 2 is not a valid audit event: unknown field ` [2Jactor`"),
+            line.starts_with("FAILED at seq 2: line 2 is not a valid audit event: unknown field `\\x1b[2Jactor`"),
             "{line}"
         );
         assert!(!line.contains('\u{1b}'));

@@ -28,10 +28,26 @@ fn export(server: &Server, dir: &std::path::Path) -> (std::path::PathBuf, Vec<St
 }
 
 fn verify_file(server: &Server, path: &std::path::Path) -> (bool, String) {
+    verify_offline(server, path, None)
+}
+
+/// The server's public audit key, saved as `DIR/audit-key.pem` by the CLI.
+fn public_key(server: &Server, dir: &std::path::Path) -> std::path::PathBuf {
+    let output = server.run("", &["audit", "public-key"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let path = dir.join("audit-key.pem");
+    std::fs::write(&path, &output.stdout).unwrap();
+    path
+}
+
+fn verify_offline(server: &Server, path: &std::path::Path, key: Option<&std::path::Path>) -> (bool, String) {
     // Offline: no server address or token needed.
-    let output = std::process::Command::new(crate::harness::hallpass_bin())
-        .args(["audit", "verify", "--file"])
-        .arg(path)
+    let mut command = std::process::Command::new(crate::harness::hallpass_bin());
+    command.args(["audit", "verify", "--file"]).arg(path);
+    if let Some(key) = key {
+        command.arg("--public-key").arg(key);
+    }
+    let output = command
         .env("HALLPASS_ADDR", "http://127.0.0.1:9")
         .env_remove("HALLPASS_TOKEN")
         .output()
@@ -135,16 +151,55 @@ fn exported_log_verifies_offline_and_tampering_is_named() {
 }
 
 #[test]
-fn partial_export_verifies_from_its_first_event() {
+fn partial_export_starts_at_a_signed_checkpoint_and_verifies_with_the_key() {
     let (server, _) = busy_server();
     let temp = tempfile::tempdir().unwrap();
-    let output = server.run(&server.admin, &["audit", "export", "--since", "3"]);
-    assert!(output.status.success());
+    let key = public_key(&server, temp.path());
+    // Before any checkpoint there is nothing to anchor a partial export:
+    // it starts at the beginning.
+    let early = server.run(&server.admin, &["audit", "export", "--since", "3"]);
+    let early = String::from_utf8(early.stdout).unwrap();
+    let first: Value = serde_json::from_str(early.lines().next().unwrap()).unwrap();
+    assert_eq!(first["seq"], 1);
+    // That export ended with a checkpoint; later exports from it start there.
+    let last: Value = serde_json::from_str(early.lines().last().unwrap()).unwrap();
+    assert_eq!(last["kind"], "audit.checkpoint");
+    let anchor = last["seq"].as_u64().unwrap();
+    server.json(&server.alice, &["request", "demo-read", "--reason", "after the export"]);
+    let since = (anchor + 1).to_string();
+    let output = server.run(&server.admin, &["audit", "export", "--since", &since]);
     let text = String::from_utf8(output.stdout).unwrap();
     let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    assert_eq!(first["seq"], 4, "--since is exclusive");
+    assert_eq!(
+        first["seq"], anchor,
+        "anchored at the checkpoint before its first event"
+    );
+    assert_eq!(first["kind"], "audit.checkpoint");
     let path = temp.path().join("tail.jsonl");
-    std::fs::write(&path, text).unwrap();
-    let (ok, text) = verify_file(&server, &path);
-    assert!(ok, "{text}");
+    std::fs::write(&path, &text).unwrap();
+    let (ok, report) = verify_offline(&server, &path, Some(&key));
+    assert!(ok && report.contains("complete"), "{report}");
+}
+
+#[test]
+fn a_cut_or_emptied_export_fails_with_the_key() {
+    let (server, _) = busy_server();
+    let temp = tempfile::tempdir().unwrap();
+    let key = public_key(&server, temp.path());
+    let (path, lines) = export(&server, temp.path());
+    let (ok, report) = verify_offline(&server, &path, Some(&key));
+    assert!(ok && report.contains("complete: signed checkpoint"), "{report}");
+    let (ok, report) = verify_offline(&server, &path, None);
+    assert!(ok && report.contains("completeness NOT proven"), "{report}");
+    let cases: [(&str, Vec<String>); 3] = [
+        ("cut at the end", lines[..lines.len() - 1].to_vec()),
+        ("cut at the start", lines[2..].to_vec()),
+        ("empty", Vec::new()),
+    ];
+    for (what, kept) in cases {
+        let cut = temp.path().join("cut.jsonl");
+        std::fs::write(&cut, kept.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        let (ok, report) = verify_offline(&server, &cut, Some(&key));
+        assert!(!ok, "{what}: {report}");
+    }
 }

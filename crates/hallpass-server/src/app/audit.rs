@@ -1,15 +1,29 @@
-//! The audit log for auditors: pages, the streamed export, and the live
-//! verification of the whole chain. Reading it is for admins and group
-//! `auditors`.
+//! The audit log for auditors: pages, the streamed export, the live
+//! verification of the whole chain, and signed checkpoints.
+//!
+//! A checkpoint is an audit event (`audit.checkpoint`) that signs the
+//! sequence number and hash of the event before it with the server's
+//! sealed Ed25519 audit key. One is written at least every
+//! [`CHECKPOINT_INTERVAL`] while events are written, and one at the end of
+//! every export, so an export proves it is complete: a file cut short or
+//! rewritten no longer ends at a valid signature (docs/audit.md). Reading
+//! the log is for admins and group `auditors`; the public key is public.
+
+use std::time::Duration;
 
 use futures::Stream;
 use hallpass_api as api;
-use hallpass_core::audit::{AuditEvent, ChainVerifier};
+use hallpass_core::audit::{AuditEvent, ChainVerifier, CheckpointSigner};
+use hallpass_store::WriteTx;
 
 use super::{App, AppError, AppResult, Caller};
 
 /// Events per read while exporting or verifying.
 const EXPORT_PAGE: u32 = 2000;
+/// Longest time events may go without a checkpoint after them.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+/// The `meta` key holding the seq of the newest checkpoint.
+const CHECKPOINT_META: &str = "audit_checkpoint_seq";
 
 /// Which events to list.
 #[derive(Debug, Clone, Default)]
@@ -21,7 +35,42 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
+/// Signs the chain's head unless the head is a checkpoint already; returns
+/// the newest checkpoint's seq.
+fn checkpoint_in_transaction(wtx: &mut WriteTx<'_>, signer: &CheckpointSigner) -> AppResult<u64> {
+    let (seq, hash) = wtx.chain_head();
+    let hash = hash.to_string();
+    let last: Option<u64> = wtx.read().meta(CHECKPOINT_META)?.and_then(|text| text.parse().ok());
+    if last == Some(seq) {
+        return Ok(seq);
+    }
+    let draft = signer.checkpoint_draft(seq, &hash);
+    let event = wtx.append_audit(draft)?;
+    wtx.put_meta(CHECKPOINT_META, &event.seq.to_string())?;
+    Ok(event.seq)
+}
+
 impl App {
+    /// The key that signs checkpoints, for offline verification.
+    pub fn audit_public_key(&self) -> api::AuditPublicKey {
+        let key = self.inner.audit_signer.public_key();
+        api::AuditPublicKey {
+            key_id: key.key_id(),
+            jwk: key.to_jwk(),
+            pem: key.to_pem(),
+        }
+    }
+
+    /// Writes a checkpoint after the newest event, unless it is one;
+    /// returns the checkpoint's seq.
+    pub(crate) async fn write_checkpoint(&self) -> AppResult<u64> {
+        let signer = self.inner.audit_signer.clone();
+        self.inner
+            .store
+            .write(move |wtx| checkpoint_in_transaction(wtx, &signer))
+            .await
+    }
+
     pub async fn audit_page(&self, caller: &Caller, query: AuditQuery) -> AppResult<Vec<AuditEvent>> {
         caller.require_auditor()?;
         let limit = query.limit.clamp(1, 10_000);
@@ -32,20 +81,36 @@ impl App {
             .await?)
     }
 
-    /// The log from `since` on, page by page, so memory stays flat however
-    /// long it is. Authorization is checked before the first page.
-    pub fn audit_export(
+    /// The log from `since` on, ending with a checkpoint written for this
+    /// export, page by page so memory stays flat however long it is. A
+    /// partial export (`since` > 0) starts at the newest checkpoint at or
+    /// before its first event, which anchors it. Authorization is checked,
+    /// and the closing checkpoint written, before the first page.
+    pub async fn audit_export(
         &self,
         caller: &Caller,
         since: u64,
     ) -> AppResult<impl Stream<Item = Result<Vec<AuditEvent>, AppError>> + Send + 'static> {
         caller.require_auditor()?;
+        let last = self.write_checkpoint().await?;
+        let first = match since {
+            0 => 1,
+            since => {
+                let anchor = self
+                    .inner
+                    .store
+                    .read(move |r| r.checkpoint_at_or_before(since + 1))
+                    .await?;
+                anchor.unwrap_or(1)
+            }
+        };
         let app = self.clone();
-        Ok(futures::stream::unfold(Some(since), move |cursor| {
+        Ok(futures::stream::unfold(Some(first - 1), move |cursor| {
             let app = app.clone();
             async move {
-                let since = cursor?;
-                match app.inner.store.read(move |r| r.audit(since, None, EXPORT_PAGE)).await {
+                let after = cursor.filter(|after| *after < last)?;
+                let limit = u32::try_from(last - after).unwrap_or(EXPORT_PAGE).min(EXPORT_PAGE);
+                match app.inner.store.read(move |r| r.audit(after, None, limit)).await {
                     Ok(events) if events.is_empty() => None,
                     Ok(events) => {
                         let next = events.last().map(|e| e.seq);
@@ -57,13 +122,16 @@ impl App {
         }))
     }
 
-    /// Verifies the whole live chain, and that it ends at the writer's head.
+    /// Verifies the whole live chain with the server's own key: every
+    /// stored checkpoint must verify and cover the event before it, and the
+    /// chain must end at the writer's head.
     pub async fn audit_verify(&self, caller: &Caller) -> AppResult<api::VerifyReport> {
         caller.require_auditor()?;
         let head = self.inner.store.read(|r| r.audit_head_seq()).await?;
-        let mut verifier = ChainVerifier::from_genesis();
+        let key = self.inner.audit_signer.public_key().clone();
+        let mut verifier = ChainVerifier::from_genesis_with_key(key);
         let mut since = 0;
-        loop {
+        while since < head {
             let page = self
                 .inner
                 .store
@@ -86,6 +154,8 @@ impl App {
                 missing - 1
             ));
         }
+        // Live, the log is complete when it ends at the writer's head.
+        report.complete = report.ok;
         Ok(report)
     }
 }

@@ -33,9 +33,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use hallpass_api as api;
-use hallpass_core::audit::AuditDraft;
+use hallpass_core::audit::{AuditDraft, CheckpointSigner};
 use hallpass_core::request::RequestRecord;
 use hallpass_core::{AuditKind, Clock, RequestState};
+use hallpass_policy::Evaluator;
 use hallpass_providers::Registry;
 use hallpass_providers::jwt::JwtSigner;
 use hallpass_store::{Store, WriteTx};
@@ -58,7 +59,12 @@ pub struct AppParts {
     pub store: Store,
     pub registry: Registry,
     pub signer: Arc<JwtSigner>,
+    /// Signs audit checkpoints.
+    pub audit_signer: Arc<CheckpointSigner>,
     pub sealer: Arc<Sealer>,
+    /// Where policies are evaluated: worker processes with time and memory
+    /// limits (the server), or in-process (tests of the service layer).
+    pub evaluator: Evaluator,
     pub clock: Arc<dyn Clock>,
     pub deadlines: mpsc::UnboundedSender<(DateTime<Utc>, String)>,
 }
@@ -73,7 +79,9 @@ struct Inner {
     store: Store,
     registry: Registry,
     signer: Arc<JwtSigner>,
+    audit_signer: Arc<CheckpointSigner>,
     sealer: Arc<Sealer>,
+    evaluator: Evaluator,
     clock: Arc<dyn Clock>,
     deadlines: mpsc::UnboundedSender<(DateTime<Utc>, String)>,
     /// Names this server in claims on due work.
@@ -143,7 +151,9 @@ impl App {
                 store: parts.store,
                 registry: parts.registry,
                 signer: parts.signer,
+                audit_signer: parts.audit_signer,
                 sealer: parts.sealer,
+                evaluator: parts.evaluator,
                 clock: parts.clock,
                 deadlines: parts.deadlines,
                 replica_id,

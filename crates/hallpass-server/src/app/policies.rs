@@ -183,11 +183,17 @@ impl App {
         Ok(compiled)
     }
 
-    /// Evaluates the stored policies for `input`, off the async workers.
+    /// Evaluates `set` for `input` off the async workers, in the sandbox
+    /// (time and memory limits), failing closed.
     pub(crate) async fn evaluate(&self, set: PolicySet, input: serde_json::Value) -> AppResult<PolicyRecord> {
-        tokio::task::spawn_blocking(move || gate::evaluate(&set, &input))
+        let evaluator = self.inner.evaluator.clone();
+        let record = tokio::task::spawn_blocking(move || gate::evaluate(&evaluator, &set, &input))
             .await
-            .map_err(AppError::internal)
+            .map_err(AppError::internal)?;
+        if record.error.is_some() {
+            metrics::counter!("hallpass_policy_evaluation_failures_total").increment(1);
+        }
+        Ok(record)
     }
 
     /// The decision the stored policies make for a hypothetical input.

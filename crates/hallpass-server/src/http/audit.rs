@@ -57,7 +57,7 @@ pub async fn audit_export(
     caller: Caller,
     QueryOf(query): QueryOf<ExportParams>,
 ) -> HttpResult<Response> {
-    let pages = app.audit_export(&caller, query.since.unwrap_or(0))?;
+    let pages = app.audit_export(&caller, query.since.unwrap_or(0)).await?;
     let chunks = pages.map(|page| {
         let events = page.map_err(|error| std::io::Error::other(error.message))?;
         let mut chunk = Vec::with_capacity(events.len() * 400);
@@ -72,6 +72,12 @@ pub async fn audit_export(
         Body::from_stream(chunks),
     )
         .into_response())
+}
+
+#[utoipa::path(get, path = "/v1/audit/public-key", tag = "audit", security(()),
+    responses((status = 200, description = "The key that signs audit checkpoints (JWK and PEM)", body = api::AuditPublicKey)))]
+pub async fn audit_public_key(State(app): State<App>) -> Json<api::AuditPublicKey> {
+    Json(app.audit_public_key())
 }
 
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", responses((status = 200, body = api::VerifyReport)))]

@@ -109,6 +109,7 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .route("/v1/audit", get(audit::audit_list))
         .route("/v1/audit/export", get(audit::audit_export))
         .route("/v1/audit/verify", get(audit::audit_verify))
+        .route("/v1/audit/public-key", get(audit::audit_public_key))
         .fallback(not_found)
         .with_state(app);
     routes

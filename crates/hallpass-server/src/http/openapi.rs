@@ -66,7 +66,8 @@ use hallpass_api as api;
         requests::introspect,
         audit::audit_list,
         audit::audit_export,
-        audit::audit_verify
+        audit::audit_verify,
+        audit::audit_public_key
     ),
     components(schemas(api::ErrorBody, api::ErrorDetail, api::ErrorCode))
 )]
