@@ -370,6 +370,37 @@ impl Server {
         })
     }
 
+    /// The same POST of JSON `bodies` (one per caller), all sent at once;
+    /// returns each (status, body) in order. For races: every call is in
+    /// flight before the first answer comes back.
+    pub fn post_all(&self, path: &str, token: &str, bodies: Vec<Value>) -> Vec<(u16, Value)> {
+        post_all(std::slice::from_ref(&self.addr), path, token, bodies)
+    }
+
+    /// A GET; returns (status, body as JSON, the `x-next-cursor` header).
+    pub fn http_response(&self, method: &str, path: &str, token: Option<&str>) -> (u16, Value, Option<String>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+            let mut request = reqwest::Client::new().request(method, format!("{}{path}", self.addr));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.expect("http request");
+            let status = response.status().as_u16();
+            let cursor = response
+                .headers()
+                .get("x-next-cursor")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let bytes = response.bytes().await.expect("body");
+            (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), cursor)
+        })
+    }
+
     /// Raw HTTP call; returns (status, body as JSON or Null).
     pub fn http(&self, method: &str, path: &str, token: Option<&str>, body: Option<(&str, Vec<u8>)>) -> (u16, Value) {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -402,6 +433,39 @@ impl Drop for Server {
 
 /// The claims of a JWT, decoded without verification (tests check the
 /// signature through introspection and the JWKS separately).
+/// POSTs JSON `bodies` all at once, the i-th to `addrs[i % addrs.len()]`;
+/// returns each (status, body) in order. For races: every call is in
+/// flight before the first answer comes back.
+pub fn post_all(addrs: &[String], path: &str, token: &str, bodies: Vec<Value>) -> Vec<(u16, Value)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let barrier = Arc::new(tokio::sync::Barrier::new(bodies.len()));
+        let calls = bodies.into_iter().enumerate().map(|(index, body)| {
+            let (client, barrier) = (client.clone(), Arc::clone(&barrier));
+            let url = format!("{}{path}", addrs[index % addrs.len()]);
+            let token = token.to_string();
+            tokio::spawn(async move {
+                let request = client.post(url).bearer_auth(token).json(&body);
+                barrier.wait().await;
+                let response = request.send().await.expect("http request");
+                let status = response.status().as_u16();
+                let bytes = response.bytes().await.expect("body");
+                (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+            })
+        });
+        let mut answers = Vec::new();
+        for call in calls.collect::<Vec<_>>() {
+            answers.push(call.await.expect("call task"));
+        }
+        answers
+    })
+}
+
 /// Writes `text` to `DIR/NAME`; returns the path as a string for the CLI.
 pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
@@ -444,6 +508,16 @@ pub struct WebhookCall {
     /// The `Idempotency-Key` header (empty if missing).
     pub idempotency_key: String,
     pub body: Value,
+    /// Every header, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body exactly as received (what a signature covers).
+    pub raw_body: Vec<u8>,
+}
+
+impl WebhookCall {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
 }
 
 /// An HTTP/1.1 endpoint for `webhook` targets that records every call and
@@ -497,7 +571,7 @@ impl WebhookRecorder {
             if reader.read_line(&mut request_line)? == 0 {
                 return Ok(());
             }
-            let (mut length, mut key) = (0usize, String::new());
+            let (mut length, mut key, mut headers) = (0usize, String::new(), Vec::new());
             loop {
                 let mut line = String::new();
                 if reader.read_line(&mut line)? == 0 {
@@ -508,16 +582,18 @@ impl WebhookRecorder {
                     break;
                 }
                 if let Some((name, value)) = line.split_once(':') {
-                    match name.trim().to_ascii_lowercase().as_str() {
+                    let name = name.trim().to_ascii_lowercase();
+                    match name.as_str() {
                         "content-length" => length = value.trim().parse().unwrap_or(0),
                         "idempotency-key" => key = value.trim().to_string(),
                         _ => {}
                     }
+                    headers.push((name, value.trim().to_string()));
                 }
             }
-            let mut body = vec![0; length];
-            reader.read_exact(&mut body)?;
-            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let mut raw_body = vec![0; length];
+            reader.read_exact(&mut raw_body)?;
+            let body: Value = serde_json::from_slice(&raw_body).unwrap_or(Value::Null);
             let event = body["event"].as_str().unwrap_or_default().to_string();
             let revoke = event == "revoke";
             calls.lock().unwrap().push(WebhookCall {
@@ -525,6 +601,8 @@ impl WebhookRecorder {
                 grant_id: body["grant_id"].as_str().unwrap_or_default().to_string(),
                 idempotency_key: key,
                 body,
+                headers,
+                raw_body,
             });
             if revoke {
                 std::thread::sleep(revoke_delay);

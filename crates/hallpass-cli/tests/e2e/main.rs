@@ -13,3 +13,4 @@ mod identity;
 mod lifecycle;
 mod policies;
 mod replicas;
+mod security;

@@ -14,21 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::harness::{ROOT_TOKEN, Server, WebhookRecorder, database_for, jwt_claims};
+use crate::harness::{ROOT_TOKEN, Server, WebhookRecorder, database_for, jwt_claims, post_all, postgres_base_url};
 use hallpass_api::{AccessRequest, CreateRequest, RequestState};
 use hallpass_client::{Client, ClientError};
 use serde_json::Value;
-
-/// A PostgreSQL server where the tests may `CREATE DATABASE`.
-fn postgres_base_url() -> String {
-    std::env::var("HALLPASS_TEST_POSTGRES_URL").unwrap_or_else(|_| {
-        panic!(
-            "the replicas_ tests need PostgreSQL: run them through scripts/test, which starts a throwaway \
-             server and sets HALLPASS_TEST_POSTGRES_URL (or set it yourself to a server where you may \
-             CREATE DATABASE, e.g. postgres://postgres@127.0.0.1:5432/postgres)"
-        )
-    })
-}
 
 /// `count` replicas sharing a fresh database. The first starts alone: on an
 /// empty store it creates the admin token, which racing starts would not do
@@ -546,4 +535,47 @@ role "svc-admin" {
         // Holding the role, alice's next request would extend this grant.
         b.json(&alice, &["release", &id]);
     }
+}
+
+/// The one-grant rule and a policy limit on live grants hold across three
+/// replicas on one database when 50 callers race through all of them.
+#[test]
+fn replicas_keep_one_grant_per_principal_and_role_under_fifty_parallel_requests() {
+    let temp = tempfile::tempdir().unwrap();
+    let replicas = start_replicas(temp.path(), 3);
+    let roles: String = (0..50)
+        .map(|i| format!("role \"r{i}\" {{\n  target = \"jwt\"\n  max_duration = \"1h\"\n  requestable_by = [\"group:dev\"]\n  auto_approve = true\n}}\n"))
+        .collect();
+    let config = format!("target \"jwt\" {{\n  type = \"jwt\"\n  config = {{ audience = \"svc\" }}\n}}\n{roles}");
+    replicas[0].apply(temp.path(), &config);
+    let addrs: Vec<String> = replicas.iter().map(|r| r.addr.clone()).collect();
+    let erin = replicas[1].token("erin", "dev");
+
+    let same = serde_json::json!({"role": "r0", "reason": "INC-70 race"});
+    let answers = post_all(&addrs, "/v1/requests", &erin, vec![same; 50]);
+    let ids: HashSet<String> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert!(matches!(status, 200 | 201), "{status}: {body}");
+            body["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one grant whichever replica answered: {ids:?}");
+
+    let policy = "package hallpass.request\n\nimport rego.v1\n\ndeny contains \"one live grant at a time\" if input.context.active_grants >= 1\n";
+    let policy_file = temp.path().join("one.rego");
+    std::fs::write(&policy_file, policy).unwrap();
+    let put = replicas[2].run(
+        &replicas[2].admin,
+        &["policy", "put", "one", "-f", &policy_file.to_string_lossy()],
+    );
+    assert!(put.status.success());
+    let frank = replicas[0].token("frank", "dev");
+    let bodies = (0..50)
+        .map(|i| serde_json::json!({"role": format!("r{i}"), "reason": "INC-71 race"}))
+        .collect();
+    let answers = post_all(&addrs, "/v1/requests", &frank, bodies);
+    let active = answers.iter().filter(|(_, body)| body["state"] == "active").count();
+    let denied = answers.iter().filter(|(_, body)| body["state"] == "denied").count();
+    assert_eq!((active, denied), (1, 49), "{answers:?}");
 }

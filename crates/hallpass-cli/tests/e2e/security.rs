@@ -1,0 +1,388 @@
+//! The rules an attacker tries first, tried against the real binary: one
+//! grant per principal and role under 50 parallel callers, policy limits
+//! that hold under the same race, target secrets that never come back out
+//! (API, audit export, database files or dump), signed webhook calls,
+//! tokens and names that cannot be abused, and who may see which requests.
+
+use std::time::Duration;
+
+use aws_lc_rs::hmac;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+
+use crate::harness::{Server, WEBHOOK_HMAC_SECRET, WebhookRecorder, change_actions, write_file};
+
+const PARALLEL: usize = 50;
+
+fn ids(answers: &[(u16, Value)]) -> Vec<String> {
+    answers
+        .iter()
+        .map(|(status, body)| {
+            assert!(matches!(status, 200 | 201), "{status}: {body}");
+            body["id"].as_str().expect("an id").to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn fifty_parallel_identical_requests_make_one_grant() {
+    let server = Server::dev();
+    let body = json!({"role": "demo-read", "duration": "10m", "reason": "INC-50: one of fifty"});
+    let answers = server.post_all("/v1/requests", &server.alice, vec![body; PARALLEL]);
+    let ids = ids(&answers);
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "every answer names the one grant: {ids:?}"
+    );
+    let created = answers.iter().filter(|(status, _)| *status == 201).count();
+    assert_eq!(created, 1, "one 201, the other answers are 200 with that grant");
+    let outcomes: Vec<&str> = answers
+        .iter()
+        .map(|(_, b)| b["outcome"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == "created").count(), 1, "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| matches!(*o, "created" | "existing_grant")),
+        "{outcomes:?}"
+    );
+    let grants = server.json(&server.admin, &["grants", "--active"]);
+    assert_eq!(grants.as_array().map(Vec::len), Some(1), "{grants}");
+    let events = server.json(&server.admin, &["audit", "list", "--limit", "10000"]);
+    let activations = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "grant.activated")
+        .count();
+    assert_eq!(activations, 1);
+}
+
+/// A policy that allows one live grant per person, whatever the role.
+const ONE_GRANT: &str = "package hallpass.request\n\nimport rego.v1\n\n\
+deny contains \"one live grant at a time\" if input.context.active_grants >= 1\n";
+
+fn many_roles(count: usize) -> String {
+    (0..count)
+        .map(|i| {
+            format!(
+                "role \"r{i}\" {{\n  target = \"demo\"\n  max_duration = \"1h\"\n  requestable_by = [\"group:dev\"]\n  auto_approve = true\n}}\n"
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_policy_capping_live_grants_holds_under_fifty_parallel_requests() {
+    let server = Server::dev();
+    let temp = tempfile::tempdir().unwrap();
+    write_file(temp.path(), "one.rego", ONE_GRANT);
+    let config = format!(
+        "{}policy \"one-grant\" {{\n  source_file = \"one.rego\"\n}}\n",
+        many_roles(PARALLEL)
+    );
+    server.apply(temp.path(), &config);
+    let bodies = (0..PARALLEL)
+        .map(|i| json!({"role": format!("r{i}"), "reason": "INC-51: race the policy"}))
+        .collect();
+    let answers = server.post_all("/v1/requests", &server.alice, bodies);
+    let states: Vec<&str> = answers
+        .iter()
+        .map(|(_, b)| b["state"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(states.iter().filter(|s| **s == "active").count(), 1, "{states:?}");
+    assert_eq!(
+        states.iter().filter(|s| **s == "denied").count(),
+        PARALLEL - 1,
+        "{states:?}"
+    );
+    let denied = answers.iter().find(|(_, b)| b["state"] == "denied").expect("a denial");
+    assert_eq!(denied.1["decision"]["comment"], "one live grant at a time");
+}
+
+fn hmac_key() -> Vec<u8> {
+    let encoded = WEBHOOK_HMAC_SECRET.strip_prefix("whsec_").expect("whsec_ prefix");
+    STANDARD.decode(encoded).expect("base64")
+}
+
+#[test]
+fn target_secrets_are_write_only_sealed_and_never_leak() {
+    let server = Server::dev();
+    let temp = tempfile::tempdir().unwrap();
+    let hook = WebhookRecorder::with_revoke_delay(Duration::ZERO);
+    let bearer = "bearer-c0ffee-7d1f9a2b4e";
+    let panel = |hmac: &str| {
+        format!(
+            "target \"panel\" {{\n  type = \"webhook\"\n  config = {{ url = \"{}\" }}\n  secrets = {{ hmac_secret = \"{hmac}\", bearer_token = \"{bearer}\" }}\n}}\n\
+             role \"panel-admin\" {{\n  target = \"panel\"\n  max_duration = \"1h\"\n  requestable_by = [\"group:dev\"]\n  auto_approve = true\n}}\n",
+            hook.url
+        )
+    };
+    let first = server.apply(temp.path(), &panel(WEBHOOK_HMAC_SECRET));
+    assert!(change_actions(&first).contains(&"create target panel".to_string()));
+
+    // Reads show the names, never the values.
+    let target = server.json(&server.alice, &["target", "show", "panel"]);
+    let names: Vec<&str> = target["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["bearer_token", "hmac_secret"]);
+    assert!(!target.to_string().contains(bearer));
+
+    // The same secrets again: unchanged (compared on the server). Another
+    // HMAC key: an update that names the secret, in a dry run first.
+    let again = server.apply(temp.path(), &panel(WEBHOOK_HMAC_SECRET));
+    assert!(
+        change_actions(&again).contains(&"unchanged target panel".to_string()),
+        "{again}"
+    );
+    let rotated = "whsec_cm90YXRlZC1obWFjLWtleS0zMi1ieXRlcy1sb25nIQ==";
+    let file = write_file(temp.path(), "rotate.hcl", &panel(rotated));
+    let dry = server.run(&server.admin, &["apply", "-f", &file, "--dry-run"]);
+    let dry = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(dry.contains("~ target panel (secrets: hmac_secret)"), "{dry}");
+    let events_before = server.audit_len();
+    let applied = server.run(&server.admin, &["apply", "-f", &file]);
+    assert!(String::from_utf8_lossy(&applied.stdout).contains("~ target panel (secrets: hmac_secret)"));
+    assert_eq!(server.audit_len(), events_before + 1, "one target.updated event");
+    server.apply(temp.path(), &panel(WEBHOOK_HMAC_SECRET));
+
+    // Calls carry the bearer token and a Standard Webhooks signature.
+    let grant = server.json(&server.alice, &["request", "panel-admin", "--reason", "signed call"]);
+    assert_eq!(grant["state"], "active");
+    server.json(&server.alice, &["release", grant["id"].as_str().unwrap()]);
+    let calls = hook.calls();
+    assert_eq!(calls.len(), 2, "issue and revoke");
+    for call in &calls {
+        assert_eq!(call.header("authorization"), Some(format!("Bearer {bearer}").as_str()));
+        let id = call.header("webhook-id").expect("webhook-id");
+        let timestamp = call.header("webhook-timestamp").expect("webhook-timestamp");
+        let mut signed = format!("{id}.{timestamp}.").into_bytes();
+        signed.extend_from_slice(&call.raw_body);
+        let expected = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &hmac_key()), &signed);
+        let expected = format!("v1,{}", STANDARD.encode(expected.as_ref()));
+        assert_eq!(call.header("webhook-signature"), Some(expected.as_str()), "{id}");
+    }
+
+    // Not in the audit log, not in the database files or dump.
+    let export = server.run(&server.admin, &["audit", "export"]);
+    let export = String::from_utf8_lossy(&export.stdout).into_owned();
+    let storage = server.dump_storage();
+    for secret in [WEBHOOK_HMAC_SECRET, rotated, bearer] {
+        assert!(!export.contains(secret), "a secret is in the audit export");
+        assert!(!storage.contains(secret), "a secret is stored in clear");
+        let encoded = secret.trim_start_matches("whsec_");
+        assert!(!storage.contains(encoded) && !export.contains(encoded));
+    }
+    assert!(
+        export.contains("\"secrets_changed\":[\"hmac_secret\"]"),
+        "events name what changed"
+    );
+}
+
+#[test]
+fn webhook_urls_with_credentials_are_refused() {
+    let server = Server::dev();
+    let temp = tempfile::tempdir().unwrap();
+    for url in [
+        "https://hookuser:s3cr3tPw@panel.internal/hook",
+        "https://panel.internal/hook?token=abc123xyz",
+    ] {
+        let config = format!(
+            "target \"panel\" {{\n  type = \"webhook\"\n  config = {{ url = \"{url}\" }}\n  secrets = {{ hmac_secret = \"{WEBHOOK_HMAC_SECRET}\" }}\n}}\n"
+        );
+        let file = write_file(temp.path(), "bad.hcl", &config);
+        let (code, stderr) = server.fails(&server.admin, &["apply", "-f", &file]);
+        assert_eq!(code, 1);
+        assert!(
+            stderr.contains("secrets"),
+            "the error says where credentials go: {stderr}"
+        );
+        assert!(
+            !stderr.contains("s3cr3tPw") && !stderr.contains("abc123xyz"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn text_with_control_characters_is_refused_and_names_are_reserved() {
+    let server = Server::dev();
+    let (status, body) = server.http(
+        "POST",
+        "/v1/requests",
+        Some(&server.alice),
+        Some((
+            "application/json",
+            json!({"role": "demo-read", "reason": "fix\r\u{1b}[2Kapproved by security"})
+                .to_string()
+                .into_bytes(),
+        )),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "control_character");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("U+000D at character 4"),
+        "{body}"
+    );
+    for name in ["hallpass", "policy"] {
+        let (code, stderr) = server.fails(&server.admin, &["token", "create", "--principal", name]);
+        assert_eq!(code, 1);
+        assert!(stderr.contains("reserved"), "{stderr}");
+    }
+}
+
+#[test]
+fn requests_are_seen_by_their_requester_their_approvers_and_auditors() {
+    let server = Server::dev();
+    let mine = server.json(
+        &server.alice,
+        &["request", "demo-admin", "--reason", "INC-60 private reason"],
+    );
+    let other = server.token("olaf", "dev");
+    server.json(&other, &["request", "demo-read", "--reason", "INC-61 olaf's own"]);
+    let auditor = server.token("audrey", "auditors");
+
+    let listed = |token: &str| -> Vec<String> {
+        server
+            .json(token, &["requests"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["reason"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed(&server.alice), ["INC-60 private reason"]);
+    assert_eq!(listed(&other), ["INC-61 olaf's own"]);
+    assert_eq!(
+        listed(&server.bob),
+        ["INC-60 private reason"],
+        "bob approves demo-admin only"
+    );
+    assert_eq!(listed(&auditor).len(), 2);
+    assert_eq!(listed(&server.admin).len(), 2);
+    let (_, stderr) = server.fails(&other, &["show", mine["id"].as_str().unwrap()]);
+    assert!(stderr.contains("no request"), "{stderr}");
+
+    // Pages follow the cursor.
+    for i in 0..3 {
+        let user = server.token(&format!("pager{i}"), "dev");
+        server.json(&user, &["request", "demo-read", "--reason", "paging"]);
+    }
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let path = format!("/v1/requests?limit=2{cursor}");
+        let response = server.http_response("GET", &path, Some(&server.admin));
+        let page = response.1.as_array().unwrap().clone();
+        assert!(page.len() <= 2);
+        seen.extend(page.into_iter().map(|r| r["id"].as_str().unwrap().to_string()));
+        match response.2 {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    let unique: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), 5, "no request twice");
+}
+
+#[test]
+fn every_counter_is_exported_from_the_start() {
+    let server = Server::dev();
+    let metrics = server.text("/metrics");
+    for counter in [
+        "hallpass_requests_total",
+        "hallpass_grants_activated_total",
+        "hallpass_revoke_failures_total",
+        "hallpass_requests_timed_out_total",
+        "hallpass_auth_failures_total",
+        "hallpass_connections_evicted_total",
+        "hallpass_connections_refused_total",
+        "hallpass_policy_evaluation_failures_total",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|line| line.starts_with(counter) && line.ends_with(" 0")),
+            "{counter} is not at 0 before anything happened:\n{metrics}"
+        );
+    }
+}
+
+#[test]
+fn failed_authentications_are_limited_per_address() {
+    let server = Server::dev();
+    let mut statuses = Vec::new();
+    for i in 0..25 {
+        let (status, _) = server.http("GET", "/v1/whoami", Some(&format!("hp_guess{i:040}")), None);
+        statuses.push(status);
+    }
+    assert_eq!(statuses[0], 401);
+    assert_eq!(*statuses.last().unwrap(), 429, "{statuses:?}");
+    let (status, body) = server.http("GET", "/v1/whoami", Some(&server.alice), None);
+    assert_eq!(
+        status, 429,
+        "the address waits out its window, whatever token it shows: {body}"
+    );
+    assert_eq!(body["error"]["code"], "too_many_failures");
+}
+
+#[test]
+fn policy_evaluation_is_bounded_in_time_and_rate() {
+    let server = Server::dev();
+    let temp = tempfile::tempdir().unwrap();
+    let slow = "package hallpass.request\n\nimport rego.v1\n\n\
+                deny contains \"never\" if count(numbers.range(1, 1000000000)) == 0\n";
+    let file = write_file(temp.path(), "slow.rego", slow);
+    server.json(&server.admin, &["policy", "put", "slow", "-f", &file]);
+    let started = std::time::Instant::now();
+    let (status, body) = server.http(
+        "POST",
+        "/v1/requests",
+        Some(&server.alice),
+        Some((
+            "application/json",
+            json!({"role": "demo-read", "reason": "x"}).to_string().into_bytes(),
+        )),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped at the limit: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["state"], "denied");
+    // Time or memory, whichever the huge range hits first, stops it.
+    let error = body["policy"]["error"].as_str().unwrap();
+    assert!(error.contains("time limit") || error.contains("memory limit"), "{body}");
+    assert_eq!(server.text("/healthz").contains("ok"), true);
+
+    // Evaluations of hypothetical inputs are limited per token.
+    assert!(
+        server
+            .run(&server.admin, &["policy", "delete", "slow"])
+            .status
+            .success()
+    );
+    let input = json!({"input": {"principal": {"name": "a", "groups": []}}});
+    let statuses: Vec<u16> = (0..40)
+        .map(|_| {
+            server
+                .http(
+                    "POST",
+                    "/v1/policies/eval",
+                    Some(&server.bob),
+                    Some(("application/json", input.to_string().into_bytes())),
+                )
+                .0
+        })
+        .collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+}

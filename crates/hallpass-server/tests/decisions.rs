@@ -1,0 +1,462 @@
+//! Decisions are checked again when they take effect, through the service
+//! layer on a controllable clock: a scheduled request is decided again by
+//! the policies at its start; approval and activation check the role as it
+//! is then (deleted: withdrawn; requester no longer allowed: refused;
+//! maximum lowered: the grant is capped); a grant's extensions stay within
+//! the role's total duration; and locks stop a principal at once.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use hallpass_api::{self as api, AuditKind, ConfigKind, ErrorCode, RequestOutcome, RequestState};
+use hallpass_core::ManualClock;
+use hallpass_server::app::audit::AuditQuery;
+use hallpass_server::app::{App, Caller};
+use hallpass_server::testing::caller;
+use serde_json::json;
+
+struct Harness {
+    app: App,
+    clock: Arc<ManualClock>,
+    admin: Caller,
+    _dir: tempfile::TempDir,
+    _deadlines: hallpass_server::testing::DeadlineInbox,
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0)
+        .single()
+        .expect("valid time")
+}
+
+const CONFIG: &str = r#"{
+  "targets": [{"name": "pg", "type": "jwt", "config": {"audience": "pg"}}],
+  "roles": [
+    {"name": "db", "target": "pg", "max_duration": "4h", "max_total_duration": "5h",
+     "requestable_by": ["group:dev"], "approval": {"approvers": ["group:leads"]},
+     "extension_requires_approval": false},
+    {"name": "self", "target": "pg", "max_duration": "4h", "requestable_by": ["group:dev"], "auto_approve": true}
+  ]
+}"#;
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = Arc::new(ManualClock::new(t0()));
+    let (app, inbox) = hallpass_server::testing::app_in(dir.path(), clock.clone(), Vec::new()).expect("app");
+    let admin = caller("admin", &["admins"]);
+    let config: api::ApplyRequest = serde_json::from_str(CONFIG).expect("config");
+    app.apply(&admin, config).await.expect("apply");
+    Harness {
+        app,
+        clock,
+        admin,
+        _dir: dir,
+        _deadlines: inbox,
+    }
+}
+
+fn alice() -> Caller {
+    caller("alice", &["dev"])
+}
+
+fn ask(role: &str, duration: &str, start: Option<DateTime<Utc>>) -> api::CreateRequest {
+    api::CreateRequest {
+        role: role.into(),
+        duration: Some(duration.into()),
+        reason: "INC-7".into(),
+        ticket: None,
+        emergency: false,
+        scheduled_start: start,
+    }
+}
+
+impl Harness {
+    async fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        hallpass_server::scheduler::drain_due(&self.app)
+            .await
+            .expect("due work");
+    }
+
+    async fn get(&self, id: &str) -> api::AccessRequest {
+        self.app.get_request(&self.admin, id.to_string()).await.expect("get").0
+    }
+
+    async fn events(&self, id: &str) -> Vec<hallpass_api::AuditEvent> {
+        let query = AuditQuery {
+            since: 0,
+            request: Some(id.to_string()),
+            limit: 1000,
+        };
+        self.app.audit_page(&self.admin, query).await.expect("audit")
+    }
+
+    async fn role(&self, edit: impl FnOnce(&mut api::RoleSpec)) {
+        let mut spec = self
+            .app
+            .get_role(&self.admin, "db".into())
+            .await
+            .expect("role")
+            .to_spec();
+        edit(&mut spec);
+        self.app.put_role(&self.admin, spec).await.expect("put role");
+    }
+
+    async fn policy(&self, source: &str) {
+        let spec = api::PolicySpec {
+            name: "guard".into(),
+            source: source.into(),
+        };
+        self.app.put_policy(&self.admin, spec).await.expect("policy");
+    }
+}
+
+#[tokio::test]
+async fn a_scheduled_request_is_decided_again_by_the_policies_at_its_start() {
+    let h = harness().await;
+    let start = t0() + Duration::hours(2);
+    let scheduled = h
+        .app
+        .create_request(&alice(), ask("self", "30m", Some(start)))
+        .await
+        .expect("request")
+        .request;
+    assert_eq!(scheduled.state, RequestState::Scheduled);
+    // Policies that arrive before the start decide it then.
+    h.policy("package hallpass.request\nimport rego.v1\ndeny contains \"change freeze from 10:00\" if input.context.hour >= 10\n")
+        .await;
+    h.advance(Duration::hours(2)).await;
+    let ended = h.get(&scheduled.id).await;
+    assert_eq!(ended.state, RequestState::Denied);
+    let decision = ended.decision.expect("decision");
+    assert_eq!(decision.by, "policy");
+    assert_eq!(decision.comment.as_deref(), Some("change freeze from 10:00"));
+    assert_eq!(ended.activated_at, None, "nothing was issued");
+    let kinds: Vec<String> = h.events(&scheduled.id).await.into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, ["request.created", "request.denied"]);
+}
+
+#[tokio::test]
+async fn a_scheduled_request_the_policies_still_allow_starts_on_time() {
+    let h = harness().await;
+    h.policy("package hallpass.request\nimport rego.v1\ndeny contains \"weekends only\" if input.context.weekday == \"Sun\"\n")
+        .await;
+    let start = t0() + Duration::hours(1);
+    let scheduled = h
+        .app
+        .create_request(&alice(), ask("self", "30m", Some(start)))
+        .await
+        .expect("request")
+        .request;
+    h.advance(Duration::hours(1)).await;
+    let active = h.get(&scheduled.id).await;
+    assert_eq!(active.state, RequestState::Active);
+    assert_eq!(active.activated_at, Some(start));
+}
+
+#[tokio::test]
+async fn approving_a_request_whose_role_was_deleted_withdraws_it() {
+    let h = harness().await;
+    let pending = h
+        .app
+        .create_request(&alice(), ask("db", "1h", None))
+        .await
+        .expect("request")
+        .request;
+    h.app
+        .delete_config(&h.admin, ConfigKind::Role, "db".into())
+        .await
+        .expect("delete role");
+    let error = h
+        .app
+        .approve(&caller("lee", &["leads"]), pending.id.clone(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::NoLongerAllowed, "{}", error.message);
+    assert!(error.message.contains("was deleted"), "{}", error.message);
+    let after = h.get(&pending.id).await;
+    assert_eq!(after.state, RequestState::Cancelled);
+    assert!(
+        after
+            .decision
+            .and_then(|d| d.comment)
+            .unwrap_or_default()
+            .contains("deleted")
+    );
+    assert_eq!(after.activated_at, None);
+}
+
+#[tokio::test]
+async fn a_requester_removed_from_the_role_is_refused_at_approval() {
+    let h = harness().await;
+    let pending = h
+        .app
+        .create_request(&alice(), ask("db", "1h", None))
+        .await
+        .expect("request")
+        .request;
+    h.role(|role| role.requestable_by = vec!["group:sre".into()]).await;
+    let error = h
+        .app
+        .approve(&caller("lee", &["leads"]), pending.id.clone(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::NoLongerAllowed);
+    let after = h.get(&pending.id).await;
+    assert_eq!(after.state, RequestState::Denied);
+    assert!(
+        after
+            .decision
+            .and_then(|d| d.comment)
+            .unwrap_or_default()
+            .contains("may no longer request"),
+        "the reason is recorded"
+    );
+}
+
+#[tokio::test]
+async fn a_lowered_maximum_caps_the_grant_when_it_starts() {
+    let h = harness().await;
+    let pending = h
+        .app
+        .create_request(&alice(), ask("db", "3h", None))
+        .await
+        .expect("request")
+        .request;
+    h.role(|role| {
+        role.max_duration = "1h".into();
+        role.default_duration = Some("1h".into());
+    })
+    .await;
+    let active = h
+        .app
+        .approve(&caller("lee", &["leads"]), pending.id.clone(), None)
+        .await
+        .expect("approve");
+    assert_eq!(active.state, RequestState::Active);
+    assert_eq!(active.duration_seconds, 3600);
+    assert_eq!(active.capped_from_seconds, Some(3 * 3600));
+    assert_eq!(active.expires_at, active.activated_at.map(|at| at + Duration::hours(1)));
+    let activated = h
+        .events(&pending.id)
+        .await
+        .into_iter()
+        .find(|e| e.kind == AuditKind::GrantActivated.as_str())
+        .expect("activation event");
+    assert_eq!(
+        activated.data["capped_from_seconds"],
+        json!(3 * 3600),
+        "the cap is recorded"
+    );
+}
+
+#[tokio::test]
+async fn extensions_stay_within_the_roles_total_duration() {
+    let h = harness().await;
+    let pending = h
+        .app
+        .create_request(&alice(), ask("db", "4h", None))
+        .await
+        .expect("request")
+        .request;
+    h.app
+        .approve(&caller("lee", &["leads"]), pending.id.clone(), None)
+        .await
+        .expect("approve");
+    let more = |by: &str| api::ExtendBody {
+        by: by.into(),
+        reason: "still on it".into(),
+        ticket: None,
+    };
+    // 4h granted, total 5h: one more hour, not two, self-service or not.
+    let error = h
+        .app
+        .extend(&alice(), pending.id.clone(), more("2h"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::TotalDurationAboveMax);
+    assert!(error.message.contains("ask for 1h or less"), "{}", error.message);
+    let extended = h
+        .app
+        .extend(&alice(), pending.id.clone(), more("1h"))
+        .await
+        .expect("extend");
+    assert_eq!(
+        extended.expires_at,
+        extended.activated_at.map(|at| at + Duration::hours(5))
+    );
+    let error = h
+        .app
+        .extend(&alice(), pending.id.clone(), more("1m"))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::TotalDurationAboveMax);
+    // Asking for the role again while holding it is an extension too: two
+    // hours in, four more hours would end past the total.
+    h.advance(Duration::hours(2)).await;
+    let again = h.app.create_request(&alice(), ask("db", "4h", None)).await.unwrap_err();
+    assert_eq!(again.code, ErrorCode::TotalDurationAboveMax);
+    let held = h.get(&pending.id).await;
+    assert_eq!(held.extensions.len(), 1, "refused extensions change nothing");
+}
+
+#[tokio::test]
+async fn asking_again_returns_the_open_request_instead_of_a_second() {
+    let h = harness().await;
+    let first = h
+        .app
+        .create_request(&alice(), ask("db", "1h", None))
+        .await
+        .expect("first");
+    assert_eq!(first.outcome, RequestOutcome::Created);
+    let second = h
+        .app
+        .create_request(&alice(), ask("db", "2h", None))
+        .await
+        .expect("second");
+    assert_eq!(second.outcome, RequestOutcome::ExistingRequest);
+    assert_eq!(second.request.id, first.request.id);
+    assert_eq!(second.request.duration_seconds, 3600, "the open request is unchanged");
+    let later = h
+        .app
+        .create_request(&alice(), ask("db", "1h", Some(t0() + Duration::hours(3))))
+        .await
+        .unwrap_err();
+    assert_eq!(later.code, ErrorCode::AlreadyOpen);
+    assert!(later.message.contains(&first.request.id), "{}", later.message);
+}
+
+#[tokio::test]
+async fn a_lock_stops_a_principal_at_once_and_until_unlocked() {
+    let h = harness().await;
+    let token = h
+        .app
+        .create_token(
+            &h.admin,
+            api::CreateToken {
+                principal: "alice".into(),
+                groups: vec!["dev".into()],
+                ttl: None,
+            },
+        )
+        .await
+        .expect("token");
+    let alice = h.app.authenticate(&token.token, None).await.expect("alice works");
+    let pending = h
+        .app
+        .create_request(&alice, ask("db", "1h", None))
+        .await
+        .expect("pending")
+        .request;
+    let active = h
+        .app
+        .create_request(&alice, ask("self", "1h", None))
+        .await
+        .expect("grant")
+        .request;
+    assert_eq!(active.state, RequestState::Active);
+
+    let locked = h
+        .app
+        .lock_principal(&h.admin, "alice".into(), "laptop stolen".into())
+        .await
+        .expect("lock");
+    assert_eq!(locked.tokens_revoked, [token.id.clone()]);
+    assert!(locked.requests_ended.contains(&pending.id) && locked.requests_ended.contains(&active.id));
+    assert!(locked.revoke_failed.is_empty());
+    let refused = h.app.authenticate(&token.token, None).await.unwrap_err();
+    assert_eq!(refused.code, ErrorCode::InvalidToken);
+    assert_eq!(h.get(&pending.id).await.state, RequestState::Cancelled);
+    let revoked = h.get(&active.id).await;
+    assert_eq!(revoked.state, RequestState::Revoked);
+    assert_eq!(revoked.ended_by.map(|d| d.by).as_deref(), Some("admin"));
+    // No new tokens while locked; a request slipping in is refused too.
+    let no_token = h
+        .app
+        .create_token(
+            &h.admin,
+            api::CreateToken {
+                principal: "alice".into(),
+                groups: vec![],
+                ttl: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(no_token.code, ErrorCode::Locked);
+    let slipped = h.app.create_request(&alice, ask("self", "1h", None)).await.unwrap_err();
+    assert_eq!(slipped.code, ErrorCode::Locked);
+
+    h.app.unlock_principal(&h.admin, "alice".into()).await.expect("unlock");
+    let kinds: Vec<String> = h
+        .app
+        .audit_page(
+            &h.admin,
+            AuditQuery {
+                since: 0,
+                request: None,
+                limit: 1000,
+            },
+        )
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.contains(&"principal.locked".to_string()) && kinds.contains(&"principal.unlocked".to_string()));
+    h.app
+        .create_token(
+            &h.admin,
+            api::CreateToken {
+                principal: "alice".into(),
+                groups: vec!["dev".into()],
+                ttl: None,
+            },
+        )
+        .await
+        .expect("tokens again after unlock");
+}
+
+#[tokio::test]
+async fn the_last_admin_token_cannot_be_revoked_or_locked_away() {
+    let h = harness().await;
+    let root = h
+        .app
+        .create_token(
+            &h.admin,
+            api::CreateToken {
+                principal: "root".into(),
+                groups: vec!["admins".into()],
+                ttl: None,
+            },
+        )
+        .await
+        .expect("admin token");
+    let root_caller = h.app.authenticate(&root.token, None).await.expect("root");
+    let error = h.app.revoke_token(&root_caller, root.id.clone()).await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::LastAdminToken);
+    let error = h
+        .app
+        .lock_principal(&root_caller, "root".into(), "oops".into())
+        .await
+        .unwrap_err();
+    assert_eq!(error.code, ErrorCode::LastAdminToken);
+    let second = h
+        .app
+        .create_token(
+            &root_caller,
+            api::CreateToken {
+                principal: "ops".into(),
+                groups: vec!["admins".into()],
+                ttl: None,
+            },
+        )
+        .await
+        .expect("second admin");
+    h.app
+        .revoke_token(&root_caller, root.id.clone())
+        .await
+        .expect("not the last any more");
+    let ops = h.app.authenticate(&second.token, None).await.expect("ops");
+    assert!(ops.is_admin());
+}
