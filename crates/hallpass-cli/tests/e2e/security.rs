@@ -362,7 +362,7 @@ fn policy_evaluation_is_bounded_in_time_and_rate() {
     // Time or memory, whichever the huge range hits first, stops it.
     let error = body["policy"]["error"].as_str().unwrap();
     assert!(error.contains("time limit") || error.contains("memory limit"), "{body}");
-    assert_eq!(server.text("/healthz").contains("ok"), true);
+    assert!(server.text("/healthz").contains("ok"), "the server still answers");
 
     // Evaluations of hypothetical inputs are limited per token.
     assert!(
