@@ -361,7 +361,7 @@ async fn a_lock_stops_a_principal_at_once_and_until_unlocked() {
         .lock_principal(&h.admin, "alice".into(), "laptop stolen".into())
         .await
         .expect("lock");
-    assert_eq!(locked.tokens_revoked, [token.id.clone()]);
+    assert_eq!(locked.tokens_revoked, std::slice::from_ref(&token.id));
     assert!(locked.requests_ended.contains(&pending.id) && locked.requests_ended.contains(&active.id));
     assert!(locked.revoke_failed.is_empty());
     let refused = h.app.authenticate(&token.token, None).await.unwrap_err();
