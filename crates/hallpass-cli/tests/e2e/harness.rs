@@ -90,6 +90,8 @@ pub struct Server {
     pub admin: String,
     pub alice: String,
     pub bob: String,
+    /// Everything the server wrote to stderr so far (its log).
+    logs: Arc<Mutex<String>>,
     _temp: Option<tempfile::TempDir>,
 }
 
@@ -144,21 +146,75 @@ impl Server {
         command
     }
 
+    /// A server (not dev) on `data_dir` with SQLite, or on `database_url`,
+    /// with extra environment (e.g. another seal key): for starting a
+    /// release's server on data an earlier release wrote.
+    pub fn with_env(data_dir: &Path, database_url: Option<String>, env: &[(&str, &str)]) -> Server {
+        Self::spawn_with(data_dir, false, database_url, env, &[])
+    }
+
+    /// A dev server on SQLite in `data_dir` with extra arguments (the last
+    /// `--listen` given wins, so `args` may move it).
+    pub fn dev_with_args(data_dir: &Path, args: &[&str]) -> Server {
+        Self::spawn_with(data_dir, true, None, &[], args)
+    }
+
     fn spawn(data_dir: &Path, dev: bool, database_url: Option<String>) -> Server {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut command = Self::command_on(data_dir, &addr, database_url.as_deref());
-        if dev {
+        Self::spawn_with(data_dir, dev, database_url, &[], &[])
+    }
+
+    fn spawn_with(
+        data_dir: &Path,
+        dev: bool,
+        database_url: Option<String>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
+        // `--listen` in `args` chooses the address; else a free port.
+        let chosen = args
+            .windows(2)
+            .find(|pair| pair[0] == "--listen")
+            .map(|pair| pair[1].to_string());
+        let listen = chosen.unwrap_or_else(|| format!("127.0.0.1:{}", free_port()));
+        let addr = listen.replace("0.0.0.0", "127.0.0.1");
+        let mut command = Self::command_on(data_dir, &listen, database_url.as_deref());
+        let mut rest = args.iter();
+        while let Some(arg) = rest.next() {
+            if *arg == "--listen" {
+                rest.next();
+            } else {
+                command.arg(arg);
+            }
+        }
+        command.envs(env.iter().copied());
+        if dev && args.contains(&"--dev-root-token-file") {
+            command.arg("--dev");
+        } else if dev {
             command.args(["--dev", "--dev-root-token", ROOT_TOKEN]);
         } else {
             command.env("HALLPASS_BOOTSTRAP_TOKEN", ROOT_TOKEN);
         }
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start hallpass server");
         let stdout = child.stdout.take().expect("stdout");
+        let logs = Arc::new(Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            // Kept for assertions on what the server logs, and echoed so a
+            // failing test still shows it.
+            let logs = Arc::clone(&logs);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    if let Ok(mut logs) = logs.lock() {
+                        logs.push_str(&line);
+                        logs.push('\n');
+                    }
+                }
+            });
+        }
         // Read the banner on a thread: it tells the tokens (dev mode).
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -174,6 +230,7 @@ impl Server {
             admin: ROOT_TOKEN.to_string(),
             alice: String::new(),
             bob: String::new(),
+            logs,
             _temp: None,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -235,6 +292,11 @@ impl Server {
                 .map(|entry| String::from_utf8_lossy(&std::fs::read(entry.path()).unwrap_or_default()).into_owned())
                 .collect(),
         }
+    }
+
+    /// What the server has logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().map(|logs| logs.clone()).unwrap_or_default()
     }
 
     /// SIGKILL: no shutdown hooks, no flush — a crash.

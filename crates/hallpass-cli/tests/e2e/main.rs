@@ -14,3 +14,5 @@ mod lifecycle;
 mod policies;
 mod replicas;
 mod security;
+mod server_start;
+mod upgrade;
