@@ -334,23 +334,12 @@ mod tests {
     use super::*;
     use crate::testing::{assert_error, errors};
 
-    const EXAMPLE: &str = r#"target "demo" {
-  type   = "jwt"
-  config = { audience = "demo" }
-}
-role "demo-admin" {
-  target           = "demo"
-  description      = "Admin on the demo service"
-  default_duration = "1h"
-  max_duration     = "4h"
-  requestable_by   = ["group:dev"]
-  labels           = { env = "dev" }
-  approval {
-    approvers = ["group:approvers", "user:carol"]
-    required  = 1
-  }
-}
-"#;
+    /// The first target and the roles of docs/access-config.md, as one file.
+    fn documented_example() -> String {
+        let target = hallpass_doc_examples::example("access-config.md", "## Targets", "hcl");
+        let roles = hallpass_doc_examples::example("access-config.md", "## Roles", "hcl");
+        format!("{target}{roles}")
+    }
 
     /// A valid role body with `extra` spliced in, for error cases.
     fn role(extra: &str) -> String {
@@ -366,29 +355,46 @@ role "demo-admin" {
                 config: serde_json::json!({"audience": "demo"}).as_object().cloned().unwrap(),
                 secrets: None,
             }],
-            roles: vec![RoleSpec {
-                name: "demo-admin".into(),
-                target: "demo".into(),
-                description: "Admin on the demo service".into(),
-                default_duration: Some("1h".into()),
-                max_duration: "4h".into(),
-                max_total_duration: None,
-                requestable_by: vec!["group:dev".into()],
-                labels: BTreeMap::from([("env".to_string(), "dev".to_string())]),
-                approval: Some(ApprovalSpec {
-                    approvers: vec!["group:approvers".into(), "user:carol".into()],
-                    required: 1,
-                }),
-                approval_flow: None,
-                auto_approve: false,
-                emergency_access: false,
-                extension_requires_approval: true,
-            }],
+            roles: vec![
+                RoleSpec {
+                    name: "demo-admin".into(),
+                    target: "demo".into(),
+                    description: "Admin on the demo service".into(),
+                    default_duration: Some("1h".into()),
+                    max_duration: "4h".into(),
+                    max_total_duration: None,
+                    requestable_by: vec!["group:dev".into()],
+                    labels: BTreeMap::from([("env".to_string(), "dev".to_string())]),
+                    approval: Some(ApprovalSpec {
+                        approvers: vec!["group:approvers".into(), "user:carol".into()],
+                        required: 1,
+                    }),
+                    approval_flow: None,
+                    auto_approve: false,
+                    emergency_access: false,
+                    extension_requires_approval: true,
+                },
+                RoleSpec {
+                    name: "demo-read".into(),
+                    target: "demo".into(),
+                    description: String::new(),
+                    default_duration: None,
+                    max_duration: "1h".into(),
+                    max_total_duration: None,
+                    requestable_by: vec!["group:dev".into()],
+                    labels: BTreeMap::new(),
+                    approval: None,
+                    approval_flow: None,
+                    auto_approve: true,
+                    emergency_access: false,
+                    extension_requires_approval: true,
+                },
+            ],
             approval_flows: vec![],
             policies: vec![],
             dry_run: false,
         };
-        assert_eq!(parse_apply_str(EXAMPLE, "access.hcl").unwrap(), expected);
+        assert_eq!(parse_apply_str(&documented_example(), "access.hcl").unwrap(), expected);
     }
 
     #[test]
@@ -711,8 +717,8 @@ role "r2" {
     fn reads_files_and_reports_io_errors() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("access.hcl");
-        std::fs::write(&path, EXAMPLE).unwrap();
-        assert_eq!(parse_apply_file(&path).unwrap().roles.len(), 1);
+        std::fs::write(&path, documented_example()).unwrap();
+        assert_eq!(parse_apply_file(&path).unwrap().roles.len(), 2);
         std::fs::write(&path, "role \"r\" {}\n").unwrap();
         let error = parse_apply_file(&path).unwrap_err();
         assert!(error.errors()[0].file.ends_with("access.hcl"));

@@ -127,34 +127,6 @@ mod tests {
     use crate::parse_apply_str;
     use crate::testing::{assert_error, errors};
 
-    /// The example of docs/approval-flows.md, with a role using it.
-    const EXAMPLE: &str = r#"approval_flow "peer-then-security" {
-  description = "A lead, then two people from security"
-  pending_ttl = "2h"
-  stage {
-    approvers   = ["group:dev-leads"]
-    required    = 1
-    timeout     = "15m"
-    escalate_to = ["group:security"]
-  }
-  stage {
-    approvers = ["group:security"]
-    required  = 2
-  }
-  distinct_approvers  = true
-  allow_self_approval = false
-}
-
-role "prod-db-admin" {
-  target                      = "prod-db"
-  max_duration                = "2h"
-  requestable_by              = ["group:dev"]
-  approval_flow               = "peer-then-security"
-  emergency_access            = true
-  extension_requires_approval = false
-}
-"#;
-
     /// A flow whose single stage has `stage` spliced in, for error cases.
     /// The stage body starts on line 3.
     fn flow(stage: &str) -> String {
@@ -163,7 +135,8 @@ role "prod-db-admin" {
 
     #[test]
     fn parses_the_documented_flow() {
-        let request = parse_apply_str(EXAMPLE, "access.hcl").unwrap();
+        let example = hallpass_doc_examples::example("approval-flows.md", "## Defining a flow", "hcl");
+        let request = parse_apply_str(&example, "access.hcl").unwrap();
         let expected_flow = ApprovalFlowSpec {
             name: "peer-then-security".into(),
             description: "A lead, then two people from security".into(),
@@ -201,8 +174,8 @@ role "prod-db-admin" {
                     approval: None,
                     approval_flow: Some("peer-then-security".into()),
                     auto_approve: false,
-                    emergency_access: true,
-                    extension_requires_approval: false,
+                    emergency_access: false,
+                    extension_requires_approval: true,
                 }],
                 approval_flows: vec![expected_flow],
                 policies: vec![],

@@ -287,23 +287,26 @@ mod tests {
     }
 
     #[test]
-    fn the_documented_inline_policy_compiles() {
-        let source = r#"policy "weekdays" {
-  source = <<-EOT
-    package hallpass.request
-
-    deny contains "production access only on weekdays" if {
-      input.role.labels.env == "prod"
-      input.context.weekday in {"Sat", "Sun"}
-    }
-  EOT
-}
-"#;
-        let request = parse_apply_str(source, "access.hcl").unwrap();
+    fn the_documented_policies_compile() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
+        let guardrails = "package hallpass.request\n\ndefault auto_approve := false\n";
+        std::fs::write(dir.path().join("policies/guardrails.rego"), guardrails).unwrap();
+        let example = hallpass_doc_examples::example("access-config.md", "## Policies", "hcl");
+        let file = dir.path().join("access.hcl");
+        let request = parse_apply_str(&example, &file.to_string_lossy()).unwrap();
+        let names: Vec<&str> = request.policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["guardrails", "weekdays"]);
+        assert_eq!(
+            request.policies[0].source, guardrails,
+            "source_file is read relative to the HCL file"
+        );
         assert!(
-            request.policies[0]
+            request.policies[1]
                 .source
-                .starts_with("package hallpass.request\n\ndeny contains")
+                .starts_with("package hallpass.request\n\ndeny contains"),
+            "the heredoc loses its indentation: {:?}",
+            request.policies[1].source
         );
     }
 

@@ -347,20 +347,11 @@ mod tests {
 
     #[test]
     fn parses_every_setting() {
-        let source = r#"
-# Production settings.
-listen         = "127.0.0.1:7070"
-data_dir       = "/var/lib/hallpass"
-public_url     = "https://hallpass.example.com"
-log_format     = "json"
-log_level      = "info"
-max_body_bytes = 1048576
-seal_key       = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
-
-storage "postgres" {
-  url = "postgres://hallpass@db.internal:5432/hallpass"
-}
-"#;
+        // The documented file, with a real key where it shows a placeholder.
+        let source = hallpass_doc_examples::example("access-config.md", "## Server configuration file", "hcl").replace(
+            r#"seal_key       = "...""#,
+            r#"seal_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=""#,
+        );
         let expected = ServerConfig {
             listen: Some("127.0.0.1:7070".into()),
             data_dir: Some(PathBuf::from("/var/lib/hallpass")),
@@ -373,7 +364,7 @@ storage "postgres" {
             }),
             seal_key: Some(SealKey(std::array::from_fn(|i| i as u8))),
         };
-        assert_eq!(parse_server_config_str(source, "server.hcl").unwrap(), expected);
+        assert_eq!(parse_server_config_str(&source, "server.hcl").unwrap(), expected);
         assert_eq!(
             parse_server_config_str("", "server.hcl").unwrap(),
             ServerConfig::default()

@@ -286,12 +286,8 @@ mod tests {
             target_type: "postgres",
         };
         let input = policy_input(&principal, facts, &asked, now, 1);
-        assert_eq!(
-            input,
-            json!({"principal": {"name": "alice", "kind": "user", "groups": ["dev"]},
-                   "role": {"name": "prod-db", "target": "prod-pg", "target_type": "postgres", "max_duration_seconds": 14400, "labels": {"env": "prod"}},
-                   "request": {"duration_seconds": 3600, "reason": "INC-1", "ticket": "INC-1", "emergency": false, "extension": false, "scheduled_start": null},
-                   "context": {"now": "2026-11-21T10:00:00Z", "weekday": "Sat", "hour": 10, "active_grants": 1}})
-        );
+        let documented = hallpass_doc_examples::example("policies.md", "## The input", "json");
+        let documented: serde_json::Value = serde_json::from_str(&documented).expect("the documented input is JSON");
+        assert_eq!(input, documented, "docs/policies.md shows the input policies get");
     }
 }

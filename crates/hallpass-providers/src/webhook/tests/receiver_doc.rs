@@ -9,65 +9,9 @@ use std::process::{Command, Stdio};
 
 use super::*;
 
-const DOCS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/access-config.md");
 /// Where the webhook part of the document starts.
 const SECTION_START: &str = "`webhook` targets call your endpoint";
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/webhook_receiver_driver.py");
-
-/// A CommonMark code fence line: its character, length and info string.
-fn fence(line: &str) -> Option<(char, usize, &str)> {
-    let rest = line.trim_start_matches(' ');
-    if line.len() - rest.len() > 3 {
-        return None;
-    }
-    let marker = rest.chars().next().filter(|c| matches!(c, '`' | '~'))?;
-    let length = rest.chars().take_while(|c| *c == marker).count();
-    (length >= 3).then(|| (marker, length, rest[length..].trim()))
-}
-
-/// The first fenced block tagged `language` in `markdown`, from `start`
-/// up to the next `## ` heading outside a block.
-fn fenced_block(markdown: &str, start: &str, language: &str) -> Option<String> {
-    let from = markdown.find(start)?;
-    // (marker, length, whether this is the block wanted)
-    let mut open: Option<(char, usize, bool)> = None;
-    let mut code = String::new();
-    for line in markdown[from..].lines() {
-        match (open, fence(line)) {
-            (None, Some((marker, length, info))) => {
-                open = Some((marker, length, info.split_whitespace().next() == Some(language)));
-            }
-            (None, None) if line.starts_with("## ") => return None,
-            (Some((marker, length, wanted)), Some((closing, closing_length, "")))
-                if closing == marker && closing_length >= length =>
-            {
-                if wanted {
-                    return Some(code);
-                }
-                open = None;
-            }
-            (Some((_, _, true)), _) => {
-                code.push_str(line);
-                code.push('\n');
-            }
-            _ => {}
-        }
-    }
-    None
-}
-
-#[test]
-fn fences_are_read_as_commonmark_does() {
-    let markdown = "intro\n```hcl\nx = 1\n```python\n```\n~~~~ python extra\nok()\n~~~\n```\n~~~~\nafter\n";
-    assert_eq!(
-        fenced_block(markdown, "intro", "python").as_deref(),
-        Some("ok()\n~~~\n```\n")
-    );
-    assert_eq!(
-        fenced_block("intro\n## Next\n```python\nno()\n```\n", "intro", "python"),
-        None
-    );
-}
 
 /// One call for the receiver to judge, and what it must say.
 struct Case {
@@ -104,9 +48,7 @@ impl Case {
 
 /// `verify(secret, headers, body)` of the documented example for each case.
 fn run_documented_receiver(cases: &[Case]) -> Vec<bool> {
-    let markdown = std::fs::read_to_string(DOCS).unwrap();
-    let example = fenced_block(&markdown, SECTION_START, "python")
-        .expect("the webhook section of docs/access-config.md shows a ```python receiver");
+    let example = hallpass_doc_examples::example("access-config.md", SECTION_START, "python");
     let mut file = tempfile::NamedTempFile::new().unwrap();
     file.write_all(example.as_bytes()).unwrap();
     assert!(Path::new(DRIVER).exists());
