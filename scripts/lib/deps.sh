@@ -32,6 +32,9 @@ deps_missing_packages() {
   have_cmds jq || echo jq
   have_cmds ps pgrep || echo procps
   has_pip || echo python3-pip
+  have_cmds python3 || echo python3
+  # The independent audit verifier (crates/hallpass-cli/tests/independent_verifier).
+  python3 -c 'import cryptography' >/dev/null 2>&1 || echo python3-cryptography
 }
 
 # Keep apt from starting the system-wide daemons it installs (postgresql,

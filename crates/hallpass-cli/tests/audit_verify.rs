@@ -97,8 +97,9 @@ fn signed_export() -> String {
         let (seq, prev) = events
             .last()
             .map_or((1, GENESIS_HASH.to_string()), |e| (e.seq + 1, e.hash.clone()));
-        let draft = draft.unwrap_or_else(|| signer.checkpoint_draft(seq - 1, &prev));
-        events.push(draft.seal(seq, format!("2026-11-21T10:00:{seq:02}.000000Z"), &prev));
+        let time = format!("2026-11-21T10:00:{seq:02}.000000Z");
+        let draft = draft.unwrap_or_else(|| signer.checkpoint_draft(seq - 1, &prev, &time));
+        events.push(draft.seal(seq, time, &prev));
     }
     events
         .iter()

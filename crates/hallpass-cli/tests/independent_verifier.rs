@@ -22,9 +22,20 @@ use serde_json::Value;
 const PYTHON_NEEDED: &str = "the independent audit verifier needs python3 with the `cryptography` package: \
                              run scripts/test, which installs them";
 
-/// Line 5 of the signed fixture in canonical form, as docs/audit.md prints it.
-const DOCS_LINE_5_CANONICAL: &str = r#"{"actor":"alice","data":{"big":1e+21,"duration_seconds":3600,"large_integer":9007199254740992,"negative_zero":0,"ratio":1,"reason":"INC-7 \"failover\"\n\tnext\u0001line \\ done","small":0.000001,"tiny":1.5e-7},"kind":"request.created","prev_hash":"647e86937a331872264608796085ecd6669fb2c9d4bad14d0c36eb55319eedab","request_id":"01a1fd95-0000-7000-8000-000000000001","seq":5,"time":"2026-11-21T10:00:05.000000Z"}"#;
-const DOCS_LINE_5_HASH: &str = "80e5dfae0b32dac738464c04d7e9210dabadcc95892e072091184891b03154fc";
+/// Line 5 of the signed fixture in canonical form and its hash, as
+/// docs/audit.md prints them.
+fn docs_line_5() -> (String, String) {
+    const START: &str = "Line 5 of the signed export has `C` =";
+    let canonical = hallpass_doc_examples::example("audit.md", START, "text");
+    let doc = std::fs::read_to_string(hallpass_doc_examples::doc_path("audit.md")).expect("read docs/audit.md");
+    let after = &doc[doc.find(START).expect("the line 5 vector")..];
+    let hash = after
+        .split("and `hash` `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .expect("docs/audit.md gives line 5's hash as: and `hash` `...`");
+    (canonical.trim_end().to_string(), hash.to_string())
+}
 const FIXTURE_KEY_ID: &str = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k";
 
 fn verifier_dir() -> PathBuf {
@@ -366,8 +377,9 @@ print(v.event_hash(event))
     let export = std::fs::read_to_string(fixture("signed-export.jsonl")).expect("read the fixture");
     let output = python_snippet(CODE, &[], &export);
     let mut printed = output.lines();
-    assert_eq!(printed.next(), Some(DOCS_LINE_5_CANONICAL));
-    assert_eq!(printed.next(), Some(DOCS_LINE_5_HASH));
+    let (canonical, hash) = docs_line_5();
+    assert_eq!(printed.next(), Some(canonical.as_str()));
+    assert_eq!(printed.next(), Some(hash.as_str()));
 }
 
 #[test]

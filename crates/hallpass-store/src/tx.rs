@@ -68,7 +68,19 @@ impl<'a> WriteTx<'a> {
 
     /// Appends an audit event after the current head and returns it.
     pub fn append_audit(&mut self, draft: AuditDraft) -> Result<AuditEvent, StoreError> {
-        let event = draft.seal(self.head.seq + 1, format_time(self.clock.now()), &self.head.hash);
+        self.append_audit_with(|_, _, _| draft)
+    }
+
+    /// Appends the event `make(head seq, head hash, time)` returns, `time`
+    /// being the one the event is sealed with: for a checkpoint, which
+    /// signs the line before it and its own time.
+    pub fn append_audit_with(
+        &mut self,
+        make: impl FnOnce(u64, &str, &str) -> AuditDraft,
+    ) -> Result<AuditEvent, StoreError> {
+        let time = format_time(self.clock.now());
+        let draft = make(self.head.seq, &self.head.hash, &time);
+        let event = draft.seal(self.head.seq + 1, time, &self.head.hash);
         self.conn.execute(
             "INSERT INTO audit (seq, time, actor, kind, request_id, data, prev_hash, hash)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

@@ -249,6 +249,23 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
+    /// The forms docs/audit.md shows for its test vector of the two forms.
+    #[test]
+    fn the_documented_vector_of_both_forms() {
+        let doc = |start: &str, language: &str| {
+            hallpass_doc_examples::example("audit.md", start, language)
+                .trim_end()
+                .to_string()
+        };
+        let value: Value = serde_json::from_str(&doc("differs from `C` only in `data` values", "json")).unwrap();
+        let mut legacy = Vec::new();
+        write_legacy(&value, &mut legacy);
+        let (current, legacy) = (canonical(&value), String::from_utf8(legacy).unwrap());
+        assert_eq!(current, doc("Its `C` form is", "text"));
+        assert_eq!(legacy, doc("and its `C'` form is", "text"));
+        assert_ne!(current, legacy);
+    }
+
     fn double(bits: u64) -> String {
         let mut out = Vec::new();
         write_double(f64::from_bits(bits), &mut out);

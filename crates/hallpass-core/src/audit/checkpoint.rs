@@ -2,7 +2,9 @@
 //!
 //! A checkpoint is an ordinary audit line (`kind: audit.checkpoint`) whose
 //! `data` carries an Ed25519 signature over the sequence number and hash of
-//! the line before it. The hash chain alone cannot tell a complete export
+//! the line before it and over its own time, so every field of the
+//! checkpoint line is either signed or fixed: an export's last line, whose
+//! hash nothing later covers, cannot be edited and rehashed either. The hash chain alone cannot tell a complete export
 //! from one cut short or rewritten from scratch; a signature the server's
 //! audit key made can. The server holds the private key (sealed); anyone
 //! verifying holds the public key, as PEM or as a JWK.
@@ -51,10 +53,11 @@ pub struct CheckpointData {
     pub signature: String,
 }
 
-/// The exact bytes a checkpoint signs (specified in docs/audit.md): four
-/// ASCII lines joined by `\n`, no trailing newline.
-pub fn signed_message(covers_seq: u64, covers_hash: &str, key_id: &str) -> Vec<u8> {
-    format!("{MESSAGE_PREFIX}\n{covers_seq}\n{covers_hash}\n{key_id}").into_bytes()
+/// The exact bytes a checkpoint signs (specified in docs/audit.md): five
+/// lines joined by `\n`, no trailing newline; `time` is the checkpoint
+/// line's own `time`, exactly as written.
+pub fn signed_message(covers_seq: u64, covers_hash: &str, key_id: &str, time: &str) -> Vec<u8> {
+    format!("{MESSAGE_PREFIX}\n{covers_seq}\n{covers_hash}\n{key_id}\n{time}").into_bytes()
 }
 
 /// Why a key could not be read. Never quotes the key material.
@@ -280,11 +283,11 @@ impl CheckpointSigner {
 
     /// `data` of a checkpoint vouching for the line `covers_seq` whose hash is
     /// `covers_hash`. The checkpoint must be the very next line: sealed as
-    /// seq `covers_seq + 1` with `prev_hash` `covers_hash`.
-    pub fn checkpoint_data(&self, covers_seq: u64, covers_hash: &str) -> Value {
+    /// seq `covers_seq + 1` with `prev_hash` `covers_hash` and time `time`.
+    pub fn checkpoint_data(&self, covers_seq: u64, covers_hash: &str, time: &str) -> Value {
         let key_id = self.public_key.key_id();
         // aws-lc fails to sign with Ed25519 only when it cannot allocate.
-        let signature = self.pair.sign(&signed_message(covers_seq, covers_hash, &key_id));
+        let signature = self.pair.sign(&signed_message(covers_seq, covers_hash, &key_id, time));
         serde_json::json!({
             "covers_seq": covers_seq,
             "covers_hash": covers_hash,
@@ -295,12 +298,12 @@ impl CheckpointSigner {
 
     /// The whole checkpoint line before sealing: actor `hallpass`, no
     /// request, [`Self::checkpoint_data`].
-    pub fn checkpoint_draft(&self, covers_seq: u64, covers_hash: &str) -> AuditDraft {
+    pub fn checkpoint_draft(&self, covers_seq: u64, covers_hash: &str, time: &str) -> AuditDraft {
         AuditDraft::new(
             CHECKPOINT_ACTOR,
             CHECKPOINT_KIND,
             None,
-            self.checkpoint_data(covers_seq, covers_hash),
+            self.checkpoint_data(covers_seq, covers_hash, time),
         )
     }
 }
@@ -351,23 +354,24 @@ pub(crate) mod tests {
     #[test]
     fn a_signature_made_by_openssl_verifies() {
         // `openssl pkeyutl -sign -rawin` with the RFC 8032 key over
-        // signed_message(4, <hash>, <key id>).
+        // signed_message(4, HASH, <key id>, TIME).
+        const HASH: &str = "5decd05c631c2080eb7dfec26c52f2d4689a9e02a6cb4fbd8077f9b4e9c7be03";
+        const TIME: &str = "2026-11-21T10:00:05.000000Z";
         let key = AuditPublicKey::parse(OPENSSL_PEM).unwrap();
-        let message = signed_message(
-            4,
-            "5decd05c631c2080eb7dfec26c52f2d4689a9e02a6cb4fbd8077f9b4e9c7be03",
-            &key.key_id(),
-        );
         let signature = OPENSSL_SIGNATURE;
-        assert!(key.verifies(&message, signature));
-        let data =
-            rfc8032_signer().checkpoint_data(4, "5decd05c631c2080eb7dfec26c52f2d4689a9e02a6cb4fbd8077f9b4e9c7be03");
+        assert!(key.verifies(&signed_message(4, HASH, &key.key_id(), TIME), signature));
+        let data = rfc8032_signer().checkpoint_data(4, HASH, TIME);
         assert_eq!(data["signature"], signature, "Ed25519 is deterministic");
-        assert!(!key.verifies(&signed_message(5, "5decd05c", &key.key_id()), signature));
+        assert!(!key.verifies(&signed_message(5, HASH, &key.key_id(), TIME), signature));
+        let later = "2026-11-21T10:00:06.000000Z";
+        assert!(
+            !key.verifies(&signed_message(4, HASH, &key.key_id(), later), signature),
+            "the checkpoint's own time is signed"
+        );
     }
 
     const OPENSSL_SIGNATURE: &str =
-        "jMlUYKNCBsdxyRxVa0vq1kShGPkzytxRfodJqNX-_DZGP9wJd8wAJ9ztA40Sm6i8OkHxakZ5aBIjFxAwmwerAw";
+        "jaj6ibbnCRkMNPpUp-iwV5e4G0Pin7WmdPLRFMGyN6pzns2YwVVyND-5OP1fasF2dzSx44xXiqwWHm9JMyP4AA";
 
     #[test]
     fn unusable_keys_are_refused_with_the_reason() {

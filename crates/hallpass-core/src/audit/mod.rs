@@ -10,6 +10,7 @@
 
 mod canonical;
 pub mod checkpoint;
+mod strict;
 mod unique_keys;
 mod verify;
 
@@ -36,6 +37,7 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditEvent {
+    #[serde(deserialize_with = "strict::seq")]
     pub seq: u64,
     /// RFC 3339 time, exactly as hashed.
     pub time: String,
@@ -45,7 +47,9 @@ pub struct AuditEvent {
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     #[serde(deserialize_with = "unique_keys::deserialize")]
     pub data: Value,
+    #[serde(deserialize_with = "strict::hash")]
     pub prev_hash: String,
+    #[serde(deserialize_with = "strict::hash")]
     pub hash: String,
 }
 
@@ -152,6 +156,29 @@ mod tests {
         assert!(old.hash_is_intact());
         old.data["timeout"] = json!(6.0);
         assert!(!old.hash_is_intact(), "an edit still breaks it");
+    }
+
+    #[test]
+    fn lines_with_malformed_seq_or_hashes_are_unreadable() {
+        let line = serde_json::to_value(event(json!({}))).unwrap();
+        assert!(serde_json::from_value::<AuditEvent>(line.clone()).is_ok());
+        let malformed = [
+            ("seq", json!(0)),
+            ("seq", json!(2.0)),
+            ("seq", json!(-1)),
+            ("seq", serde_json::from_str::<Value>("18446744073709551616").unwrap()),
+            ("prev_hash", json!("zz")),
+            ("prev_hash", json!("AB".repeat(32))),
+            ("hash", json!("ab".repeat(33))),
+        ];
+        for (member, value) in malformed {
+            let mut bad = line.clone();
+            bad[member] = value.clone();
+            assert!(
+                serde_json::from_value::<AuditEvent>(bad).is_err(),
+                "{member} = {value} must make the line unreadable"
+            );
+        }
     }
 
     #[test]

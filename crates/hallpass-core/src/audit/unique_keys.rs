@@ -99,7 +99,8 @@ mod tests {
 
     fn line(data: &str) -> String {
         format!(
-            r#"{{"seq":1,"time":"t","actor":"a","kind":"k","request_id":null,"data":{data},"prev_hash":"p","hash":"h"}}"#
+            r#"{{"seq":1,"time":"t","actor":"a","kind":"k","request_id":null,"data":{data},"prev_hash":"{0}","hash":"{0}"}}"#,
+            "0".repeat(64)
         )
     }
 
@@ -116,5 +117,12 @@ mod tests {
         let text = r#"{"a":[1,-2,2.5,true,null,"é"],"b":{"c":{}},"big":18446744073709551615}"#;
         let event: AuditEvent = serde_json::from_str(&line(text)).unwrap();
         assert_eq!(event.data, serde_json::from_str::<serde_json::Value>(text).unwrap());
+    }
+
+    #[test]
+    fn nesting_is_limited_to_127_levels_counting_the_line() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(serde_json::from_str::<AuditEvent>(&line(&nested(126))).is_ok());
+        assert!(serde_json::from_str::<AuditEvent>(&line(&nested(127))).is_err());
     }
 }

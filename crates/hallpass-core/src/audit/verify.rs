@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{AuditPublicKey, CHECKPOINT_KIND, CheckpointData, signed_message};
+use super::checkpoint::{AuditPublicKey, CHECKPOINT_ACTOR, CHECKPOINT_KIND, CheckpointData, signed_message};
 use super::{AuditEvent, GENESIS_HASH};
 
 /// Outcome of checking a run of events, online (`GET /v1/audit/verify`) or
@@ -228,8 +228,13 @@ impl ChainVerifier {
             };
             return Err((seq, problem));
         }
-        if seq == prev_seq && event.hash == *prev_hash {
-            return Err((seq, format!("event {seq} appears twice")));
+        if seq == prev_seq {
+            let problem = if event.hash == *prev_hash {
+                format!("event {seq} appears twice")
+            } else {
+                format!("event {seq} appears twice, with different contents")
+            };
+            return Err((seq, problem));
         }
         if seq > expected {
             self.gap = Some((expected, seq));
@@ -286,7 +291,13 @@ impl ChainVerifier {
             };
             return bad(problem);
         }
-        if !key.verifies(&signed_message(covered, &data.covers_hash, key_id), &data.signature) {
+        if event.actor != CHECKPOINT_ACTOR || event.request_id.is_some() {
+            return bad(format!(
+                "checkpoint {seq} is malformed: a checkpoint's actor is {CHECKPOINT_ACTOR:?} and its request_id null"
+            ));
+        }
+        let message = signed_message(covered, &data.covers_hash, key_id, &event.time);
+        if !key.verifies(&message, &data.signature) {
             return bad(format!(
                 "checkpoint {seq} has an invalid signature: what it vouches for was altered, or key {key_id} did not sign it"
             ));
@@ -346,12 +357,17 @@ mod tests {
         let (seq, prev) = lines
             .last()
             .map_or((1, GENESIS_HASH.to_string()), |last| (last.seq + 1, last.hash.clone()));
-        lines.push(draft.seal(seq, format!("2026-11-21T10:00:{:02}.000000Z", seq % 60), &prev));
+        lines.push(draft.seal(seq, time_of(seq), &prev));
+    }
+
+    /// The time the test logs give line `seq`.
+    fn time_of(seq: u64) -> String {
+        format!("2026-11-21T10:00:{:02}.000000Z", seq % 60)
     }
 
     fn append_checkpoint(lines: &mut Vec<AuditEvent>, signer: &CheckpointSigner) {
         let (seq, hash) = lines.last().map(|l| (l.seq, l.hash.clone())).unwrap();
-        append(lines, signer.checkpoint_draft(seq, &hash));
+        append(lines, signer.checkpoint_draft(seq, &hash, &time_of(seq + 1)));
     }
 
     /// Eight events with a checkpoint after every third and one at the end,
@@ -468,6 +484,25 @@ mod tests {
     }
 
     #[test]
+    fn every_field_of_the_last_checkpoint_is_signed_or_fixed() {
+        // Nothing after the final checkpoint covers its hash: were any of
+        // its fields free, it could be edited and rehashed unnoticed.
+        type Edit = fn(&mut AuditEvent);
+        let edits: [(&str, Edit); 3] = [
+            ("has an invalid signature", |line| line.time = time_of(59)),
+            ("is malformed", |line| line.actor = "mallory".into()),
+            ("is malformed", |line| line.request_id = Some("r1".into())),
+        ];
+        for (words, edit) in edits {
+            let mut lines = log(&rfc8032_signer());
+            let last = lines.len() - 1;
+            edit(&mut lines[last]);
+            rehash_from(&mut lines, last);
+            assert_fails(&with_key(&lines), Some(11), &format!("checkpoint 11 {words}"));
+        }
+    }
+
+    #[test]
     fn a_removed_line_is_named() {
         let mut lines = log(&rfc8032_signer());
         lines.remove(4);
@@ -486,6 +521,15 @@ mod tests {
         let mut lines = log(&rfc8032_signer());
         lines.insert(5, lines[4].clone());
         assert_fails(&with_key(&lines), Some(5), "event 5 appears twice");
+        let mut other = lines[4].clone();
+        other.actor = "mallory".into();
+        other.hash = other.compute_hash();
+        lines[5] = other;
+        assert_fails(
+            &without_key(&lines),
+            Some(5),
+            "event 5 appears twice, with different contents",
+        );
         let mut lines = log(&rfc8032_signer());
         lines.insert(6, lines[1].clone());
         assert_fails(
@@ -586,9 +630,10 @@ mod tests {
         let lines = log(&rfc8032_signer());
         let mut forged = lines[3..].to_vec();
         let anchor_prev = lines[3].prev_hash.clone();
-        forged[0] = other
-            .checkpoint_draft(3, &anchor_prev)
-            .seal(4, lines[3].time.clone(), &anchor_prev);
+        forged[0] =
+            other
+                .checkpoint_draft(3, &anchor_prev, &lines[3].time)
+                .seal(4, lines[3].time.clone(), &anchor_prev);
         rehash_from(&mut forged, 1);
         let expected = format!(
             "checkpoint 4 is signed by key {}, not by the given key kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k",
@@ -601,7 +646,7 @@ mod tests {
     fn a_checkpoint_must_cover_the_line_right_before_it() {
         let signer = rfc8032_signer();
         let mut lines = log(&signer)[..3].to_vec();
-        let stale = signer.checkpoint_draft(lines[1].seq, &lines[1].hash.clone());
+        let stale = signer.checkpoint_draft(lines[1].seq, &lines[1].hash.clone(), &time_of(4));
         append(&mut lines, stale);
         assert_fails(
             &with_key(&lines),

@@ -2,8 +2,8 @@
 //! verification of the whole chain, and signed checkpoints.
 //!
 //! A checkpoint is an audit event (`audit.checkpoint`) that signs the
-//! sequence number and hash of the event before it with the server's
-//! sealed Ed25519 audit key. One is written at least every
+//! sequence number and hash of the event before it, and its own time, with
+//! the server's sealed Ed25519 audit key. One is written at least every
 //! [`CHECKPOINT_INTERVAL`] while events are written, and one at the end of
 //! every export, so an export proves it is complete: a file cut short or
 //! rewritten no longer ends at a valid signature (docs/audit.md). Reading
@@ -38,14 +38,12 @@ pub struct AuditQuery {
 /// Signs the chain's head unless the head is a checkpoint already; returns
 /// the newest checkpoint's seq.
 fn checkpoint_in_transaction(wtx: &mut WriteTx<'_>, signer: &CheckpointSigner) -> AppResult<u64> {
-    let (seq, hash) = wtx.chain_head();
-    let hash = hash.to_string();
+    let (seq, _) = wtx.chain_head();
     let last: Option<u64> = wtx.read().meta(CHECKPOINT_META)?.and_then(|text| text.parse().ok());
     if last == Some(seq) {
         return Ok(seq);
     }
-    let draft = signer.checkpoint_draft(seq, &hash);
-    let event = wtx.append_audit(draft)?;
+    let event = wtx.append_audit_with(|seq, hash, time| signer.checkpoint_draft(seq, hash, time))?;
     wtx.put_meta(CHECKPOINT_META, &event.seq.to_string())?;
     Ok(event.seq)
 }
