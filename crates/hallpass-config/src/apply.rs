@@ -362,7 +362,7 @@ mod tests {
                     description: "Admin on the demo service".into(),
                     default_duration: Some("1h".into()),
                     max_duration: "4h".into(),
-                    max_total_duration: None,
+                    max_total_duration: Some("8h".into()),
                     requestable_by: vec!["group:dev".into()],
                     labels: BTreeMap::from([("env".to_string(), "dev".to_string())]),
                     approval: Some(ApprovalSpec {
