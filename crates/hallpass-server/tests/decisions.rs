@@ -2,8 +2,9 @@
 //! layer on a controllable clock: a scheduled request is decided again by
 //! the policies at its start; approval and activation check the role as it
 //! is then (deleted: withdrawn; requester no longer allowed: refused;
-//! maximum lowered: the grant is capped); a grant's extensions stay within
-//! the role's total duration; and locks stop a principal at once.
+//! maximum lowered: the grant is capped); an extension's approval fits it
+//! to the role as it is then; a grant's extensions stay within the role's
+//! total duration; and locks stop a principal at once.
 
 use std::sync::Arc;
 
@@ -298,6 +299,92 @@ async fn extensions_stay_within_the_roles_total_duration() {
     assert_eq!(again.code, ErrorCode::TotalDurationAboveMax);
     let held = h.get(&pending.id).await;
     assert_eq!(held.extensions.len(), 1, "refused extensions change nothing");
+}
+
+#[tokio::test]
+async fn an_extension_is_fitted_to_the_role_as_it_is_when_approved() {
+    let h = harness().await;
+    h.role(|role| role.extension_requires_approval = true).await;
+    let lee = caller("lee", &["leads"]);
+    let id = h
+        .app
+        .create_request(&alice(), ask("db", "1h", None))
+        .await
+        .expect("request")
+        .request
+        .id;
+    h.app.approve(&lee, id.clone(), None).await.expect("approve");
+    let more = |by: &str| api::ExtendBody {
+        by: by.into(),
+        reason: "still on it".into(),
+        ticket: None,
+    };
+
+    // The maximum was lowered while the extension waited: it is shortened.
+    h.app
+        .extend(&alice(), id.clone(), more("2h"))
+        .await
+        .expect("ask for 2h more");
+    h.role(|role| {
+        role.max_duration = "30m".into();
+        role.default_duration = Some("30m".into());
+    })
+    .await;
+    let extended = h.app.approve(&lee, id.clone(), None).await.expect("approve it");
+    assert_eq!(
+        extended.expires_at,
+        extended.activated_at.map(|at| at + Duration::minutes(90))
+    );
+    let event = h
+        .events(&id)
+        .await
+        .into_iter()
+        .rfind(|e| e.kind == AuditKind::GrantExtended.as_str())
+        .expect("grant.extended");
+    assert_eq!(event.data["by_seconds"], json!(1800));
+    assert_eq!(event.data["capped_from_seconds"], json!(7200), "the cap is recorded");
+
+    // The requester left the role's groups: the extension is denied.
+    h.app
+        .extend(&alice(), id.clone(), more("30m"))
+        .await
+        .expect("ask again");
+    h.role(|role| role.requestable_by = vec!["group:sre".into()]).await;
+    let error = h.app.approve(&lee, id.clone(), None).await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::NoLongerAllowed, "{}", error.message);
+    assert!(
+        error.message.contains("extension 2 of grant") && error.message.contains("may no longer request"),
+        "{}",
+        error.message
+    );
+    let after = h.get(&id).await;
+    assert_eq!(after.extensions[1].state, api::ExtensionState::Denied);
+    assert_eq!(after.expires_at, extended.expires_at, "nothing was added");
+
+    // The total was lowered to what the grant already had.
+    h.role(|role| role.requestable_by = vec!["group:dev".into()]).await;
+    h.app
+        .extend(&alice(), id.clone(), more("30m"))
+        .await
+        .expect("ask a third time");
+    h.role(|role| role.max_total_duration = Some("90m".into())).await;
+    let error = h.app.approve(&lee, id.clone(), None).await.unwrap_err();
+    assert_eq!(error.code, ErrorCode::NoLongerAllowed);
+    assert!(error.message.contains("max_total_duration"), "{}", error.message);
+    let after = h.get(&id).await;
+    assert_eq!(after.expires_at, extended.expires_at);
+    let denied = h
+        .events(&id)
+        .await
+        .into_iter()
+        .rfind(|e| e.kind == AuditKind::GrantExtensionDenied.as_str())
+        .expect("grant.extension_denied");
+    assert!(
+        denied.data["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_total_duration")
+    );
 }
 
 #[tokio::test]

@@ -34,10 +34,14 @@ pub enum RoleCheck {
 impl RequestRecord {
     /// Records one approval: of the request while it is pending, or of the
     /// grant's pending extension while it is active. Returns the event kind.
+    /// `role` is the role as it is now: an extension reaching its quorum is
+    /// fitted to it (see `approve_extension`); a request reaching quorum is
+    /// checked against it when it takes effect, by [`Self::check_role`].
     pub fn approve(
         &mut self,
         approver: &Principal,
         comment: Option<String>,
+        role: Option<&RoleRules>,
         now: DateTime<Utc>,
     ) -> Result<AuditKind, RuleError> {
         self.require(Action::Approve)?;
@@ -45,7 +49,7 @@ impl RequestRecord {
             if self.pending_extension().is_none() {
                 return Err(self.wrong_state(Action::Approve));
             }
-            return self.approve_extension(approver, comment, now);
+            return self.approve_extension(approver, comment, role, now);
         }
         self.check_not_timed_out(now)?;
         let (id, requester) = (self.id.clone(), self.requester.name.clone());

@@ -1,12 +1,14 @@
 //! Extensions: asking for more time on an active grant, within the role's
-//! limit per extension and its limit on the grant's total time.
+//! limit per extension and its limit on the grant's total time, checked
+//! again against the role as it is when an approval completes.
 
 use chrono::{DateTime, Utc};
 
+use super::decisions::RoleCheck;
 use super::open::{above_cap, with_cap};
 use super::{
-    Action, AuditKind, Decision, Extension, ExtensionState, NewExtension, POLICY_ACTOR, RequestRecord, Route, rfc3339,
-    seconds,
+    Action, AuditKind, Decision, Extension, ExtensionState, NewExtension, POLICY_ACTOR, RequestRecord, Route,
+    SYSTEM_ACTOR, rfc3339, seconds,
 };
 use crate::duration::format_duration;
 use crate::error::RuleError;
@@ -60,6 +62,7 @@ impl RequestRecord {
             approval: None,
             decision: None,
             policy: input.policy,
+            capped_from_seconds: None,
         };
         self.updated_at = now;
         let kind = match route {
@@ -121,11 +124,14 @@ impl RequestRecord {
         Ok(())
     }
 
-    /// One approval of the pending extension; at quorum the expiry moves.
+    /// One approval of the pending extension. At quorum the extension is
+    /// fitted to `role` as it is now and the expiry moves, or, when the role
+    /// no longer allows it, it is denied with the reason.
     pub(super) fn approve_extension(
         &mut self,
         approver: &Principal,
         comment: Option<String>,
+        role: Option<&RoleRules>,
         now: DateTime<Utc>,
     ) -> Result<AuditKind, RuleError> {
         self.check_grant_live(now)?;
@@ -142,8 +148,54 @@ impl RequestRecord {
         if outcome != ApprovalOutcome::Approved {
             return Ok(AuditKind::GrantExtensionApproval);
         }
+        if let Err(why) = self.fit_pending_extension(role) {
+            if let Some(extension) = self.pending_extension_mut() {
+                extension.state = ExtensionState::Denied;
+                extension.decision = Some(Decision {
+                    by: SYSTEM_ACTOR.to_string(),
+                    comment: Some(why),
+                    at: now,
+                });
+            }
+            return Ok(AuditKind::GrantExtensionDenied);
+        }
         self.apply_pending_extension();
         Ok(AuditKind::GrantExtended)
+    }
+
+    /// The role may have changed while the extension waited for approval:
+    /// deleted, no longer requestable by the requester, or with lower
+    /// limits. Shortens the pending extension to what the role allows now,
+    /// or says why it cannot take effect at all.
+    fn fit_pending_extension(&mut self, role: Option<&RoleRules>) -> Result<(), String> {
+        let Some(role) = role else {
+            return Err(format!(
+                "role {:?} was deleted before the extension took effect",
+                self.role
+            ));
+        };
+        if let RoleCheck::NotRequestable(why) = self.check_role(Some(role)) {
+            return Err(why);
+        }
+        let left = role
+            .max_total_duration_seconds
+            .saturating_sub(self.total_granted_seconds());
+        let allowed = role.max_duration_seconds.min(left);
+        if allowed == 0 {
+            return Err(format!(
+                "grant {} has had the {} in all that role {:?} allows (max_total_duration)",
+                self.id,
+                format_duration(role.max_total_duration_seconds),
+                self.role
+            ));
+        }
+        if let Some(extension) = self.pending_extension_mut()
+            && extension.by_seconds > allowed
+        {
+            extension.capped_from_seconds = Some(extension.by_seconds);
+            extension.by_seconds = allowed;
+        }
+        Ok(())
     }
 
     /// Moves `expires_at` by the pending extension and marks it approved.

@@ -42,6 +42,9 @@ pub const MAX_SCHEDULE_AHEAD_DAYS: i64 = 90;
 pub const SCHEDULE_GRACE_SECONDS: i64 = 60;
 /// Who is recorded as deciding when the policies deny.
 pub const POLICY_ACTOR: &str = "policy";
+/// Who is recorded when Hallpass itself acts: timeouts, expiry, a decision
+/// that can no longer take effect.
+pub const SYSTEM_ACTOR: &str = "hallpass";
 
 /// Who ended a request that never became a grant (denial, cancellation), or
 /// who ended a grant early, and why.
@@ -146,6 +149,10 @@ pub struct Extension {
     pub approval: Option<ApprovalProgress>,
     pub decision: Option<Decision>,
     pub policy: Option<PolicyRecord>,
+    /// What was asked, when the role as it was at approval allowed less
+    /// (`by_seconds` is then what was granted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capped_from_seconds: Option<u64>,
 }
 
 /// An extension as asked for, plus what the policies said.

@@ -98,15 +98,15 @@ fn auto_approved_roles_skip_pending() {
 #[test]
 fn quorum_of_distinct_approvers_approves() {
     let mut record = open(2);
-    record.approve(&bob(), None, now()).unwrap();
+    record.approve(&bob(), None, Some(&role()), now()).unwrap();
     assert_eq!(record.state, RequestState::Pending);
     assert_eq!(record.approvals_missing(), 1);
     assert!(matches!(
-        record.approve(&bob(), None, now()),
+        record.approve(&bob(), None, Some(&role()), now()),
         Err(RuleError::AlreadyApproved { .. })
     ));
     record
-        .approve(&principal("carol", &[]), Some("ok".into()), now())
+        .approve(&principal("carol", &[]), Some("ok".into()), Some(&role()), now())
         .unwrap();
     assert_eq!(record.state, RequestState::Approved);
 }
@@ -116,7 +116,7 @@ fn requester_never_approves_own_request_even_as_approver() {
     let mut record = open(1);
     let alice = principal("alice", &["dev", "approvers"]);
     assert!(matches!(
-        record.approve(&alice, None, now()),
+        record.approve(&alice, None, Some(&role()), now()),
         Err(RuleError::SelfApproval(_))
     ));
     assert_eq!(record.state, RequestState::Pending);
@@ -128,7 +128,7 @@ fn outsiders_cannot_approve_or_deny() {
     let mut record = open(1);
     let mallory = principal("mallory", &["dev"]);
     assert!(matches!(
-        record.approve(&mallory, None, now()),
+        record.approve(&mallory, None, Some(&role()), now()),
         Err(RuleError::NotAnApprover { .. })
     ));
     assert!(matches!(
@@ -147,7 +147,7 @@ fn pending_requests_are_due_at_their_ttl_and_approved_ones_at_once() {
     let ttl = now() + Duration::seconds(DEFAULT_PENDING_TTL_SECONDS as i64);
     assert_eq!(record.pending_expires_at, Some(ttl));
     assert_eq!(record.next_deadline(), Some(ttl), "the pending TTL is a deadline");
-    record.approve(&bob(), None, now()).unwrap();
+    record.approve(&bob(), None, Some(&role()), now()).unwrap();
     assert_eq!(record.next_deadline(), Some(now()), "credentials must be issued now");
     record.deny(&bob(), None, now()).unwrap_err();
 }
@@ -162,7 +162,7 @@ fn pending_ttl_times_the_request_out_and_stops_late_approvals() {
     );
     // An approval that arrives after the TTL but before the scheduler ran
     // is refused, not counted.
-    let late = record.approve(&bob(), None, ttl).unwrap_err();
+    let late = record.approve(&bob(), None, Some(&role()), ttl).unwrap_err();
     assert!(matches!(late, RuleError::TimedOut { .. }), "{late}");
     assert_eq!(record.time_out("hallpass", ttl).unwrap(), "request.timed_out");
     assert_eq!(record.state, RequestState::TimedOut);
@@ -192,9 +192,11 @@ fn escalation_is_a_deadline_recorded_once() {
     );
     assert_eq!(record.next_deadline(), record.pending_expires_at);
     let sam = principal("sam", &["security"]);
-    record.approve(&sam, None, at).unwrap();
+    record.approve(&sam, None, Some(&role()), at).unwrap();
     assert_eq!(record.state, RequestState::Pending, "stage 2 still open");
-    record.approve(&principal("sue", &["security"]), None, at).unwrap();
+    record
+        .approve(&principal("sue", &["security"]), None, Some(&role()), at)
+        .unwrap();
     assert_eq!(record.state, RequestState::Approved);
 }
 
@@ -205,7 +207,7 @@ fn denial_ends_the_request() {
     assert_eq!(record.state, RequestState::Denied);
     let carol = principal("carol", &[]);
     assert!(matches!(
-        record.approve(&carol, None, now()),
+        record.approve(&carol, None, Some(&role()), now()),
         Err(RuleError::WrongState { .. })
     ));
 }
@@ -288,7 +290,7 @@ fn scheduled_requests_wait_for_their_start_and_count_from_activation() {
         ..input()
     };
     let mut record = open_with(scheduled.clone(), Route::Flow(flow(1)));
-    record.approve(&bob(), None, now()).unwrap();
+    record.approve(&bob(), None, Some(&role()), now()).unwrap();
     assert_eq!(record.state, RequestState::Scheduled);
     assert_eq!(record.next_deadline(), Some(start));
     assert!(
@@ -303,7 +305,8 @@ fn scheduled_requests_wait_for_their_start_and_count_from_activation() {
 
     // Approved after the start: activates at approval.
     let mut late = open_with(scheduled, Route::Flow(flow(1)));
-    late.approve(&bob(), None, start + Duration::minutes(5)).unwrap();
+    late.approve(&bob(), None, Some(&role()), start + Duration::minutes(5))
+        .unwrap();
     assert_eq!(late.state, RequestState::Approved);
 
     // Cancel while scheduled.
@@ -398,7 +401,7 @@ fn break_glass_skips_the_flow_and_opens_a_review() {
 #[test]
 fn access_time_counts_from_activation() {
     let mut record = open(1);
-    record.approve(&bob(), None, now()).unwrap();
+    record.approve(&bob(), None, Some(&role()), now()).unwrap();
     let later = now() + Duration::minutes(20);
     record.activate(serde_json::json!({}), 4 * 3600, later).unwrap();
     assert_eq!(record.expires_at, Some(later + Duration::seconds(1800)));
@@ -421,7 +424,10 @@ fn extension_through_approval_moves_the_expiry() {
         record.request_extension(&alice, again, &role(), Route::Approve, now()),
         Err(RuleError::ExtensionPending { number: 1, .. })
     ));
-    assert_eq!(record.approve(&bob(), None, now()).unwrap(), "grant.extended");
+    assert_eq!(
+        record.approve(&bob(), None, Some(&role()), now()).unwrap(),
+        "grant.extended"
+    );
     assert_eq!(record.expires_at, Some(expires + Duration::seconds(600)));
     assert_eq!(record.extensions[0].state, ExtensionState::Approved);
     assert_eq!(record.next_deadline(), record.expires_at);
@@ -432,7 +438,7 @@ fn extension_approved_after_expiry_is_refused_and_lapses_at_the_end() {
     let mut record = active(1);
     let expires = record.expires_at.unwrap();
     // The race: the approval arrives at the expiry instant.
-    let err = record.approve(&bob(), None, expires).unwrap_err();
+    let err = record.approve(&bob(), None, Some(&role()), expires).unwrap_err();
     assert!(matches!(err, RuleError::GrantExpired { .. }), "{err}");
     assert_eq!(record.expires_at, Some(expires));
     let by = Decision {
@@ -445,7 +451,7 @@ fn extension_approved_after_expiry_is_refused_and_lapses_at_the_end() {
         "grant.expired"
     );
     assert_eq!(record.extensions[0].state, ExtensionState::Lapsed);
-    assert!(record.approve(&bob(), None, expires).is_err());
+    assert!(record.approve(&bob(), None, Some(&role()), expires).is_err());
 }
 
 #[test]
@@ -582,12 +588,59 @@ fn extensions_cannot_exceed_the_roles_total_duration() {
     record
         .request_extension(&alice, ext(1800), &role, Route::Flow(flow(1)), now())
         .unwrap();
-    record.approve(&bob(), None, now()).unwrap();
+    record.approve(&bob(), None, Some(&role), now()).unwrap();
     assert_eq!(record.total_granted_seconds(), 5 * 3600);
     assert!(matches!(
         record.request_extension(&alice, ext(60), &role, Route::Approve, now()),
         Err(RuleError::TotalDurationAboveMax { .. })
     ));
+}
+
+#[test]
+fn an_approved_extension_is_fitted_to_the_role_as_it_is_then() {
+    let mut record = active(0);
+    let alice = record.requester.clone();
+    let ask = |record: &mut RequestRecord, by: u64| {
+        let ext = NewExtension {
+            by_seconds: by,
+            reason: "more".into(),
+            ..NewExtension::default()
+        };
+        record
+            .request_extension(&alice, ext, &role(), Route::Flow(flow(1)), now())
+            .unwrap();
+    };
+    let expires = record.expires_at;
+    ask(&mut record, 3 * 3600);
+    let mut lowered = role();
+    lowered.max_duration_seconds = 3600;
+    assert_eq!(
+        record.approve(&bob(), None, Some(&lowered), now()).unwrap(),
+        "grant.extended"
+    );
+    assert_eq!(record.extensions[0].by_seconds, 3600);
+    assert_eq!(record.extensions[0].capped_from_seconds, Some(3 * 3600));
+    assert_eq!(record.expires_at, expires.map(|at| at + Duration::hours(1)));
+
+    let expires = record.expires_at;
+    ask(&mut record, 1800);
+    assert_eq!(
+        record.approve(&bob(), None, None, now()).unwrap(),
+        "grant.extension_denied"
+    );
+    assert_eq!(record.extensions[1].state, ExtensionState::Denied);
+    let why = record.extensions[1].decision.as_ref().and_then(|d| d.comment.clone());
+    assert!(why.unwrap_or_default().contains("was deleted"));
+    assert_eq!(record.expires_at, expires, "a denied extension adds nothing");
+
+    ask(&mut record, 1800);
+    let mut used_up = role();
+    used_up.max_total_duration_seconds = record.total_granted_seconds();
+    assert_eq!(
+        record.approve(&bob(), None, Some(&used_up), now()).unwrap(),
+        "grant.extension_denied"
+    );
+    assert_eq!(record.expires_at, expires);
 }
 
 #[test]
@@ -652,9 +705,9 @@ fn transitions_land_where_the_table_says() {
         );
     };
     let mut r = open(2);
-    r.approve(&bob(), None, now()).unwrap();
+    r.approve(&bob(), None, Some(&role()), now()).unwrap();
     lands(Action::Approve, &r);
-    r.approve(&principal("carol", &[]), None, now()).unwrap();
+    r.approve(&principal("carol", &[]), None, Some(&role()), now()).unwrap();
     lands(Action::Approve, &r);
     r.activate(serde_json::json!({}), 4 * 3600, now()).unwrap();
     lands(Action::Activate, &r);

@@ -3,7 +3,8 @@
 //! calls the rule and saves the outcome with its event, in one transaction.
 //! An approval that completes a request checks the role as it is now: a
 //! deleted role withdraws the request, a requester no longer allowed is
-//! refused.
+//! refused. One that completes an extension fits it to the role as it is
+//! now (shorter when the limits were lowered) or denies it.
 
 use chrono::{DateTime, Utc};
 use hallpass_api::{self as api, ErrorCode};
@@ -50,9 +51,18 @@ impl App {
             .write(move |wtx| -> AppResult<(RequestRecord, u64, Option<String>)> {
                 let mut record = load_visible(wtx, &viewer, &id)?;
                 let now = wtx.now();
-                let kind = record.approve(&approver, comment.clone(), now)?;
+                let role = current_role(&mut wtx.read(), &record.role)?;
+                let kind = record.approve(&approver, comment.clone(), role.as_ref(), now)?;
                 let data = approval_data(&record, comment.as_deref());
+                let extension_denied = kind == AuditKind::GrantExtensionDenied;
                 let version = save_with_event(wtx, &record, &approver.name, kind, data)?;
+                if extension_denied {
+                    let why = record
+                        .extensions
+                        .last()
+                        .and_then(|e| e.decision.as_ref()?.comment.clone());
+                    return Ok((record, version, why));
+                }
                 if let Some(why) = take_effect_check(wtx, &mut record, now)? {
                     let version = wtx.read().request(&record.id)?.map_or(version, |(_, v)| v);
                     return Ok((record, version, Some(why)));
@@ -62,12 +72,21 @@ impl App {
             })
             .await?;
         if let Some(why) = refused {
+            let what = match record.extensions.last() {
+                Some(extension) if record.state == RequestState::Active => {
+                    format!("extension {} of grant {}", extension.number, record.id)
+                }
+                _ => format!("request {}", record.id),
+            };
+            let now = match record.extensions.last() {
+                Some(extension) if record.state == RequestState::Active => {
+                    format!("the extension is {}", extension.state)
+                }
+                _ => format!("it is now {}", record.state),
+            };
             return Err(AppError::conflict(
                 ErrorCode::NoLongerAllowed,
-                format!(
-                    "your approval was recorded, but request {} cannot take effect: {why}; it is now {}",
-                    record.id, record.state
-                ),
+                format!("your approval was recorded, but {what} cannot take effect: {why}; {now}"),
             ));
         }
         self.after_write(record, version).await
@@ -129,6 +148,9 @@ fn approval_data(record: &RequestRecord, comment: Option<&str>) -> Value {
         "required_approvals": progress.map(|p| p.flow.total_required()),
         "stage": progress.map(|p| p.current.min(p.flow.stages.len())),
         "extension": record.activated_at.and(record.extensions.last().map(|e| e.number)),
+        "by_seconds": record.activated_at.and(record.extensions.last().map(|e| e.by_seconds)),
+        "capped_from_seconds": record.activated_at.and(record.extensions.last().and_then(|e| e.capped_from_seconds)),
+        "reason": record.activated_at.and(record.extensions.last().and_then(|e| e.decision.as_ref()?.comment.clone())),
         "expires_at": record.expires_at,
     })
 }
