@@ -1,6 +1,8 @@
-//! Logs and metrics. Every counter is registered at 0 at start-up, so an
-//! alert on "any increase" sees the very first failure (a counter that
-//! appears only when it first counts has no earlier value to rise from).
+//! Logs and metrics. Every counter and gauge is registered at 0 at start-up,
+//! so an alert on "any increase" sees the very first failure (a counter
+//! that appears only when it first counts has no earlier value to rise
+//! from). A unit test finds every metric the source names and fails when
+//! one is missing here.
 
 use hallpass_config::LogFormat;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -8,7 +10,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::Settings;
 
 /// Every counter the server increments, with its help text.
-pub const COUNTERS: [(&str, &str); 8] = [
+pub const COUNTERS: [(&str, &str); 9] = [
     ("hallpass_requests_total", "Access requests made, by outcome"),
     (
         "hallpass_grants_activated_total",
@@ -35,7 +37,14 @@ pub const COUNTERS: [(&str, &str); 8] = [
         "hallpass_policy_evaluation_failures_total",
         "Policy evaluations that failed (time, memory, errors)",
     ),
+    (
+        "hallpass_accept_errors_total",
+        "Failures to accept a connection (e.g. out of file descriptors)",
+    ),
 ];
+
+/// Every gauge the server sets, with its help text; 0 until first set.
+pub const GAUGES: [(&str, &str); 1] = [("hallpass_connections_open", "Connections open on the listener")];
 
 /// The outcomes `hallpass_requests_total` is labelled with.
 pub const REQUEST_OUTCOMES: [&str; 4] = ["pending", "auto_approved", "emergency", "denied"];
@@ -60,6 +69,10 @@ pub fn install_metrics() -> PrometheusHandle {
                     metrics::counter!(name).absolute(0);
                 }
             }
+            for (name, help) in GAUGES {
+                metrics::describe_gauge!(name, help);
+                metrics::gauge!(name).set(0.0);
+            }
             handle
         })
         .clone()
@@ -76,4 +89,45 @@ pub fn init_logging(settings: &Settings) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::{COUNTERS, GAUGES};
+
+    /// The names of every `metrics::KIND!("name"...)` under `dir`.
+    fn named_in(dir: &Path, kind: &str, found: &mut Vec<String>) {
+        let pattern = format!("metrics::{kind}!(\"");
+        for entry in std::fs::read_dir(dir).expect("read the source directory") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                named_in(&path, kind, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let source = std::fs::read_to_string(&path).expect("read a source file");
+                for (at, _) in source.match_indices(&pattern) {
+                    let rest = &source[at + pattern.len()..];
+                    found.extend(rest.split('"').next().map(str::to_string));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_counter_and_gauge_the_server_sets_is_registered_at_start_up() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let names = |metrics: &[(&'static str, &str)]| metrics.iter().map(|m| m.0).collect::<Vec<_>>();
+        for (kind, registered) in [("counter", names(&COUNTERS)), ("gauge", names(&GAUGES))] {
+            let mut found = Vec::new();
+            named_in(&src, kind, &mut found);
+            assert!(!found.is_empty(), "no {kind} found: the pattern is wrong");
+            for name in found {
+                assert!(
+                    registered.contains(&name.as_str()),
+                    "{kind} {name} is not in telemetry.rs, so it is missing from /metrics until it first changes"
+                );
+            }
+        }
+    }
 }

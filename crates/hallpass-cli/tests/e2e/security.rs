@@ -306,6 +306,7 @@ fn every_counter_is_exported_from_the_start() {
         "hallpass_connections_evicted_total",
         "hallpass_connections_refused_total",
         "hallpass_policy_evaluation_failures_total",
+        "hallpass_accept_errors_total",
     ] {
         assert!(
             metrics
@@ -314,6 +315,12 @@ fn every_counter_is_exported_from_the_start() {
             "{counter} is not at 0 before anything happened:\n{metrics}"
         );
     }
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("hallpass_connections_open ")),
+        "the open-connections gauge is there from the start:\n{metrics}"
+    );
 }
 
 #[test]
