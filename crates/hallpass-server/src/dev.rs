@@ -23,16 +23,20 @@ fn admin_token_request() -> api::CreateToken {
 
 /// Outside dev mode: the first start against an empty store creates the first
 /// admin token, from HALLPASS_BOOTSTRAP_TOKEN or generated and printed once.
+/// Replicas starting together on an empty database: one makes it, the others
+/// find it made.
 pub async fn bootstrap_admin(app: &App) -> anyhow::Result<()> {
-    if app.token_count().await? > 0 {
-        return Ok(());
-    }
     let chosen = std::env::var(BOOTSTRAP_ENV).ok().filter(|t| !t.is_empty());
     if let Some(token) = &chosen {
         check_chosen_token(BOOTSTRAP_ENV, token)?;
     }
     let from_env = chosen.is_some();
-    let created = app.create_token_as("bootstrap", admin_token_request(), chosen).await?;
+    let Some(created) = app
+        .create_first_token("bootstrap", admin_token_request(), chosen)
+        .await?
+    else {
+        return Ok(());
+    };
     if from_env {
         tracing::info!(token_id = %created.id, "created the first admin token from {BOOTSTRAP_ENV}");
     } else {
@@ -59,16 +63,16 @@ const DEMO_CONFIG: &str = r#"{
 
 /// Seeds the playground on an empty store and prints its tokens.
 pub async fn seed(app: &App, settings: &Settings, storage: &str) -> anyhow::Result<()> {
-    if app.token_count().await? > 0 {
-        println!("Dev data in {storage} is already seeded; its tokens were printed at its first start.");
-        return Ok(());
-    }
     if let Some(token) = &settings.dev_root_token {
         check_chosen_token("--dev-root-token", token)?;
     }
-    let admin = app
-        .create_token_as("dev", admin_token_request(), settings.dev_root_token.clone())
-        .await?;
+    let Some(admin) = app
+        .create_first_token("dev", admin_token_request(), settings.dev_root_token.clone())
+        .await?
+    else {
+        println!("Dev data in {storage} is already seeded; its tokens were printed at its first start.");
+        return Ok(());
+    };
     let caller = Caller {
         principal: Principal {
             name: "admin".into(),

@@ -114,7 +114,7 @@ impl Server {
     /// One of several servers sharing the PostgreSQL database
     /// `database_url` (not dev), whatever this suite's backend. Like
     /// [`Server::persistent`], the first start on an empty database creates
-    /// the admin token: start one replica alone before the others.
+    /// the admin token; replicas may start together.
     pub fn replica(database_url: &str, data_dir: &Path) -> Server {
         Self::spawn(data_dir, false, Some(database_url.to_string()))
     }

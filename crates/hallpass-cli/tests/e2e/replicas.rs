@@ -19,14 +19,23 @@ use hallpass_api::{AccessRequest, CreateRequest, RequestState};
 use hallpass_client::{Client, ClientError};
 use serde_json::Value;
 
-/// `count` replicas sharing a fresh database. The first starts alone: on an
-/// empty store it creates the admin token, which racing starts would not do
-/// reliably.
+/// `count` replicas sharing a fresh database, all started at once with the
+/// same bootstrap token: on the empty store exactly one of them makes the
+/// admin token and the others find it.
 fn start_replicas(dir: &Path, count: usize) -> Vec<Server> {
     let database_url = database_for(&postgres_base_url(), &dir.join("database"));
-    (0..count)
-        .map(|i| Server::replica(&database_url, &dir.join(format!("replica-{i}"))))
-        .collect()
+    std::thread::scope(|scope| {
+        let starting: Vec<_> = (0..count)
+            .map(|i| {
+                let (url, data_dir) = (&database_url, dir.join(format!("replica-{i}")));
+                scope.spawn(move || Server::replica(url, &data_dir))
+            })
+            .collect();
+        starting
+            .into_iter()
+            .map(|start| start.join().expect("a replica started"))
+            .collect()
+    })
 }
 
 /// xorshift64*: enough randomness to spread load, reproducible from a seed.
@@ -543,6 +552,13 @@ role "svc-admin" {
 fn replicas_keep_one_grant_per_principal_and_role_under_fifty_parallel_requests() {
     let temp = tempfile::tempdir().unwrap();
     let replicas = start_replicas(temp.path(), 3);
+    let (status, tokens) = replicas[2].http("GET", "/v1/tokens", Some(&replicas[2].admin), None);
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(
+        tokens.as_array().map(Vec::len),
+        Some(1),
+        "three replicas started together made one admin token: {tokens}"
+    );
     let roles: String = (0..50)
         .map(|i| format!("role \"r{i}\" {{\n  target = \"jwt\"\n  max_duration = \"1h\"\n  requestable_by = [\"group:dev\"]\n  auto_approve = true\n}}\n"))
         .collect();

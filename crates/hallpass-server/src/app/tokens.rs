@@ -199,6 +199,13 @@ impl Default for Limits {
     }
 }
 
+/// Whether a token is made whatever the store holds, or only as its first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenWhen {
+    Always,
+    FirstOnly,
+}
+
 impl App {
     /// The caller a bearer secret belongs to. Failures are logged (a
     /// fingerprint of what was presented and the address, never the
@@ -260,18 +267,33 @@ impl App {
     /// Admins make tokens; the secret is returned once.
     pub async fn create_token(&self, caller: &Caller, body: api::CreateToken) -> AppResult<api::CreatedToken> {
         caller.require_admin()?;
-        self.create_token_as(caller.name(), body, None).await
+        let created = self.make_token(caller.name(), body, None, TokenWhen::Always).await?;
+        created.ok_or_else(|| AppError::internal("a token made unconditionally was not made"))
     }
 
-    /// Makes a token without a caller: the first admin token at bootstrap
-    /// and the dev playground's tokens. `fixed_secret` must have passed
-    /// [`check_chosen_token`].
-    pub(crate) async fn create_token_as(
+    /// The store's first token, made without a caller (the bootstrap admin
+    /// token, the dev playground's admin), or `None` when the store already
+    /// has tokens. Checked and made in one write transaction, which every
+    /// replica's writes are serialised with: of several replicas starting
+    /// together on an empty database exactly one makes it. `fixed_secret`
+    /// must have passed [`check_chosen_token`].
+    pub(crate) async fn create_first_token(
         &self,
         created_by: &str,
         body: api::CreateToken,
         fixed_secret: Option<String>,
-    ) -> AppResult<api::CreatedToken> {
+    ) -> AppResult<Option<api::CreatedToken>> {
+        self.make_token(created_by, body, fixed_secret, TokenWhen::FirstOnly)
+            .await
+    }
+
+    async fn make_token(
+        &self,
+        created_by: &str,
+        body: api::CreateToken,
+        fixed_secret: Option<String>,
+        when: TokenWhen,
+    ) -> AppResult<Option<api::CreatedToken>> {
         check_principal_name(&body.principal)?;
         for group in &body.groups {
             check_name("group", group)?;
@@ -298,9 +320,13 @@ impl App {
         };
         let stored = row.clone();
         let actor = created_by.to_string();
-        self.inner
+        let made = self
+            .inner
             .store
-            .write(move |wtx| -> AppResult<()> {
+            .write(move |wtx| -> AppResult<bool> {
+                if when == TokenWhen::FirstOnly && wtx.read().count_tokens()? > 0 {
+                    return Ok(false);
+                }
                 if let Some(lock) = wtx.read().lock(&stored.principal)? {
                     return Err(AppError::conflict(
                         ErrorCode::Locked,
@@ -325,10 +351,10 @@ impl App {
                     json!({"token_id": stored.id, "principal": stored.principal, "groups": stored.groups,
                            "expires_at": stored.expires_at}),
                 ))?;
-                Ok(())
+                Ok(true)
             })
             .await?;
-        Ok(api::CreatedToken::new(secret, token_to_api(&row)))
+        Ok(made.then(|| api::CreatedToken::new(secret, token_to_api(&row))))
     }
 
     pub async fn list_tokens(&self, caller: &Caller) -> AppResult<Vec<api::TokenInfo>> {
@@ -368,10 +394,6 @@ impl App {
                 Ok(())
             })
             .await
-    }
-
-    pub(crate) async fn token_count(&self) -> AppResult<u64> {
-        Ok(self.inner.store.read(|r| r.count_tokens()).await?)
     }
 
     /// Locks a principal: its tokens are revoked and its requests withdrawn
