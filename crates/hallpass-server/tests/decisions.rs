@@ -388,6 +388,38 @@ async fn an_extension_is_fitted_to_the_role_as_it_is_when_approved() {
 }
 
 #[tokio::test]
+async fn policies_get_the_real_grant_count_however_they_read_it() {
+    let h = harness().await;
+    // Names the field without writing `active_grants`: the server cannot
+    // tell from the text that the count is read, and must still pass it.
+    h.policy(
+        "package hallpass.request\n\ndeny contains \"one grant at a time\" if {\n  object.get(input.context, concat(\"_\", [\"active\", \"grants\"]), 0) >= 1\n}\n",
+    )
+    .await;
+    let first = h
+        .app
+        .create_request(&alice(), ask("self", "30m", None))
+        .await
+        .expect("first");
+    assert_eq!(first.request.state, RequestState::Active);
+    h.role(|role| {
+        role.approval = None;
+        role.auto_approve = true;
+    })
+    .await;
+    let second = h
+        .app
+        .create_request(&alice(), ask("db", "30m", None))
+        .await
+        .expect("second");
+    assert_eq!(
+        second.request.state,
+        RequestState::Denied,
+        "the policy saw the grant alice holds"
+    );
+}
+
+#[tokio::test]
 async fn asking_again_returns_the_open_request_instead_of_a_second() {
     let h = harness().await;
     let first = h

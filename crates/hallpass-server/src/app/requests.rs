@@ -90,7 +90,6 @@ pub(crate) struct RoleContext {
     pub role_flow: FlowLookup,
     /// The requester's open request or grant of this role, with its version.
     pub open: Option<(RequestRecord, u64)>,
-    pub grants: u64,
     pub snapshot: Snapshot,
 }
 
@@ -157,7 +156,6 @@ fn read_context(r: &mut ReadTx<'_>, role_name: &str, requester: &str) -> AppResu
         target: TargetDocument::decode(&target.document)?,
         role_flow,
         open,
-        grants: 0,
         rules,
         role,
         snapshot,
@@ -204,14 +202,13 @@ impl App {
                 ..PolicyRecord::default()
             },
             Ok(compiled) => {
-                let grants = if compiled.reads_grant_count {
-                    let name = principal.name.clone();
-                    let count = self.inner.store.read(move |r| r.count_grants(&name)).await?;
-                    snapshot.grants = Some(count);
-                    count
-                } else {
-                    context.grants
-                };
+                // Always the real count; re-checked at commit only when a
+                // policy reads it (see `CompiledPolicies`).
+                let name = principal.name.clone();
+                let grants = self.inner.store.read(move |r| r.count_grants(&name)).await?;
+                if compiled.reads_grant_count {
+                    snapshot.grants = Some(grants);
+                }
                 let facts = RoleFacts {
                     role: &context.role,
                     max_duration_seconds: context.rules.max_duration_seconds,
