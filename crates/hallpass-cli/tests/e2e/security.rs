@@ -324,6 +324,49 @@ fn every_counter_is_exported_from_the_start() {
 }
 
 #[test]
+fn failed_authentications_are_logged_without_the_secret() {
+    let server = Server::dev();
+    let body = json!({"principal": "carol", "groups": ["dev"]})
+        .to_string()
+        .into_bytes();
+    let (status, created) = server.http(
+        "POST",
+        "/v1/tokens",
+        Some(&server.admin),
+        Some(("application/json", body)),
+    );
+    assert_eq!(status, 201, "{created}");
+    let (id, secret) = (created["id"].as_str().unwrap(), created["token"].as_str().unwrap());
+    let (status, _) = server.http("DELETE", &format!("/v1/tokens/{id}"), Some(&server.admin), None);
+    assert_eq!(status, 204);
+    let guess = format!("hp_guess{:040}", 7);
+    for token in [secret, guess.as_str()] {
+        let (status, _) = server.http("GET", "/v1/whoami", Some(token), None);
+        assert_eq!(status, 401);
+    }
+    let logs = server.logs();
+    let failures: Vec<&str> = logs.lines().filter(|l| l.contains("authentication failed")).collect();
+    assert_eq!(failures.len(), 2, "{logs}");
+    assert!(
+        failures[0].contains(id) && failures[0].contains("revoked token"),
+        "{}",
+        failures[0]
+    );
+    assert!(
+        failures[1].contains("unknown token") && failures[1].contains("127.0.0.1"),
+        "{}",
+        failures[1]
+    );
+    for line in failures {
+        assert!(line.contains("fingerprint"), "{line}");
+        assert!(
+            !line.contains(secret) && !line.contains(&guess),
+            "a secret was logged: {line}"
+        );
+    }
+}
+
+#[test]
 fn failed_authentications_are_limited_per_address() {
     let server = Server::dev();
     let mut statuses = Vec::new();

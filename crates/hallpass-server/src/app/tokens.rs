@@ -229,10 +229,14 @@ impl App {
             Some((_, true)) => Some("locked principal"),
             Some(_) => None,
         };
-        let Some((row, _)) = found.filter(|_| failure.is_none()) else {
+        let Some((row, _)) = found.as_ref().filter(|_| failure.is_none()).cloned() else {
             let why = failure.unwrap_or("unknown token");
+            // A known token is named by its id; an unknown one by the start
+            // of its SHA-256, which tells repeated guesses apart without
+            // revealing anything about the secret.
+            let token_id = found.as_ref().map(|(row, _)| row.id.as_str());
             tracing::warn!(
-                fingerprint = %&hash[..12], remote = ?remote, why,
+                token_id, fingerprint = %&hash[..12], remote = ?remote, why,
                 "authentication failed"
             );
             if let Some(ip) = remote {
