@@ -22,6 +22,9 @@
 //!    thread of its own, [`PROBE_PAUSE`] apart, and the CPU used by the
 //!    server, its policy workers, the benchmark and other processes is
 //!    measured;
+//!    Also meanwhile a bystander, a token of its own, asks for an evaluation
+//!    every [`BYSTANDER_PAUSE`], within its limit: what it gets is what the
+//!    request path, which evaluates in the same policy workers, would get;
 //! 4. after: the clients stop, `--requests` probes again.
 //!
 //! Answers are counted as decided (200 with a decision), failed closed (200
@@ -49,6 +52,9 @@ use crate::stats::{Latencies, Summary, fmt_ms, print_table};
 pub const CALIBRATION_EVALS: usize = 10;
 /// Between two `/healthz` probes during the flood.
 pub const PROBE_PAUSE: Duration = Duration::from_millis(10);
+/// Between two evaluations of the bystander: 4 a second, within the
+/// per-token limit of 5.
+pub const BYSTANDER_PAUSE: Duration = Duration::from_millis(250);
 /// The over-limit policy's work per side, as a multiple of the slow one's.
 const OVER_LIMIT_FACTOR: u32 = 4;
 /// Failure messages are grouped by their first this many characters.
@@ -108,6 +114,8 @@ pub struct Case {
     /// One evaluation at a time with the server otherwise idle.
     pub one_evaluation: Summary,
     pub answers: Answers,
+    /// What a caller within its limit got during the flood.
+    pub bystander: Answers,
     /// `/healthz` at rest, during the flood, after.
     pub phases: Vec<Phase>,
     pub cpu: Cpu,
@@ -131,9 +139,10 @@ pub struct Answers {
     pub answered_200: Summary,
     /// Latency of 429 answers.
     pub answered_429: Summary,
-    /// Evaluations (200 answers) each client got, lowest and highest.
-    pub per_client_200_min: u64,
-    pub per_client_200_max: u64,
+    /// Evaluations (200 answers) each flooding client got, lowest and
+    /// highest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_client_200: Option<(u64, u64)>,
 }
 
 impl Answers {
@@ -206,6 +215,7 @@ async fn measure_case(
         .await
         .context("cannot store the benchmark's policy")?;
     let clients = flooding_clients(&admin, options.clients, tokens).await?;
+    let bystander = Client::new(admin.base_url(), Some(new_token(&admin, "bench-eval-bystander").await?))?;
     let one_evaluation = calibrate(&admin).await?;
 
     let mut memory = Memory {
@@ -213,8 +223,8 @@ async fn measure_case(
         ..Memory::default()
     };
     let mut phases = vec![healthz::phase("at rest", addr, options.requests).await];
-    let (answers, during, cpu, seconds) = flood(addr, pid, clients, options.duration, &mut memory).await?;
-    phases.push(during);
+    let flooded = flood(addr, pid, clients, bystander, options.duration, &mut memory).await?;
+    phases.push(flooded.during);
     phases.push(healthz::phase("after", addr, options.requests).await);
     let after = procfs::memory(pid)?;
     memory.server_after_mib = procfs::mib(after.rss_bytes);
@@ -224,11 +234,12 @@ async fn measure_case(
         tokens,
         work,
         clients: options.clients,
-        seconds,
+        seconds: flooded.seconds,
         one_evaluation,
-        answers,
+        answers: flooded.answers,
+        bystander: flooded.bystander,
         phases,
-        cpu,
+        cpu: flooded.cpu,
         memory,
     })
 }
@@ -323,20 +334,33 @@ async fn calibrate(admin: &Client) -> Result<Summary> {
     Ok(latencies.summary())
 }
 
-/// The flood itself: the clients for `duration`, `/healthz` meanwhile.
+/// What [`flood`] measured.
+struct Flooded {
+    answers: Answers,
+    bystander: Answers,
+    /// `/healthz` meanwhile.
+    during: Phase,
+    cpu: Cpu,
+    seconds: f64,
+}
+
+/// The flood itself: the clients for `duration`, the bystander and
+/// `/healthz` meanwhile.
 async fn flood(
     addr: SocketAddr,
     pid: u32,
     clients: Vec<Client>,
+    bystander: Client,
     duration: Duration,
     memory: &mut Memory,
-) -> Result<(Answers, Phase, Cpu, f64)> {
+) -> Result<Flooded> {
     let before = CpuTotals::take(pid)?;
     let deadline = tokio::time::Instant::now() + duration;
     let tallies: Vec<_> = clients
         .into_iter()
-        .map(|client| tokio::spawn(client_loop(client, deadline)))
+        .map(|client| tokio::spawn(client_loop(client, deadline, Duration::ZERO)))
         .collect();
+    let bystander = tokio::spawn(client_loop(bystander, deadline, BYSTANDER_PAUSE));
     // A thread and runtime of its own: the probes must not wait behind the
     // flooding clients' tasks in this process.
     let probes = tokio::task::spawn_blocking(move || {
@@ -363,11 +387,15 @@ async fn flood(
         per_client.push(tally.answers.decided + tally.answers.failed_closed);
         merged.merge(tally)?;
     }
-    let seconds = at_end.at.duration_since(before.at).as_secs_f64();
     let mut answers = merged.finish();
-    answers.per_client_200_min = per_client.iter().copied().min().unwrap_or(0);
-    answers.per_client_200_max = per_client.iter().copied().max().unwrap_or(0);
-    Ok((answers, during, CpuTotals::between(&before, &at_end), seconds))
+    answers.per_client_200 = per_client.iter().copied().min().zip(per_client.iter().copied().max());
+    Ok(Flooded {
+        answers,
+        bystander: bystander.await.context("the bystander failed")??.finish(),
+        during,
+        cpu: CpuTotals::between(&before, &at_end),
+        seconds: at_end.at.duration_since(before.at).as_secs_f64(),
+    })
 }
 
 /// One client's answers and their latencies.
@@ -446,14 +474,18 @@ fn reason(message: &str) -> String {
         .collect()
 }
 
-/// Evaluations back to back until `deadline`; one in flight at a time.
-async fn client_loop(client: Client, deadline: tokio::time::Instant) -> Result<Tally> {
+/// Evaluations until `deadline`, `pause` apart (none: back to back); one
+/// in flight at a time.
+async fn client_loop(client: Client, deadline: tokio::time::Instant, pause: Duration) -> Result<Tally> {
     let input = eval_input();
     let mut tally = Tally::new()?;
     while tokio::time::Instant::now() < deadline {
         let started = Instant::now();
         let outcome = client.eval_policy(input.clone()).await;
         tally.count(outcome, started.elapsed());
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
     }
     Ok(tally)
 }
@@ -517,15 +549,31 @@ pub fn print(cases: &[Case]) {
             per_second(answers.decided + answers.failed_closed)
         );
         println!(
-            "200 answers p50 {} / p99 {} ms, 429 answers p50 {} / p99 {} ms; evaluations per client {}..{}",
+            "200 answers p50 {} / p99 {} ms, 429 answers p50 {} / p99 {} ms; evaluations per client {}",
             fmt_ms(answers.answered_200.p50_ms),
             fmt_ms(answers.answered_200.p99_ms),
             fmt_ms(answers.answered_429.p50_ms),
             fmt_ms(answers.answered_429.p99_ms),
-            answers.per_client_200_min,
-            answers.per_client_200_max
+            answers
+                .per_client_200
+                .map_or_else(|| "-".into(), |(min, max)| format!("{min}..{max}"))
         );
         for (reason, count) in &answers.reasons {
+            println!("  {count:>7} × {reason}");
+        }
+        let bystander = &case.bystander;
+        println!(
+            "bystander (own token, one evaluation every {} ms): {} decided, {} failed closed, {} rate limited, \
+             {} other; 200 answers p50 {} / p99 {} ms",
+            BYSTANDER_PAUSE.as_millis(),
+            bystander.decided,
+            bystander.failed_closed,
+            bystander.rate_limited,
+            bystander.other_status + bystander.transport_errors,
+            fmt_ms(bystander.answered_200.p50_ms),
+            fmt_ms(bystander.answered_200.p99_ms)
+        );
+        for (reason, count) in &bystander.reasons {
             println!("  {count:>7} × {reason}");
         }
         let rows: Vec<Vec<String>> = case.phases.iter().map(Phase::row).collect();

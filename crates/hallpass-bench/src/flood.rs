@@ -15,7 +15,8 @@
 //!      opens a new connection whenever the server closes one, as an
 //!      attacker keeping the count up would;
 //!   3. after: the holders close everything, `--settle` passes, `--requests`
-//!      probes again.
+//!      probes again;
+//!   4. with `--rounds N`, 2 and 3 again against the same server.
 //!
 //!   The server's RSS and open descriptors are read from `/proc/PID` before,
 //!   when the flood is open, at the end of the hold and after, with the
@@ -93,6 +94,10 @@ pub struct FloodArgs {
     /// Open a new connection whenever the server closes a held one.
     #[arg(long)]
     reconnect: bool,
+    /// Floods one after another against the same server: memory that a
+    /// flood leaves behind and the next one does not reuse adds up.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Wait between releasing the flood and the "after" figures.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     settle: Duration,
@@ -148,7 +153,7 @@ struct Released {
 /// The server process at one moment.
 #[derive(Debug, Serialize)]
 struct Sample {
-    at: &'static str,
+    at: String,
     rss_mib: f64,
     peak_rss_mib: f64,
     open_fds: usize,
@@ -178,16 +183,24 @@ struct FloodReport {
 #[derive(Debug, Serialize)]
 struct ConnectionFlood {
     connections_requested: usize,
+    reconnect: bool,
+    rounds: Vec<Round>,
+    /// `/healthz` at rest, then during and after each round.
+    phases: Vec<Phase>,
+    /// The server before, then at three moments of each round.
+    memory: Vec<Sample>,
+}
+
+/// One flood: open, hold, release.
+#[derive(Debug, Serialize)]
+struct Round {
     connections_held: usize,
     connect_failures: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     first_connect_error: Option<String>,
     flood_open_seconds: f64,
     hold_seconds: f64,
-    reconnect: bool,
     released: Released,
-    phases: Vec<Phase>,
-    memory: Vec<Sample>,
 }
 
 /// The server being flooded.
@@ -257,8 +270,8 @@ pub async fn run(args: FloodArgs, hallpass: Option<&Path>, json: Option<&Path>) 
 }
 
 fn check(args: &FloodArgs) -> Result<()> {
-    if args.holders == 0 || args.requests == 0 || args.eval_clients == 0 {
-        bail!("--holders, --requests and --eval-clients must be at least 1");
+    if args.holders == 0 || args.requests == 0 || args.eval_clients == 0 || args.rounds == 0 {
+        bail!("--holders, --requests, --eval-clients and --rounds must be at least 1");
     }
     if args.holders > usize::from(u8::MAX - FIRST_HOLDER_SOURCE) {
         bail!("--holders must be at most {}", u8::MAX - FIRST_HOLDER_SOURCE);
@@ -291,49 +304,53 @@ async fn start_target(args: &FloodArgs, binary: Option<&Path>) -> Result<Target>
 
 async fn flood_connections(target: &Target, args: &FloodArgs) -> Result<ConnectionFlood> {
     let overflows = procfs::listen_overflows();
-    let take_sample = |at| sample(target.pid, at, overflows);
-    let mut memory = vec![take_sample("before")?];
-    let mut phases = vec![healthz::phase("at rest", target.addr, args.requests).await];
-    let started = Instant::now();
-    let (holders, held) = start_holders(target.addr, args).await?;
-    let flood_open_seconds = started.elapsed().as_secs_f64();
-    eprintln!(
-        "  holding {} connections ({} failed) after {flood_open_seconds:.1}s",
-        held.held, held.failed
-    );
-    memory.push(take_sample("flood open")?);
-    let holding = Instant::now();
-    phases.push(
-        healthz::phase_until(
-            "during flood",
-            target.addr,
-            PROBE_PAUSE,
-            tokio::time::sleep(args.hold_for),
-        )
-        .await,
-    );
-    let hold_seconds = holding.elapsed().as_secs_f64();
-    memory.push(take_sample("end of hold")?);
-    let released = release(holders).await;
-    tokio::time::sleep(args.settle).await;
-    memory.push(take_sample("after flood")?);
-    phases.push(healthz::phase("after flood", target.addr, args.requests).await);
-    Ok(ConnectionFlood {
+    let mut flood = ConnectionFlood {
         connections_requested: args.connections,
-        connections_held: held.held,
-        connect_failures: held.failed,
-        first_connect_error: held.first_error,
-        flood_open_seconds,
-        hold_seconds,
         reconnect: args.reconnect,
-        released,
-        phases,
-        memory,
-    })
+        rounds: Vec::with_capacity(args.rounds),
+        phases: vec![healthz::phase("at rest", target.addr, args.requests).await],
+        memory: vec![sample(target.pid, "before".into(), overflows)?],
+    };
+    for round in 1..=args.rounds {
+        // "during flood", or "during flood #2" when there are several.
+        let name = |what: &str| match args.rounds {
+            1 => what.to_string(),
+            _ => format!("{what} #{round}"),
+        };
+        let take_sample = |at: &str| sample(target.pid, name(at), overflows);
+        let started = Instant::now();
+        let (holders, held) = start_holders(target.addr, args).await?;
+        let flood_open_seconds = started.elapsed().as_secs_f64();
+        eprintln!(
+            "  holding {} connections ({} failed) after {flood_open_seconds:.1}s",
+            held.held, held.failed
+        );
+        flood.memory.push(take_sample("flood open")?);
+        let holding = Instant::now();
+        let until = tokio::time::sleep(args.hold_for);
+        let during = healthz::phase_until(&name("during flood"), target.addr, PROBE_PAUSE, until).await;
+        flood.phases.push(during);
+        let hold_seconds = holding.elapsed().as_secs_f64();
+        flood.memory.push(take_sample("end of hold")?);
+        let released = release(holders).await;
+        tokio::time::sleep(args.settle).await;
+        flood.memory.push(take_sample("after flood")?);
+        let after = healthz::phase(&name("after flood"), target.addr, args.requests).await;
+        flood.phases.push(after);
+        flood.rounds.push(Round {
+            connections_held: held.held,
+            connect_failures: held.failed,
+            first_connect_error: held.first_error,
+            flood_open_seconds,
+            hold_seconds,
+            released,
+        });
+    }
+    Ok(flood)
 }
 
 /// `overflows_before`: [`procfs::listen_overflows`] at the first sample.
-fn sample(pid: u32, at: &'static str, overflows_before: Option<u64>) -> Result<Sample> {
+fn sample(pid: u32, at: String, overflows_before: Option<u64>) -> Result<Sample> {
     let memory = procfs::memory(pid)?;
     let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .with_context(|| format!("cannot list /proc/{pid}/fd"))?
@@ -549,25 +566,34 @@ fn print(report: &FloodReport) {
 
 fn print_connections(flood: &ConnectionFlood) {
     println!(
-        "\n/healthz under a flood of half-open connections: {} of {} held by the holders ({} failed{}), \
-         opened in {:.1}s, held {:.1}s{}",
-        flood.connections_held,
+        "\n/healthz under a flood of {} half-open connections{}",
         flood.connections_requested,
-        flood.connect_failures,
-        flood
-            .first_connect_error
-            .as_deref()
-            .map(|error| format!(", first: {error}"))
-            .unwrap_or_default(),
-        flood.flood_open_seconds,
-        flood.hold_seconds,
-        if flood.reconnect { ", reconnecting" } else { "" }
+        if flood.reconnect {
+            ", each replaced when the server closes it"
+        } else {
+            ""
+        }
     );
-    let released = &flood.released;
-    println!(
-        "the server closed {} of them while held; {} reconnects ({} failed)",
-        released.closed_by_server, released.reconnected, released.reconnect_failures
-    );
+    for (index, round) in flood.rounds.iter().enumerate() {
+        let released = &round.released;
+        println!(
+            "round {}: {} held by the holders ({} failed{}), opened in {:.1}s, held {:.1}s; \
+             the server closed {} of them meanwhile; {} reconnects ({} failed)",
+            index + 1,
+            round.connections_held,
+            round.connect_failures,
+            round
+                .first_connect_error
+                .as_deref()
+                .map(|error| format!(", first: {error}"))
+                .unwrap_or_default(),
+            round.flood_open_seconds,
+            round.hold_seconds,
+            released.closed_by_server,
+            released.reconnected,
+            released.reconnect_failures
+        );
+    }
     let rows: Vec<Vec<String>> = flood.phases.iter().map(Phase::row).collect();
     print_table(&Phase::HEADER, &rows);
     let rows: Vec<Vec<String>> = flood
@@ -575,7 +601,7 @@ fn print_connections(flood: &ConnectionFlood) {
         .iter()
         .map(|s| {
             vec![
-                s.at.to_string(),
+                s.at.clone(),
                 format!("{:.1}", s.rss_mib),
                 format!("{:.1}", s.peak_rss_mib),
                 s.open_fds.to_string(),
