@@ -15,7 +15,8 @@
 //! - `rss`: RSS with N active grants only.
 //! - `policy`: in-process policy decision latency, no server ([`policy`]).
 //! - `flood`: `/healthz` latency and server RSS while 20,000 half-open
-//!   connections are held ([`flood`]).
+//!   connections are held ([`flood`]), and while 16 clients flood
+//!   `POST /v1/policies/eval` with a slow policy ([`eval_flood`]).
 //! - `all`: throughput at 1, 8, 32 and 64 clients, then expiry with 100k
 //!   grants; with `--postgres URL` again on PostgreSQL with 1 and with 3
 //!   replicas. The run behind `docs/benchmarks.md`.
@@ -23,8 +24,10 @@
 //! Smoke run (seconds): `hallpass-bench throughput --clients 2 --duration 1s
 //! --warmup 0s` and `hallpass-bench expiry --grants 200 --window 2s`.
 
+mod eval_flood;
 mod expiry;
 mod flood;
+mod healthz;
 mod policy;
 mod postgres;
 mod procfs;
@@ -74,7 +77,8 @@ enum Command {
     /// Policy decision latency in-process (no server): the example policies
     /// and a generated 1,000-rule set, each beside bare regorus.
     Policy(PolicyArgs),
-    /// /healthz latency and server memory under a flood of half-open connections.
+    /// /healthz latency and server memory under a flood of half-open
+    /// connections, and under a flood of slow policy evaluations.
     Flood(flood::FloodArgs),
 }
 

@@ -59,6 +59,8 @@ struct Stat {
     parent: u32,
     /// utime + stime in seconds.
     cpu_seconds: f64,
+    /// cutime + cstime in seconds: children that ended and were reaped.
+    reaped_children_cpu_seconds: f64,
 }
 
 fn parse_stat(text: &str) -> Option<Stat> {
@@ -71,10 +73,13 @@ fn parse_stat(text: &str) -> Option<Stat> {
     let parent: u32 = fields.get(1)?.parse().ok()?;
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
+    let cutime: f64 = fields.get(13)?.parse().ok()?;
+    let cstime: f64 = fields.get(14)?.parse().ok()?;
     Some(Stat {
         comm,
         parent,
         cpu_seconds: (utime + stime) / ticks_per_second(),
+        reaped_children_cpu_seconds: (cutime + cstime) / ticks_per_second(),
     })
 }
 
@@ -228,9 +233,77 @@ impl CpuUse {
     }
 }
 
+/// Process ids of the live children of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .flat_map(|task| {
+            let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            text.split_whitespace()
+                .filter_map(|child| child.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// CPU seconds used so far by a process that runs helpers as child
+/// processes (the server and its policy workers).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TreeCpu {
+    /// The process itself.
+    pub own_seconds: f64,
+    /// Its live children, and those that ended and were reaped.
+    pub children_seconds: f64,
+}
+
+impl TreeCpu {
+    /// Counted this way, a child that ends between two samples is not lost:
+    /// what it used moves from the live sum into the parent's reaped sum.
+    pub fn of(pid: u32) -> Result<TreeCpu> {
+        let stat = |pid: u32| -> Result<Stat> {
+            let path = format!("/proc/{pid}/stat");
+            let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+            parse_stat(&text).with_context(|| format!("unreadable {path}: {text:?}"))
+        };
+        let own = stat(pid)?;
+        let live: f64 = children(pid)
+            .into_iter()
+            // A child may end while we read it; its time is then reaped.
+            .filter_map(|child| stat(child).ok())
+            .map(|child| child.cpu_seconds + child.reaped_children_cpu_seconds)
+            .sum();
+        Ok(TreeCpu {
+            own_seconds: own.cpu_seconds,
+            children_seconds: own.reaped_children_cpu_seconds + live,
+        })
+    }
+}
+
+/// Connections the kernel dropped because a listener's accept queue was
+/// full (`TcpExt: ListenOverflows` of `/proc/net/netstat`), for this network
+/// namespace as a whole; `None` when unreadable.
+pub fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut rows = text.lines().filter(|line| line.starts_with("TcpExt:"));
+    let (names, values) = (rows.next()?, rows.next()?);
+    let column = names.split_whitespace().position(|name| name == "ListenOverflows")?;
+    values.split_whitespace().nth(column)?.parse().ok()
+}
+
+/// The 1-, 5- and 15-minute load averages (`/proc/loadavg`), zeros when
+/// unreadable.
+pub fn load_average() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut fields = text.split_whitespace().map(|f| f.parse().unwrap_or(0.0));
+    [(); 3].map(|()| fields.next().unwrap_or(0.0))
+}
+
 /// Busy CPU seconds of the whole machine so far (all CPUs, from `/proc/stat`:
 /// user, nice, system, irq and softirq; not idle, iowait or steal).
-fn machine_busy_seconds() -> Result<f64> {
+pub fn machine_busy_seconds() -> Result<f64> {
     let text = std::fs::read_to_string("/proc/stat").context("cannot read /proc/stat")?;
     let line = text
         .lines()
@@ -376,6 +449,24 @@ mod tests {
         assert_eq!(stat.comm, "tokio runtime");
         assert_eq!(stat.parent, 1);
         assert!((stat.cpu_seconds - 300.0 / ticks_per_second()).abs() < 1e-9);
+        assert!(stat.reaped_children_cpu_seconds.abs() < 1e-9);
+    }
+
+    #[test]
+    fn listen_overflows_are_readable() {
+        assert!(listen_overflows().is_some());
+    }
+
+    #[test]
+    fn reaped_children_count_toward_the_tree() {
+        let before = TreeCpu::of(std::process::id()).unwrap();
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let after = TreeCpu::of(std::process::id()).unwrap();
+        assert!(after.children_seconds > before.children_seconds, "{before:?} {after:?}");
     }
 
     #[test]

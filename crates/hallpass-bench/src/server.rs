@@ -393,6 +393,11 @@ impl Deployment {
         self.replicas.len()
     }
 
+    /// Process ids of the replicas.
+    pub fn pids(&self) -> Vec<u32> {
+        self.replicas.iter().map(|server| server.pid).collect()
+    }
+
     /// A client authenticated as the dev admin, on replica `replica`.
     pub fn admin(&self, replica: usize) -> Result<Client> {
         let server = &self.replicas[replica % self.replicas.len()];
@@ -407,7 +412,7 @@ impl Deployment {
     /// CPU counters of the replicas, PostgreSQL (when local), this benchmark
     /// and the machine.
     pub fn cpu_snapshot(&self) -> Result<Snapshot> {
-        let pids: Vec<u32> = self.replicas.iter().map(|server| server.pid).collect();
+        let pids = self.pids();
         let postmaster = self.database.as_ref().and_then(Database::postmaster_pid);
         Snapshot::take(&pids, postmaster)
     }
