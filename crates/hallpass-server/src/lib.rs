@@ -218,7 +218,7 @@ async fn listen(
     backend: &Backend,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| {
+    let listener = http::listener::bind(settings.listen).with_context(|| {
         format!(
             "cannot listen on {} (is another server running there? use --listen)",
             settings.listen

@@ -150,6 +150,24 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     rlimit::increase_nofile_limit(u64::MAX)
 }
 
+/// Pending connections the kernel may queue before `accept`: tokio's
+/// default of 128 overflows under a burst of connections (the kernel then
+/// drops SYNs and the client retries a second later), so the listener asks
+/// for as many as it may keep open. Linux caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = DEFAULT_MAX_CONNECTIONS as u32;
+
+/// Binds `addr` with address reuse and a backlog of [`LISTEN_BACKLOG`].
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Live connection counts of one [`Listener`], for tests and diagnostics.
 #[derive(Clone)]
 pub struct ConnectionStats(Arc<Tracker>);
@@ -519,6 +537,19 @@ mod tests {
         assert_eq!(errors.handle(&aborted, &tracker), None);
         // Logged once, the rest counted.
         assert_eq!(errors.unlogged, 2);
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_connections_waits_in_the_backlog_instead_of_being_dropped() {
+        // Nothing accepts: every connection must fit in the kernel's queue.
+        // With tokio's default backlog of 128 most of these would have
+        // their SYN dropped and time out.
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects = (0..500).map(|_| tokio::time::timeout(Duration::from_millis(900), TcpStream::connect(addr)));
+        let results = futures::future::join_all(connects).await;
+        let connected = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(connected, 500, "connections beyond the backlog were dropped");
     }
 
     #[test]
