@@ -628,6 +628,9 @@ async fn interrupted() -> &'static str {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any HTTP client exists: the expiry benchmark also builds plain
+    // reqwest clients, which take the process's rustls provider.
+    hallpass_client::install_tls_crypto_provider();
     // Dropping the benchmark future drops its server handles, which kills the
     // servers, removes their temp dirs and drops a PostgreSQL database.
     let outcome = tokio::select! {
