@@ -28,6 +28,7 @@ mod flood;
 mod policy;
 mod postgres;
 mod procfs;
+mod random;
 mod server;
 mod stats;
 mod throughput;
