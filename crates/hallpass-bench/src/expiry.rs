@@ -332,87 +332,118 @@ async fn create_grants(
     let population_for_jobs = population.clone();
     let results = run_pool(count, workers, label, move |worker, i| {
         let (population, seconds) = (population_for_jobs.clone(), seconds.clone());
-        async move {
-            let (principal, role) = population
-                .pairs
-                .pair(first + i)
-                .with_context(|| format!("no (principal, role) pair left for grant {i}"))?;
-            let role = population
-                .roles
-                .get(role)
-                .with_context(|| format!("no benchmark role {role}"))?;
-            let client = population.client(worker, principal)?;
-            let mut last_error = None;
-            for attempt in 0..ATTEMPTS {
-                if attempt > 0 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                let body = CreateRequest {
-                    role: role.clone(),
-                    duration: Some(format!("{}s", seconds(i))),
-                    reason: "hallpass-bench expiry".into(),
-                    ticket: None,
-                    emergency: false,
-                    scheduled_start: None,
-                };
-                let start = Instant::now();
-                match client.create_request(&body).await {
-                    Ok(response) => {
-                        return active_grant(response.request, role, principal).map(|g| (g, start.elapsed()));
-                    }
-                    Err(error) => last_error = Some(error),
-                }
-            }
-            Err(anyhow::anyhow!(
-                "{}",
-                last_error.map_or_else(|| "no attempt made".to_string(), |e| e.to_string())
-            ))
-        }
+        async move { create_grant(&population, worker, first + i, i, &*seconds).await }
     })
     .await?;
     let seconds_taken = started.elapsed().as_secs_f64();
-    let mut grants = Vec::with_capacity(count);
-    let mut latency = Latencies::new()?;
-    let mut failures = 0;
-    let mut failure_samples: Vec<String> = Vec::new();
-    let mut seen = HashSet::with_capacity(count);
-    for (_, result) in results {
-        // Every pair is new, so every answer must be a new grant: the same id
-        // twice means the server extended or returned a grant it had.
-        let result = result.and_then(|(grant, took)| {
-            if seen.insert(grant.id.clone()) {
-                Ok((grant, took))
-            } else {
-                bail!(
-                    "grant {} came back for a second (principal, role) pair: the server returned an existing \
+    let created = Created::collect(results, count)?;
+    let creation = Creation {
+        created: created.grants.len(),
+        failures: created.failures,
+        failure_samples: created.failure_samples,
+        seconds: seconds_taken,
+        per_second: created.grants.len() as f64 / seconds_taken.max(1e-9),
+        latency: created.latency.summary(),
+    };
+    Ok((created.grants, creation))
+}
+
+/// Grant `i`, of pair `pair`, for `seconds(i)`, by worker `worker`; tried
+/// [`ATTEMPTS`] times. Returns it with how long the successful call took.
+async fn create_grant(
+    population: &Population,
+    worker: usize,
+    pair: usize,
+    i: usize,
+    seconds: &(dyn Fn(usize) -> u64 + Send + Sync),
+) -> Result<(Grant, Duration)> {
+    let (principal, role) = population
+        .pairs
+        .pair(pair)
+        .with_context(|| format!("no (principal, role) pair left for grant {i}"))?;
+    let role = population
+        .roles
+        .get(role)
+        .with_context(|| format!("no benchmark role {role}"))?;
+    let client = population.client(worker, principal)?;
+    let mut last_error = None;
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let body = CreateRequest {
+            role: role.clone(),
+            duration: Some(format!("{}s", seconds(i))),
+            reason: "hallpass-bench expiry".into(),
+            ticket: None,
+            emergency: false,
+            scheduled_start: None,
+        };
+        let start = Instant::now();
+        match client.create_request(&body).await {
+            Ok(response) => {
+                return active_grant(response.request, role, principal).map(|g| (g, start.elapsed()));
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "{}",
+        last_error.map_or_else(|| "no attempt made".to_string(), |e| e.to_string())
+    ))
+}
+
+/// What came of `create_grants`'s jobs.
+struct Created {
+    grants: Vec<Grant>,
+    latency: Latencies,
+    failures: usize,
+    /// The first few distinct failures.
+    failure_samples: Vec<String>,
+}
+
+impl Created {
+    fn collect(results: Vec<(usize, Result<(Grant, Duration)>)>, count: usize) -> Result<Created> {
+        let mut grants = Vec::with_capacity(count);
+        let mut latency = Latencies::new()?;
+        let mut failures = 0;
+        let mut failure_samples: Vec<String> = Vec::new();
+        let mut seen = HashSet::with_capacity(count);
+        for (_, result) in results {
+            // Every pair is new, so every answer must be a new grant: the same id
+            // twice means the server extended or returned a grant it had.
+            let result = result.and_then(|(grant, took)| {
+                if seen.insert(grant.id.clone()) {
+                    Ok((grant, took))
+                } else {
+                    bail!(
+                        "grant {} came back for a second (principal, role) pair: the server returned an existing \
                      grant instead of creating one",
-                    grant.id
-                )
-            }
-        });
-        match result {
-            Ok((grant, took)) => {
-                latency.record(took);
-                grants.push(grant);
-            }
-            Err(error) => {
-                failures += 1;
-                let message = format!("{error:#}");
-                if failure_samples.len() < ERROR_SAMPLES && !failure_samples.contains(&message) {
-                    failure_samples.push(message);
+                        grant.id
+                    )
+                }
+            });
+            match result {
+                Ok((grant, took)) => {
+                    latency.record(took);
+                    grants.push(grant);
+                }
+                Err(error) => {
+                    failures += 1;
+                    let message = format!("{error:#}");
+                    if failure_samples.len() < ERROR_SAMPLES && !failure_samples.contains(&message) {
+                        failure_samples.push(message);
+                    }
                 }
             }
         }
+        Ok(Created {
+            grants,
+            latency,
+            failures,
+            failure_samples,
+        })
     }
-    let creation = Creation {
-        created: grants.len(),
-        failures,
-        failure_samples,
-        seconds: seconds_taken,
-        per_second: grants.len() as f64 / seconds_taken.max(1e-9),
-        latency: latency.summary(),
-    };
-    Ok((grants, creation))
 }
 
 fn active_grant(request: AccessRequest, role: &str, principal: usize) -> Result<Grant> {
@@ -479,33 +510,99 @@ pub async fn run_expiry(binary: &Path, backend: &Backend, options: &Options) -> 
 
 async fn expiry_scenario(deployment: &Deployment, options: &Options) -> Result<ExpiryReport> {
     let n = options.grants;
-    let window = options.window_seconds;
     let calibration_grants = (n / 20).clamp(20, 2000);
     let population = Arc::new(setup(deployment, n + calibration_grants).await?);
     let baseline = deployment.memory()?;
-
-    // Calibrate: how fast does this server create grants? Those grants
-    // (pairs n.., after the ones of the N grants) are released at once so
-    // they neither expire nor stay active.
-    eprintln!("expiry: calibrating with {calibration_grants} grants");
-    let (calibration, calibration_run) = create_grants(
-        &population,
-        n,
+    let rate = calibrate(&population, n, calibration_grants, options.clients).await?;
+    let burst = create_burst(deployment, &population, &baseline, options, rate).await?;
+    let (Some(earliest), Some(latest)) = (burst.earliest(), burst.latest()) else {
+        bail!("no grant was created: {}", burst.creation.failure_samples.join(" | "));
+    };
+    let drain = wait_for_expiry(deployment, earliest, latest, options.timeout).await?;
+    let peak = deployment.memory()?;
+    let events = expired_events(deployment).await?;
+    let tally = ExpiryTally::of(&burst.grants, &events)?;
+    let count_ok = tally.missing == 0 && tally.duplicated == 0 && tally.unexpected == 0 && burst.creation.failures == 0;
+    Ok(ExpiryReport {
+        backend: deployment.backend().clone(),
+        grants: n,
+        window_seconds: options.window_seconds,
+        clients: options.clients,
+        setup: population.setup.clone(),
         calibration_grants,
-        options.clients,
+        calibration_per_second: rate,
+        planned_start: burst.planned_start,
+        creation: burst.creation,
+        outside_window: burst.outside_window,
+        memory: MemoryReport {
+            peak_rss_mib: peak.iter().map(|m| mib(m.peak_rss_bytes)).collect(),
+            ..burst.memory_active
+        },
+        expired_events: events.len(),
+        matched: tally.matched,
+        missing: tally.missing,
+        duplicated: tally.duplicated,
+        unexpected: tally.unexpected,
+        count_ok,
+        lag: tally.lag.summary(),
+        expiry_span_seconds: tally.span_seconds,
+        drained_after_seconds: drain.after_seconds,
+        cpu_during_expiry: drain.cpu,
+    })
+}
+
+/// How fast this server creates grants, per second. The calibration grants
+/// (pairs `first..`, after the ones of the measured grants) are released at
+/// once, so they neither expire nor stay active.
+async fn calibrate(population: &Arc<Population>, first: usize, grants: usize, clients: usize) -> Result<f64> {
+    eprintln!("expiry: calibrating with {grants} grants");
+    let (calibration, run) = create_grants(
+        population,
+        first,
+        grants,
+        clients,
         None,
         Arc::new(|_| RSS_GRANT_SECONDS),
     )
     .await?;
-    if calibration_run.created == 0 {
-        bail!(
-            "calibration created no grant: {}",
-            calibration_run.failure_samples.join(" | ")
-        );
+    if run.created == 0 {
+        bail!("calibration created no grant: {}", run.failure_samples.join(" | "));
     }
-    release_all(&population, calibration, options.clients).await?;
-    let rate = calibration_run.per_second;
+    release_all(population, calibration, clients).await?;
+    Ok(run.per_second)
+}
 
+/// The measured grants, all active, and the server's memory with them.
+struct Burst {
+    grants: Vec<Grant>,
+    creation: Creation,
+    /// When the first of them is planned to expire (T0).
+    planned_start: DateTime<Utc>,
+    outside_window: usize,
+    memory_active: MemoryReport,
+}
+
+impl Burst {
+    fn earliest(&self) -> Option<DateTime<Utc>> {
+        self.grants.iter().map(|g| g.expires_at).min()
+    }
+
+    fn latest(&self) -> Option<DateTime<Utc>> {
+        self.grants.iter().map(|g| g.expires_at).max()
+    }
+}
+
+/// Creates the N grants so that they expire together in the window, which
+/// starts once creating them all (at `rate` per second, with a margin) is
+/// expected to be done.
+async fn create_burst(
+    deployment: &Deployment,
+    population: &Arc<Population>,
+    baseline: &[Memory],
+    options: &Options,
+    rate: f64,
+) -> Result<Burst> {
+    let (n, window) = (options.grants, options.window_seconds);
     let estimate = n as f64 / rate * SAFETY_FACTOR + options.margin_seconds as f64;
     let planned_start = Utc::now() + chrono::Duration::milliseconds((estimate * 1000.0) as i64);
     eprintln!(
@@ -519,11 +616,10 @@ async fn expiry_scenario(deployment: &Deployment, options: &Options) -> Result<E
         let millis = (target - Utc::now()).num_milliseconds().max(0) as u64;
         millis.div_ceil(1000).max(1)
     });
-    let (grants, creation) = create_grants(&population, 0, n, options.clients, Some("created"), seconds).await?;
+    let (grants, creation) = create_grants(population, 0, n, options.clients, Some("created"), seconds).await?;
     check_creation(&creation);
     let earliest = grants.iter().map(|g| g.expires_at).min();
-    let latest = grants.iter().map(|g| g.expires_at).max();
-    let memory_active = memory_with_grants(deployment, &baseline, earliest).await?;
+    let memory_active = memory_with_grants(deployment, baseline, earliest).await?;
     eprintln!(
         "expiry: created {} grants in {:.1}s ({:.0}/s); server RSS {:.1} MiB (largest replica) with all active",
         creation.created,
@@ -542,15 +638,35 @@ async fn expiry_scenario(deployment: &Deployment, options: &Options) -> Result<E
              (creation took longer than estimated); the burst is spread out"
         );
     }
-    let (Some(earliest), Some(latest)) = (earliest, latest) else {
-        bail!("no grant was created: {}", creation.failure_samples.join(" | "));
-    };
+    Ok(Burst {
+        grants,
+        creation,
+        planned_start,
+        outside_window,
+        memory_active,
+    })
+}
 
-    // Wait for the burst, then until nothing is active any more.
+/// How the server's expiry of the burst went, seen from outside.
+struct Drain {
+    /// From the last `expires_at` until nothing was active any more.
+    after_seconds: f64,
+    /// From the first expiry until nothing was active any more.
+    cpu: CpuReport,
+}
+
+/// Waits for the burst, then until nothing is active any more; fails after
+/// `timeout` past the last expiry.
+async fn wait_for_expiry(
+    deployment: &Deployment,
+    earliest: DateTime<Utc>,
+    latest: DateTime<Utc>,
+    timeout: Duration,
+) -> Result<Drain> {
     sleep_until_wall(earliest).await;
     let cpu_before = deployment.cpu_snapshot()?;
     sleep_until_wall(latest + chrono::Duration::seconds(1)).await;
-    let deadline = Instant::now() + options.timeout;
+    let deadline = Instant::now() + timeout;
     let admin = deployment.admin(0)?;
     loop {
         if !any_active(&admin).await? {
@@ -560,15 +676,18 @@ async fn expiry_scenario(deployment: &Deployment, options: &Options) -> Result<E
             bail!(
                 "grants were still active {}s after the last planned expiry; \
                  the server is not keeping up (see its CPU use) or the scheduler is stuck",
-                options.timeout.as_secs() + 1
+                timeout.as_secs() + 1
             );
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
-    let drained_after_seconds = (Utc::now() - latest).num_milliseconds() as f64 / 1000.0;
-    let cpu_during_expiry = CpuReport::between(&cpu_before, &deployment.cpu_snapshot()?);
-    let peak = deployment.memory()?;
+    let after_seconds = (Utc::now() - latest).num_milliseconds() as f64 / 1000.0;
+    let cpu = CpuReport::between(&cpu_before, &deployment.cpu_snapshot()?);
+    Ok(Drain { after_seconds, cpu })
+}
 
+/// Every `grant.expired` event of the deployment's audit log.
+async fn expired_events(deployment: &Deployment) -> Result<Vec<Expired>> {
     eprintln!("expiry: all grants ended; reading grant.expired events from the audit export");
     let mut collector = ExpiredCollector::default();
     deployment
@@ -576,59 +695,57 @@ async fn expiry_scenario(deployment: &Deployment, options: &Options) -> Result<E
         .audit_export(None, &mut collector)
         .await
         .context("cannot export the audit log")?;
-    let events = collector.finish()?;
+    collector.finish()
+}
 
-    let mut wanted: HashMap<&str, usize> = grants.iter().map(|g| (g.id.as_str(), 0)).collect();
-    let mut lag = Latencies::new()?;
-    let mut unexpected = 0;
-    let (mut first, mut last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (None, None);
-    for event in &events {
-        match event.request_id.as_deref().and_then(|id| wanted.get_mut(id)) {
-            Some(seen) => {
-                *seen += 1;
-                if *seen == 1 {
-                    lag.record_micros(event.lag_ms.max(0) as u64 * 1000);
+/// The `grant.expired` events held against the grants created.
+struct ExpiryTally {
+    /// Grants with at least one event.
+    matched: usize,
+    /// Grants without an event.
+    missing: usize,
+    /// Grants with more than one event.
+    duplicated: usize,
+    /// Events for grants not created here.
+    unexpected: usize,
+    /// Each grant's first event's lag.
+    lag: Latencies,
+    /// From the first to the last of the grants' events.
+    span_seconds: f64,
+}
+
+impl ExpiryTally {
+    fn of(grants: &[Grant], events: &[Expired]) -> Result<ExpiryTally> {
+        let mut wanted: HashMap<&str, usize> = grants.iter().map(|g| (g.id.as_str(), 0)).collect();
+        let mut lag = Latencies::new()?;
+        let mut unexpected = 0;
+        let (mut first, mut last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (None, None);
+        for event in events {
+            match event.request_id.as_deref().and_then(|id| wanted.get_mut(id)) {
+                Some(seen) => {
+                    *seen += 1;
+                    if *seen == 1 {
+                        lag.record_micros(event.lag_ms.max(0) as u64 * 1000);
+                    }
+                    first = Some(first.map_or(event.time, |t| t.min(event.time)));
+                    last = Some(last.map_or(event.time, |t| t.max(event.time)));
                 }
-                first = Some(first.map_or(event.time, |t| t.min(event.time)));
-                last = Some(last.map_or(event.time, |t| t.max(event.time)));
+                None => unexpected += 1,
             }
-            None => unexpected += 1,
         }
+        let span_seconds = match (first, last) {
+            (Some(first), Some(last)) => (last - first).num_milliseconds() as f64 / 1000.0,
+            _ => 0.0,
+        };
+        Ok(ExpiryTally {
+            matched: wanted.values().filter(|&&seen| seen >= 1).count(),
+            missing: wanted.values().filter(|&&seen| seen == 0).count(),
+            duplicated: wanted.values().filter(|&&seen| seen > 1).count(),
+            unexpected,
+            lag,
+            span_seconds,
+        })
     }
-    let matched = wanted.values().filter(|&&seen| seen >= 1).count();
-    let missing = wanted.values().filter(|&&seen| seen == 0).count();
-    let duplicated = wanted.values().filter(|&&seen| seen > 1).count();
-    let count_ok = missing == 0 && duplicated == 0 && unexpected == 0 && creation.failures == 0;
-    let expiry_span_seconds = match (first, last) {
-        (Some(first), Some(last)) => (last - first).num_milliseconds() as f64 / 1000.0,
-        _ => 0.0,
-    };
-    Ok(ExpiryReport {
-        backend: deployment.backend().clone(),
-        grants: n,
-        window_seconds: window,
-        clients: options.clients,
-        setup: population.setup.clone(),
-        calibration_grants,
-        calibration_per_second: rate,
-        planned_start,
-        creation,
-        outside_window,
-        memory: MemoryReport {
-            peak_rss_mib: peak.iter().map(|m| mib(m.peak_rss_bytes)).collect(),
-            ..memory_active
-        },
-        expired_events: events.len(),
-        matched,
-        missing,
-        duplicated,
-        unexpected,
-        count_ok,
-        lag: lag.summary(),
-        expiry_span_seconds,
-        drained_after_seconds,
-        cpu_during_expiry,
-    })
 }
 
 /// `rss`: N one-hour grants, then the server's memory.

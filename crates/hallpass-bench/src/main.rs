@@ -31,6 +31,7 @@ mod healthz;
 mod policy;
 mod postgres;
 mod procfs;
+mod random;
 mod server;
 mod stats;
 mod throughput;
@@ -411,68 +412,20 @@ fn print_target_comparison(runs: &[Run]) {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let json = cli.json.as_deref();
+    let hallpass = cli.hallpass.as_deref();
     // The policy benchmark is in-process: no binary, no server, its own report.
     let command = match cli.command {
-        Command::Policy(args) => return run_policy(args, cli.json.as_deref()).await,
-        Command::Flood(args) => return flood::run(args, cli.hallpass.as_deref(), cli.json.as_deref()).await,
+        Command::Policy(args) => return run_policy(args, json).await,
+        Command::Flood(args) => return flood::run(args, hallpass, json).await,
         command => command,
     };
-    let binary = server::resolve_binary(cli.hallpass.as_deref())?;
-    let started_at = Utc::now();
-    let machine = Machine::detect();
-    let built = std::fs::metadata(&binary)
-        .and_then(|meta| meta.modified())
-        .ok()
-        .map(DateTime::<Utc>::from);
-    let fsync_4k = procfs::sync_latency(200)?;
-    eprintln!(
-        "hallpass-bench: {} (built {}) on {} CPU(s) ({}), {} MiB; client and server share these CPUs",
-        binary.display(),
-        built.map_or_else(
-            || "at an unknown time".to_string(),
-            |t| t.format("%Y-%m-%d %H:%M UTC").to_string()
-        ),
-        machine.cpus,
-        machine.cpu_model,
-        machine.memory_total_mib
-    );
-    let mut results = Results {
-        started_at,
-        finished_at: started_at,
-        machine,
-        fsync_4k,
-        hallpass_binary: binary.display().to_string(),
-        hallpass_binary_modified: built,
-        runs: Vec::new(),
-    };
+    let binary = server::resolve_binary(hallpass)?;
+    let mut results = Results::start(&binary)?;
     let mut failure = None;
     match command {
-        Command::Throughput(args) => {
-            let backend = args.backend.backend()?;
-            let options = throughput::Options {
-                clients: args.clients,
-                duration: args.duration,
-                warmup: args.warmup,
-                role: args.role,
-                grant_for: args.grant_for,
-            };
-            let mut run = Run::new(&backend);
-            run.throughput = Some(throughput::run(&binary, &backend, &options).await?);
-            results.runs.push(run);
-        }
-        Command::Expiry(args) => {
-            let backend = args.backend.backend()?;
-            let options = expiry::Options {
-                grants: args.grants,
-                window_seconds: args.window,
-                clients: args.clients,
-                margin_seconds: args.margin,
-                timeout: args.timeout,
-            };
-            let mut run = Run::new(&backend);
-            run.expiry = Some(expiry::run_expiry(&binary, &backend, &options).await?);
-            results.runs.push(run);
-        }
+        Command::Throughput(args) => results.runs.push(throughput_run(&binary, args).await?),
+        Command::Expiry(args) => results.runs.push(expiry_run(&binary, args).await?),
         Command::Rss(args) => {
             let backend = args.backend.backend()?;
             let mut run = Run::new(&backend);
@@ -480,36 +433,112 @@ async fn run(cli: Cli) -> Result<()> {
             results.runs.push(run);
         }
         // Returned before the server set-up above; repeated for the match.
-        Command::Policy(args) => return run_policy(args, cli.json.as_deref()).await,
-        Command::Flood(args) => return flood::run(args, cli.hallpass.as_deref(), cli.json.as_deref()).await,
-        Command::All(args) => {
-            let mut backends = vec![(Backend::Sqlite, args.grants)];
-            if let Some(url) = &args.postgres {
-                for replicas in ALL_POSTGRES_REPLICAS {
-                    let backend = Backend::Postgres {
-                        server_url: url.clone(),
-                        replicas,
-                    };
-                    backends.push((backend, args.postgres_grants.unwrap_or(args.grants)));
-                }
-            }
-            for (backend, grants) in backends {
-                let (run, error) = run_all_parts(&binary, &backend, &args, grants).await;
-                results.runs.push(run);
-                // Go on with the next backend; report the first failure at the end.
-                if let Some(error) = error {
-                    eprintln!("error on {}: {error:#}", backend.label());
-                    failure.get_or_insert(error);
-                }
-            }
+        Command::Policy(args) => return run_policy(args, json).await,
+        Command::Flood(args) => return flood::run(args, hallpass, json).await,
+        Command::All(args) => failure = run_all(&binary, &args, &mut results.runs).await,
+    }
+    finish(results, failure, json)
+}
+
+impl Results {
+    /// Describes the machine and the binary (also on stderr, before the
+    /// long run starts); no runs yet.
+    fn start(binary: &Path) -> Result<Results> {
+        let started_at = Utc::now();
+        let machine = Machine::detect();
+        let built = std::fs::metadata(binary)
+            .and_then(|meta| meta.modified())
+            .ok()
+            .map(DateTime::<Utc>::from);
+        let fsync_4k = procfs::sync_latency(200)?;
+        eprintln!(
+            "hallpass-bench: {} (built {}) on {} CPU(s) ({}), {} MiB; client and server share these CPUs",
+            binary.display(),
+            built.map_or_else(
+                || "at an unknown time".to_string(),
+                |t| t.format("%Y-%m-%d %H:%M UTC").to_string()
+            ),
+            machine.cpus,
+            machine.cpu_model,
+            machine.memory_total_mib
+        );
+        Ok(Results {
+            started_at,
+            finished_at: started_at,
+            machine,
+            fsync_4k,
+            hallpass_binary: binary.display().to_string(),
+            hallpass_binary_modified: built,
+            runs: Vec::new(),
+        })
+    }
+}
+
+/// `throughput` on the backend asked for.
+async fn throughput_run(binary: &Path, args: ThroughputArgs) -> Result<Run> {
+    let backend = args.backend.backend()?;
+    let options = throughput::Options {
+        clients: args.clients,
+        duration: args.duration,
+        warmup: args.warmup,
+        role: args.role,
+        grant_for: args.grant_for,
+    };
+    let mut run = Run::new(&backend);
+    run.throughput = Some(throughput::run(binary, &backend, &options).await?);
+    Ok(run)
+}
+
+/// `expiry` on the backend asked for.
+async fn expiry_run(binary: &Path, args: ExpiryArgs) -> Result<Run> {
+    let backend = args.backend.backend()?;
+    let options = expiry::Options {
+        grants: args.grants,
+        window_seconds: args.window,
+        clients: args.clients,
+        margin_seconds: args.margin,
+        timeout: args.timeout,
+    };
+    let mut run = Run::new(&backend);
+    run.expiry = Some(expiry::run_expiry(binary, &backend, &options).await?);
+    Ok(run)
+}
+
+/// `all`: every part on SQLite, then on PostgreSQL with each replica count
+/// when a server is given. A failing backend does not stop the next one;
+/// the first failure is returned.
+async fn run_all(binary: &Path, args: &AllArgs, runs: &mut Vec<Run>) -> Option<anyhow::Error> {
+    let mut backends = vec![(Backend::Sqlite, args.grants)];
+    if let Some(url) = &args.postgres {
+        for replicas in ALL_POSTGRES_REPLICAS {
+            let backend = Backend::Postgres {
+                server_url: url.clone(),
+                replicas,
+            };
+            backends.push((backend, args.postgres_grants.unwrap_or(args.grants)));
         }
     }
+    let mut failure = None;
+    for (backend, grants) in backends {
+        let (run, error) = run_all_parts(binary, &backend, args, grants).await;
+        runs.push(run);
+        if let Some(error) = error {
+            eprintln!("error on {}: {error:#}", backend.label());
+            failure.get_or_insert(error);
+        }
+    }
+    failure
+}
+
+/// Checks the runs against the targets, prints and writes the results, then
+/// fails on the first failure or on a grant count that does not add up.
+fn finish(mut results: Results, failure: Option<anyhow::Error>, json: Option<&Path>) -> Result<()> {
     results.finished_at = Utc::now();
     for run in &mut results.runs {
         run.targets = targets(run);
     }
     print_results(&results);
-    if let Some(path) = &cli.json {
+    if let Some(path) = json {
         write_json(path, &results)?;
         eprintln!("wrote {}", path.display());
     }
@@ -632,6 +661,9 @@ async fn interrupted() -> &'static str {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any HTTP client exists: the expiry benchmark also builds plain
+    // reqwest clients, which take the process's rustls provider.
+    hallpass_client::install_tls_crypto_provider();
     // Dropping the benchmark future drops its server handles, which kills the
     // servers, removes their temp dirs and drops a PostgreSQL database.
     let outcome = tokio::select! {

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::server::random_hex;
+use crate::random::random_hex;
 
 /// Seconds `psql` may take to connect.
 const CONNECT_TIMEOUT_SECONDS: &str = "10";

@@ -480,8 +480,25 @@ pub fn print(report: &Report) {
     }
     // PostgreSQL's CPU gets its own column when it runs on this machine.
     let database = report.levels.iter().any(|l| l.cpu.database.is_some());
-    let rows: Vec<Vec<String>> = report
-        .levels
+    print_rates(&report.levels, database);
+    print_per_call(&report.levels, database);
+    print_setup(&report.levels);
+    for level in &report.levels {
+        if level.cpu.others_cores > OTHERS_WARNING_CORES {
+            println!(
+                "  note: at {} clients other processes used {:.2} cores meanwhile; the figures may be skewed",
+                level.clients, level.cpu.others_cores
+            );
+        }
+        for message in &level.error_samples {
+            println!("  error at {} clients: {message}", level.clients);
+        }
+    }
+}
+
+/// Operations per second, latency and CPU by client count.
+fn print_rates(levels: &[Level], database: bool) {
+    let rows: Vec<Vec<String>> = levels
         .iter()
         .map(|l| {
             let mut row = vec![
@@ -522,9 +539,13 @@ pub fn print(report: &Report) {
     }
     header.extend(["bench cores", "other cores"]);
     print_table(&header, &rows);
+}
+
+/// Latency of each of the two calls, and where the server's (and
+/// PostgreSQL's) CPU went.
+fn print_per_call(levels: &[Level], database: bool) {
     println!("\n  Per call (p50 / p99 ms) and the busiest threads:");
-    let rows: Vec<Vec<String>> = report
-        .levels
+    let rows: Vec<Vec<String>> = levels
         .iter()
         .map(|l| {
             vec![
@@ -537,17 +558,19 @@ pub fn print(report: &Report) {
         .collect();
     print_table(&["clients", "POST request", "GET credentials", "server CPU"], &rows);
     if database {
-        let rows: Vec<Vec<String>> = report
-            .levels
+        let rows: Vec<Vec<String>> = levels
             .iter()
             .filter_map(|l| Some(vec![l.clients.to_string(), l.cpu.database.as_ref()?.describe()]))
             .collect();
         println!();
         print_table(&["clients", "PostgreSQL CPU (whole server)"], &rows);
     }
+}
+
+/// How many (role, principal) pairs each level had and used.
+fn print_setup(levels: &[Level]) {
     println!("\n  Setup (roles × principals, each pair requested at most once):");
-    let rows: Vec<Vec<String>> = report
-        .levels
+    let rows: Vec<Vec<String>> = levels
         .iter()
         .map(|l| {
             let available = l.roles * l.principals_per_client * l.clients;
@@ -565,15 +588,4 @@ pub fn print(report: &Report) {
         })
         .collect();
     print_table(&["clients", "roles", "principals", "pairs used", "setup"], &rows);
-    for level in &report.levels {
-        if level.cpu.others_cores > OTHERS_WARNING_CORES {
-            println!(
-                "  note: at {} clients other processes used {:.2} cores meanwhile; the figures may be skewed",
-                level.clients, level.cpu.others_cores
-            );
-        }
-        for message in &level.error_samples {
-            println!("  error at {} clients: {message}", level.clients);
-        }
-    }
 }

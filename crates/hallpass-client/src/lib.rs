@@ -80,6 +80,16 @@ impl ClientError {
     }
 }
 
+/// Makes aws-lc-rs, the project's one crypto backend, the process's rustls
+/// provider unless the program already chose one. reqwest is built without a
+/// provider of its own, so every `reqwest::Client` in the process needs this
+/// to have run first; [`Client::new`] calls it, and so must code that builds
+/// a `reqwest::Client` directly. Idempotent.
+pub fn install_tls_crypto_provider() {
+    // An error only means a provider is installed already, which is the goal.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// A handle on one Hallpass server, with an optional bearer token. Cheap to
 /// clone: clones share the connection pool.
 #[derive(Debug, Clone)]
@@ -94,6 +104,7 @@ impl Client {
     /// `host:port`, which means `http://host:port`.
     pub fn new(addr: &str, token: Option<String>) -> Result<Self, ClientError> {
         let base = parse_address(addr)?;
+        install_tls_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             // The server closes idle connections after 10 s; reuse them

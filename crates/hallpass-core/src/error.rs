@@ -6,7 +6,6 @@
 use thiserror::Error;
 
 use crate::request::RequestState;
-use crate::text::TextField;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RuleError {
@@ -99,6 +98,24 @@ pub enum RuleError {
     },
     #[error("you cannot review your own break-glass grant {0}; ask an approver of the role")]
     SelfReview(String),
+}
+
+/// Which text a check is about, for the error message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextField {
+    Reason,
+    Ticket,
+    Comment,
+}
+
+impl TextField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TextField::Reason => "reason",
+            TextField::Ticket => "ticket",
+            TextField::Comment => "comment",
+        }
+    }
 }
 
 fn required_hint(field: TextField) -> &'static str {

@@ -7,7 +7,10 @@
 //! another field or another decision, so they are refused at the door; the
 //! CLI escapes them again on output for anything stored before.
 
+// The field names live with the errors that name them, so the errors need
+// nothing from here.
 use crate::error::RuleError;
+pub use crate::error::TextField;
 
 /// Longest reason accepted, in characters.
 pub const MAX_REASON_CHARS: usize = 1024;
@@ -16,29 +19,12 @@ pub const MAX_TICKET_CHARS: usize = 128;
 /// Longest approval or denial comment accepted, in characters.
 pub const MAX_COMMENT_CHARS: usize = 1024;
 
-/// Which text a check is about, for the error message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TextField {
-    Reason,
-    Ticket,
-    Comment,
-}
-
-impl TextField {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TextField::Reason => "reason",
-            TextField::Ticket => "ticket",
-            TextField::Comment => "comment",
-        }
-    }
-
-    fn max_chars(self) -> usize {
-        match self {
-            TextField::Reason => MAX_REASON_CHARS,
-            TextField::Ticket => MAX_TICKET_CHARS,
-            TextField::Comment => MAX_COMMENT_CHARS,
-        }
+/// The longest `field` accepted, in characters.
+fn max_chars(field: TextField) -> usize {
+    match field {
+        TextField::Reason => MAX_REASON_CHARS,
+        TextField::Ticket => MAX_TICKET_CHARS,
+        TextField::Comment => MAX_COMMENT_CHARS,
     }
 }
 
@@ -68,11 +54,11 @@ pub fn optional(field: TextField, text: &Option<String>) -> Result<Option<String
         return Ok(None);
     };
     let chars = trimmed.chars().count();
-    if chars > field.max_chars() {
+    if chars > max_chars(field) {
         return Err(RuleError::TooLong {
             field,
             chars,
-            max: field.max_chars(),
+            max: max_chars(field),
         });
     }
     if let Some(found) = first_disguising_char(trimmed) {

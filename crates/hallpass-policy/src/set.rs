@@ -144,125 +144,10 @@ impl PolicySet {
     /// starting with the reserved `(hallpass) `, calls to functions that are
     /// neither builtins nor defined, and what regorus's analysis finds.
     pub fn compile(modules: &[PolicyModule]) -> Result<PolicySet, PolicyError> {
-        let mut names = BTreeSet::new();
-        for module in modules {
-            if module.name.starts_with(FORCING_MODULE_PREFIX) {
-                return Err(PolicyError::Compile {
-                    module: module.name.clone(),
-                    line: 1,
-                    column: 1,
-                    message: format!("module names starting with {FORCING_MODULE_PREFIX:?} are reserved"),
-                });
-            }
-            if !names.insert(module.name.as_str()) {
-                return Err(PolicyError::Compile {
-                    module: module.name.clone(),
-                    line: 1,
-                    column: 1,
-                    message: format!("two modules are named {:?}; module names must be unique", module.name),
-                });
-            }
-        }
-
-        // First pass: parse and check the modules on their own.
-        let mut parsed = new_engine(EVALUATION_TIME_LIMIT);
-        for module in modules {
-            parsed
-                .add_policy(module.name.clone(), module.source.clone())
-                .map_err(|error| compile_error(&module.name, &error))?;
-        }
-        let packages = parsed
-            .get_policy_package_components()
-            .map_err(|error| internal_compile_error(modules, &error))?;
-        let asts = parsed.get_modules().clone();
-        let mut compiled = Vec::with_capacity(modules.len());
-        for ((module, package), tree) in modules.iter().zip(packages).zip(&asts) {
-            let components = &package.components;
-            let refusal = if components.len() < 2 || components[0] != "hallpass" {
-                Some(format!(
-                    "package {} is not allowed here: use package hallpass.request for decision rules, \
-                     hallpass.request_test for tests, or hallpass.NAME for helpers",
-                    components.join(".")
-                ))
-            } else if components.len() > 2
-                && components[..2] == DECISION_PACKAGE
-                && DecisionRule::ALL.iter().any(|rule| rule.name() == components[2])
-            {
-                Some(format!(
-                    "package {} would make hallpass.request.{} an object of rules; \
-                     declare that rule in package hallpass.request instead",
-                    components.join("."),
-                    components[2]
-                ))
-            } else {
-                None
-            };
-            if let Some(message) = refusal {
-                let place = ast::package_place(tree);
-                return Err(PolicyError::Compile {
-                    module: module.name.clone(),
-                    line: place.line,
-                    column: place.column,
-                    message,
-                });
-            }
-            compiled.push(CompiledModule {
-                name: module.name.clone(),
-                package: package.components,
-                tests: ast::test_rules(tree),
-                rules: ast::rule_refs(tree),
-            });
-        }
-        if let Some((place, name)) = ast::unknown_call(asts.iter().map(|tree| &**tree)) {
-            return Err(PolicyError::Compile {
-                module: place.file,
-                line: place.line,
-                column: place.column,
-                message: format!(
-                    "unknown function {name}: it is not a builtin available in Hallpass, \
-                     nor a function defined in these policies"
-                ),
-            });
-        }
-        // Second pass: the engine evaluations use, with the forcing modules
-        // first (see the module documentation).
-        let mut engine = new_engine(EVALUATION_TIME_LIMIT);
-        for (name, source) in forcing_modules(&compiled) {
-            engine
-                .add_policy(name, source)
-                .map_err(|error| internal_compile_error(modules, &error))?;
-        }
-        for module in modules {
-            engine
-                .add_policy(module.name.clone(), module.source.clone())
-                .map_err(|error| compile_error(&module.name, &error))?;
-        }
-        if !modules.is_empty() {
-            // Analyse and schedule the modules now, so what that finds is a
-            // compile error here rather than an evaluation error later, and
-            // every engine cloned from this one starts prepared.
-            engine
-                .eval_query("true".to_string(), false)
-                .map_err(|error| match error_text(&error) {
-                    text if text.contains("--> ") => compile_error(&modules[0].name, &error),
-                    _ => internal_compile_error(modules, &error),
-                })?;
-        }
-
-        // `print` output is kept in the engine, not written to the server's
-        // stderr at request rate, and dropped after each evaluation.
-        engine.set_gather_prints(true);
-
-        let mut rules = Vec::new();
-        for rule in DecisionRule::ALL {
-            for module in &compiled {
-                if declares(&engine, module, rule).map_err(|error| internal_compile_error(modules, &error))? {
-                    rules.push(rule);
-                    break;
-                }
-            }
-        }
-
+        check_module_names(modules)?;
+        let compiled = parse_modules(modules)?;
+        let engine = prepare_engine(modules, &compiled)?;
+        let rules = declared_rules(&engine, &compiled, modules)?;
         Ok(PolicySet {
             inner: Arc::new(Inner {
                 hash: set_hash(modules),
@@ -361,6 +246,148 @@ impl Inner {
             idle.push(engine);
         }
     }
+}
+
+/// Refuses reserved and repeated module names.
+fn check_module_names(modules: &[PolicyModule]) -> Result<(), PolicyError> {
+    let mut names = BTreeSet::new();
+    for module in modules {
+        if module.name.starts_with(FORCING_MODULE_PREFIX) {
+            return Err(PolicyError::Compile {
+                module: module.name.clone(),
+                line: 1,
+                column: 1,
+                message: format!("module names starting with {FORCING_MODULE_PREFIX:?} are reserved"),
+            });
+        }
+        if !names.insert(module.name.as_str()) {
+            return Err(PolicyError::Compile {
+                module: module.name.clone(),
+                line: 1,
+                column: 1,
+                message: format!("two modules are named {:?}; module names must be unique", module.name),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// First pass: parses and checks the modules on their own (packages, calls
+/// to unknown functions) and keeps what later steps need of each.
+fn parse_modules(modules: &[PolicyModule]) -> Result<Vec<CompiledModule>, PolicyError> {
+    let mut parsed = new_engine(EVALUATION_TIME_LIMIT);
+    for module in modules {
+        parsed
+            .add_policy(module.name.clone(), module.source.clone())
+            .map_err(|error| compile_error(&module.name, &error))?;
+    }
+    let packages = parsed
+        .get_policy_package_components()
+        .map_err(|error| internal_compile_error(modules, &error))?;
+    let asts = parsed.get_modules().clone();
+    let mut compiled = Vec::with_capacity(modules.len());
+    for ((module, package), tree) in modules.iter().zip(packages).zip(&asts) {
+        if let Some(message) = package_refusal(&package.components) {
+            let place = ast::package_place(tree);
+            return Err(PolicyError::Compile {
+                module: module.name.clone(),
+                line: place.line,
+                column: place.column,
+                message,
+            });
+        }
+        compiled.push(CompiledModule {
+            name: module.name.clone(),
+            package: package.components,
+            tests: ast::test_rules(tree),
+            rules: ast::rule_refs(tree),
+        });
+    }
+    if let Some((place, name)) = ast::unknown_call(asts.iter().map(|tree| &**tree)) {
+        return Err(PolicyError::Compile {
+            module: place.file,
+            line: place.line,
+            column: place.column,
+            message: format!(
+                "unknown function {name}: it is not a builtin available in Hallpass, \
+                 nor a function defined in these policies"
+            ),
+        });
+    }
+    Ok(compiled)
+}
+
+/// Why a module may not declare this package, if it may not: it must be
+/// under `hallpass`, and not below a decision rule.
+fn package_refusal(components: &[String]) -> Option<String> {
+    if components.len() < 2 || components[0] != "hallpass" {
+        Some(format!(
+            "package {} is not allowed here: use package hallpass.request for decision rules, \
+             hallpass.request_test for tests, or hallpass.NAME for helpers",
+            components.join(".")
+        ))
+    } else if components.len() > 2
+        && components[..2] == DECISION_PACKAGE
+        && DecisionRule::ALL.iter().any(|rule| rule.name() == components[2])
+    {
+        Some(format!(
+            "package {} would make hallpass.request.{} an object of rules; \
+             declare that rule in package hallpass.request instead",
+            components.join("."),
+            components[2]
+        ))
+    } else {
+        None
+    }
+}
+
+/// Second pass: the engine evaluations use, with the forcing modules first
+/// (see the module documentation), analysed and scheduled.
+fn prepare_engine(modules: &[PolicyModule], compiled: &[CompiledModule]) -> Result<Engine, PolicyError> {
+    let mut engine = new_engine(EVALUATION_TIME_LIMIT);
+    for (name, source) in forcing_modules(compiled) {
+        engine
+            .add_policy(name, source)
+            .map_err(|error| internal_compile_error(modules, &error))?;
+    }
+    for module in modules {
+        engine
+            .add_policy(module.name.clone(), module.source.clone())
+            .map_err(|error| compile_error(&module.name, &error))?;
+    }
+    if !modules.is_empty() {
+        // Analyse and schedule the modules now, so what that finds is a
+        // compile error here rather than an evaluation error later, and
+        // every engine cloned from this one starts prepared.
+        engine
+            .eval_query("true".to_string(), false)
+            .map_err(|error| match error_text(&error) {
+                text if text.contains("--> ") => compile_error(&modules[0].name, &error),
+                _ => internal_compile_error(modules, &error),
+            })?;
+    }
+    // `print` output is kept in the engine, not written to the server's
+    // stderr at request rate, and dropped after each evaluation.
+    engine.set_gather_prints(true);
+    Ok(engine)
+}
+
+/// The decision rules some module declares, in [`DecisionRule::ALL`] order.
+fn declared_rules(
+    engine: &Engine,
+    compiled: &[CompiledModule],
+    modules: &[PolicyModule],
+) -> Result<Vec<DecisionRule>, PolicyError> {
+    let mut rules = Vec::new();
+    for rule in DecisionRule::ALL {
+        for module in compiled {
+            if declares(engine, module, rule).map_err(|error| internal_compile_error(modules, &error))? {
+                rules.push(rule);
+                break;
+            }
+        }
+    }
+    Ok(rules)
 }
 
 /// For each package split over several modules, a module of that package

@@ -368,6 +368,14 @@ impl WebhookEvent {
 /// Unix seconds now; a field so tests can sign at other times.
 type UnixClock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
+/// Makes aws-lc-rs, the project's one crypto backend, the process's rustls
+/// provider unless the program already chose one: reqwest is built without a
+/// provider of its own and takes the process default. Idempotent.
+fn install_tls_crypto_provider() {
+    // An error only means a provider is installed already, which is the goal.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// Calls the target's webhook to issue and revoke grants.
 #[derive(Clone)]
 pub struct WebhookProvider {
@@ -384,6 +392,7 @@ impl fmt::Debug for WebhookProvider {
 impl WebhookProvider {
     /// Builds the shared HTTP client (rustls, no redirects, a connect timeout).
     pub fn new() -> Result<Self, ProviderError> {
+        install_tls_crypto_provider();
         let client = Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .redirect(redirect::Policy::none())

@@ -416,6 +416,8 @@ async fn tls_serves_healthz_and_the_peer_address_and_tells_plain_http_clients_to
     assert!(response.ends_with(&local.to_string()), "{response}");
 
     // Plain HTTP to the TLS port: a clear 400, not a hang or a bare reset.
+    // reqwest has no crypto provider of its own: it takes the process's.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let plain = reqwest::Client::builder().no_proxy().build().unwrap();
     let response = plain
         .get(format!("http://127.0.0.1:{port}/healthz"))

@@ -287,6 +287,28 @@ fn review_state(request: &AccessRequest, now: DateTime<Utc>) -> Option<String> {
 
 /// Every field of a request, for `show`.
 pub fn render_detail(r: &AccessRequest, now: DateTime<Utc>) -> String {
+    let mut rows = summary_rows(r, now);
+    if r.approval.is_none() {
+        // Without stage detail the flat fields are all there is.
+        rows.extend(flat_approval_rows(r));
+    }
+    rows.extend(outcome_rows(r, now));
+    let mut out = fields(&rows);
+    push_approvals(&mut out, r, now);
+    if !r.extensions.is_empty() {
+        out.push_str("extensions:\n");
+        for extension in &r.extensions {
+            out.push_str(&render_extension(extension, now));
+        }
+    }
+    push_credential(&mut out, r.credential.as_ref());
+    out
+}
+
+type Rows = Vec<(&'static str, String)>;
+
+/// Who asked for what, why, and the request's timeline.
+fn summary_rows(r: &AccessRequest, now: DateTime<Utc>) -> Rows {
     let mut rows = vec![
         ("id", r.id.clone()),
         ("role", r.role.clone()),
@@ -324,21 +346,29 @@ pub fn render_detail(r: &AccessRequest, now: DateTime<Utc>) -> String {
         ("ended", opt_time(r.ended_at.as_ref())),
         ("auto approved", yes_no(r.auto_approved)),
     ]);
-    if r.approval.is_none() {
-        // Without stage detail the flat fields are all there is.
-        let missing = (r.required_approvals as usize).saturating_sub(r.approvals.len());
-        let still_needed = if r.state == RequestState::Pending && missing > 0 {
-            format!("{missing} more from {}", join_or_dash(&r.approvers))
-        } else {
-            "-".to_string()
-        };
-        rows.extend([
-            ("approvers", join_or_dash(&r.approvers)),
-            ("approvals", format!("{}/{}", r.approvals.len(), r.required_approvals)),
-            ("still needed", still_needed),
-        ]);
-    }
-    rows.extend([
+    rows
+}
+
+/// Approvers, approvals so far and who is still needed, for a request
+/// without stage detail.
+fn flat_approval_rows(r: &AccessRequest) -> Rows {
+    let missing = (r.required_approvals as usize).saturating_sub(r.approvals.len());
+    let still_needed = if r.state == RequestState::Pending && missing > 0 {
+        format!("{missing} more from {}", join_or_dash(&r.approvers))
+    } else {
+        "-".to_string()
+    };
+    vec![
+        ("approvers", join_or_dash(&r.approvers)),
+        ("approvals", format!("{}/{}", r.approvals.len(), r.required_approvals)),
+        ("still needed", still_needed),
+    ]
+}
+
+/// How the request was decided and ended: the decision, the policies'
+/// verdict, failed revocations, and the record's version.
+fn outcome_rows(r: &AccessRequest, now: DateTime<Utc>) -> Rows {
+    let mut rows = vec![
         (
             "decision",
             r.decision.as_ref().map_or_else(|| "-".to_string(), who_when),
@@ -347,7 +377,7 @@ pub fn render_detail(r: &AccessRequest, now: DateTime<Utc>) -> String {
             "ended by",
             r.ended_by.as_ref().map_or_else(|| "-".to_string(), who_when),
         ),
-    ]);
+    ];
     if let Some(policy) = &r.policy {
         rows.push((
             "policy",
@@ -367,36 +397,39 @@ pub fn render_detail(r: &AccessRequest, now: DateTime<Utc>) -> String {
         rows.push(("next revoke", opt_time_relative(r.next_revoke_at.as_ref(), now)));
     }
     rows.push(("version", r.version.to_string()));
-    let mut out = fields(&rows);
+    rows
+}
 
+/// The policies' refusal, then the approval flow stage by stage, or the
+/// flat list of approvals when there is no stage detail.
+fn push_approvals(out: &mut String, r: &AccessRequest, now: DateTime<Utc>) {
     let refusal = policy_refusal(r.policy.as_ref());
     if !refusal.is_empty() {
         out.push_str("denied by policy:\n");
         for line in refusal {
-            push_line(&mut out, "  ", &line);
+            push_line(out, "  ", &line);
         }
     }
     match &r.approval {
         Some(flow) => {
-            push_line(&mut out, "", &format!("approval: {}", flow_heading(flow)));
+            push_line(out, "", &format!("approval: {}", flow_heading(flow)));
             out.push_str(&render_flow(flow, "  ", now));
         }
         None if !r.approvals.is_empty() => {
             out.push_str("approved by:\n");
             for a in &r.approvals {
                 let comment = comment_suffix(a.comment.as_deref());
-                push_line(&mut out, "  ", &format!("{} at {}{comment}", a.approver, time(&a.at)));
+                push_line(out, "  ", &format!("{} at {}{comment}", a.approver, time(&a.at)));
             }
         }
         None => {}
     }
-    if !r.extensions.is_empty() {
-        out.push_str("extensions:\n");
-        for extension in &r.extensions {
-            out.push_str(&render_extension(extension, now));
-        }
-    }
-    match &r.credential {
+}
+
+/// The credential's fields one per line (strings unquoted), or on one line
+/// when it is not an object.
+fn push_credential(out: &mut String, credential: Option<&serde_json::Value>) {
+    match credential {
         Some(serde_json::Value::Object(map)) if !map.is_empty() => {
             out.push_str("credential:\n");
             for (key, value) in map {
@@ -404,13 +437,12 @@ pub fn render_detail(r: &AccessRequest, now: DateTime<Utc>) -> String {
                     serde_json::Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                push_line(&mut out, "  ", &format!("{key}: {value}"));
+                push_line(out, "  ", &format!("{key}: {value}"));
             }
         }
         Some(serde_json::Value::Null) | None => {}
-        Some(other) => push_line(&mut out, "", &format!("credential: {other}")),
+        Some(other) => push_line(out, "", &format!("credential: {other}")),
     }
-    out
 }
 
 /// The FLAGS cell of the request tables: `emergency`, `review open`,

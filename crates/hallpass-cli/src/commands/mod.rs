@@ -5,6 +5,7 @@ pub mod audit;
 pub mod config;
 pub mod detail;
 pub mod extend;
+pub mod extension;
 pub mod flows;
 pub mod grants;
 pub mod identity;
@@ -25,6 +26,9 @@ use crate::output::OutputFormat;
 pub const EXIT_NO_ACCESS: u8 = 3;
 /// Exit code when the user interrupts a wait with Ctrl-C (128 + SIGINT).
 pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Server-side long-poll timeout for `--wait`, in seconds.
+pub const WAIT_POLL_SECONDS: u64 = 25;
 
 pub type CmdResult = anyhow::Result<ExitCode>;
 
@@ -56,7 +60,10 @@ pub fn ok() -> CmdResult {
 #[cfg(test)]
 pub mod fixtures {
     use chrono::{DateTime, TimeZone, Utc};
-    use hallpass_api::{AccessRequest, ApprovalRecord, FlowProgress, RequestState, StageProgress, StageState};
+    use hallpass_api::{
+        AccessRequest, ApprovalRecord, ExtensionRecord, ExtensionState, FlowProgress, RequestState, StageProgress,
+        StageState,
+    };
 
     /// 2026-12-01T09:00:00Z, the "now" of the tests.
     pub fn now() -> DateTime<Utc> {
@@ -113,6 +120,25 @@ pub mod fixtures {
         r.activated_at = Some(r.created_at + minutes(1));
         r.expires_at = Some(r.created_at + minutes(61));
         r
+    }
+
+    /// `active()`, ending in 90 minutes, with one extension (+30m) in `state`.
+    pub fn with_extension(state: ExtensionState) -> AccessRequest {
+        let mut grant = active();
+        grant.expires_at = Some(now() + minutes(90));
+        grant.extensions.push(ExtensionRecord {
+            number: 1,
+            by_seconds: 1800,
+            reason: "more".into(),
+            ticket: None,
+            requested_at: now(),
+            state,
+            auto_approved: false,
+            approval: None,
+            decision: None,
+            policy: None,
+        });
+        grant
     }
 
     /// Two stages: dev-leads ×1 (approved by bob), then security ×2 (open,

@@ -17,22 +17,18 @@ use anyhow::bail;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use clap::{Args, ValueEnum};
 use hallpass_api::{
-    AccessRequest, CreateRequest, CreateRequestResponse, Credential, ExtensionRecord, ExtensionState, RequestOutcome,
-    RequestState,
+    AccessRequest, CreateRequest, CreateRequestResponse, Credential, ExtensionState, RequestOutcome, RequestState,
 };
 use hallpass_client::Client;
 use indicatif::ProgressBar;
 
-use super::detail::{approval_progress, flags, flow_status, policy_refusal, render_detail};
-use super::extend::{extension_ended_without_access, poll_extension};
-use super::{CmdResult, Ctx, EXIT_INTERRUPTED, EXIT_NO_ACCESS, ok};
+use super::detail::{approval_progress, flags, flow_status, render_detail};
+use super::extension::{extension_ended_without_access, extension_state_phrase, find_extension, poll_extension};
+use super::{CmdResult, Ctx, EXIT_INTERRUPTED, EXIT_NO_ACCESS, WAIT_POLL_SECONDS, ok};
 use crate::output::{
     Table, eprint_message, escape_controls, join_or_dash, opt_time, opt_time_relative, or_dash, print_fields,
     print_json, print_message, time, time_relative, truncate,
 };
-
-/// Server-side long-poll timeout for `--wait`, in seconds.
-pub const WAIT_POLL_SECONDS: u64 = 25;
 
 #[derive(Debug, Args)]
 pub struct RequestArgs {
@@ -244,26 +240,6 @@ pub fn overlap_message(grant: &AccessRequest, overlap: &Overlap, now: DateTime<U
             ),
             None => format!("{held}; asked to extend it (extension #{number})"),
         },
-    }
-}
-
-pub fn find_extension(grant: &AccessRequest, number: u32) -> Option<&ExtensionRecord> {
-    grant.extensions.iter().find(|extension| extension.number == number)
-}
-
-/// `is pending (stage 1/1: ...)`, `was approved`, `was denied by policy`, ...
-pub fn extension_state_phrase(extension: &ExtensionRecord) -> String {
-    match extension.state {
-        ExtensionState::Pending => match &extension.approval {
-            Some(flow) => format!("is pending ({})", flow_status(flow)),
-            None => "is pending".to_string(),
-        },
-        ExtensionState::Approved if extension.auto_approved => "was approved at once".to_string(),
-        ExtensionState::Denied if !policy_refusal(extension.policy.as_ref()).is_empty() => {
-            "was denied by policy".to_string()
-        }
-        ExtensionState::Lapsed => "lapsed: the grant ended first".to_string(),
-        state => format!("was {state}"),
     }
 }
 
@@ -642,6 +618,7 @@ mod tests {
     use super::*;
     use crate::commands::fixtures::{active, minutes, now, request};
     use chrono::TimeZone;
+    use hallpass_api::ExtensionRecord;
     use std::collections::BTreeMap;
 
     #[test]

@@ -424,6 +424,7 @@ impl Server {
             .enable_all()
             .build()
             .expect("runtime");
+        hallpass_client::install_tls_crypto_provider();
         runtime.block_on(async {
             let response = reqwest::get(format!("{}{path}", self.addr))
                 .await
@@ -469,6 +470,7 @@ impl Server {
             .enable_all()
             .build()
             .expect("runtime");
+        hallpass_client::install_tls_crypto_provider();
         runtime.block_on(async {
             let client = reqwest::Client::new();
             let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");

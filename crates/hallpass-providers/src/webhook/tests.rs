@@ -436,6 +436,36 @@ async fn unreachable_url_is_an_error_that_shows_no_secret() {
     }
 }
 
+/// An HTTPS endpoint whose certificate no public root vouches for: the
+/// webhook client, on aws-lc-rs and the webpki roots, must refuse it.
+#[tokio::test]
+async fn an_https_endpoint_with_an_untrusted_certificate_is_refused() {
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let server_config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handshake = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        acceptor.accept(stream).await.map(|_| ())
+    });
+
+    let webhook = WebhookProvider::new().unwrap();
+    let error = webhook.issue(&grant(&format!("https://{addr}/h"))).await.unwrap_err();
+    let message = target_message(error);
+    assert!(message.contains("webhook unreachable"), "{message}");
+    assert!(message.contains("certificate"), "{message}");
+    // The client got as far as the server's certificate and rejected it.
+    assert!(handshake.await.unwrap().is_err());
+}
+
 #[tokio::test]
 async fn a_silent_endpoint_times_out() {
     let server = TestServer::start(0, "", "").await;
@@ -801,6 +831,7 @@ async fn an_upgraded_target_authenticates_as_the_legacy_one_did() {
     let provider = WebhookProvider::new().unwrap();
     // What the earlier release did with such a URL: hand it to the HTTP
     // client, which sends user-info as basic auth and the query as it is.
+    super::install_tls_crypto_provider();
     let legacy_client = Client::builder().redirect(redirect::Policy::none()).build().unwrap();
     for legacy_url in [
         server.url("/h?team=ops").replace("http://", "http://hook:p%40ss@"),
