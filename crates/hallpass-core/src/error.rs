@@ -5,7 +5,7 @@
 
 use thiserror::Error;
 
-use crate::request::RequestState;
+use crate::state::RequestState;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RuleError {
@@ -78,8 +78,8 @@ pub enum RuleError {
     EmergencyScheduled,
     #[error("the start time {0} is in the past; give a future start time, or none to start on approval")]
     ScheduledInPast(String),
-    #[error("the start time {0} is more than {max} days ahead; ask closer to the time", max = crate::request::MAX_SCHEDULE_AHEAD_DAYS)]
-    ScheduledTooFar(String),
+    #[error("the start time {at} is more than {max_days} days ahead; ask closer to the time")]
+    ScheduledTooFar { at: String, max_days: i64 },
     #[error("request {id} timed out at {at} without a decision; make a new request")]
     TimedOut { id: String, at: String },
     #[error("grant {id} expired at {at}; it can no longer be extended")]
@@ -140,7 +140,10 @@ mod tests {
             RuleError::EmergencyNotAllowed("db".into()),
             RuleError::EmergencyScheduled,
             RuleError::ScheduledInPast("2026-01-01T00:00:00Z".into()),
-            RuleError::ScheduledTooFar("2027-01-01T00:00:00Z".into()),
+            RuleError::ScheduledTooFar {
+                at: "2027-01-01T00:00:00Z".into(),
+                max_days: 90,
+            },
             RuleError::ExtensionPending {
                 id: "r1".into(),
                 number: 2,

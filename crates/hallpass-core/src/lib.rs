@@ -15,6 +15,7 @@ pub mod events;
 pub mod flow;
 pub mod request;
 pub mod role;
+mod state;
 pub mod subject;
 pub mod text;
 

@@ -15,7 +15,6 @@ mod ending;
 mod extension;
 mod open;
 mod review;
-mod state;
 pub mod transitions;
 
 #[cfg(test)]
@@ -28,11 +27,11 @@ pub use crate::error::RuleError;
 pub use crate::events::AuditKind;
 pub use crate::flow::{Approval, ApprovalProgress, FlowRules};
 pub use crate::role::{RoleApproval, RoleRules};
+pub use crate::state::{EndKind, RequestState, UnknownState};
 use crate::subject::{Principal, Subject};
 pub use crate::text::{MAX_COMMENT_CHARS, MAX_REASON_CHARS, MAX_TICKET_CHARS};
 pub use decisions::RoleCheck;
 pub use ending::revoke_backoff;
-pub use state::{EndKind, RequestState, UnknownState};
 pub use transitions::Action;
 
 /// How far ahead a request may be scheduled.

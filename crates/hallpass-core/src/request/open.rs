@@ -76,9 +76,10 @@ fn scheduled_start(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<Opti
         Some(at) if at < now - Duration::seconds(SCHEDULE_GRACE_SECONDS) => {
             Err(RuleError::ScheduledInPast(rfc3339(at)))
         }
-        Some(at) if at > now + Duration::days(super::MAX_SCHEDULE_AHEAD_DAYS) => {
-            Err(RuleError::ScheduledTooFar(rfc3339(at)))
-        }
+        Some(at) if at > now + Duration::days(super::MAX_SCHEDULE_AHEAD_DAYS) => Err(RuleError::ScheduledTooFar {
+            at: rfc3339(at),
+            max_days: super::MAX_SCHEDULE_AHEAD_DAYS,
+        }),
         Some(at) if at > now => Ok(Some(at)),
         _ => Ok(None),
     }

@@ -338,7 +338,7 @@ fn schedule_times_are_checked() {
     ));
     assert!(matches!(
         open_at(now() + Duration::days(91)),
-        Err(RuleError::ScheduledTooFar(_))
+        Err(RuleError::ScheduledTooFar { .. })
     ));
     let (skewed, _) = open_at(now() - Duration::seconds(30)).unwrap();
     assert_eq!(skewed.state, RequestState::Approved, "a few seconds late means now");

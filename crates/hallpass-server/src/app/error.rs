@@ -147,7 +147,7 @@ impl From<RuleError> for AppError {
             RuleError::NotDistinct { .. } => (K::Forbidden, C::NotDistinct),
             RuleError::EmergencyNotAllowed(_) => (K::Forbidden, C::EmergencyNotAllowed),
             RuleError::EmergencyScheduled => (K::Invalid, C::EmergencyScheduled),
-            RuleError::ScheduledInPast(_) | RuleError::ScheduledTooFar(_) => (K::Invalid, C::InvalidStart),
+            RuleError::ScheduledInPast(_) | RuleError::ScheduledTooFar { .. } => (K::Invalid, C::InvalidStart),
             RuleError::ExtensionEmpty => (K::Invalid, C::InvalidDuration),
             RuleError::AlreadyApproved { .. } => (K::Conflict, C::AlreadyApproved),
             RuleError::AlreadyDecided(_) | RuleError::WrongState { .. } => (K::Conflict, C::WrongState),
