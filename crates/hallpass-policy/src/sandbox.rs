@@ -360,6 +360,15 @@ impl Default for Evaluator {
 }
 
 impl Evaluator {
+    /// How many evaluations can run at once: the sandbox's workers; `None`
+    /// in-process, where each runs on a thread of its own.
+    pub fn parallelism(&self) -> Option<usize> {
+        match self {
+            Evaluator::Sandbox(sandbox) => Some(sandbox.shared.config.workers),
+            Evaluator::InProcess { .. } => None,
+        }
+    }
+
     /// Decides about one request; see [`PolicySandbox::evaluate`].
     pub fn evaluate(&self, set: &PolicySet, input: &serde_json::Value) -> Result<PolicyDecision, PolicyError> {
         match self {

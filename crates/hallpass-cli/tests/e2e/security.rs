@@ -384,6 +384,56 @@ fn failed_authentications_are_limited_per_address() {
     assert_eq!(body["error"]["code"], "too_many_failures");
 }
 
+/// Many tokens, each within its own rate, flood `policies/eval` with
+/// evaluations that run into the time limit: the route may use all policy
+/// workers but one, so access requests are still decided, not failed
+/// closed for want of a worker.
+#[test]
+fn a_flood_of_evaluations_leaves_a_worker_for_access_requests() {
+    let server = Server::dev();
+    let temp = tempfile::tempdir().unwrap();
+    // Slow only for the flood's inputs; requests evaluate it at once.
+    let policy = "package hallpass.request\n\nimport rego.v1\n\n\
+                  deny contains \"never\" if {\n  input.request.reason == \"flood\"\n  \
+                  count(numbers.range(1, 1000000000)) == 0\n}\n";
+    let file = write_file(temp.path(), "flood.rego", policy);
+    server.json(&server.admin, &["policy", "put", "flood", "-f", &file]);
+    let tokens: Vec<String> = (0..24).map(|i| server.token(&format!("flooder{i}"), "dev")).collect();
+    let input = json!({"input": {"request": {"reason": "flood"}}}).to_string();
+    let flooding = std::sync::atomic::AtomicBool::new(true);
+    let decided = std::thread::scope(|scope| {
+        for token in &tokens {
+            let (server, input, flooding) = (&server, &input, &flooding);
+            scope.spawn(move || {
+                while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                    let body = Some(("application/json", input.clone().into_bytes()));
+                    server.http("POST", "/v1/policies/eval", Some(token), body);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let decided: Vec<Value> = (0..8)
+            .map(|i| {
+                let asker = server.token(&format!("asker{i}"), "dev");
+                let body = json!({"role": "demo-read", "reason": "INC-8 work"}).to_string();
+                let (status, answer) = server.http(
+                    "POST",
+                    "/v1/requests",
+                    Some(&asker),
+                    Some(("application/json", body.into_bytes())),
+                );
+                assert!(matches!(status, 200 | 201), "{status}: {answer}");
+                answer
+            })
+            .collect();
+        flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+        decided
+    });
+    for answer in decided {
+        assert_eq!(answer["state"], "active", "decided despite the flood: {answer}");
+    }
+}
+
 #[test]
 fn policy_evaluation_is_bounded_in_time_and_rate() {
     let server = Server::dev();

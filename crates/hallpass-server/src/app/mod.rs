@@ -146,6 +146,7 @@ fn claim_if_approved(wtx: &mut WriteTx<'_>, record: &RequestRecord, owner: &str)
 impl App {
     pub fn new(parts: AppParts) -> Self {
         let replica_id = format!("replica-{}", uuid::Uuid::now_v7().simple());
+        let limits = tokens::Limits::new(tokens::eval_slots_for(parts.evaluator.parallelism()));
         Self {
             inner: Arc::new(Inner {
                 store: parts.store,
@@ -158,7 +159,7 @@ impl App {
                 deadlines: parts.deadlines,
                 replica_id,
                 policies: PolicyCache::default(),
-                limits: tokens::Limits::default(),
+                limits,
             }),
         }
     }

@@ -207,6 +207,7 @@ impl App {
         self.check_eval_rate(caller)?;
         let hash = self.inner.store.read(|r| r.meta(POLICY_SET_HASH_KEY)).await?;
         let compiled = self.policy_set(hash).await?;
+        let _slot = self.eval_slot().await?;
         self.evaluate(compiled.set, serde_json::Value::Object(input)).await
     }
 

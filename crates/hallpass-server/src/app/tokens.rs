@@ -23,6 +23,7 @@ use hallpass_core::{AuditKind, Principal, parse_duration};
 use hallpass_store::{LockRow, TokenRow, WriteTx};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::caller::RESERVED_PRINCIPALS;
 use super::{App, AppError, AppResult, Caller, save_with_event};
@@ -186,15 +187,31 @@ impl FailureWindows {
 pub(crate) struct Limits {
     auth_failures: FailureWindows,
     evals: DefaultKeyedRateLimiter<String>,
+    /// Evaluations `POST /v1/policies/eval` may run at once, whoever asks:
+    /// one fewer than the policy workers, so however many tokens flood the
+    /// route, requests always find a worker (see [`eval_slots_for`]).
+    eval_slots: Semaphore,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
+/// How long an evaluation on `POST /v1/policies/eval` waits for a slot
+/// before it is refused as busy (the sandbox itself waits as long for a
+/// worker).
+const EVAL_SLOT_WAIT: StdDuration = StdDuration::from_secs(1);
+
+/// Slots for `POST /v1/policies/eval` beside `parallelism` evaluations at
+/// once: all but one, and at least one.
+pub(crate) fn eval_slots_for(parallelism: Option<usize>) -> usize {
+    parallelism.map_or(Semaphore::MAX_PERMITS, |workers| workers.saturating_sub(1).max(1))
+}
+
+impl Limits {
+    pub(crate) fn new(eval_slots: usize) -> Self {
         let per_second = NonZeroU32::new(EVALS_PER_SECOND).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(EVAL_BURST).unwrap_or(NonZeroU32::MIN);
         Self {
             auth_failures: FailureWindows::default(),
             evals: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
+            eval_slots: Semaphore::new(eval_slots),
         }
     }
 }
@@ -466,6 +483,20 @@ impl App {
     }
 
     /// Counts one policy evaluation against the caller's token.
+    /// A slot to evaluate in for `POST /v1/policies/eval`, waiting at most
+    /// [`EVAL_SLOT_WAIT`].
+    pub(crate) async fn eval_slot(&self) -> AppResult<SemaphorePermit<'_>> {
+        match tokio::time::timeout(EVAL_SLOT_WAIT, self.inner.limits.eval_slots.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(AppError::rate_limited(
+                ErrorCode::RateLimited,
+                "the policy evaluator is busy with other evaluations on this route, which may not take the \
+                 workers access requests need; try again in a moment",
+                1,
+            )),
+        }
+    }
+
     pub(crate) fn check_eval_rate(&self, caller: &Caller) -> AppResult<()> {
         match self.inner.limits.evals.check_key(&caller.token_id) {
             Ok(()) => Ok(()),
@@ -538,6 +569,14 @@ fn lock_in_transaction(wtx: &mut WriteTx<'_>, principal: &str, reason: &str, act
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_eval_route_leaves_one_worker_to_requests() {
+        assert_eq!(super::eval_slots_for(Some(2)), 1);
+        assert_eq!(super::eval_slots_for(Some(8)), 7);
+        assert_eq!(super::eval_slots_for(Some(1)), 1, "one worker: the route still works");
+        assert_eq!(super::eval_slots_for(None), tokio::sync::Semaphore::MAX_PERMITS);
+    }
+
     use super::*;
 
     #[test]
