@@ -53,6 +53,15 @@ SCHEMA_CANNOT_SAY = {
     ("POST /v1/apply", "policy_compile_error", None): "as for PUT /v1/policies/{name}",
     ("POST /v1/apply", "invalid_policy", "bytes"): "as for PUT /v1/policies/{name}",
     ("POST /v1/apply", "duplicate", None): "names must be unique within each list (uniqueItems cannot look at one field)",
+    # Requests and extensions are checked against the role and the clock.
+    ("POST /v1/requests", "duration_above_max", None): "the longest duration is the role's, not the document's",
+    ("POST /v1/requests", "total_duration_above_max", None): "a held grant's extension is bounded by the role",
+    ("POST /v1/requests", "emergency_scheduled", None): (
+        "`emergency: true` and `scheduled_start` exclude each other (a rule across two fields)"
+    ),
+    ("POST /v1/requests", "invalid_start", None): "`scheduled_start` must lie in the future, which moves",
+    ("POST /v1/requests/{id}/extend", "duration_above_max", None): "as for POST /v1/requests",
+    ("POST /v1/requests/{id}/extend", "total_duration_above_max", None): "as for POST /v1/requests",
     # Names Hallpass records its own actions under.
     ("POST /v1/tokens", "reserved_name", None): "a few valid names are reserved; JSON Schema has no 'not' here",
     # Pagination cursors are opaque.

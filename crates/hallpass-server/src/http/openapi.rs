@@ -29,6 +29,7 @@ use hallpass_api as api;
     paths(
         super::health,
         metrics,
+        document,
         super::jwks,
         identity::whoami,
         identity::create_token,
@@ -105,7 +106,7 @@ const ERROR_STATUSES: [(u16, Applies, &str); 13] = [
         "no such thing (or not one the caller may see)",
     ),
     (408, Applies::Always, "the request took too long"),
-    (409, Applies::Changing, "the current state refuses it"),
+    (409, Applies::WithInput, "the current state refuses it"),
     (413, Applies::WithBody, "the body is larger than the server accepts"),
     (
         415,
@@ -136,8 +137,6 @@ enum Applies {
     Authenticated,
     /// Authenticated operations that take parameters or a body.
     WithInput,
-    /// Authenticated operations that change something (not GET).
-    Changing,
     /// Operations with a request body (the body limit, the body's shape).
     WithBody,
     /// Operations whose body must be JSON (the `JsonBody` extractor).
@@ -147,14 +146,13 @@ enum Applies {
 /// What the table needs to know about one operation.
 struct Shape {
     public: bool,
-    changing: bool,
     has_params: bool,
     has_body: bool,
     json_body_required: bool,
 }
 
 impl Shape {
-    fn of(method: &str, operation: &Operation) -> Shape {
+    fn of(operation: &Operation) -> Shape {
         // `security(())` marks a public operation.
         let public = operation
             .security
@@ -163,7 +161,6 @@ impl Shape {
         let body = operation.request_body.as_ref();
         Shape {
             public,
-            changing: method != "get",
             has_params: operation.parameters.as_ref().is_some_and(|p| !p.is_empty()),
             has_body: body.is_some(),
             json_body_required: body
@@ -176,7 +173,6 @@ impl Shape {
             Applies::Always => true,
             Applies::Authenticated => !self.public,
             Applies::WithInput => !self.public && (self.has_params || self.has_body),
-            Applies::Changing => !self.public && self.changing,
             Applies::WithBody => self.has_body,
             Applies::WithJsonBody => self.json_body_required,
         }
@@ -236,8 +232,8 @@ pub fn build() -> utoipa::openapi::OpenApi {
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
     for item in doc.paths.paths.values_mut() {
-        for (method, operation) in operations(item) {
-            add_error_responses(method, operation);
+        for (_, operation) in operations(item) {
+            add_error_responses(operation);
             for response in operation.responses.responses.values_mut() {
                 if let RefOr::T(response) = response {
                     response
@@ -272,8 +268,8 @@ fn request_id_header() -> Header {
         .build()
 }
 
-fn add_error_responses(method: &str, operation: &mut Operation) {
-    let shape = Shape::of(method, operation);
+fn add_error_responses(operation: &mut Operation) {
+    let shape = Shape::of(operation);
     for (status, applies, description) in ERROR_STATUSES {
         let key = status.to_string();
         if !shape.answers(applies) || operation.responses.responses.contains_key(&key) {
@@ -327,6 +323,83 @@ fn add_links(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "system", security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(build())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    fn document() -> Value {
+        serde_json::to_value(build()).expect("the document serialises")
+    }
+
+    fn operations_of(doc: &Value) -> impl Iterator<Item = (String, &Value)> {
+        doc["paths"].as_object().into_iter().flatten().flat_map(|(path, item)| {
+            item.as_object()
+                .into_iter()
+                .flatten()
+                .map(move |(method, operation)| (format!("{} {path}", method.to_uppercase()), operation))
+        })
+    }
+
+    #[test]
+    fn links_name_operations_that_exist_in_the_spelling_of_the_specification() {
+        let doc = document();
+        let ids: BTreeSet<&str> = operations_of(&doc)
+            .filter_map(|(_, operation)| operation["operationId"].as_str())
+            .collect();
+        let mut links = 0;
+        for (label, operation) in operations_of(&doc) {
+            for response in operation["responses"].as_object().into_iter().flatten().map(|(_, r)| r) {
+                for (name, link) in response["links"].as_object().into_iter().flatten() {
+                    links += 1;
+                    assert!(link.get("operation_id").is_none(), "{label} link {name}: {link}");
+                    let target = link["operationId"].as_str().unwrap_or_default();
+                    assert!(ids.contains(target), "{label} links to unknown operation {target:?}");
+                }
+            }
+        }
+        assert!(links >= 20, "only {links} links");
+    }
+
+    #[test]
+    fn error_statuses_follow_what_an_operation_takes() {
+        let doc = document();
+        let statuses = |label: &str| -> BTreeSet<String> {
+            let (_, operation) = operations_of(&doc).find(|(l, _)| l == label).expect(label);
+            operation["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .cloned()
+                .collect()
+        };
+        let has = |label: &str, status: &str| statuses(label).contains(status);
+        // Public: only the server's own failures.
+        assert_eq!(
+            statuses("GET /healthz"),
+            ["200", "408", "500", "503"].map(String::from).into()
+        );
+        // No input: no 400, no body errors; a token: 401, 403, 429.
+        assert!(!has("GET /v1/whoami", "400") && !has("GET /v1/whoami", "422"));
+        assert!(has("GET /v1/whoami", "401") && has("GET /v1/whoami", "429"));
+        // A JSON body: its size, type and shape.
+        for status in ["400", "413", "415", "422"] {
+            assert!(has("POST /v1/requests", status), "{status}");
+        }
+        // Optional or non-JSON bodies are never refused for their type.
+        assert!(!has("POST /v1/requests/{id}/approve", "415"));
+        assert!(!has("POST /v1/introspect", "415") && has("POST /v1/introspect", "422"));
+        // A GET that reads state can meet a state that refuses it.
+        assert!(has("GET /v1/requests/{id}/credentials", "409"));
+    }
 }
