@@ -122,3 +122,49 @@ deps_install_rust_tools() {
   fi
   info "rust: $(cargo --version), $(cargo nextest --version 2>/dev/null | head -n1)"
 }
+
+# The Python tools of scripts/lib/openapi-check (openapi-spec-validator,
+# schemathesis), at the versions in openapi-check-requirements.txt, in a
+# virtual environment of their own so they neither need nor disturb the
+# system's packages. Reinstalled when the pins change. Sets OPENAPI_TOOLS
+# to the environment's bin directory. Returns 1 (after saying why) when
+# they cannot be installed; the caller decides whether that may be skipped.
+deps_install_openapi_tools() {
+  local lib_dir requirements
+  lib_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+  requirements=$lib_dir/openapi-check-requirements.txt
+  local home=${HALLPASS_OPENAPI_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hallpass/openapi-tools}
+  local stamp="$home/requirements.sha256" want py log
+  want=$(sha256sum "$requirements" | cut -d' ' -f1)
+  OPENAPI_TOOLS=$home/bin
+  if [[ -x $OPENAPI_TOOLS/schemathesis && -x $OPENAPI_TOOLS/openapi-spec-validator &&
+    $(cat "$stamp" 2>/dev/null) == "$want" ]]; then
+    info "openapi tools: present ($("$OPENAPI_TOOLS/schemathesis" --version))"
+    return 0
+  fi
+  py=$(command -v python3 || true)
+  if [[ -z $py ]]; then
+    warn "python3 not found: cannot install the OpenAPI tools"
+    return 1
+  fi
+  if ! "$py" -c 'import ensurepip, venv' 2>/dev/null && ((EUID == 0)) && command -v apt-get >/dev/null 2>&1; then
+    # Debian splits venv's pip bootstrap into its own package.
+    info "installing python3-venv"
+    env DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=300 update >/dev/null 2>&1 || true
+    env DEBIAN_FRONTEND=noninteractive apt-get -qq -y -o DPkg::Lock::Timeout=300 \
+      install --no-install-recommends python3-venv >/dev/null 2>&1 || true
+  fi
+  info "installing the OpenAPI tools into $home (pip; takes a minute)"
+  log=$(mktemp -t hallpass-pip.XXXXXX)
+  rm -rf -- "$home"
+  if ! { "$py" -m venv "$home" && "$home/bin/python" -m pip install -q --disable-pip-version-check \
+    --no-input -r "$requirements"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f -- "$log"
+    warn "installing the OpenAPI tools failed"
+    return 1
+  fi
+  rm -f -- "$log"
+  printf '%s\n' "$want" >"$stamp"
+  info "openapi tools: $("$OPENAPI_TOOLS/schemathesis" --version)"
+}

@@ -4,18 +4,20 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::de::{self, Unexpected, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
-use crate::WriteOnly;
+use crate::{WriteOnly, formats};
 
 /// A system Hallpass issues credentials on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
+    #[schema(value_type = formats::Name)]
     pub name: String,
-    /// Target type: `jwt` or `webhook` in this release.
     #[serde(rename = "type")]
+    #[schema(value_type = formats::TargetType)]
     pub target_type: String,
     /// Readable, type-specific settings. For `jwt`: `{"audience": "..."}`.
     #[serde(default)]
@@ -54,8 +56,10 @@ pub struct Target {
 #[serde(deny_unknown_fields)]
 pub struct ApprovalSpec {
     /// Subjects such as `group:approvers` or `user:carol`.
+    #[schema(value_type = Vec<formats::Subject>, min_items = 1)]
     pub approvers: Vec<String>,
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "whole_number")]
+    #[schema(minimum = 1, maximum = 100)]
     pub required: u32,
 }
 
@@ -63,32 +67,91 @@ fn one() -> u32 {
     1
 }
 
+/// A `u32` written as a JSON integer or as a number with no fractional
+/// part (`3.0`): JSON Schema's `integer` is both, and a client generated
+/// from the document may send either.
+fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    struct WholeNumber;
+
+    impl Visitor<'_> for WholeNumber {
+        type Value = u32;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a whole number from 0 to {}", u32::MAX)
+        }
+
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<u32, E> {
+            u32::try_from(value).map_err(|_| E::invalid_value(Unexpected::Unsigned(value), &self))
+        }
+
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<u32, E> {
+            u32::try_from(value).map_err(|_| E::invalid_value(Unexpected::Signed(value), &self))
+        }
+
+        fn visit_f64<E: de::Error>(self, value: f64) -> Result<u32, E> {
+            let whole = value.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&value);
+            if whole {
+                // Exact: a whole number within u32's range.
+                Ok(value as u32)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(value), &self))
+            }
+        }
+    }
+
+    deserializer.deserialize_any(WholeNumber)
+}
+
 fn yes() -> bool {
     true
+}
+
+/// Most labels a role may carry (the server's `MAX_LABELS`).
+pub const MAX_ROLE_LABELS: usize = 64;
+
+fn labels_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(format!("Free-form key/value strings, at most {MAX_ROLE_LABELS}.")))
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            ObjectBuilder::new().schema_type(Type::String).into(),
+        )))
+        .max_properties(Some(MAX_ROLE_LABELS))
+        .build()
 }
 
 /// A requestable bundle of access on one target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleSpec {
+    #[schema(value_type = formats::Name)]
     pub name: String,
+    #[schema(value_type = formats::Name)]
     pub target: String,
     #[serde(default)]
     pub description: String,
-    /// Duration used when a request names none, e.g. `1h`. Defaults to
-    /// one hour, or `max_duration` if that is shorter.
+    /// Duration used when a request names none, e.g. `1h`; at most
+    /// `max_duration`. Defaults to one hour, or `max_duration` if that is
+    /// shorter.
     #[serde(default)]
+    #[schema(value_type = Option<formats::DurationText>)]
     pub default_duration: Option<String>,
     /// Longest duration a request (or one extension) may ask for, e.g. `4h`.
+    #[schema(value_type = formats::DurationText)]
     pub max_duration: String,
-    /// Longest a grant may last with all its extensions. Defaults to three
-    /// times `max_duration`.
+    /// Longest a grant may last with all its extensions; at least
+    /// `max_duration`. Defaults to three times `max_duration`.
     #[serde(default)]
+    #[schema(value_type = Option<formats::DurationText>)]
     pub max_total_duration: Option<String>,
-    /// Subjects allowed to request the role, e.g. `group:dev`.
+    /// Subjects allowed to request the role, e.g. `group:dev`. Required:
+    /// a role nobody may request is refused.
     #[serde(default)]
+    #[schema(value_type = Vec<formats::Subject>, min_items = 1, required = true)]
     pub requestable_by: Vec<String>,
     #[serde(default)]
+    #[schema(schema_with = labels_schema)]
     pub labels: BTreeMap<String, String>,
     /// Approval needed, as a one-stage shorthand; omit it and set
     /// `approval_flow` or `auto_approve` instead.
@@ -96,6 +159,7 @@ pub struct RoleSpec {
     pub approval: Option<ApprovalSpec>,
     /// Name of an approval flow (ordered stages) requests for this role go through.
     #[serde(default)]
+    #[schema(value_type = Option<formats::Name>)]
     pub approval_flow: Option<String>,
     #[serde(default)]
     pub auto_approve: bool,
@@ -137,14 +201,19 @@ pub struct Role {
 #[serde(deny_unknown_fields)]
 pub struct StageSpec {
     /// Subjects such as `group:dev-leads` or `user:carol`.
+    #[schema(value_type = Vec<formats::Subject>, min_items = 1)]
     pub approvers: Vec<String>,
     /// Distinct approvals this stage needs.
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "whole_number")]
+    #[schema(minimum = 1, maximum = 100)]
     pub required: u32,
-    /// After this long (e.g. `15m`) `escalate_to` may approve the stage too.
+    /// After this long (e.g. `15m`) `escalate_to` may approve the stage
+    /// too. Given if and only if `escalate_to` is not empty.
     #[serde(default)]
+    #[schema(value_type = Option<formats::DurationText>)]
     pub timeout: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Vec<formats::Subject>)]
     pub escalate_to: Vec<String>,
 }
 
@@ -152,13 +221,16 @@ pub struct StageSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalFlowSpec {
+    #[schema(value_type = formats::Name)]
     pub name: String,
     #[serde(default)]
     pub description: String,
     /// A request still pending this long after it was made times out.
     /// Defaults to `24h`.
     #[serde(default)]
+    #[schema(value_type = Option<formats::DurationText>)]
     pub pending_ttl: Option<String>,
+    #[schema(min_items = 1, max_items = 10)]
     pub stages: Vec<StageSpec>,
     /// One person's approval counts in one stage only (default true).
     #[serde(default = "yes")]
@@ -186,8 +258,10 @@ pub struct ApprovalFlow {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySpec {
+    #[schema(value_type = formats::Name)]
     pub name: String,
     /// The Rego source text.
+    #[schema(value_type = formats::PolicySource)]
     pub source: String,
 }
 
@@ -195,6 +269,7 @@ pub struct PolicySpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyBody {
+    #[schema(value_type = formats::PolicySource)]
     pub source: String,
 }
 

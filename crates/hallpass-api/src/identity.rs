@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::formats;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WhoAmI {
     pub principal: String,
@@ -16,11 +18,16 @@ pub struct WhoAmI {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
+    /// Not one of the names Hallpass records its own actions under
+    /// (`hallpass`, `policy`, `system`, `bootstrap`, `dev`).
+    #[schema(value_type = formats::Name)]
     pub principal: String,
     #[serde(default)]
+    #[schema(value_type = Vec<formats::Name>)]
     pub groups: Vec<String>,
     /// Lifetime such as `30d` or `12h`; omitted means the token never expires.
     #[serde(default)]
+    #[schema(value_type = Option<formats::DurationText>)]
     pub ttl: Option<String>,
 }
 
@@ -91,6 +98,7 @@ impl std::fmt::Debug for CreatedToken {
 #[serde(deny_unknown_fields)]
 pub struct LockBody {
     /// Why; kept in the audit log and shown to the locked principal.
+    #[schema(value_type = formats::Reason)]
     pub reason: String,
 }
 

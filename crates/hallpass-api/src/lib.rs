@@ -12,6 +12,7 @@
 mod audit;
 mod config;
 mod errors;
+pub mod formats;
 mod identity;
 mod requests;
 mod secret;

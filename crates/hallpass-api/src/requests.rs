@@ -8,18 +8,22 @@ pub use hallpass_core::request::{ExtensionState, RequestState};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::PolicyDecision;
+use crate::{PolicyDecision, formats};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
+    #[schema(value_type = formats::Name)]
     pub role: String,
     /// How long access should last once active, e.g. `30m` or `1h30m`.
     /// Omitted means the role's default duration.
     #[serde(default)]
+    #[schema(value_type = Option<formats::DurationText>)]
     pub duration: Option<String>,
+    #[schema(value_type = formats::Reason)]
     pub reason: String,
     #[serde(default)]
+    #[schema(value_type = Option<formats::Ticket>)]
     pub ticket: Option<String>,
     /// Break-glass: granted at once on roles with `emergency_access`, and
     /// reviewed afterwards.
@@ -62,15 +66,20 @@ pub struct CreateRequestResponse {
 #[serde(deny_unknown_fields)]
 pub struct ExtendBody {
     /// How much longer, e.g. `30m`.
+    #[schema(value_type = formats::DurationText)]
     pub by: String,
+    #[schema(value_type = formats::Reason)]
     pub reason: String,
     #[serde(default)]
+    #[schema(value_type = Option<formats::Ticket>)]
     pub ticket: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewAckBody {
+    /// What the reviewer checked.
+    #[schema(value_type = formats::RequiredComment)]
     pub comment: String,
 }
 
@@ -78,12 +87,16 @@ pub struct ReviewAckBody {
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     #[serde(default)]
+    #[schema(value_type = Option<formats::Comment>)]
     pub comment: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeBody {
+    /// Why the grant ends early. Unlike a request's reason it is only
+    /// trimmed, not limited in length or characters.
+    #[schema(value_type = formats::NonBlank)]
     pub reason: String,
 }
 

@@ -6,6 +6,7 @@ mod harness;
 
 mod access_config;
 mod audit;
+mod authz_matrix;
 mod bad_input;
 mod crash;
 mod flows;

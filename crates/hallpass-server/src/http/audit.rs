@@ -10,7 +10,7 @@ use hallpass_api as api;
 use serde::Deserialize;
 
 use super::error::HttpResult;
-use super::extract::QueryOf;
+use super::extract::{QueryOf, int64};
 use crate::app::audit::AuditQuery;
 use crate::app::{App, Caller};
 
@@ -19,11 +19,13 @@ use crate::app::{App, Caller};
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     /// Only events with a sequence number greater than this.
+    #[serde(default, deserialize_with = "int64")]
     since: Option<u64>,
     /// Only events of this request.
     request: Option<String>,
-    /// At most this many (default 1000, at most 10000).
-    #[param(minimum = 1, maximum = 10000)]
+    /// At most this many: 1000 when absent; larger values count as 10000,
+    /// and 0 as 1.
+    #[param(value_type = Option<u64>, maximum = 4294967295u64)]
     limit: Option<u32>,
 }
 
@@ -32,6 +34,7 @@ pub struct AuditParams {
 #[serde(deny_unknown_fields)]
 pub struct ExportParams {
     /// Only events with a sequence number greater than this.
+    #[serde(default, deserialize_with = "int64")]
     since: Option<u64>,
 }
 

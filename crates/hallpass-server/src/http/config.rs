@@ -27,7 +27,7 @@ pub async fn list_targets(State(app): State<App>, caller: Caller) -> HttpResult<
 }
 
 #[utoipa::path(get, path = "/v1/targets/{name}", tag = "configuration",
-    params(("name" = String, Path, description = "Target name")), responses((status = 200, body = api::Target)))]
+    params(("name" = api::formats::Name, Path, description = "Target name")), responses((status = 200, body = api::Target)))]
 pub async fn get_target(
     State(app): State<App>,
     caller: Caller,
@@ -37,7 +37,7 @@ pub async fn get_target(
 }
 
 #[utoipa::path(put, path = "/v1/targets/{name}", tag = "configuration", request_body = api::TargetSpec,
-    params(("name" = String, Path, description = "Target name")), responses((status = 200, body = api::Target)))]
+    params(("name" = api::formats::Name, Path, description = "Target name")), responses((status = 200, body = api::Target)))]
 pub async fn put_target(
     State(app): State<App>,
     caller: Caller,
@@ -49,7 +49,7 @@ pub async fn put_target(
 }
 
 #[utoipa::path(delete, path = "/v1/targets/{name}", tag = "configuration",
-    params(("name" = String, Path, description = "Target name")), responses((status = 204, description = "deleted")))]
+    params(("name" = api::formats::Name, Path, description = "Target name")), responses((status = 204, description = "deleted")))]
 pub async fn delete_target(State(app): State<App>, caller: Caller, Segment(name): Segment) -> HttpResult<StatusCode> {
     app.delete_config(&caller, ConfigKind::Target, name).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -61,13 +61,13 @@ pub async fn list_roles(State(app): State<App>, caller: Caller) -> HttpResult<Js
 }
 
 #[utoipa::path(get, path = "/v1/roles/{name}", tag = "configuration",
-    params(("name" = String, Path, description = "Role name")), responses((status = 200, body = api::Role)))]
+    params(("name" = api::formats::Name, Path, description = "Role name")), responses((status = 200, body = api::Role)))]
 pub async fn get_role(State(app): State<App>, caller: Caller, Segment(name): Segment) -> HttpResult<Json<api::Role>> {
     Ok(Json(app.get_role(&caller, name).await?))
 }
 
 #[utoipa::path(put, path = "/v1/roles/{name}", tag = "configuration", request_body = api::RoleSpec,
-    params(("name" = String, Path, description = "Role name")), responses((status = 200, body = api::Role)))]
+    params(("name" = api::formats::Name, Path, description = "Role name")), responses((status = 200, body = api::Role)))]
 pub async fn put_role(
     State(app): State<App>,
     caller: Caller,
@@ -79,7 +79,7 @@ pub async fn put_role(
 }
 
 #[utoipa::path(delete, path = "/v1/roles/{name}", tag = "configuration",
-    params(("name" = String, Path, description = "Role name")), responses((status = 204, description = "deleted")))]
+    params(("name" = api::formats::Name, Path, description = "Role name")), responses((status = 204, description = "deleted")))]
 pub async fn delete_role(State(app): State<App>, caller: Caller, Segment(name): Segment) -> HttpResult<StatusCode> {
     app.delete_config(&caller, ConfigKind::Role, name).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -91,7 +91,7 @@ pub async fn list_flows(State(app): State<App>, caller: Caller) -> HttpResult<Js
 }
 
 #[utoipa::path(get, path = "/v1/approval-flows/{name}", tag = "configuration",
-    params(("name" = String, Path, description = "Approval flow name")), responses((status = 200, body = api::ApprovalFlow)))]
+    params(("name" = api::formats::Name, Path, description = "Approval flow name")), responses((status = 200, body = api::ApprovalFlow)))]
 pub async fn get_flow(
     State(app): State<App>,
     caller: Caller,
@@ -101,7 +101,7 @@ pub async fn get_flow(
 }
 
 #[utoipa::path(put, path = "/v1/approval-flows/{name}", tag = "configuration", request_body = api::ApprovalFlowSpec,
-    params(("name" = String, Path, description = "Approval flow name")), responses((status = 200, body = api::ApprovalFlow)))]
+    params(("name" = api::formats::Name, Path, description = "Approval flow name")), responses((status = 200, body = api::ApprovalFlow)))]
 pub async fn put_flow(
     State(app): State<App>,
     caller: Caller,
@@ -113,7 +113,7 @@ pub async fn put_flow(
 }
 
 #[utoipa::path(delete, path = "/v1/approval-flows/{name}", tag = "configuration",
-    params(("name" = String, Path, description = "Approval flow name")), responses((status = 204, description = "deleted")))]
+    params(("name" = api::formats::Name, Path, description = "Approval flow name")), responses((status = 204, description = "deleted")))]
 pub async fn delete_flow(State(app): State<App>, caller: Caller, Segment(name): Segment) -> HttpResult<StatusCode> {
     app.delete_config(&caller, ConfigKind::ApprovalFlow, name).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -125,7 +125,7 @@ pub async fn list_policies(State(app): State<App>, caller: Caller) -> HttpResult
 }
 
 #[utoipa::path(get, path = "/v1/policies/{name}", tag = "policies",
-    params(("name" = String, Path, description = "Policy name")), responses((status = 200, body = api::Policy)))]
+    params(("name" = api::formats::Name, Path, description = "Policy name")), responses((status = 200, body = api::Policy)))]
 pub async fn get_policy(
     State(app): State<App>,
     caller: Caller,
@@ -135,7 +135,7 @@ pub async fn get_policy(
 }
 
 #[utoipa::path(put, path = "/v1/policies/{name}", tag = "policies", request_body = api::PolicyBody,
-    params(("name" = String, Path, description = "Policy name")),
+    params(("name" = api::formats::Name, Path, description = "Policy name")),
     responses((status = 200, body = api::Policy)))]
 pub async fn put_policy(
     State(app): State<App>,
@@ -151,7 +151,7 @@ pub async fn put_policy(
 }
 
 #[utoipa::path(delete, path = "/v1/policies/{name}", tag = "policies",
-    params(("name" = String, Path, description = "Policy name")), responses((status = 204, description = "deleted")))]
+    params(("name" = api::formats::Name, Path, description = "Policy name")), responses((status = 204, description = "deleted")))]
 pub async fn delete_policy(State(app): State<App>, caller: Caller, Segment(name): Segment) -> HttpResult<StatusCode> {
     app.delete_config(&caller, ConfigKind::Policy, name).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -43,7 +43,7 @@ pub async fn list_locks(State(app): State<App>, caller: Caller) -> HttpResult<Js
 }
 
 #[utoipa::path(post, path = "/v1/principals/{name}/lock", tag = "identity", request_body = api::LockBody,
-    params(("name" = String, Path, description = "Principal name")),
+    params(("name" = api::formats::Name, Path, description = "Principal name")),
     responses((status = 200, description = "locked: tokens revoked, requests withdrawn, grants ended", body = api::LockInfo)))]
 pub async fn lock(
     State(app): State<App>,
@@ -55,7 +55,7 @@ pub async fn lock(
 }
 
 #[utoipa::path(delete, path = "/v1/principals/{name}/lock", tag = "identity",
-    params(("name" = String, Path, description = "Principal name")),
+    params(("name" = api::formats::Name, Path, description = "Principal name")),
     responses((status = 204, description = "unlocked")))]
 pub async fn unlock(State(app): State<App>, caller: Caller, Segment(name): Segment) -> HttpResult<StatusCode> {
     app.unlock_principal(&caller, name).await?;

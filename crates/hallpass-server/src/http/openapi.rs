@@ -5,11 +5,16 @@
 
 use axum::Json;
 use utoipa::OpenApi;
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::header::{Header, HeaderBuilder};
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required};
 
+use super::error::REQUEST_ID_HEADER;
 use super::{audit, config, identity, requests};
 use hallpass_api as api;
 
@@ -24,6 +29,7 @@ use hallpass_api as api;
     paths(
         super::health,
         metrics,
+        document,
         super::jwks,
         identity::whoami,
         identity::create_token,
@@ -69,7 +75,7 @@ use hallpass_api as api;
         audit::audit_verify,
         audit::audit_public_key
     ),
-    components(schemas(api::ErrorBody, api::ErrorDetail, api::ErrorCode))
+    components(schemas(api::ErrorBody, api::ErrorDetail, api::ErrorCode, api::formats::Name, api::formats::RequestId))
 )]
 struct ApiDoc;
 
@@ -79,24 +85,145 @@ struct ApiDoc;
 #[allow(dead_code)]
 fn metrics() {}
 
-/// Statuses an authenticated operation may answer with the error body,
-/// whatever it does: bad input, authentication, authorization, missing
-/// things, conflicts, limits, timeouts, and failures of the server or a
-/// target.
-const ERROR_STATUSES: [(u16, &str); 13] = [
-    (400, "invalid input; nothing changed"),
-    (401, "missing, unknown, revoked or expired token"),
-    (403, "not allowed for this caller"),
-    (404, "no such thing (or not one the caller may see)"),
-    (408, "the request took too long"),
-    (409, "the current state refuses it"),
-    (413, "the body is larger than the server accepts"),
-    (415, "the body is not JSON"),
-    (422, "the body is JSON of the wrong shape"),
-    (429, "too many calls; see Retry-After"),
-    (500, "internal error; the server log has the details"),
-    (502, "a target system failed"),
-    (503, "contention; nothing changed, try again"),
+/// Error statuses and when an operation can answer with them. Every
+/// operation is completed from this table, so none forgets one and none
+/// claims one it cannot give.
+const ERROR_STATUSES: [(u16, Applies, &str); 13] = [
+    (
+        400,
+        Applies::WithInput,
+        "invalid input (a value, the query or the path); nothing changed",
+    ),
+    (
+        401,
+        Applies::Authenticated,
+        "missing, unknown, revoked or expired token",
+    ),
+    (403, Applies::Authenticated, "not allowed for this caller"),
+    (
+        404,
+        Applies::Authenticated,
+        "no such thing (or not one the caller may see)",
+    ),
+    (408, Applies::Always, "the request took too long"),
+    (409, Applies::WithInput, "the current state refuses it"),
+    (413, Applies::WithBody, "the body is larger than the server accepts"),
+    (
+        415,
+        Applies::WithJsonBody,
+        "the body is not JSON (`Content-Type: application/json`)",
+    ),
+    (
+        422,
+        Applies::WithBody,
+        "the body is JSON of the wrong shape (the message names the field)",
+    ),
+    (
+        429,
+        Applies::Authenticated,
+        "too many calls, or too many failed authentications from this address; see Retry-After",
+    ),
+    (500, Applies::Always, "internal error; the server log has the details"),
+    (502, Applies::Authenticated, "a target system failed"),
+    (503, Applies::Always, "contention; nothing changed, try again"),
+];
+
+/// Which operations an error status applies to.
+#[derive(Clone, Copy)]
+enum Applies {
+    /// Every operation, public ones included: the server itself failed.
+    Always,
+    /// Operations that need a token.
+    Authenticated,
+    /// Authenticated operations that take parameters or a body.
+    WithInput,
+    /// Operations with a request body (the body limit, the body's shape).
+    WithBody,
+    /// Operations whose body must be JSON (the `JsonBody` extractor).
+    WithJsonBody,
+}
+
+/// What the table needs to know about one operation.
+struct Shape {
+    public: bool,
+    has_params: bool,
+    has_body: bool,
+    json_body_required: bool,
+}
+
+impl Shape {
+    fn of(operation: &Operation) -> Shape {
+        // `security(())` marks a public operation.
+        let public = operation
+            .security
+            .as_ref()
+            .is_some_and(|requirements| requirements.iter().all(|r| r == &Default::default()));
+        let body = operation.request_body.as_ref();
+        Shape {
+            public,
+            has_params: operation.parameters.as_ref().is_some_and(|p| !p.is_empty()),
+            has_body: body.is_some(),
+            json_body_required: body
+                .is_some_and(|b| b.required == Some(Required::True) && b.content.keys().eq(["application/json"])),
+        }
+    }
+
+    fn answers(&self, applies: Applies) -> bool {
+        match applies {
+            Applies::Always => true,
+            Applies::Authenticated => !self.public,
+            Applies::WithInput => !self.public && (self.has_params || self.has_body),
+            Applies::WithBody => self.has_body,
+            Applies::WithJsonBody => self.json_body_required,
+        }
+    }
+}
+
+/// OpenAPI links: a field of one operation's answer that names what other
+/// operations take as a path parameter, so clients (and stateful testers)
+/// can chain calls. (path, method, field of the body, parameter, targets)
+const LINKS: &[(&str, &str, &str, &str, &[&str])] = &[
+    (
+        "/v1/requests",
+        "post",
+        "id",
+        "id",
+        &[
+            "get_request",
+            "approve",
+            "deny",
+            "cancel",
+            "extend",
+            "credentials",
+            "revoke",
+            "release",
+            "ack_review",
+        ],
+    ),
+    ("/v1/tokens", "post", "id", "id", &["revoke_token"]),
+    ("/v1/principals/{name}/lock", "post", "principal", "name", &["unlock"]),
+    (
+        "/v1/targets/{name}",
+        "put",
+        "name",
+        "name",
+        &["get_target", "delete_target"],
+    ),
+    ("/v1/roles/{name}", "put", "name", "name", &["get_role", "delete_role"]),
+    (
+        "/v1/approval-flows/{name}",
+        "put",
+        "name",
+        "name",
+        &["get_flow", "delete_flow"],
+    ),
+    (
+        "/v1/policies/{name}",
+        "put",
+        "name",
+        "name",
+        &["get_policy", "delete_policy"],
+    ),
 ];
 
 /// The document, completed.
@@ -105,49 +232,174 @@ pub fn build() -> utoipa::openapi::OpenApi {
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
     for item in doc.paths.paths.values_mut() {
-        for operation in [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for (_, operation) in operations(item) {
             add_error_responses(operation);
+            for response in operation.responses.responses.values_mut() {
+                if let RefOr::T(response) = response {
+                    response
+                        .headers
+                        .insert(REQUEST_ID_HEADER.to_string(), request_id_header());
+                }
+            }
         }
     }
+    add_links(&mut doc);
     doc
 }
 
+fn operations(item: &mut PathItem) -> impl Iterator<Item = (&'static str, &mut Operation)> {
+    [
+        ("get", &mut item.get),
+        ("put", &mut item.put),
+        ("post", &mut item.post),
+        ("delete", &mut item.delete),
+        ("patch", &mut item.patch),
+    ]
+    .into_iter()
+    .filter_map(|(method, operation)| operation.as_mut().map(|operation| (method, operation)))
+}
+
+fn request_id_header() -> Header {
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::String))
+        .description(Some(
+            "This request's id (the client's own if it sent one); error bodies repeat it and the access log has it",
+        ))
+        .build()
+}
+
 fn add_error_responses(operation: &mut Operation) {
-    // Public operations (`security(())`) still share the server errors.
-    let public = operation
-        .security
-        .as_ref()
-        .is_some_and(|requirements| requirements.iter().all(|r| r == &Default::default()));
-    for (status, description) in ERROR_STATUSES {
-        if public && !matches!(status, 408 | 500 | 503) {
-            continue;
-        }
+    let shape = Shape::of(operation);
+    for (status, applies, description) in ERROR_STATUSES {
         let key = status.to_string();
-        if operation.responses.responses.contains_key(&key) {
+        if !shape.answers(applies) || operation.responses.responses.contains_key(&key) {
             continue;
         }
-        let response = ResponseBuilder::new()
-            .description(description)
-            .content(
-                "application/json",
-                ContentBuilder::new()
-                    .schema(Some(RefOr::Ref(Ref::from_schema_name("ErrorBody"))))
+        let mut response = ResponseBuilder::new().description(description).content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(RefOr::Ref(Ref::from_schema_name("ErrorBody"))))
+                .build(),
+        );
+        if status == 429 {
+            response = response.header(
+                "retry-after",
+                HeaderBuilder::new()
+                    .schema(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)))
+                    .description(Some("Seconds to wait before trying again"))
                     .build(),
-            )
-            .build();
-        operation.responses.responses.insert(key, RefOr::T(response));
+            );
+        }
+        operation.responses.responses.insert(key, RefOr::T(response.build()));
     }
 }
 
+fn add_links(doc: &mut utoipa::openapi::OpenApi) {
+    for (path, method, field, parameter, targets) in LINKS {
+        let Some(item) = doc.paths.paths.get_mut(*path) else {
+            continue;
+        };
+        let Some((_, operation)) = operations(item).find(|(m, _)| m == method) else {
+            continue;
+        };
+        for (status, response) in &mut operation.responses.responses {
+            let RefOr::T(response) = response else { continue };
+            if !status.starts_with('2') {
+                continue;
+            }
+            for target in *targets {
+                // utoipa 5.5 writes `Link::operation_id` as `operation_id`;
+                // the specification's name is `operationId`. The extension
+                // map is flattened into the link as it is.
+                let mut spelled_right = Extensions::default();
+                spelled_right.insert("operationId".to_string(), (*target).into());
+                let link = LinkBuilder::new()
+                    .parameter(*parameter, format!("$response.body#/{field}"))
+                    .extensions(Some(spelled_right))
+                    .build();
+                response.links.insert((*target).to_string(), RefOr::T(link));
+            }
+        }
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "system", security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)))]
 pub async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(build())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    fn document() -> Value {
+        serde_json::to_value(build()).expect("the document serialises")
+    }
+
+    fn operations_of(doc: &Value) -> impl Iterator<Item = (String, &Value)> {
+        doc["paths"].as_object().into_iter().flatten().flat_map(|(path, item)| {
+            item.as_object()
+                .into_iter()
+                .flatten()
+                .map(move |(method, operation)| (format!("{} {path}", method.to_uppercase()), operation))
+        })
+    }
+
+    #[test]
+    fn links_name_operations_that_exist_in_the_spelling_of_the_specification() {
+        let doc = document();
+        let ids: BTreeSet<&str> = operations_of(&doc)
+            .filter_map(|(_, operation)| operation["operationId"].as_str())
+            .collect();
+        let mut links = 0;
+        for (label, operation) in operations_of(&doc) {
+            for response in operation["responses"].as_object().into_iter().flatten().map(|(_, r)| r) {
+                for (name, link) in response["links"].as_object().into_iter().flatten() {
+                    links += 1;
+                    assert!(link.get("operation_id").is_none(), "{label} link {name}: {link}");
+                    let target = link["operationId"].as_str().unwrap_or_default();
+                    assert!(ids.contains(target), "{label} links to unknown operation {target:?}");
+                }
+            }
+        }
+        assert!(links >= 20, "only {links} links");
+    }
+
+    #[test]
+    fn error_statuses_follow_what_an_operation_takes() {
+        let doc = document();
+        let statuses = |label: &str| -> BTreeSet<String> {
+            let (_, operation) = operations_of(&doc).find(|(l, _)| l == label).expect(label);
+            operation["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .cloned()
+                .collect()
+        };
+        let has = |label: &str, status: &str| statuses(label).contains(status);
+        // Public: only the server's own failures.
+        assert_eq!(
+            statuses("GET /healthz"),
+            ["200", "408", "500", "503"].map(String::from).into()
+        );
+        // No input: no 400, no body errors; a token: 401, 403, 429.
+        assert!(!has("GET /v1/whoami", "400") && !has("GET /v1/whoami", "422"));
+        assert!(has("GET /v1/whoami", "401") && has("GET /v1/whoami", "429"));
+        // A JSON body: its size, type and shape.
+        for status in ["400", "413", "415", "422"] {
+            assert!(has("POST /v1/requests", status), "{status}");
+        }
+        // Optional or non-JSON bodies are never refused for their type.
+        assert!(!has("POST /v1/requests/{id}/approve", "415"));
+        assert!(!has("POST /v1/introspect", "415") && has("POST /v1/introspect", "422"));
+        // A GET that reads state can meet a state that refuses it.
+        assert!(has("GET /v1/requests/{id}/credentials", "409"));
+    }
 }

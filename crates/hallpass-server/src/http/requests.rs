@@ -2,17 +2,16 @@
 //! introspection.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hallpass_api::{self as api, ErrorCode, RequestOutcome, RequestState};
+use hallpass_api::{self as api, RequestOutcome, RequestState};
 use serde::Deserialize;
 
-use super::error::{HttpError, HttpResult};
-use super::extract::{JsonBody, QueryOf, Segment, optional_body};
+use super::error::HttpResult;
+use super::extract::{FormOrJson, JsonBody, OptionalJsonBody, QueryOf, Segment, int64};
 use crate::app::listing::{ListQuery, Page};
-use crate::app::{App, AppError, Caller};
+use crate::app::{App, Caller};
 
 /// The header that carries the next page's cursor.
 pub const NEXT_CURSOR_HEADER: &str = "x-next-cursor";
@@ -46,8 +45,8 @@ pub struct ListParams {
     /// Only grants still holding access (active or revoke_failed).
     #[serde(default)]
     active: bool,
-    /// Page size (default 200, at most 1000).
-    #[param(minimum = 1, maximum = 1000)]
+    /// Page size: 200 when absent; larger values count as 1000, and 0 as 1.
+    #[param(value_type = Option<u64>, maximum = 4294967295u64)]
     limit: Option<u32>,
     /// Where to continue: the `x-next-cursor` header of the previous page.
     cursor: Option<String>,
@@ -101,14 +100,16 @@ pub async fn list_grants(
 #[serde(deny_unknown_fields)]
 pub struct WaitParams {
     /// Long-poll: answer once the request's version is greater than this.
+    #[serde(default, deserialize_with = "int64")]
     wait_version: Option<u64>,
-    /// Longest wait in seconds (default 25, at most 60).
-    #[param(maximum = 60)]
+    /// Longest wait in seconds with `wait_version`: 25 when absent; longer
+    /// waits are cut to 60.
+    #[serde(default, deserialize_with = "int64")]
     timeout: Option<u64>,
 }
 
 #[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests",
-    params(("id" = String, Path, description = "Request id"), WaitParams),
+    params(("id" = api::formats::RequestId, Path, description = "Request id"), WaitParams),
     responses((status = 200, body = api::AccessRequest)))]
 pub async fn get_request(
     State(app): State<App>,
@@ -126,32 +127,32 @@ pub async fn get_request(
     Ok(Json(request))
 }
 
-#[utoipa::path(post, path = "/v1/requests/{id}/approve", tag = "requests", request_body = api::DecisionBody,
-    params(("id" = String, Path, description = "Request id")), responses((status = 200, body = api::AccessRequest)))]
+#[utoipa::path(post, path = "/v1/requests/{id}/approve", tag = "requests",
+    request_body(content = Option<api::DecisionBody>, description = "Optional; an empty body means no comment"),
+    params(("id" = api::formats::RequestId, Path, description = "Request id")), responses((status = 200, body = api::AccessRequest)))]
 pub async fn approve(
     State(app): State<App>,
     caller: Caller,
     Segment(id): Segment,
-    body: Bytes,
+    OptionalJsonBody(body): OptionalJsonBody<api::DecisionBody>,
 ) -> HttpResult<Json<api::AccessRequest>> {
-    let body: api::DecisionBody = optional_body(&body)?;
     Ok(Json(app.approve(&caller, id, body.comment).await?))
 }
 
-#[utoipa::path(post, path = "/v1/requests/{id}/deny", tag = "requests", request_body = api::DecisionBody,
-    params(("id" = String, Path, description = "Request id")), responses((status = 200, body = api::AccessRequest)))]
+#[utoipa::path(post, path = "/v1/requests/{id}/deny", tag = "requests",
+    request_body(content = Option<api::DecisionBody>, description = "Optional; an empty body means no comment"),
+    params(("id" = api::formats::RequestId, Path, description = "Request id")), responses((status = 200, body = api::AccessRequest)))]
 pub async fn deny(
     State(app): State<App>,
     caller: Caller,
     Segment(id): Segment,
-    body: Bytes,
+    OptionalJsonBody(body): OptionalJsonBody<api::DecisionBody>,
 ) -> HttpResult<Json<api::AccessRequest>> {
-    let body: api::DecisionBody = optional_body(&body)?;
     Ok(Json(app.deny(&caller, id, body.comment).await?))
 }
 
 #[utoipa::path(post, path = "/v1/requests/{id}/cancel", tag = "requests",
-    params(("id" = String, Path, description = "Request id")), responses((status = 200, body = api::AccessRequest)))]
+    params(("id" = api::formats::RequestId, Path, description = "Request id")), responses((status = 200, body = api::AccessRequest)))]
 pub async fn cancel(
     State(app): State<App>,
     caller: Caller,
@@ -161,7 +162,7 @@ pub async fn cancel(
 }
 
 #[utoipa::path(post, path = "/v1/requests/{id}/extend", tag = "grants", request_body = api::ExtendBody,
-    params(("id" = String, Path, description = "Grant id")),
+    params(("id" = api::formats::RequestId, Path, description = "Grant id")),
     responses((status = 200, description = "the grant with its new extension last in `extensions`", body = api::AccessRequest)))]
 pub async fn extend(
     State(app): State<App>,
@@ -192,7 +193,7 @@ pub async fn list_reviews(
 }
 
 #[utoipa::path(post, path = "/v1/reviews/{id}/ack", tag = "grants", request_body = api::ReviewAckBody,
-    params(("id" = String, Path, description = "Grant id")), responses((status = 200, body = api::AccessRequest)))]
+    params(("id" = api::formats::RequestId, Path, description = "Grant id")), responses((status = 200, body = api::AccessRequest)))]
 pub async fn ack_review(
     State(app): State<App>,
     caller: Caller,
@@ -203,7 +204,7 @@ pub async fn ack_review(
 }
 
 #[utoipa::path(get, path = "/v1/requests/{id}/credentials", tag = "credentials",
-    params(("id" = String, Path, description = "Grant id")),
+    params(("id" = api::formats::RequestId, Path, description = "Grant id")),
     responses((status = 200, body = api::Credential, headers(("cache-control" = String, description = "no-store")))))]
 pub async fn credentials(State(app): State<App>, caller: Caller, Segment(id): Segment) -> HttpResult<Response> {
     let credential = app.credentials(&caller, id).await?;
@@ -212,7 +213,7 @@ pub async fn credentials(State(app): State<App>, caller: Caller, Segment(id): Se
 }
 
 #[utoipa::path(post, path = "/v1/grants/{id}/revoke", tag = "grants", request_body = api::RevokeBody,
-    params(("id" = String, Path, description = "Grant id")), responses((status = 200, body = api::AccessRequest)))]
+    params(("id" = api::formats::RequestId, Path, description = "Grant id")), responses((status = 200, body = api::AccessRequest)))]
 pub async fn revoke(
     State(app): State<App>,
     caller: Caller,
@@ -223,7 +224,7 @@ pub async fn revoke(
 }
 
 #[utoipa::path(post, path = "/v1/grants/{id}/release", tag = "grants",
-    params(("id" = String, Path, description = "Grant id")), responses((status = 200, body = api::AccessRequest)))]
+    params(("id" = api::formats::RequestId, Path, description = "Grant id")), responses((status = 200, body = api::AccessRequest)))]
 pub async fn release(
     State(app): State<App>,
     caller: Caller,
@@ -233,32 +234,13 @@ pub async fn release(
 }
 
 #[utoipa::path(post, path = "/v1/introspect", tag = "credentials",
-    request_body(content = api::IntrospectBody, content_type = "application/x-www-form-urlencoded"),
+    request_body(description = "RFC 7662: a form; JSON is accepted too",
+        content((api::IntrospectBody = "application/x-www-form-urlencoded"), (api::IntrospectBody = "application/json"))),
     responses((status = 200, body = api::Introspection)))]
 pub async fn introspect(
     State(app): State<App>,
     caller: Caller,
-    headers: HeaderMap,
-    body: Bytes,
+    FormOrJson(body): FormOrJson<api::IntrospectBody>,
 ) -> HttpResult<Json<api::Introspection>> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    let parsed: api::IntrospectBody = if is_json {
-        serde_json::from_slice(&body).map_err(|e| {
-            HttpError(AppError::invalid(
-                ErrorCode::InvalidJson,
-                format!("invalid JSON body: {e}"),
-            ))
-        })?
-    } else {
-        serde_urlencoded::from_bytes(&body).map_err(|e| {
-            HttpError(AppError::invalid(
-                ErrorCode::InvalidForm,
-                format!("expected form field `token`: {e}"),
-            ))
-        })?
-    };
-    Ok(Json(app.introspect(&caller, &parsed.token).await?))
+    Ok(Json(app.introspect(&caller, &body.token).await?))
 }
