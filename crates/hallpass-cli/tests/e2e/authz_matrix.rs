@@ -221,6 +221,7 @@ impl World {
     /// A raw HTTP call; returns the status and the body as JSON (or Null).
     fn send(&self, method: &str, call: &Call, token: Option<&str>, from: Option<IpAddr>) -> (u16, Value) {
         self.runtime.block_on(async {
+            hallpass_client::install_tls_crypto_provider();
             let mut client = reqwest::Client::builder();
             if let Some(address) = from {
                 client = client.local_address(address);

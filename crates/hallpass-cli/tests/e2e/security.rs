@@ -340,13 +340,15 @@ fn failed_authentications_are_logged_without_the_secret() {
     let (status, _) = server.http("DELETE", &format!("/v1/tokens/{id}"), Some(&server.admin), None);
     assert_eq!(status, 204);
     let guess = format!("hp_guess{:040}", 7);
-    for token in [secret, guess.as_str()] {
-        let (status, _) = server.http("GET", "/v1/whoami", Some(token), None);
-        assert_eq!(status, 401);
+    let garbage = "not-a-hallpass-token-0123456789";
+    for token in [secret, guess.as_str(), garbage] {
+        let (status, body) = server.http("GET", "/v1/whoami", Some(token), None);
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_token");
     }
     let logs = server.logs();
     let failures: Vec<&str> = logs.lines().filter(|l| l.contains("authentication failed")).collect();
-    assert_eq!(failures.len(), 2, "{logs}");
+    assert_eq!(failures.len(), 3, "{logs}");
     assert!(
         failures[0].contains(id) && failures[0].contains("revoked token"),
         "{}",
@@ -357,13 +359,19 @@ fn failed_authentications_are_logged_without_the_secret() {
         "{}",
         failures[1]
     );
+    assert!(failures[2].contains("malformed token"), "{}", failures[2]);
     for line in failures {
         assert!(line.contains("fingerprint"), "{line}");
         assert!(
-            !line.contains(secret) && !line.contains(&guess),
+            !line.contains(secret) && !line.contains(&guess) && !line.contains(garbage),
             "a secret was logged: {line}"
         );
     }
+    let metrics = server.text("/metrics");
+    assert!(
+        metrics.lines().any(|l| l == "hallpass_auth_failures_total 3"),
+        "every failure is counted, the malformed one too:\n{metrics}"
+    );
 }
 
 #[test]

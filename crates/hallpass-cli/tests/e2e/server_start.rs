@@ -183,6 +183,7 @@ fn tls_serves_https_with_the_given_certificate() {
         .unwrap();
     let answer = runtime.block_on(async {
         let root = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
+        hallpass_client::install_tls_crypto_provider();
         let client = reqwest::Client::builder().add_root_certificate(root).build().unwrap();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

@@ -236,6 +236,9 @@ impl App {
             ));
         }
         let hash = hash_token(secret);
+        if !secret.starts_with(TOKEN_PREFIX) {
+            return Err(self.failed_authentication(None, &hash, remote, "malformed token"));
+        }
         let lookup = hash.clone();
         let found = self.inner.store.read(move |r| r.token_for_auth(&lookup)).await?;
         let now = self.now();
@@ -247,23 +250,9 @@ impl App {
             Some(_) => None,
         };
         let Some((row, _)) = found.as_ref().filter(|_| failure.is_none()).cloned() else {
-            let why = failure.unwrap_or("unknown token");
-            // A known token is named by its id; an unknown one by the start
-            // of its SHA-256, which tells repeated guesses apart without
-            // revealing anything about the secret.
             let token_id = found.as_ref().map(|(row, _)| row.id.as_str());
-            tracing::warn!(
-                token_id, fingerprint = %&hash[..12], remote = ?remote, why,
-                "authentication failed"
-            );
-            if let Some(ip) = remote {
-                self.inner.limits.auth_failures.record(ip);
-            }
-            metrics::counter!("hallpass_auth_failures_total").increment(1);
-            return Err(AppError::unauthenticated(
-                ErrorCode::InvalidToken,
-                "the API token is unknown, revoked or expired, or its principal is locked",
-            ));
+            let why = failure.unwrap_or("unknown token");
+            return Err(self.failed_authentication(token_id, &hash, remote, why));
         };
         Ok(Caller {
             principal: Principal {
@@ -273,6 +262,31 @@ impl App {
             token_id: row.id,
             token_expires_at: row.expires_at,
         })
+    }
+
+    /// Logs, counts and holds against the address one failed authentication.
+    /// A known token is named by its id; anything else by the start of the
+    /// SHA-256 of what was presented, which tells repeated guesses apart
+    /// without revealing anything about the secret.
+    fn failed_authentication(
+        &self,
+        token_id: Option<&str>,
+        hash: &str,
+        remote: Option<IpAddr>,
+        why: &'static str,
+    ) -> AppError {
+        let fingerprint = hash.get(..12).unwrap_or(hash);
+        tracing::warn!(token_id, fingerprint, remote = ?remote, why, "authentication failed");
+        if let Some(ip) = remote {
+            self.inner.limits.auth_failures.record(ip);
+        }
+        metrics::counter!("hallpass_auth_failures_total").increment(1);
+        let message = if why == "malformed token" {
+            "the API token is malformed: Hallpass tokens start with `hp_`"
+        } else {
+            "the API token is unknown, revoked or expired, or its principal is locked"
+        };
+        AppError::unauthenticated(ErrorCode::InvalidToken, message)
     }
 
     pub fn whoami(&self, caller: &Caller) -> api::WhoAmI {
