@@ -7,9 +7,10 @@ Python 3.8+ and the `cryptography` package (for Ed25519).
 
 Usage: verify_audit.py EXPORT.jsonl [--public-key KEY]
 
-KEY is the server's audit public key as a PEM `PUBLIC KEY` file or a JWK
-file. Exit status: 0 the file verifies, 1 it does not (the first bad seq and
-why are printed), 2 usage error or unreadable key or export file.
+KEY is the server's audit public key: a PEM `PUBLIC KEY` file, a JWK file,
+or the saved answer of GET /v1/audit/public-key. Exit status: 0 the file
+verifies, 1 it does not (the first bad seq and why are printed), 2 usage
+error or unreadable key or export file.
 """
 
 import argparse
@@ -27,9 +28,15 @@ GENESIS_HASH = "0" * 64
 CHECKPOINT_KIND = "audit.checkpoint"
 MEMBERS = ("seq", "time", "actor", "kind", "request_id", "data", "prev_hash", "hash")
 CHECKPOINT_DATA = ("covers_seq", "covers_hash", "key_id", "signature")
+MAX_DEPTH = 127
+LARGEST_U64 = 2**64 - 1  # the largest seq, and the top of the previous release's integers
+SEQ_FORM = re.compile(r"[1-9][0-9]*")
+HASH_FORM = re.compile(r"[0-9a-f]{64}")
+BLANK = re.compile(rb"[ \t]*")
+BOM = "\ufeff"
 SPKI_ED25519_PREFIX = bytes.fromhex("302a300506032b6570032100")
-PEM_BEGIN, PEM_END = "-----BEGIN PUBLIC KEY-----", "-----END PUBLIC KEY-----"
-JSON_WHITESPACE = b" \t\r\n"
+PEM_BLOCK = re.compile(r"-----BEGIN PUBLIC KEY-----(.*?)-----END PUBLIC KEY-----", re.DOTALL)
+GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493  # L of RFC 8032
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -58,7 +65,7 @@ class Num:
     def __init__(self, text):
         self.text, self.value = text, float(text)
         if not math.isfinite(self.value):
-            raise ValueError(f"the number {text} does not fit in a double")
+            raise ValueError(f"the number {text} is too large for a double")
 
     def is_integer_literal(self):
         return not any(c in self.text for c in ".eE")
@@ -80,37 +87,42 @@ def _not_json(constant):
     raise ValueError(f"{constant} is not a JSON value")
 
 
-def _reject_lone_surrogates(value):
+def _check_tree(value, depth=1):
+    """Nesting at most MAX_DEPTH (this value at `depth`), no unpaired surrogate."""
     if isinstance(value, str):
         if LONE_SURROGATE.search(value):
             raise ValueError("a string holds an unpaired surrogate escape")
-    elif isinstance(value, list):
-        for item in value:
-            _reject_lone_surrogates(item)
-    elif isinstance(value, dict):
-        for name, item in value.items():
-            _reject_lone_surrogates(name)
-            _reject_lone_surrogates(item)
+        return
+    if not isinstance(value, (list, dict)):
+        return
+    if depth > MAX_DEPTH:
+        raise ValueError(f"arrays and objects nest more than {MAX_DEPTH} levels deep")
+    items = value if isinstance(value, list) else [item for member in value.items() for item in member]
+    for item in items:
+        _check_tree(item, depth + 1)
 
 
 def parse_json(text):
-    value = json.loads(
-        text,
-        object_pairs_hook=_object_without_duplicates,
-        parse_int=Num,
-        parse_float=Num,
-        parse_constant=_not_json,
-    )
-    _reject_lone_surrogates(value)
+    """JSON with numbers kept as written and no member named twice in an object."""
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_object_without_duplicates,
+            parse_int=Num,
+            parse_float=Num,
+            parse_constant=_not_json,
+        )
+    except RecursionError:
+        raise ValueError(f"arrays and objects nest more than {MAX_DEPTH} levels deep") from None
     return value
 
 
 def parse_event(text):
     """One export line as an event (docs: "Export file"); ValueError if it is not one."""
-    try:
-        event = parse_json(text)
-    except RecursionError:
-        raise ValueError("the JSON is nested too deeply") from None
+    if text.startswith(BOM):
+        raise ValueError("the line starts with a byte-order mark")
+    event = parse_json(text)
+    _check_tree(event)
     if not isinstance(event, dict):
         raise ValueError("a line must be a JSON object")
     missing = [m for m in MEMBERS if m not in event]
@@ -118,11 +130,14 @@ def parse_event(text):
     if missing or extra:
         raise ValueError(f"members missing: {missing or 'none'}, members not allowed: {extra or 'none'}")
     seq = event["seq"]
-    if not (isinstance(seq, Num) and seq.is_integer_literal() and int(seq.text) >= 1):
-        raise ValueError("seq must be an integer >= 1")
-    for member in ("time", "actor", "kind", "prev_hash", "hash"):
+    if not (isinstance(seq, Num) and SEQ_FORM.fullmatch(seq.text) and int(seq.text) <= LARGEST_U64):
+        raise ValueError(f"seq must be written as digits only, from 1 to {LARGEST_U64}")
+    for member in ("time", "actor", "kind"):
         if not isinstance(event[member], str):
             raise ValueError(f"{member} must be a string")
+    for member in ("prev_hash", "hash"):
+        if not (isinstance(event[member], str) and HASH_FORM.fullmatch(event[member])):
+            raise ValueError(f"{member} must be 64 lowercase hex digits")
     if event["request_id"] is not None and not isinstance(event["request_id"], str):
         raise ValueError("request_id must be a string or null")
     return event
@@ -133,11 +148,11 @@ def seq_of(event):
 
 
 def export_lines(raw):
-    """(line number, text) of each non-blank line; \\r before \\n is dropped."""
+    """(line number, bytes) of each non-blank line; \\r before \\n is dropped."""
     for number, line in enumerate(raw.split(b"\n"), start=1):
         if line.endswith(b"\r"):
             line = line[:-1]
-        if line.strip(JSON_WHITESPACE):
+        if not BLANK.fullmatch(line):
             yield number, line
 
 
@@ -151,7 +166,8 @@ def canonical_string(s):
 
 
 def shortest_digits(x):
-    """For a finite x > 0: the shortest digits d1..dk and n with x = 0.d1..dk * 10^n."""
+    """For a finite x > 0: the shortest digits d1..dk and n with x = 0.d1..dk * 10^n
+    (repr picks the nearest such digits, and of two equally near the even one)."""
     mantissa, _, exponent = repr(x).partition("e")
     whole, _, fraction = mantissa.partition(".")
     digits = whole + fraction
@@ -201,10 +217,11 @@ def legacy_double(x):
 
 
 def legacy_number(num):
-    # A length check first: int() of a huge literal is slow or refused.
-    if num.is_integer_literal() and len(num.text.lstrip("-")) <= 20:
+    # `-0` is negative zero, not the integer 0. The length check comes first:
+    # int() of a huge literal is slow or refused.
+    if num.is_integer_literal() and num.text != "-0" and len(num.text.lstrip("-")) <= 20:
         value = int(num.text)
-        if -(2**63) <= value <= 2**64 - 1:
+        if -(2**63) <= value <= LARGEST_U64:
             return str(value)
     return legacy_double(num.value)
 
@@ -221,22 +238,17 @@ def canonical(value, legacy=False):
         return legacy_number(value) if legacy else ecmascript_number(value.value)
     if isinstance(value, str):
         return canonical_string(value)
-    # Plain loops, not generator expressions: one frame per nesting level.
-    parts = []
     if isinstance(value, list):
-        for item in value:
-            parts.append(canonical(item, legacy))
-        return "[" + ",".join(parts) + "]"
+        return "[" + ",".join(canonical(item, legacy) for item in value) + "]"
     order = "utf-8" if legacy else "utf-16-be"  # UTF-16BE bytes sort as code units
-    for name, item in sorted(value.items(), key=lambda member: member[0].encode(order)):
-        parts.append(canonical_string(name) + ":" + canonical(item, legacy))
-    return "{" + ",".join(parts) + "}"
+    members = sorted(value.items(), key=lambda member: member[0].encode(order))
+    return "{" + ",".join(canonical_string(name) + ":" + canonical(item, legacy) for name, item in members) + "}"
 
 
 def event_hash(event, legacy=False):
     hashed = {member: event[member] for member in MEMBERS if member != "hash"}
     text = canonical(hashed, legacy)
-    return hashlib.sha256(event["prev_hash"].encode("utf-8") + text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(event["prev_hash"].encode("ascii") + text.encode("utf-8")).hexdigest()
 
 
 # ------------------------------------------------------------------- keys
@@ -247,7 +259,7 @@ def b64url(raw):
 
 
 def b64url_decode(text, length):
-    """Strict base64url without padding of exactly `length` bytes; None if it is not."""
+    """Strict base64url without padding, unused bits zero, of exactly `length` bytes; None if not."""
     if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", text):
         return None
     try:
@@ -257,15 +269,20 @@ def b64url_decode(text, length):
     return raw if len(raw) == length and b64url(raw) == text else None
 
 
-def key_from_jwk(text):
+def key_from_json(text):
+    """A JWK, or the answer of GET /v1/audit/public-key holding one as `jwk`."""
     try:
         jwk = json.loads(text)
     except ValueError as error:
-        raise KeyProblem(f"the JWK is not valid JSON: {error}") from None
+        raise KeyProblem(f"the key file starts with '{{' but is not valid JSON: {error}") from None
+    if isinstance(jwk, dict) and "kty" not in jwk and "jwk" in jwk:
+        jwk = jwk["jwk"]
     if not isinstance(jwk, dict) or jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
         raise KeyProblem('not an Ed25519 JWK (needs "kty":"OKP" and "crv":"Ed25519")')
     if "d" in jwk:
         raise KeyProblem('the JWK holds a private key ("d"): give the public key only')
+    if "alg" in jwk and jwk["alg"] != "EdDSA":
+        raise KeyProblem(f'the JWK is for "alg" {jwk["alg"]!r}, not "EdDSA"')
     raw = b64url_decode(jwk.get("x"), 32)
     if raw is None:
         raise KeyProblem('the JWK\'s "x" is not 32 bytes in base64url without padding')
@@ -273,11 +290,11 @@ def key_from_jwk(text):
 
 
 def key_from_pem(text):
-    lines = [line.strip() for line in text.strip().splitlines()]
-    if len(lines) < 3 or lines[0] != PEM_BEGIN or lines[-1] != PEM_END:
-        raise KeyProblem(f"neither a JWK nor a PEM file between {PEM_BEGIN} and {PEM_END}")
+    block = PEM_BLOCK.search(text)
+    if block is None:
+        raise KeyProblem("neither JSON nor a -----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY----- block")
     try:
-        der = base64.b64decode("".join(lines[1:-1]), validate=True)
+        der = base64.b64decode(re.sub(r"[\r\n]", "", block.group(1)), validate=True)
     except ValueError:
         raise KeyProblem("the PEM body is not valid base64") from None
     if len(der) != 44 or not der.startswith(SPKI_ED25519_PREFIX):
@@ -286,20 +303,24 @@ def key_from_pem(text):
 
 
 def load_public_key(path):
-    """(key, key id) from a PEM or JWK file, told apart by content."""
+    """(key, key id) from a key file, JSON or PEM told apart by content."""
     try:
         with open(path, encoding="utf-8") as file:
             text = file.read()
     except (OSError, UnicodeDecodeError) as error:
         raise KeyProblem(f"cannot read it: {error}") from None
-    raw = key_from_jwk(text) if text.lstrip().startswith("{") else key_from_pem(text)
+    raw = key_from_json(text) if text.lstrip().startswith("{") else key_from_pem(text)
+    return Ed25519PublicKey.from_public_bytes(raw), key_id_of(raw)
+
+
+def key_id_of(raw):
+    """The RFC 7638 thumbprint of the 32-byte public key `raw`."""
     thumbprint_input = '{"crv":"Ed25519","kty":"OKP","x":"' + b64url(raw) + '"}'
-    key_id = b64url(hashlib.sha256(thumbprint_input.encode("ascii")).digest())
-    return Ed25519PublicKey.from_public_bytes(raw), key_id
+    return b64url(hashlib.sha256(thumbprint_input.encode("ascii")).digest())
 
 
-def checkpoint_message(covers_seq, covers_hash, key_id):
-    return f"hallpass-audit-checkpoint/v1\n{covers_seq}\n{covers_hash}\n{key_id}".encode("utf-8")
+def checkpoint_message(covers_seq, covers_hash, key_id, time):
+    return f"hallpass-audit-checkpoint/v1\n{covers_seq}\n{covers_hash}\n{key_id}\n{time}".encode("utf-8")
 
 
 # ----------------------------------------------------------- verification
@@ -344,11 +365,13 @@ def check_checkpoint(event, key, key_id, since_seq):
             f"vouches for another hash of event {seq - 1} than the chain holds: "
             f"a line from seq {since_seq} to {seq - 1} was changed and the chain rehashed"
         )
+    if event["actor"] != "hallpass" or event["request_id"] is not None:
+        raise fail('must have actor "hallpass" and request_id null')
     signature = b64url_decode(data["signature"], 64)
-    if signature is None:
-        raise fail("has a signature that is not 64 bytes in base64url without padding")
+    if signature is None or int.from_bytes(signature[32:], "little") >= GROUP_ORDER:
+        raise fail("has a signature that is not 86 characters of strict base64url of a valid Ed25519 signature")
     try:
-        key.verify(signature, checkpoint_message(seq - 1, data["covers_hash"], key_id))
+        key.verify(signature, checkpoint_message(seq - 1, data["covers_hash"], key_id, event["time"]))
     except InvalidSignature:
         raise fail(f"has a signature that does not verify with key {key_id}") from None
 
@@ -359,13 +382,13 @@ def is_intact(event):
 
 
 def verify(lines, key=None, key_id=None):
-    """Steps 1-7 over (line number, bytes) pairs; returns the summary line or raises Failure."""
+    """Steps 1-7 over (line number, bytes) pairs, line by line; returns the summary or raises Failure."""
     first = last = last_checkpoint = None
     count = 0
     for number, text in lines:
         try:
             event = parse_event(text.decode("utf-8"))
-        except ValueError as error:
+        except ValueError as error:  # UnicodeDecodeError included
             after_last_good = None if last is None else seq_of(last) + 1
             raise Failure(after_last_good, f"line {number} is not a valid audit event: {error}") from None
         seq, is_checkpoint = seq_of(event), event["kind"] == CHECKPOINT_KIND
@@ -375,11 +398,7 @@ def verify(lines, key=None, key_id=None):
             check_link(0, GENESIS_HASH, event)
         elif key is not None and not is_checkpoint:
             raise Failure(seq, f"the file starts at seq {seq} with no checkpoint: events before it may have been cut")
-        try:
-            intact = is_intact(event)
-        except RecursionError:
-            raise Failure(seq, f"event {seq} is nested too deeply to hash") from None
-        if not intact:
+        if not is_intact(event):
             raise Failure(seq, f"event {seq} was changed: its hash does not match its contents")
         first = event if first is None else first
         if key is not None and is_checkpoint:
@@ -405,7 +424,7 @@ def verify(lines, key=None, key_id=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("export", metavar="EXPORT.jsonl")
-    parser.add_argument("--public-key", metavar="KEY", help="the server's audit public key (PEM or JWK file)")
+    parser.add_argument("--public-key", metavar="KEY", help="the server's audit public key (PEM, JWK or API answer)")
     args = parser.parse_args(argv)
     key = key_id = None
     if args.public_key is not None:
