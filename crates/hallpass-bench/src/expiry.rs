@@ -824,6 +824,7 @@ async fn any_active(client: &Client) -> Result<bool> {
         "{}/v1/grants?active=true&limit=1",
         client.base_url().trim_end_matches('/')
     );
+    hallpass_client::install_tls_crypto_provider();
     let mut request = reqwest::Client::new().get(&url).timeout(Duration::from_secs(60));
     if let Some(token) = client.token() {
         request = request.bearer_auth(token);

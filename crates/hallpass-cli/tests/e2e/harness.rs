@@ -299,6 +299,21 @@ impl Server {
         self.logs.lock().map(|logs| logs.clone()).unwrap_or_default()
     }
 
+    /// The logs once `ready` holds for them: the server writes a line
+    /// after it answers, and a thread copies its stderr, so a test that
+    /// reads right after the answer could miss it. Panics after 10 s.
+    pub fn logs_when(&self, ready: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = self.logs();
+            if ready(&logs) {
+                return logs;
+            }
+            assert!(Instant::now() < deadline, "the awaited log lines never came:\n{logs}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: no shutdown hooks, no flush — a crash.
     pub fn kill_hard(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -424,9 +439,10 @@ impl Server {
             .enable_all()
             .build()
             .expect("runtime");
-        hallpass_client::install_tls_crypto_provider();
         runtime.block_on(async {
-            let response = reqwest::get(format!("{}{path}", self.addr))
+            let response = http_client()
+                .get(format!("{}{path}", self.addr))
+                .send()
                 .await
                 .expect("http request");
             response.text().await.expect("body")
@@ -448,7 +464,7 @@ impl Server {
             .expect("runtime");
         runtime.block_on(async {
             let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-            let mut request = reqwest::Client::new().request(method, format!("{}{path}", self.addr));
+            let mut request = http_client().request(method, format!("{}{path}", self.addr));
             if let Some(token) = token {
                 request = request.bearer_auth(token);
             }
@@ -470,9 +486,8 @@ impl Server {
             .enable_all()
             .build()
             .expect("runtime");
-        hallpass_client::install_tls_crypto_provider();
         runtime.block_on(async {
-            let client = reqwest::Client::new();
+            let client = http_client();
             let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
             let mut request = client.request(method, format!("{}{path}", self.addr));
             if let Some(token) = token {
@@ -507,7 +522,7 @@ pub fn post_all(addrs: &[String], path: &str, token: &str, bodies: Vec<Value>) -
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let client = reqwest::Client::new();
+        let client = http_client();
         let barrier = Arc::new(tokio::sync::Barrier::new(bodies.len()));
         let calls = bodies.into_iter().enumerate().map(|(index, body)| {
             let (client, barrier) = (client.clone(), Arc::clone(&barrier));
@@ -687,4 +702,11 @@ impl Drop for WebhookRecorder {
         // Wake the accept loop so it sees the flag.
         let _ = TcpStream::connect(self.addr);
     }
+}
+
+/// A plain reqwest client, after installing the one TLS crypto provider
+/// (reqwest is built without its own).
+pub fn http_client() -> reqwest::Client {
+    hallpass_client::install_tls_crypto_provider();
+    reqwest::Client::new()
 }

@@ -72,8 +72,7 @@ fn flags_win_over_the_file_and_the_file_over_defaults() {
     );
     // A failed authentication is logged (as a warning): in JSON.
     server.http("GET", "/v1/whoami", Some("hp_not-a-real-token-at-all"), None);
-    std::thread::sleep(Duration::from_millis(200));
-    let logs = server.logs();
+    let logs = server.logs_when(|logs| logs.contains("authentication failed"));
     let first_log = logs
         .lines()
         .find(|line| line.starts_with('{'))
@@ -93,9 +92,7 @@ fn defaults_apply_when_neither_flag_nor_file_says() {
         "issuer defaults to the address"
     );
     server.http("GET", "/v1/whoami", Some("hp_not-a-real-token-at-all"), None);
-    std::thread::sleep(Duration::from_millis(200));
-    let logs = server.logs();
-    assert!(logs.contains("authentication failed"), "{logs}");
+    let logs = server.logs_when(|logs| logs.contains("authentication failed"));
     assert!(
         !logs.lines().any(|line| line.starts_with('{')),
         "dev logs are text by default"

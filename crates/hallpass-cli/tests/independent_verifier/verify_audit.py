@@ -294,9 +294,12 @@ def key_from_pem(text):
     if block is None:
         raise KeyProblem("neither JSON nor a -----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY----- block")
     try:
-        der = base64.b64decode(re.sub(r"[\r\n]", "", block.group(1)), validate=True)
+        body = re.sub(r"[ \t\n\f\r]", "", block.group(1))
+        der = base64.b64decode(body, validate=True)
     except ValueError:
         raise KeyProblem("the PEM body is not valid base64") from None
+    if base64.b64encode(der).decode("ascii") != body:
+        raise KeyProblem("the PEM body is not strict base64 (unused bits must be zero)")
     if len(der) != 44 or not der.startswith(SPKI_ED25519_PREFIX):
         raise KeyProblem("the PEM key is not an Ed25519 public key")
     return der[len(SPKI_ED25519_PREFIX) :]
@@ -309,7 +312,7 @@ def load_public_key(path):
             text = file.read()
     except (OSError, UnicodeDecodeError) as error:
         raise KeyProblem(f"cannot read it: {error}") from None
-    raw = key_from_json(text) if text.lstrip().startswith("{") else key_from_pem(text)
+    raw = key_from_json(text) if text.lstrip(" \t\n\r").startswith("{") else key_from_pem(text)
     return Ed25519PublicKey.from_public_bytes(raw), key_id_of(raw)
 
 

@@ -106,7 +106,9 @@ impl fmt::Debug for AuditPublicKey {
 impl AuditPublicKey {
     /// Reads a key file's text, PEM or JWK, told apart by its content.
     pub fn parse(text: &str) -> Result<Self, AuditKeyError> {
-        let text = text.trim();
+        // JSON's own white space, so that "starts with `{`" means the same
+        // to every reader (docs/audit.md).
+        let text = text.trim_matches([' ', '\t', '\n', '\r']);
         if text.is_empty() {
             Err(AuditKeyError::Empty)
         } else if text.starts_with('{') {
@@ -187,10 +189,10 @@ impl AuditPublicKey {
         };
         expect("kty", "OKP")?;
         expect("crv", "Ed25519")?;
-        if let Some(alg) = object.get("alg").and_then(Value::as_str).filter(|alg| *alg != "EdDSA") {
+        if let Some(alg) = object.get("alg").filter(|alg| *alg != "EdDSA") {
             return Err(AuditKeyError::JwkMember {
                 member: "alg",
-                problem: format!("is {alg:?}, expected \"EdDSA\""),
+                problem: format!("is {alg}, expected \"EdDSA\""),
             });
         }
         let x = URL_SAFE_NO_PAD
@@ -344,6 +346,11 @@ pub(crate) mod tests {
         assert_eq!(key.to_pem(), OPENSSL_PEM);
         assert_eq!(AuditPublicKey::parse(OPENSSL_PEM).unwrap(), key);
         assert_eq!(AuditPublicKey::parse(&OPENSSL_PEM.replace('\n', "\r\n")).unwrap(), key);
+        let spaced = OPENSSL_PEM.replace("MCowBQYDK2VwAyEA", "  MCow BQYD\tK2VwAyEA ");
+        assert_eq!(
+            AuditPublicKey::parse(&format!("the key:\n{spaced}thanks\n")).unwrap(),
+            key
+        );
         assert_eq!(AuditPublicKey::parse(&key.to_jwk().to_string()).unwrap(), key);
         let minimal = r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
         assert_eq!(AuditPublicKey::parse(minimal).unwrap(), key);
@@ -408,6 +415,20 @@ pub(crate) mod tests {
             (
                 r#"{"kty":"OKP","crv":"Ed25519","x":"AA","d":"secret-d"}"#,
                 "private member `d`",
+            ),
+            (
+                r#"{"kty":"OKP","crv":"Ed25519","alg":null,"x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#,
+                "`alg` is null",
+            ),
+            // Only JSON's white space may come before the `{`.
+            (
+                "\u{a0}{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}",
+                "neither PEM",
+            ),
+            // Strict base64: the last symbol leaves a bit set.
+            (
+                "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURp=\n-----END PUBLIC KEY-----",
+                "not valid base64",
             ),
         ];
         for (text, expected) in cases {
