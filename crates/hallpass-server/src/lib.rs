@@ -11,17 +11,14 @@
 //! `app` is the service layer (every operation, authorized, HTTP-agnostic);
 //! `http` is the only module that knows HTTP.
 
-pub mod access_config;
 pub mod app;
 mod dev;
 mod gate;
 pub mod http;
 pub mod scheduler;
-pub mod seal;
 pub mod settings;
 pub mod telemetry;
 pub mod testing;
-mod wire;
 
 use std::sync::Arc;
 
@@ -112,9 +109,9 @@ pub async fn serve(
         Backend::Sqlite { data_dir } => Some(data_dir.clone()),
         Backend::Postgres { .. } => None,
     };
-    let seal_key = seal::resolve_key(settings.seal_key.clone(), sqlite_dir.as_deref())?;
-    let sealer = Arc::new(seal::Sealer::new(&seal_key)?);
-    let keys = seal::unseal_keys(&store, &sealer).await?;
+    let seal_key = app::seal::resolve_key(settings.seal_key.clone(), sqlite_dir.as_deref())?;
+    let sealer = Arc::new(app::seal::Sealer::new(&seal_key)?);
+    let keys = app::seal::unseal_keys(&store, &sealer).await?;
     let signer =
         Arc::new(JwtSigner::from_pkcs8(&keys.jwt, settings.issuer.clone()).context("cannot load the JWT signing key")?);
     let audit_signer =

@@ -13,8 +13,8 @@ use hallpass_providers::{CredentialProvider, Registry};
 use hallpass_store::Store;
 use tokio::sync::mpsc;
 
+use crate::app::seal::Sealer;
 use crate::app::{App, AppParts, Caller};
-use crate::seal::Sealer;
 
 /// Where the app sends the deadlines the scheduler should wake for.
 pub type DeadlineInbox = mpsc::UnboundedReceiver<(DateTime<Utc>, String)>;
@@ -27,7 +27,7 @@ pub fn app_in(
     extra_providers: Vec<Arc<dyn CredentialProvider>>,
 ) -> anyhow::Result<(App, DeadlineInbox)> {
     let store = Store::open_sqlite(&dir.join("data"), clock.clone())?;
-    let seal_key = crate::seal::resolve_key(None, Some(&dir.join("data")))?;
+    let seal_key = crate::app::seal::resolve_key(None, Some(&dir.join("data")))?;
     let signer = Arc::new(JwtSigner::load_or_create(&dir.join("jwt.key"), "test".into())?);
     let mut registry = Registry::default().with(Arc::new(JwtProvider::new(signer.clone())));
     for provider in extra_providers {

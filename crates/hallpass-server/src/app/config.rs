@@ -6,7 +6,7 @@
 use hallpass_api::{self as api, ChangeAction, ConfigKind as ApiKind, ErrorCode};
 use hallpass_core::AuditKind;
 use hallpass_core::audit::AuditDraft;
-use hallpass_core::documents::{Document, FlowDocument, PolicyDocument, RoleDocument, TargetDocument};
+use hallpass_core::documents::{Document, FlowDocument, RoleDocument, TargetDocument};
 use hallpass_core::events::{ConfigChange, ConfigSubject};
 use hallpass_providers::{Registry, SecretValue, TargetSecrets};
 use hallpass_store::{ConfigKind, ConfigRow, WriteTx};
@@ -14,11 +14,11 @@ use serde_json::json;
 
 use super::policies::{CheckedPolicies, record_policy_set_hash};
 use super::secrets::{changed_names, unseal_all, write_changed};
-use super::{App, AppError, AppResult, Caller, unknown_role};
-use crate::access_config::{changed_fields, check_name, normalize_flow, normalize_role, normalize_target};
+use super::{App, AppError, AppResult, Caller, unknown_config, unknown_role};
+use crate::app::access_config::{changed_fields, check_name, normalize_flow, normalize_role, normalize_target};
+use crate::app::seal::Sealer;
+use crate::app::wire;
 use crate::gate::POLICY_SET_HASH_KEY;
-use crate::seal::Sealer;
-use crate::wire;
 
 /// How often an `apply` is retried when the stored policy set changed
 /// between compiling the new set and writing it.
@@ -40,16 +40,6 @@ fn subject(kind: ApiKind) -> ConfigSubject {
         ApiKind::ApprovalFlow => ConfigSubject::ApprovalFlow,
         ApiKind::Policy => ConfigSubject::Policy,
     }
-}
-
-pub(crate) fn not_found(kind: ApiKind, name: &str) -> AppError {
-    let what = match kind {
-        ApiKind::Target => "target",
-        ApiKind::Role => return unknown_role(name),
-        ApiKind::ApprovalFlow => "approval flow",
-        ApiKind::Policy => "policy",
-    };
-    AppError::not_found(format!("no {what} {name:?}"))
 }
 
 /// Everything an `apply` will write, checked before the transaction.
@@ -107,7 +97,7 @@ impl App {
             .read(move |r| -> AppResult<api::Target> {
                 let row = r
                     .config(ConfigKind::Target, &name)?
-                    .ok_or_else(|| not_found(ApiKind::Target, &name))?;
+                    .ok_or_else(|| unknown_config(ApiKind::Target, &name))?;
                 let secrets = r.target_secrets(&name)?;
                 Ok(wire::target_to_api(
                     &row,
@@ -145,7 +135,7 @@ impl App {
             .store
             .read(move |r| r.config(ConfigKind::ApprovalFlow, &lookup))
             .await?;
-        wire::flow_to_api(&row.ok_or_else(|| not_found(ApiKind::ApprovalFlow, &name))?)
+        wire::flow_to_api(&row.ok_or_else(|| unknown_config(ApiKind::ApprovalFlow, &name))?)
     }
 
     pub async fn put_target(&self, caller: &Caller, spec: api::TargetSpec) -> AppResult<api::Target> {
@@ -279,7 +269,7 @@ impl App {
                     return Err(AppError::busy("the stored policies changed while this ran; try again"));
                 }
                 if !wtx.delete_config(store_kind(kind), &name)? {
-                    return Err(not_found(kind, &name));
+                    return Err(unknown_config(kind, &name));
                 }
                 if kind == ApiKind::Target {
                     wtx.delete_target_secrets(&name)?;
@@ -514,9 +504,4 @@ fn apply_document_with<D: Document + PartialEq>(
         fields,
         secrets: Vec::new(),
     })
-}
-
-/// Reads a policy document (used by the policy cache and listings).
-pub(crate) fn policy_document(row: &ConfigRow) -> AppResult<PolicyDocument> {
-    Ok(PolicyDocument::decode(&row.document)?)
 }

@@ -1,6 +1,6 @@
 //! The service layer's one error type: what went wrong, in the caller's
 //! terms, with a stable [`ErrorCode`]. It knows nothing of HTTP; the edge
-//! (`crate::http`) picks the status from [`ErrorKind`]. Internal failures are
+//! (the `http` module) picks the status from [`ErrorKind`]. Internal failures are
 //! logged in full and answered with a message that reveals nothing (no
 //! paths, SQL, URLs or secrets).
 

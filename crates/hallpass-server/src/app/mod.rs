@@ -12,8 +12,12 @@
 //! [`policies`], [`requests`] (making requests and extensions),
 //! [`decisions`] (approve, deny, cancel), [`grants`] (issue, credentials,
 //! ending, due work, introspection), [`listing`] (who sees which
-//! requests), [`reviews`] (break-glass), [`audit`].
+//! requests), [`reviews`] (break-glass), [`audit`]. Beneath them:
+//! [`access_config`] (validating and normalising targets, roles and flows),
+//! [`seal`] (key material and secrets at rest) and `wire` (records and
+//! documents to API types).
 
+pub mod access_config;
 pub mod audit;
 pub mod caller;
 pub mod config;
@@ -26,8 +30,10 @@ pub mod listing;
 pub mod policies;
 pub mod requests;
 pub mod reviews;
+pub mod seal;
 pub mod secrets;
 pub mod tokens;
+pub(crate) mod wire;
 
 use std::sync::Arc;
 
@@ -46,9 +52,9 @@ use tokio::sync::mpsc;
 pub use caller::{AUDITOR_GROUP, Caller, SYSTEM_ACTOR};
 pub use error::{AppError, AppResult, ErrorKind};
 
+use self::seal::Sealer;
+use self::wire::request_to_api;
 use crate::gate::PolicyCache;
-use crate::seal::Sealer;
-use crate::wire::request_to_api;
 
 /// How long a claim on due work lasts; if this server dies holding it,
 /// another picks the work up this long after.
@@ -100,6 +106,17 @@ fn unknown_request(id: &str) -> AppError {
 
 fn unknown_role(name: &str) -> AppError {
     AppError::not_found(format!("no role {name:?}"))
+}
+
+/// "No such …" for a piece of configuration, by its kind.
+fn unknown_config(kind: api::ConfigKind, name: &str) -> AppError {
+    let what = match kind {
+        api::ConfigKind::Target => "target",
+        api::ConfigKind::Role => return unknown_role(name),
+        api::ConfigKind::ApprovalFlow => "approval flow",
+        api::ConfigKind::Policy => "policy",
+    };
+    AppError::not_found(format!("no {what} {name:?}"))
 }
 
 /// Loads a request inside a write closure, or says it does not exist.

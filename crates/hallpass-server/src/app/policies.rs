@@ -6,17 +6,16 @@
 use std::collections::BTreeMap;
 
 use hallpass_api::{self as api, ErrorCode};
-use hallpass_core::documents::PolicyDocument;
+use hallpass_core::documents::{Document, PolicyDocument};
 use hallpass_core::request::PolicyRecord;
 use hallpass_policy::{PolicyError, PolicyModule, PolicySet};
-use hallpass_store::{ConfigKind, WriteTx};
+use hallpass_store::{ConfigKind, ConfigRow, WriteTx};
 use sha2::{Digest, Sha256};
 
-use super::config::{not_found, policy_document};
-use super::{App, AppError, AppResult, Caller};
-use crate::access_config::check_name;
+use super::{App, AppError, AppResult, Caller, unknown_config};
+use crate::app::access_config::check_name;
+use crate::app::wire;
 use crate::gate::{self, CompiledPolicies, POLICY_SET_HASH_KEY};
-use crate::wire;
 
 /// Largest policy source accepted, in bytes.
 const MAX_POLICY_BYTES: usize = 256 * 1024;
@@ -150,7 +149,7 @@ impl App {
     pub(crate) async fn check_policy_removal(&self, name: &str) -> AppResult<CheckedPolicies> {
         let (mut set, based_on) = self.stored_policies().await?;
         if set.remove(name).is_none() {
-            return Err(not_found(api::ConfigKind::Policy, name));
+            return Err(unknown_config(api::ConfigKind::Policy, name));
         }
         compile(gate::modules(&set.into_iter().collect::<Vec<_>>()))
             .await
@@ -223,7 +222,7 @@ impl App {
             .store
             .read(move |r| r.config(ConfigKind::Policy, &lookup))
             .await?;
-        wire::policy_to_api(&row.ok_or_else(|| not_found(api::ConfigKind::Policy, &name))?)
+        wire::policy_to_api(&row.ok_or_else(|| unknown_config(api::ConfigKind::Policy, &name))?)
     }
 
     pub async fn put_policy(&self, caller: &Caller, spec: api::PolicySpec) -> AppResult<api::Policy> {
@@ -238,4 +237,9 @@ impl App {
         .await?;
         self.get_policy(caller, name).await
     }
+}
+
+/// Reads a policy document (used by the policy cache and listings).
+fn policy_document(row: &ConfigRow) -> AppResult<PolicyDocument> {
+    Ok(PolicyDocument::decode(&row.document)?)
 }

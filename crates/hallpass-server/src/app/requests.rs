@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::caller::SYSTEM_ACTOR;
 use super::{App, AppError, AppResult, Caller, claim_if_approved, new_request_id, save_with_event, unknown_role};
-use crate::access_config::{flow_rules, role_rules};
+use crate::app::access_config::{flow_rules, role_rules};
 use crate::gate::{self, Asked, FlowLookup, POLICY_SET_HASH_KEY, RoleFacts};
 
 /// How many times a decision is made again when what it read changed

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::caller::SYSTEM_ACTOR;
 use super::{App, AppError, AppResult};
-use crate::seal::Sealer;
+use crate::app::seal::Sealer;
 
 /// The associated data a secret is sealed with.
 fn seal_label(target: &str, name: &str) -> String {

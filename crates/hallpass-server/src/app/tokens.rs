@@ -27,7 +27,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::caller::RESERVED_PRINCIPALS;
 use super::{App, AppError, AppResult, Caller, save_with_event};
-use crate::access_config::check_name;
+use crate::app::access_config::check_name;
 
 pub const TOKEN_PREFIX: &str = "hp_";
 /// Least randomness a token chosen by an operator must carry.

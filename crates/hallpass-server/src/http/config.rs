@@ -165,7 +165,7 @@ pub async fn eval_policy(
     JsonBody(body): JsonBody<api::PolicyEvalBody>,
 ) -> HttpResult<Json<api::PolicyDecision>> {
     let decision = app.eval_policy(&caller, body.input).await?;
-    Ok(Json(crate::wire::policy(&decision)))
+    Ok(Json(crate::app::wire::policy(&decision)))
 }
 
 #[utoipa::path(post, path = "/v1/apply", tag = "configuration", request_body = api::ApplyRequest,

@@ -10,8 +10,8 @@ use hallpass_core::format_duration;
 use hallpass_core::request::{Approval, Decision, Extension, PolicyRecord, RequestRecord};
 use hallpass_store::{ConfigRow, SecretRow};
 
-use crate::access_config::{flow_rules, role_rules};
 use crate::app::AppResult;
+use crate::app::access_config::{flow_rules, role_rules};
 
 fn decision(d: &Decision) -> api::DecisionRecord {
     api::DecisionRecord {
