@@ -106,7 +106,7 @@ fn yes() -> bool {
     true
 }
 
-/// Most labels a role may carry (the server's `MAX_LABELS`).
+/// Most labels a role may carry: the server refuses more.
 pub const MAX_ROLE_LABELS: usize = 64;
 
 fn labels_schema() -> utoipa::openapi::schema::Object {

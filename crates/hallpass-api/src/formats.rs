@@ -16,7 +16,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaFormat, Type};
 
 /// Longest name (`hallpass_core::subject::is_valid_name`).
 const MAX_NAME_CHARS: usize = 64;
-/// Largest policy source (the server's `MAX_POLICY_BYTES`).
+/// Largest policy source, in bytes: the server refuses larger ones.
 pub const MAX_POLICY_BYTES: usize = 256 * 1024;
 
 /// Characters Rust's `str::trim` removes (Unicode `White_Space`), as a
@@ -146,12 +146,6 @@ string_format! {
          with no control or bidirectional-formatting characters."
     ),
     required_text_pattern(MAX_COMMENT_CHARS)
-}
-
-string_format! {
-    /// Text that must not be blank.
-    NonBlank => "Any text with at least one character that is not white space.".to_string(),
-    non_blank_pattern()
 }
 
 /// The Rego source of a policy: not blank, at most 256 KiB.

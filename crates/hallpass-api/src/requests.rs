@@ -94,9 +94,8 @@ pub struct DecisionBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeBody {
-    /// Why the grant ends early. Unlike a request's reason it is only
-    /// trimmed, not limited in length or characters.
-    #[schema(value_type = formats::NonBlank)]
+    /// Why the grant ends early, under the same rules as a request's reason.
+    #[schema(value_type = formats::Reason)]
     pub reason: String,
 }
 

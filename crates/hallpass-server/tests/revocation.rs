@@ -223,6 +223,58 @@ async fn manual_revoke_failure_keeps_the_revoke_intent() {
 }
 
 #[tokio::test]
+async fn a_revoke_reason_follows_the_rules_of_every_reason() {
+    let h = harness(0).await;
+    let request = h
+        .app
+        .create_request(
+            &h.alice,
+            api::CreateRequest {
+                role: "db-read".into(),
+                duration: Some("30m".into()),
+                reason: "INC-3".into(),
+                ticket: None,
+                emergency: false,
+                scheduled_start: None,
+            },
+        )
+        .await
+        .unwrap()
+        .request;
+    let before = audit(&h.app, None).await.len();
+    let refusals = [
+        ("   ", ErrorCode::ReasonRequired, "why the grant is revoked"),
+        (
+            "done\u{1b}[2K\rapproved by security",
+            ErrorCode::ControlCharacter,
+            "U+001B",
+        ),
+        ("left \u{202E}tnedicni", ErrorCode::ControlCharacter, "U+202E"),
+        (&"x".repeat(1025), ErrorCode::TooLong, "1025 characters"),
+    ];
+    for (reason, code, says) in refusals {
+        let error = h
+            .app
+            .revoke_grant(&h.admin, request.id.clone(), reason.to_string())
+            .await
+            .unwrap_err();
+        assert_eq!(error.code, code, "{reason:?}: {}", error.message);
+        assert!(error.message.contains(says), "{}", error.message);
+    }
+    assert_eq!(audit(&h.app, None).await.len(), before, "nothing was written");
+    let ended = h
+        .app
+        .revoke_grant(&h.admin, request.id.clone(), "  left the incident  ".into())
+        .await
+        .unwrap();
+    assert_eq!(ended.state, RequestState::Revoked);
+    assert_eq!(
+        ended.ended_by.and_then(|d| d.comment).as_deref(),
+        Some("left the incident")
+    );
+}
+
+#[tokio::test]
 async fn a_failed_write_changes_nothing_and_appends_no_audit() {
     let h = harness(0).await;
     let before = audit(&h.app, None).await.len();

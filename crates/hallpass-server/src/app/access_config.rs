@@ -6,7 +6,7 @@
 //! that applying the same file twice, or `60m` after `1h`, is recognised as
 //! "unchanged".
 
-use hallpass_api::{ApprovalFlowSpec, ApprovalSpec, ErrorCode, RoleSpec, TargetSpec};
+use hallpass_api::{ApprovalFlowSpec, ApprovalSpec, ErrorCode, MAX_ROLE_LABELS, RoleSpec, TargetSpec};
 use hallpass_core::documents::{ApprovalDocument, FlowDocument, RoleDocument, StageDocument, TargetDocument};
 use hallpass_core::flow::{DEFAULT_PENDING_TTL_SECONDS, FlowRules, StageRules, check_stage, check_stage_count};
 use hallpass_core::role::{RoleApproval, RoleRules};
@@ -19,7 +19,6 @@ use crate::app::{AppError, AppResult};
 /// Default duration when a role names none: one hour, or less if the role's
 /// maximum is shorter. Short by default is the safe side.
 const DEFAULT_DURATION_SECONDS: u64 = 3600;
-const MAX_LABELS: usize = 64;
 
 pub fn check_name(kind: &str, name: &str) -> AppResult<()> {
     if is_valid_name(name) {
@@ -126,10 +125,10 @@ pub fn normalize_role(spec: &RoleSpec) -> AppResult<(RoleDocument, RoleRules)> {
             format!("{whose}: requestable_by is empty, so nobody could request it; add e.g. \"group:dev\""),
         ));
     }
-    if spec.labels.len() > MAX_LABELS {
+    if spec.labels.len() > MAX_ROLE_LABELS {
         return Err(AppError::invalid(
             ErrorCode::InvalidRole,
-            format!("{whose}: at most {MAX_LABELS} labels"),
+            format!("{whose}: at most {MAX_ROLE_LABELS} labels"),
         ));
     }
     check_one_approval_way(&whose, spec)?;

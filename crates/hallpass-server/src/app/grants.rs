@@ -9,6 +9,7 @@ use hallpass_api::{self as api, ErrorCode};
 use hallpass_core::RequestState;
 use hallpass_core::documents::{Document, TargetDocument};
 use hallpass_core::request::{Decision, EndKind, RequestRecord, revoke_backoff};
+use hallpass_core::text::{self, TextField};
 use hallpass_providers::{CredentialProvider, GrantContext};
 use hallpass_store::ConfigKind;
 use serde_json::{Value, json};
@@ -155,13 +156,14 @@ impl App {
     /// Ends a grant early: admins and the role's approvers revoke, with a
     /// reason.
     pub async fn revoke_grant(&self, caller: &Caller, id: String, reason: String) -> AppResult<api::AccessRequest> {
-        let reason = reason.trim().to_string();
-        if reason.is_empty() {
-            return Err(AppError::invalid(
+        // The same limits as a request's reason (length, no disguising
+        // characters): approvers and auditors read it the same way.
+        let reason = text::optional(TextField::Reason, &Some(reason))?.ok_or_else(|| {
+            AppError::invalid(
                 ErrorCode::ReasonRequired,
                 "a reason is required: say why the grant is revoked, e.g. \"left the incident\"",
-            ));
-        }
+            )
+        })?;
         self.end_grant_by(caller, id, EndKind::Revoke, Some(reason)).await
     }
 

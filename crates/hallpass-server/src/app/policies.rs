@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use hallpass_api::formats::MAX_POLICY_BYTES;
 use hallpass_api::{self as api, ErrorCode};
 use hallpass_core::documents::{Document, PolicyDocument};
 use hallpass_core::request::PolicyRecord;
@@ -16,9 +17,6 @@ use super::{App, AppError, AppResult, Caller, unknown_config};
 use crate::app::access_config::check_name;
 use crate::app::wire;
 use crate::gate::{self, CompiledPolicies, POLICY_SET_HASH_KEY};
-
-/// Largest policy source accepted, in bytes.
-const MAX_POLICY_BYTES: usize = 256 * 1024;
 
 /// Policies checked for storing, and the stored set they were checked with.
 pub(crate) struct CheckedPolicies {
