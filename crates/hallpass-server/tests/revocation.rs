@@ -14,7 +14,7 @@ use hallpass_api::{self as api, AuditKind, ErrorCode, RequestState};
 use hallpass_core::SystemClock;
 use hallpass_providers::{CredentialProvider, GrantContext, ProviderError, SecretCredential, TargetSecrets};
 use hallpass_server::app::audit::AuditQuery;
-use hallpass_server::app::{App, Caller};
+use hallpass_server::app::{App, AppResult, Caller};
 use hallpass_server::testing::caller;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
@@ -124,6 +124,19 @@ async fn harness(failures: u32) -> Harness {
     }
 }
 
+/// Alice asks for `role`.
+async fn ask(h: &Harness, role: &str, duration: Option<&str>, reason: &str) -> AppResult<api::CreateRequestResponse> {
+    let request = api::CreateRequest {
+        role: role.into(),
+        duration: duration.map(Into::into),
+        reason: reason.into(),
+        ticket: None,
+        emergency: false,
+        scheduled_start: None,
+    };
+    h.app.create_request(&h.alice, request).await
+}
+
 async fn wait_for_state(app: &App, id: &str, state: RequestState, within: Duration) -> api::AccessRequest {
     let deadline = tokio::time::Instant::now() + within;
     loop {
@@ -146,22 +159,7 @@ async fn wait_for_state(app: &App, id: &str, state: RequestState, within: Durati
 #[tokio::test]
 async fn failed_revoke_is_visible_and_retried_until_it_succeeds() {
     let h = harness(2).await;
-    let request = h
-        .app
-        .create_request(
-            &h.alice,
-            api::CreateRequest {
-                role: "db-read".into(),
-                duration: Some("1s".into()),
-                reason: "INC-1".into(),
-                ticket: None,
-                emergency: false,
-                scheduled_start: None,
-            },
-        )
-        .await
-        .unwrap()
-        .request;
+    let request = ask(&h, "db-read", Some("1s"), "INC-1").await.unwrap().request;
     assert_eq!(request.state, RequestState::Active);
 
     let failed = wait_for_state(&h.app, &request.id, RequestState::RevokeFailed, Duration::from_secs(5)).await;
@@ -196,22 +194,7 @@ async fn failed_revoke_is_visible_and_retried_until_it_succeeds() {
 #[tokio::test]
 async fn manual_revoke_failure_keeps_the_revoke_intent() {
     let h = harness(1).await;
-    let request = h
-        .app
-        .create_request(
-            &h.alice,
-            api::CreateRequest {
-                role: "db-read".into(),
-                duration: Some("30m".into()),
-                reason: "INC-2".into(),
-                ticket: None,
-                emergency: false,
-                scheduled_start: None,
-            },
-        )
-        .await
-        .unwrap()
-        .request;
+    let request = ask(&h, "db-read", Some("30m"), "INC-2").await.unwrap().request;
     let after = h
         .app
         .revoke_grant(&h.admin, request.id.clone(), "done".into())
@@ -225,22 +208,7 @@ async fn manual_revoke_failure_keeps_the_revoke_intent() {
 #[tokio::test]
 async fn a_revoke_reason_follows_the_rules_of_every_reason() {
     let h = harness(0).await;
-    let request = h
-        .app
-        .create_request(
-            &h.alice,
-            api::CreateRequest {
-                role: "db-read".into(),
-                duration: Some("30m".into()),
-                reason: "INC-3".into(),
-                ticket: None,
-                emergency: false,
-                scheduled_start: None,
-            },
-        )
-        .await
-        .unwrap()
-        .request;
+    let request = ask(&h, "db-read", Some("30m"), "INC-3").await.unwrap().request;
     let before = audit(&h.app, None).await.len();
     let refusals = [
         ("   ", ErrorCode::ReasonRequired, "why the grant is revoked"),
@@ -278,37 +246,9 @@ async fn a_revoke_reason_follows_the_rules_of_every_reason() {
 async fn a_failed_write_changes_nothing_and_appends_no_audit() {
     let h = harness(0).await;
     let before = audit(&h.app, None).await.len();
-    let too_long = h
-        .app
-        .create_request(
-            &h.alice,
-            api::CreateRequest {
-                role: "db-read".into(),
-                duration: Some("2h".into()),
-                reason: "x".into(),
-                ticket: None,
-                emergency: false,
-                scheduled_start: None,
-            },
-        )
-        .await
-        .unwrap_err();
+    let too_long = ask(&h, "db-read", Some("2h"), "x").await.unwrap_err();
     assert_eq!(too_long.code, ErrorCode::DurationAboveMax);
-    let unknown = h
-        .app
-        .create_request(
-            &h.alice,
-            api::CreateRequest {
-                role: "nope".into(),
-                duration: None,
-                reason: "x".into(),
-                ticket: None,
-                emergency: false,
-                scheduled_start: None,
-            },
-        )
-        .await
-        .unwrap_err();
+    let unknown = ask(&h, "nope", None, "x").await.unwrap_err();
     assert_eq!(unknown.code, ErrorCode::NotFound);
     assert_eq!(audit(&h.app, None).await.len(), before);
     let listed = h.app.list_requests(&h.admin, Default::default()).await.unwrap();
