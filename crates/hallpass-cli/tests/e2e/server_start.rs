@@ -2,7 +2,7 @@
 //! file over defaults; chosen tokens that must be random; the dev token read
 //! from a file; a data directory others can write into refused and left as
 //! it was; a warning when serving plain HTTP beyond loopback; HTTPS with
-//! `--tls-cert`/`--tls-key`.
+//! `--tls-cert`/`--tls-key`; the access log.
 
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -196,4 +196,78 @@ fn tls_serves_https_with_the_given_certificate() {
     let _ = child.wait();
     assert_eq!(answer.0, 200, "{}", answer.1);
     assert!(answer.1.contains("\"principal\":\"admin\""), "{}", answer.1);
+}
+
+/// GET `path` on `server` with `headers`; returns the status, the
+/// `x-request-id` answered and the body as JSON (Null if not JSON).
+fn get_with_headers(server: &Server, path: &str, headers: &[(&str, &str)]) -> (u16, Option<String>, Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut request = crate::harness::http_client().get(format!("{}{path}", server.addr));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let id = response
+            .headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null);
+        (status, id, body)
+    })
+}
+
+#[test]
+fn the_access_log_has_a_line_per_request_with_its_id_and_leaves_out_probes_and_secrets() {
+    let temp = tempfile::tempdir().unwrap();
+    let server = Server::with_env(&temp.path().join("data"), None, &[("RUST_LOG", "info")]);
+    let bearer = format!("Bearer {ROOT_TOKEN}");
+    for probe in ["/healthz", "/metrics"] {
+        assert_eq!(get_with_headers(&server, probe, &[]).0, 200);
+    }
+    let (status, id, body) = get_with_headers(
+        &server,
+        "/v1/requests?cursor=secret-cursor-value",
+        &[("authorization", &bearer)],
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_cursor");
+    let id = id.expect("every answer carries x-request-id");
+    assert_eq!(
+        body["error"]["request_id"],
+        id.as_str(),
+        "the error body names the same id"
+    );
+    let (_, chosen, _) = get_with_headers(
+        &server,
+        "/v1/whoami",
+        &[("authorization", &bearer), ("x-request-id", "lb-7f3a")],
+    );
+    assert_eq!(chosen.as_deref(), Some("lb-7f3a"), "an id set by a proxy is kept");
+
+    let logs = server.logs_when(|logs| logs.contains("lb-7f3a") && logs.contains(&id));
+    let line = |needle: &str| {
+        logs.lines()
+            .find(|line| line.contains(needle) && line.contains("request"))
+            .unwrap_or_else(|| panic!("no access-log line with {needle}:\n{logs}"))
+    };
+    let failed = line(&id);
+    assert!(
+        failed.contains("/v1/requests") && failed.contains("400") && failed.contains("GET"),
+        "{failed}"
+    );
+    assert!(line("lb-7f3a").contains("/v1/whoami"));
+    assert!(
+        !logs.contains("secret-cursor-value"),
+        "the query is not logged:\n{logs}"
+    );
+    assert!(!logs.contains(ROOT_TOKEN), "the token is not logged");
+    assert!(
+        !logs.contains("/healthz") && !logs.contains("/metrics"),
+        "probes are logged at DEBUG only:\n{logs}"
+    );
 }

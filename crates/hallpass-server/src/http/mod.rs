@@ -129,23 +129,35 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .layer(SetRequestIdLayer::new(request_id, NewRequestId))
 }
 
+/// Paths that load balancers and scrapers poll every few seconds: logged at
+/// DEBUG, so the access log at INFO holds what people and clients did.
+const PROBE_PATHS: [&str; 2] = ["/healthz", "/metrics"];
+
 /// The access log's span: method, path (never the query, which may carry
-/// a cursor, nor any header), and the request id.
+/// a cursor, nor any header), and the request id. Probes get a DEBUG span.
 fn access_log_span<B>(request: &Request<B>) -> tracing::Span {
     let id = request
         .headers()
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("-");
-    tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+    let (method, path) = (request.method(), request.uri().path());
+    if PROBE_PATHS.contains(&path) {
+        tracing::debug_span!("http", method = %method, path = %path, request_id = %id)
+    } else {
+        tracing::info_span!("http", method = %method, path = %path, request_id = %id)
+    }
 }
 
-fn log_response<B>(response: &axum::http::Response<B>, latency: Duration, _span: &tracing::Span) {
-    tracing::info!(
-        status = response.status().as_u16(),
-        latency_ms = latency.as_secs_f64() * 1000.0,
-        "request"
-    );
+/// One line per answered request, at the level of its span; nothing when
+/// that level is off (the span is then disabled).
+fn log_response<B>(response: &axum::http::Response<B>, latency: Duration, span: &tracing::Span) {
+    let (status, latency_ms) = (response.status().as_u16(), latency.as_secs_f64() * 1000.0);
+    match span.metadata().map(|metadata| *metadata.level()) {
+        Some(tracing::Level::INFO) => tracing::info!(status, latency_ms, "request"),
+        Some(_) => tracing::debug!(status, latency_ms, "request"),
+        None => {}
+    }
 }
 
 async fn not_found() -> HttpError {
