@@ -6,6 +6,7 @@
 //! an escalation that could never happen is caught before it is applied.
 
 use hallpass_api::{ApprovalFlowSpec, StageSpec};
+use hallpass_core::flow::{FlowProblem, MAX_STAGE_REQUIRED, check_stage, check_stage_count};
 use hcl_edit::structure::Block;
 
 use crate::body::Shape;
@@ -27,10 +28,6 @@ const STAGE: Shape = Shape {
     verbatim: &[],
 };
 
-/// The most approvals one stage may ask for. Larger numbers are typos, not
-/// quorums anyone could gather while a request is pending.
-const MAX_REQUIRED: u64 = 100;
-
 impl Reporter<'_> {
     pub(crate) fn approval_flow(&mut self, block: &Block, name: String) -> Option<ApprovalFlowSpec> {
         let place = format!("in approval_flow \"{name}\"");
@@ -42,11 +39,16 @@ impl Reporter<'_> {
         let distinct_approvers = attrs.optional(self, "distinct_approvers", Self::boolean);
         let allow_self_approval = attrs.optional(self, "allow_self_approval", Self::boolean);
 
-        if stage_blocks.is_empty() {
-            let message =
-                format!("approval_flow \"{name}\" has no stage; add at least one stage {{ approvers = [...] }} block");
-            self.error(at, message);
-            return None;
+        match check_stage_count(stage_blocks.len()) {
+            Ok(()) => {}
+            Err(FlowProblem::NoStage) => {
+                let message = format!(
+                    "approval_flow \"{name}\" has no stage; add at least one stage {{ approvers = [...] }} block"
+                );
+                self.error(at, message);
+                return None;
+            }
+            Err(problem) => self.error(at, format!("approval_flow \"{name}\" {problem}")),
         }
         // Check every stage before giving up, so all their problems show at once.
         let stages: Vec<_> = stage_blocks
@@ -77,36 +79,35 @@ impl Reporter<'_> {
         let approvers = attrs.required(self, "approvers", "approvers = [\"group:approvers\"]", Self::subjects);
         self.check_not_empty(&attrs, "approvers", approvers.as_deref(), "");
         let required = attrs.optional(self, "required", |reporter, literal, what| {
-            let n = reporter.whole_number(literal, what, 1, MAX_REQUIRED)?;
+            let n = reporter.whole_number(literal, what, 1, u64::from(MAX_STAGE_REQUIRED))?;
             u32::try_from(n).ok()
         });
         let timeout = attrs.optional(self, "timeout", Self::duration);
         let escalate_to = attrs.optional(self, "escalate_to", Self::subjects);
+        self.check_not_empty(&attrs, "escalate_to", escalate_to.as_deref(), ", or remove it");
 
-        // The timeout only says when escalation approvers join in, so each of
-        // the two is meaningless without the other.
-        let escalate_literal = attrs.get("escalate_to");
-        if escalate_to.as_ref().is_some_and(Vec::is_empty) {
-            self.check_not_empty(&attrs, "escalate_to", escalate_to.as_deref(), ", or remove it");
-        } else {
-            match (attrs.get("timeout"), escalate_literal) {
-                (Some(literal), None) => {
-                    let message = format!(
-                        "{}: timeout has no effect without escalate_to; add escalate_to = [\"group:...\"] \
-                         (who may also approve once the stage has been open that long) or remove timeout",
-                        attrs.what("timeout")
-                    );
-                    self.error(literal.at, message);
-                }
-                (None, Some(literal)) => {
-                    let message = format!(
-                        "{} needs a timeout: escalation approvers may approve once the stage has been open \
-                         that long; add it, e.g. timeout = \"30m\"",
-                        attrs.what("escalate_to")
-                    );
-                    self.error(literal.at, message);
-                }
-                _ => {}
+        // The rules of a stage are hallpass-core's; here they only get a
+        // place in the file. Parts already reported are not judged again.
+        let escalation_count = match (attrs.get("escalate_to"), escalate_to.as_deref()) {
+            (None, _) => Some(0),
+            (Some(_), Some(list)) if !list.is_empty() => Some(list.len()),
+            _ => None,
+        };
+        if let (Some(approvers), Some(escalation_count)) =
+            (approvers.as_deref().filter(|list| !list.is_empty()), escalation_count)
+        {
+            let has_timeout = attrs.get("timeout").is_some();
+            if let Err(problem) = check_stage(approvers.len(), required.unwrap_or(1), has_timeout, escalation_count) {
+                let attribute = match problem {
+                    FlowProblem::NoApprovers => "approvers",
+                    FlowProblem::RequiredOutOfRange => "required",
+                    FlowProblem::EscalationWithoutTimeout => "escalate_to",
+                    _ => "timeout",
+                };
+                let place = attrs
+                    .get(attribute)
+                    .map_or_else(|| start_of(&block.ident), |literal| literal.at);
+                self.error(place, format!("{}: {problem}", attrs.what(attribute)));
             }
         }
 
@@ -281,7 +282,7 @@ mod tests {
         assert_error(
             &flow("    approvers = [\"group:a\"]\n    escalate_to = [\"group:b\"]\n"),
             "4:19",
-            "attribute \"escalate_to\" in stage 1 of approval_flow \"f\" needs a timeout",
+            "attribute \"escalate_to\" in stage 1 of approval_flow \"f\": escalate_to needs a timeout",
         );
         assert_error(
             &flow("    approvers = [\"group:a\"]\n    timeout = \"15m\"\n    escalate_to = []\n"),
@@ -293,6 +294,22 @@ mod tests {
             &flow("    approvers = [\"group:a\"]\n    timeout = \"15m\"\n    escalate_to = [\"security\"]\n"),
             "5:20",
             "attribute \"escalate_to\" in stage 1 of approval_flow \"f\": \"security\" is not a subject",
+        );
+    }
+
+    #[test]
+    fn a_flow_holds_at_most_the_stages_the_server_takes() {
+        let stages = |n: usize| "  stage {\n    approvers = [\"group:a\"]\n  }\n".repeat(n);
+        let at_most = hallpass_core::flow::MAX_STAGES;
+        assert_error(
+            &format!("approval_flow \"f\" {{\n{}}}\n", stages(at_most + 1)),
+            "1:1",
+            &format!("approval_flow \"f\" has {} stages; at most {at_most}", at_most + 1),
+        );
+        let ok = format!("approval_flow \"f\" {{\n{}}}\n", stages(at_most));
+        assert_eq!(
+            parse_apply_str(&ok, "a.hcl").unwrap().approval_flows[0].stages.len(),
+            at_most
         );
     }
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use hallpass_core::Principal;
 use hallpass_core::documents::RoleDocument;
 use hallpass_core::flow::FlowRules;
-use hallpass_core::request::{PolicyRecord, Route};
+use hallpass_core::request::{PolicyOutcome, PolicyRecord, Route};
 use hallpass_policy::{Evaluator, PolicyModule, PolicySet};
 use serde_json::{Value, json};
 
@@ -96,26 +96,29 @@ pub enum FlowLookup {
 /// when approval is not needed anyway (an extension of a role that does not
 /// require approval for extensions).
 pub fn route(decision: &PolicyRecord, chosen: FlowLookup, role_flow: FlowLookup, self_service: bool) -> Route {
-    if let Some(error) = &decision.error {
-        return Route::Deny(vec![format!("{error}; the request is denied (policies fail closed)")]);
-    }
-    if !decision.deny.is_empty() {
-        return Route::Deny(decision.deny.clone());
-    }
-    if decision.auto_approve || self_service {
-        return Route::Approve;
-    }
     let missing = |name: String, whose: &str| {
         Route::Deny(vec![format!(
             "{whose} approval flow {name:?} does not exist, so the request is denied; an admin must define it"
         )])
     };
-    match (chosen, role_flow) {
-        (FlowLookup::Found(flow), _) => Route::Flow(flow),
-        (FlowLookup::Missing(name), _) => missing(name, "the policies chose"),
-        (FlowLookup::None, FlowLookup::Found(flow)) => Route::Flow(flow),
-        (FlowLookup::None, FlowLookup::Missing(name)) => missing(name, "the role's"),
-        (FlowLookup::None, FlowLookup::None) => Route::Approve,
+    let flow = |lookup: FlowLookup, whose: &str| match lookup {
+        FlowLookup::Found(flow) => Route::Flow(flow),
+        FlowLookup::Missing(name) => missing(name, whose),
+        FlowLookup::None => Route::Approve,
+    };
+    match decision.outcome() {
+        PolicyOutcome::Denied => match &decision.error {
+            Some(error) => Route::Deny(vec![format!("{error}; the request is denied (policies fail closed)")]),
+            None => Route::Deny(decision.deny.clone()),
+        },
+        PolicyOutcome::AutoApproved => Route::Approve,
+        _ if self_service => Route::Approve,
+        // A chosen flow nobody looked up is missing: never approve for it.
+        PolicyOutcome::Flow(name) => match chosen {
+            FlowLookup::None => missing(name.to_string(), "the policies chose"),
+            lookup => flow(lookup, "the policies chose"),
+        },
+        PolicyOutcome::RoleDefault => flow(role_flow, "the role's"),
     }
 }
 
@@ -208,9 +211,13 @@ mod tests {
             route(&auto, FlowLookup::None, FlowLookup::Found(flow("r")), false),
             Route::Approve
         );
+        let chose_p = PolicyRecord {
+            approval_flow: Some("p".into()),
+            ..decision()
+        };
         assert_eq!(
             route(
-                &decision(),
+                &chose_p,
                 FlowLookup::Found(flow("p")),
                 FlowLookup::Found(flow("r")),
                 false
@@ -242,8 +249,16 @@ mod tests {
             panic!("an evaluation error must deny");
         };
         assert!(messages[0].contains("boom"));
-        let Route::Deny(messages) = route(&decision(), FlowLookup::Missing("x".into()), FlowLookup::None, false) else {
+        let chose_x = PolicyRecord {
+            approval_flow: Some("x".into()),
+            ..decision()
+        };
+        let Route::Deny(messages) = route(&chose_x, FlowLookup::Missing("x".into()), FlowLookup::None, false) else {
             panic!("a missing flow must deny");
+        };
+        assert!(messages[0].contains("\"x\""));
+        let Route::Deny(messages) = route(&chose_x, FlowLookup::None, FlowLookup::None, false) else {
+            panic!("a chosen flow that was not looked up must deny, never approve");
         };
         assert!(messages[0].contains("\"x\""));
     }

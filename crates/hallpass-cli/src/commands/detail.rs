@@ -12,6 +12,7 @@ use hallpass_api::{
     AccessRequest, DecisionRecord, ExtensionRecord, ExtensionState, FlowProgress, PolicyDecision, RequestState,
     ReviewState, StageProgress, StageState,
 };
+use hallpass_core::request::PolicyOutcome;
 
 use crate::output::{
     fields, join_or_dash, opt_time, opt_time_relative, or_dash, push_line, short_hash, time, time_relative, yes_no,
@@ -75,14 +76,17 @@ pub fn policy_refusal(policy: Option<&PolicyDecision>) -> Vec<String> {
 /// What a decision amounts to: `denied`, `auto-approved`,
 /// `needs approval via flow X` or `default flow`.
 pub fn decision_outcome(decision: &PolicyDecision) -> String {
-    if !decision.deny.is_empty() || decision.error.is_some() {
-        "denied".to_string()
-    } else if decision.auto_approve {
-        "auto-approved".to_string()
-    } else if let Some(flow) = &decision.approval_flow {
-        format!("needs approval via flow {flow}")
-    } else {
-        "default flow (the role's own approval settings apply)".to_string()
+    let outcome = PolicyOutcome::of(
+        decision.error.is_some(),
+        !decision.deny.is_empty(),
+        decision.auto_approve,
+        decision.approval_flow.as_deref(),
+    );
+    match outcome {
+        PolicyOutcome::Denied => "denied".to_string(),
+        PolicyOutcome::AutoApproved => "auto-approved".to_string(),
+        PolicyOutcome::Flow(flow) => format!("needs approval via flow {flow}"),
+        PolicyOutcome::RoleDefault => "default flow (the role's own approval settings apply)".to_string(),
     }
 }
 

@@ -88,6 +88,46 @@ pub struct PolicyRecord {
     pub error: Option<String>,
 }
 
+impl PolicyRecord {
+    /// What this decision amounts to.
+    pub fn outcome(&self) -> PolicyOutcome<'_> {
+        PolicyOutcome::of(
+            self.error.is_some(),
+            !self.deny.is_empty(),
+            self.auto_approve,
+            self.approval_flow.as_deref(),
+        )
+    }
+}
+
+/// What a policy decision amounts to, in the order the server applies its
+/// parts: the one place that order is written, for the server's routing and
+/// for every front end that shows a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyOutcome<'a> {
+    /// Evaluation failed (policies fail closed) or a `deny` rule fired.
+    Denied,
+    AutoApproved,
+    /// The policies chose this approval flow.
+    Flow(&'a str),
+    /// The policies said nothing about routing: the role's own approval
+    /// settings apply.
+    RoleDefault,
+}
+
+impl<'a> PolicyOutcome<'a> {
+    /// From a decision's parts (the stored record and the API's decision
+    /// carry the same ones).
+    pub fn of(failed: bool, denied: bool, auto_approve: bool, approval_flow: Option<&'a str>) -> Self {
+        match (failed || denied, auto_approve, approval_flow) {
+            (true, _, _) => Self::Denied,
+            (false, true, _) => Self::AutoApproved,
+            (false, false, Some(flow)) => Self::Flow(flow),
+            (false, false, None) => Self::RoleDefault,
+        }
+    }
+}
+
 /// The request as the caller asked for it, before any rule ran, plus what
 /// the policies said about it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -728,3 +728,25 @@ fn transitions_land_where_the_table_says() {
     c.cancel(&principal("alice", &[]), now()).unwrap();
     lands(Action::Cancel, &c);
 }
+
+#[test]
+fn a_policy_decision_reads_deny_then_auto_approval_then_flow_then_role() {
+    use super::PolicyOutcome;
+    let decision = |error: Option<&str>, deny: &[&str], auto_approve: bool, flow: Option<&str>| PolicyRecord {
+        error: error.map(str::to_string),
+        deny: deny.iter().map(|m| m.to_string()).collect(),
+        auto_approve,
+        approval_flow: flow.map(str::to_string),
+        ..PolicyRecord::default()
+    };
+    let cases = [
+        (decision(Some("boom"), &[], true, Some("f")), PolicyOutcome::Denied),
+        (decision(None, &["frozen"], true, Some("f")), PolicyOutcome::Denied),
+        (decision(None, &[], true, Some("f")), PolicyOutcome::AutoApproved),
+        (decision(None, &[], false, Some("f")), PolicyOutcome::Flow("f")),
+        (decision(None, &[], false, None), PolicyOutcome::RoleDefault),
+    ];
+    for (record, expected) in &cases {
+        assert_eq!(record.outcome(), *expected, "{record:?}");
+    }
+}
