@@ -125,34 +125,3 @@ fn required_hint(field: TextField) -> &'static str {
         TextField::Ticket => "give the ticket or incident reference",
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The rules answer every front end: no CLI flag or command in a message.
-    #[test]
-    fn messages_name_no_cli_flags() {
-        let samples = [
-            RuleError::Required(TextField::Reason),
-            RuleError::Required(TextField::Comment),
-            RuleError::SelfDenial("r1".into()),
-            RuleError::EmergencyNotAllowed("db".into()),
-            RuleError::EmergencyScheduled,
-            RuleError::ScheduledInPast("2026-01-01T00:00:00Z".into()),
-            RuleError::ScheduledTooFar {
-                at: "2027-01-01T00:00:00Z".into(),
-                max_days: 90,
-            },
-            RuleError::ExtensionPending {
-                id: "r1".into(),
-                number: 2,
-            },
-        ];
-        for error in samples {
-            let message = error.to_string();
-            assert!(!message.contains("--"), "{message}");
-            assert!(!message.contains("hallpass "), "{message}");
-        }
-    }
-}

@@ -1,8 +1,9 @@
 //! Layout rules of the whole workspace, read from its sources with `syn`,
 //! so that a newcomer can hold each file in their head
-//! (docs/ARCHITECTURE.md): no function longer than 80 lines outside tests,
-//! no import cycle between the files of a crate, and no HTTP type in the
-//! server's service layer.
+//! (docs/ARCHITECTURE.md): every file opens with a `//!` line, no function
+//! longer than 80 lines outside tests, no import cycle between the files of
+//! a crate, no HTTP type in the server's service layer, and no CLI flag or
+//! command in the messages of the layers below the CLI.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -108,6 +109,9 @@ struct FileFacts {
     module_paths: Vec<Vec<String>>,
     /// First segments of every other path (crate names among them).
     outer_roots: BTreeSet<String>,
+    /// (line, text) of every string literal, `#[error("…")]` messages
+    /// included and doc comments left out.
+    strings: Vec<(usize, String)>,
 }
 
 impl FileFacts {
@@ -192,6 +196,27 @@ impl<'ast> Visit<'ast> for FileFacts {
         if !is_test_only(&item.attrs) {
             self.use_tree(&mut Vec::new(), &item.tree);
         }
+    }
+
+    fn visit_attribute(&mut self, attr: &'ast syn::Attribute) {
+        if attr.path().is_ident("doc") {
+            return;
+        }
+        if attr.path().is_ident("error") {
+            let message = attr.parse_args_with(|input: syn::parse::ParseStream<'_>| {
+                let message: syn::LitStr = input.parse()?;
+                input.parse::<proc_macro2::TokenStream>()?;
+                Ok(message)
+            });
+            if let Ok(message) = message {
+                self.visit_lit_str(&message);
+            }
+        }
+        visit::visit_attribute(self, attr);
+    }
+
+    fn visit_lit_str(&mut self, literal: &'ast syn::LitStr) {
+        self.strings.push((literal.span().start().line, literal.value()));
     }
 
     fn visit_path(&mut self, path: &'ast syn::Path) {
@@ -304,6 +329,31 @@ fn no_function_outside_tests_is_longer_than_80_lines() {
 }
 
 #[test]
+fn every_source_file_opens_with_what_it_is_for() {
+    let mut silent = Vec::new();
+    for dir in crate_dirs() {
+        let mut paths = Vec::new();
+        rust_files(&dir.join("src"), &mut paths);
+        for path in paths {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if !text.starts_with("//!") {
+                silent.push(
+                    path.strip_prefix(workspace_root())
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    assert!(
+        silent.is_empty(),
+        "open these with a `//!` line saying what they are for:\n{}",
+        silent.join("\n")
+    );
+}
+
+#[test]
 fn no_crate_has_an_import_cycle_between_its_files() {
     let mut cycles = BTreeMap::new();
     for dir in crate_dirs() {
@@ -343,6 +393,75 @@ fn the_service_layer_uses_no_http_types() {
     assert!(checked >= 10, "found only {checked} files under app/");
 }
 
+/// The commands people type (`hallpass server` is the process itself,
+/// which operators run, and may be named).
+const CLI_COMMANDS: &[&str] = &[
+    "whoami",
+    "token",
+    "apply",
+    "target",
+    "role",
+    "flow",
+    "policy",
+    "request",
+    "show",
+    "approve",
+    "deny",
+    "cancel",
+    "credentials",
+    "grants",
+    "lock",
+    "unlock",
+    "revoke",
+    "release",
+    "extend",
+    "review",
+    "audit",
+];
+
+/// Whether `text` names a CLI flag (`--reason`) or command (`hallpass
+/// cancel`): the front end's words, not the domain's.
+fn names_the_cli(text: &str) -> bool {
+    let flag = text
+        .match_indices("--")
+        .any(|(at, _)| text[at + 2..].starts_with(|c: char| c.is_ascii_lowercase()));
+    let command = text.match_indices("hallpass ").any(|(at, _)| {
+        let word: String = text[at + 9..].chars().take_while(char::is_ascii_lowercase).collect();
+        CLI_COMMANDS.iter().any(|command| word.starts_with(command))
+    });
+    flag || command
+}
+
+#[test]
+fn domain_messages_name_no_cli_flag_or_command() {
+    let root = workspace_root();
+    let domain = [
+        root.join("crates/hallpass-core"),
+        root.join("crates/hallpass-policy"),
+        root.join("crates/hallpass-providers"),
+        root.join("crates/hallpass-store"),
+    ];
+    let mut found = Vec::new();
+    let mut read = 0;
+    let server = sources(&root.join("crates/hallpass-server"))
+        .into_iter()
+        .filter(|file| file.module.first().is_some_and(|top| top == "app"));
+    for file in domain.iter().flat_map(|dir| sources(dir)).chain(server) {
+        for (line, text) in facts(&file).strings {
+            read += 1;
+            if names_the_cli(&text) {
+                found.push(format!("{}:{line}: {text:?}", shown(&file)));
+            }
+        }
+    }
+    assert!(read > 300, "read only {read} strings");
+    assert!(
+        found.is_empty(),
+        "messages of the service layer reach every front end; let the CLI add its own hints:\n{}",
+        found.join("\n")
+    );
+}
+
 /// The rules themselves: each must catch what it is for.
 #[test]
 fn the_rules_catch_what_they_are_for() {
@@ -372,6 +491,21 @@ fn the_rules_catch_what_they_are_for() {
         cycle_through(&graph, &vec!["c".to_string()]).is_none(),
         "parent and child are no cycle"
     );
+
+    let messages = file(
+        &["e"],
+        "/// Run `hallpass cancel --force`.\n#[derive(Error)] enum E { #[error(\"add --reason\")] A }\nfn f() { g(\"then run hallpass cancel\"); }",
+    );
+    let strings: Vec<String> = facts(&messages).strings.into_iter().map(|(_, text)| text).collect();
+    assert_eq!(
+        strings,
+        ["add --reason", "then run hallpass cancel"],
+        "doc comments are left out"
+    );
+    assert!(strings.iter().all(|text| names_the_cli(text)));
+    assert!(!names_the_cli(
+        "--- a long -- dash, hallpass: the broker, HALLPASS_TOKEN"
+    ));
 
     let http = file(&["app"], "use axum::Json; fn f() -> hyper::StatusCode { todo!() }");
     let roots = facts(&http).outer_roots;

@@ -371,6 +371,67 @@ mod tests {
         assert!(links >= 20, "only {links} links");
     }
 
+    /// `METHOD /path` of every `.route(PATH, get(..).post(..))` in the
+    /// router's source, read with syn: what the server really serves.
+    fn routed_operations() -> BTreeSet<String> {
+        use syn::visit::Visit;
+
+        struct Routes(BTreeSet<String>);
+        impl<'ast> Visit<'ast> for Routes {
+            fn visit_expr_method_call(&mut self, call: &'ast syn::ExprMethodCall) {
+                if call.method == "route"
+                    && let Some(syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(path),
+                        ..
+                    })) = call.args.first()
+                {
+                    let mut handlers = call.args.get(1);
+                    while let Some(expr) = handlers {
+                        handlers = match expr {
+                            syn::Expr::MethodCall(chained) => {
+                                self.0.insert(format!(
+                                    "{} {}",
+                                    chained.method.to_string().to_uppercase(),
+                                    path.value()
+                                ));
+                                Some(&*chained.receiver)
+                            }
+                            syn::Expr::Call(first) => {
+                                if let syn::Expr::Path(function) = &*first.func
+                                    && let Some(name) = function.path.get_ident()
+                                {
+                                    self.0
+                                        .insert(format!("{} {}", name.to_string().to_uppercase(), path.value()));
+                                }
+                                None
+                            }
+                            _ => None,
+                        };
+                    }
+                }
+                syn::visit::visit_expr_method_call(self, call);
+            }
+        }
+        let source = syn::parse_file(include_str!("mod.rs")).expect("http/mod.rs parses");
+        let mut routes = Routes(BTreeSet::new());
+        routes.visit_file(&source);
+        routes.0
+    }
+
+    #[test]
+    fn every_route_the_server_serves_is_in_the_document_and_no_other() {
+        let doc = document();
+        let documented: BTreeSet<String> = operations_of(&doc).map(|(label, _)| label).collect();
+        let routed = routed_operations();
+        assert!(routed.len() >= 40, "read only {routed:?}");
+        let undocumented: Vec<&String> = routed.difference(&documented).collect();
+        let unserved: Vec<&String> = documented.difference(&routed).collect();
+        assert!(
+            undocumented.is_empty() && unserved.is_empty(),
+            "served but not in the document: {undocumented:?}; documented but not served: {unserved:?}"
+        );
+    }
+
     #[test]
     fn error_statuses_follow_what_an_operation_takes() {
         let doc = document();
