@@ -2,8 +2,9 @@
 //! so that a newcomer can hold each file in their head
 //! (docs/ARCHITECTURE.md): every file opens with a `//!` line, no function
 //! longer than 80 lines outside tests, no import cycle between the files of
-//! a crate, no HTTP type in the server's service layer, and no CLI flag or
-//! command in the messages of the layers below the CLI.
+//! a crate, no HTTP type in the server's service layer, no CLI flag or
+//! command in the messages of the layers below the CLI, and no dependency
+//! that nothing uses.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -462,6 +463,130 @@ fn domain_messages_name_no_cli_flag_or_command() {
     );
 }
 
+/// The dependencies a crate's `Cargo.toml` names in `section`, as the
+/// crate names code uses (`tower-http` is `tower_http`).
+fn declared_dependencies(manifest: &str, section: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut inside = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line == section;
+        } else if inside
+            && let Some(name) = line.split(['.', '=', ' ']).next()
+            && !name.is_empty()
+            && !name.starts_with('#')
+        {
+            names.insert(name.replace('-', "_"));
+        }
+    }
+    names
+}
+
+/// Every path root used by the Rust files under `dirs` of `crate_dir`.
+fn used_roots(crate_dir: &Path, dirs: &[&str]) -> BTreeSet<String> {
+    let mut roots = BTreeSet::new();
+    for dir in dirs.iter().map(|dir| crate_dir.join(dir)).filter(|dir| dir.is_dir()) {
+        let mut paths = Vec::new();
+        rust_files(&dir, &mut paths);
+        for path in paths {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let syntax = syn::parse_file(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let mut everything = AllRoots::default();
+            everything.visit_file(&syntax);
+            roots.extend(everything.0);
+        }
+    }
+    roots
+}
+
+/// First segments of every path and `use`, test code included.
+#[derive(Default)]
+struct AllRoots(BTreeSet<String>);
+
+impl<'ast> Visit<'ast> for AllRoots {
+    fn visit_path(&mut self, path: &'ast syn::Path) {
+        if let Some(first) = path.segments.first() {
+            self.0.insert(first.ident.to_string());
+        }
+        visit::visit_path(self, path);
+    }
+
+    fn visit_use_tree(&mut self, tree: &'ast syn::UseTree) {
+        match tree {
+            syn::UseTree::Path(path) => {
+                self.0.insert(path.ident.to_string());
+            }
+            syn::UseTree::Name(name) => {
+                self.0.insert(name.ident.to_string());
+            }
+            syn::UseTree::Group(group) => group.items.iter().for_each(|tree| self.visit_use_tree(tree)),
+            syn::UseTree::Rename(rename) => {
+                self.0.insert(rename.ident.to_string());
+            }
+            syn::UseTree::Glob(_) => {}
+        }
+    }
+
+    fn visit_attribute(&mut self, attr: &'ast syn::Attribute) {
+        // `#[derive(thiserror::Error)]`, `#[serde(with = ...)]`: tokens too.
+        if let syn::Meta::List(list) = &attr.meta {
+            let tokens: Vec<proc_macro2::TokenTree> = list.tokens.clone().into_iter().collect();
+            collect_token_roots(&tokens, &mut self.0);
+        }
+        visit::visit_attribute(self, attr);
+    }
+
+    fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+        // Paths inside macro calls (`json!`, `format!`, `select!`) are
+        // tokens to syn: take every identifier followed by `::`.
+        let tokens: Vec<proc_macro2::TokenTree> = mac.tokens.clone().into_iter().collect();
+        collect_token_roots(&tokens, &mut self.0);
+        visit::visit_macro(self, mac);
+    }
+}
+
+fn collect_token_roots(tokens: &[proc_macro2::TokenTree], roots: &mut BTreeSet<String>) {
+    use proc_macro2::TokenTree;
+    for (index, token) in tokens.iter().enumerate() {
+        match token {
+            TokenTree::Ident(ident) => {
+                if matches!(tokens.get(index + 1), Some(TokenTree::Punct(p)) if p.as_char() == ':') {
+                    roots.insert(ident.to_string());
+                }
+            }
+            TokenTree::Group(group) => {
+                let inner: Vec<TokenTree> = group.stream().into_iter().collect();
+                collect_token_roots(&inner, roots);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn every_dependency_is_used() {
+    let mut unused = Vec::new();
+    for dir in crate_dirs() {
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let in_src = used_roots(&dir, &["src"]);
+        let everywhere = used_roots(&dir, &["src", "tests", "benches", "examples"]);
+        let checks = [("[dependencies]", &in_src), ("[dev-dependencies]", &everywhere)];
+        for (section, used) in checks {
+            for dependency in declared_dependencies(&manifest, section) {
+                if !used.contains(&dependency) {
+                    unused.push(format!("{name} {section} {dependency}"));
+                }
+            }
+        }
+    }
+    assert!(
+        unused.is_empty(),
+        "unused dependencies; remove them:\n{}",
+        unused.join("\n")
+    );
+}
+
 /// The rules themselves: each must catch what it is for.
 #[test]
 fn the_rules_catch_what_they_are_for() {
@@ -506,6 +631,25 @@ fn the_rules_catch_what_they_are_for() {
     assert!(!names_the_cli(
         "--- a long -- dash, hallpass: the broker, HALLPASS_TOKEN"
     ));
+
+    let manifest = "[dependencies]\ntower-http.workspace = true\nserde = \"1\"\n# a note\n\n[dev-dependencies]\nsyn = { version = \"2\" }\n";
+    let declared = declared_dependencies(manifest, "[dependencies]");
+    assert_eq!(declared, ["serde", "tower_http"].map(String::from).into());
+    assert_eq!(
+        declared_dependencies(manifest, "[dev-dependencies]"),
+        ["syn".to_string()].into()
+    );
+    let mut roots = AllRoots::default();
+    roots.visit_file(
+        &syn::parse_file(
+            "#[derive(thiserror::Error)] struct E; fn f() { let _ = serde_json::json!({\"a\": chrono::Utc::now()}); }",
+        )
+        .unwrap(),
+    );
+    for used in ["thiserror", "serde_json", "chrono"] {
+        assert!(roots.0.contains(used), "{used} in {:?}", roots.0);
+    }
+    assert!(!roots.0.contains("tower_http"));
 
     let http = file(&["app"], "use axum::Json; fn f() -> hyper::StatusCode { todo!() }");
     let roots = facts(&http).outer_roots;
