@@ -206,6 +206,11 @@ async fn start_up(app: &App, settings: &Settings, storage: &str) -> anyhow::Resu
     if ended > 0 {
         tracing::info!(count = ended, "ended grants that became due while the server was down");
     }
+    // Before the API serves, so the log's first event after start-up is
+    // never raced by this one.
+    app.write_checkpoint()
+        .await
+        .context("cannot write the start-up audit checkpoint")?;
     Ok(())
 }
 

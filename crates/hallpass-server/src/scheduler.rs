@@ -81,9 +81,11 @@ pub async fn process(app: &App, due: Vec<String>) {
 }
 
 /// Writes a signed checkpoint every [`CHECKPOINT_INTERVAL`] while events
-/// are written (a quiet log keeps its last one), until shutdown.
+/// are written (a quiet log keeps its last one), until shutdown. The first
+/// comes one interval after start-up, which signed the head already.
 pub async fn checkpoints(app: App, mut shutdown: watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval(CHECKPOINT_INTERVAL);
+    let first = tokio::time::Instant::now() + CHECKPOINT_INTERVAL;
+    let mut ticks = tokio::time::interval_at(first, CHECKPOINT_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

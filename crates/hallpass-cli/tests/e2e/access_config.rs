@@ -140,3 +140,48 @@ fn broken_files_are_rejected_with_line_and_column() {
     assert!(stderr.contains("admin"), "{stderr}");
     assert_eq!(server.audit_len(), before);
 }
+
+#[test]
+fn a_target_with_live_grants_cannot_be_deleted_until_they_end() {
+    let server = Server::dev();
+    let temp = tempfile::tempdir().unwrap();
+    let config = "target \"billing\" {\n  type = \"jwt\"\n  config = { audience = \"billing-api\" }\n}\n\
+                  role \"billing-read\" {\n  target = \"billing\"\n  max_duration = \"1h\"\n  \
+                  requestable_by = [\"group:dev\"]\n  auto_approve = true\n}\n";
+    server.apply(temp.path(), config);
+    let grant = server.json(&server.alice, &["request", "billing-read", "--reason", "INC-40 live"]);
+    assert_eq!(grant["state"], "active");
+    let id = grant["id"].as_str().unwrap();
+    // The role may go while its grant runs; the target it holds may not.
+    assert!(
+        server
+            .run(&server.admin, &["role", "delete", "billing-read"])
+            .status
+            .success()
+    );
+    let target = server.json(&server.alice, &["target", "show", "billing"]);
+    let events = server.audit_len();
+    let (status, body) = server.http("DELETE", "/v1/targets/billing", Some(&server.admin), None);
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "in_use");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("live grants") && message.contains(id), "{body}");
+    let (_, stderr) = server.fails(&server.admin, &["target", "delete", "billing"]);
+    assert!(stderr.contains(id), "{stderr}");
+    assert_eq!(server.audit_len(), events, "a refused deletion records nothing");
+    assert_eq!(
+        server.json(&server.alice, &["target", "show", "billing"]),
+        target,
+        "and changes nothing"
+    );
+
+    assert_eq!(server.json(&server.alice, &["release", id])["state"], "released");
+    assert!(
+        server
+            .run(&server.admin, &["target", "delete", "billing"])
+            .status
+            .success()
+    );
+    let (_, stderr) = server.fails(&server.alice, &["target", "show", "billing"]);
+    assert!(stderr.contains("no target"), "{stderr}");
+}

@@ -1,8 +1,15 @@
-//! The audit log: every step recorded, no secrets, verifiable offline, and
-//! tampering named by sequence number.
+//! The audit log: every step recorded, no secrets, verifiable offline,
+//! tampering named by sequence number (also a database rewritten and
+//! rehashed behind the server's back), and its signing key sealed.
 
-use crate::harness::Server;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::Ed25519KeyPair;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use hallpass_core::audit::AuditEvent;
 use serde_json::Value;
+
+use crate::harness::{Database, Server};
 
 fn busy_server() -> (Server, String) {
     let server = Server::dev();
@@ -53,6 +60,12 @@ fn verify_offline(server: &Server, path: &std::path::Path, key: Option<&std::pat
         .output()
         .unwrap();
     let _ = server;
+    verdict(&output)
+}
+
+/// Whether `hallpass audit verify` passed, and what it printed; a failed
+/// verification must exit 3.
+fn verdict(output: &std::process::Output) -> (bool, String) {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -201,5 +214,160 @@ fn a_cut_or_emptied_export_fails_with_the_key() {
         std::fs::write(&cut, kept.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
         let (ok, report) = verify_offline(&server, &cut, Some(&key));
         assert!(!ok, "{what}: {report}");
+    }
+}
+
+/// Every audit row, read from the store itself.
+fn stored_events(database: &mut Database) -> Vec<AuditEvent> {
+    database
+        .rows("SELECT CAST(seq AS TEXT), time, actor, kind, request_id, data, prev_hash, hash FROM audit ORDER BY seq")
+        .into_iter()
+        .map(|row| {
+            let text = |i: usize| row[i].clone().expect("a NOT NULL column");
+            AuditEvent {
+                seq: text(0).parse().expect("a seq"),
+                time: text(1),
+                actor: text(2),
+                kind: text(3),
+                request_id: row[4].clone(),
+                data: serde_json::from_str(&text(5)).expect("JSON data"),
+                prev_hash: text(6),
+                hash: text(7),
+            }
+        })
+        .collect()
+}
+
+/// Writes `event`'s actor and hashes over its stored row.
+fn overwrite(database: &mut Database, event: &AuditEvent) {
+    let changed = database.execute(
+        "UPDATE audit SET actor = $1, prev_hash = $2, hash = $3 WHERE CAST(seq AS TEXT) = $4",
+        &[&event.actor, &event.prev_hash, &event.hash, &event.seq.to_string()],
+    );
+    assert_eq!(changed, 1);
+}
+
+/// `hallpass audit verify`, checked by the server.
+fn verify_on_server(server: &Server) -> (bool, String) {
+    verdict(&server.run(&server.admin, &["audit", "verify"]))
+}
+
+/// What someone with write access to the database and none to the audit
+/// key can do, done with the server stopped: edit an event, then also
+/// recompute every hash after it and the head the server chains onto.
+/// The edit fails at the event; the rehashed chain at the signed
+/// checkpoint after it.
+#[test]
+fn an_event_rewritten_in_the_database_fails_the_servers_verification_even_rehashed() {
+    let temp = tempfile::tempdir().unwrap();
+    let data_dir = temp.path().join("data");
+    let mut server = Server::persistent(&data_dir);
+    let started = server.json(&server.admin, &["audit", "list"]);
+    let newest = started.as_array().and_then(|events| events.last()).cloned();
+    assert_eq!(
+        newest.map(|event| event["kind"].clone()),
+        Some(Value::from("audit.checkpoint")),
+        "start-up signs the head before the API answers: {started}"
+    );
+    server.apply(
+        temp.path(),
+        "target \"svc\" {\n  type = \"jwt\"\n  config = { audience = \"svc\" }\n}\n\
+         role \"svc-read\" {\n  target = \"svc\"\n  max_duration = \"1h\"\n  \
+         requestable_by = [\"group:dev\"]\n  auto_approve = true\n}\n",
+    );
+    let dana = server.token("dana", "dev");
+    let grant = server.json(&dana, &["request", "svc-read", "--reason", "INC-30 dana's own"]);
+    server.json(&dana, &["release", grant["id"].as_str().unwrap()]);
+    let (ok, report) = verify_on_server(&server);
+    assert!(ok, "{report}");
+    assert!(server.terminate(), "a clean stop, which signs the head");
+
+    let mut database = server.database();
+    let events = stored_events(&mut database);
+    let mut forged = events
+        .iter()
+        .find(|e| e.kind == "request.created")
+        .expect("the request's event")
+        .clone();
+    let edited = forged.seq;
+    forged.actor = "mallory".into();
+    overwrite(&mut database, &forged);
+    drop(database);
+    let mut server = Server::persistent(&data_dir);
+    let (ok, report) = verify_on_server(&server);
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains(&format!("FAILED at seq {edited}:")) && report.contains("changed"),
+        "{report}"
+    );
+    assert!(server.terminate());
+
+    let mut database = server.database();
+    let mut prev_hash = events[(edited - 2) as usize].hash.clone();
+    for mut event in stored_events(&mut database).into_iter().skip((edited - 1) as usize) {
+        event.prev_hash = prev_hash;
+        event.hash = event.compute_hash();
+        overwrite(&mut database, &event);
+        prev_hash = event.hash;
+    }
+    database.execute("UPDATE audit_head SET hash = $1 WHERE id = 1", &[&prev_hash]);
+    let rehashed = stored_events(&mut database);
+    assert!(
+        rehashed.iter().all(AuditEvent::hash_is_intact),
+        "the chain is whole again"
+    );
+    let checkpoint = rehashed
+        .iter()
+        .find(|e| e.seq > edited && e.kind == "audit.checkpoint")
+        .expect("a checkpoint after the edit")
+        .seq;
+    drop(database);
+    let server = Server::persistent(&data_dir);
+    let (ok, report) = verify_on_server(&server);
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains(&format!("FAILED at seq {checkpoint}:")) && report.contains("rehashed"),
+        "the signed checkpoint no longer matches: {report}"
+    );
+}
+
+/// The forms an Ed25519 private key (PKCS#8, as the server makes its
+/// keys) would take stored in clear: its DER header raw, in hex, and in
+/// base64 or base64url at any alignment; and a PEM label.
+fn private_key_forms() -> Vec<String> {
+    let document = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("a key");
+    // Up to the OCTET STRING holding the private key: the same in every key.
+    let header = &document.as_ref()[..16];
+    assert_eq!(header[14..], [0x04, 0x20], "the header ends where the key begins");
+    let mut forms = vec![
+        header.iter().map(|&b| char::from(b)).collect(),
+        header.iter().map(|b| format!("{b:02x}")).collect(),
+        header.iter().map(|b| format!("{b:02X}")).collect(),
+        "PRIVATE KEY".to_string(),
+    ];
+    for shift in 0..3 {
+        let mut shifted = vec![0u8; shift];
+        shifted.extend_from_slice(header);
+        // The characters that depend on the header's bits alone.
+        let (first, end) = ((4 * shift).div_ceil(3), 4 * (shift + header.len()) / 3);
+        for engine in [STANDARD_NO_PAD, URL_SAFE_NO_PAD] {
+            forms.push(engine.encode(&shifted)[first..end].to_string());
+        }
+    }
+    forms
+}
+
+#[test]
+fn the_signing_keys_are_stored_sealed() {
+    let server = Server::dev();
+    let storage = server.dump_storage();
+    for name in ["audit_signing_key", "jwt_signing_key"] {
+        assert!(storage.contains(name), "the store holds the {name}");
+    }
+    for form in private_key_forms() {
+        assert!(
+            !storage.contains(&form),
+            "a private key is stored in clear (found {form:?})"
+        );
     }
 }

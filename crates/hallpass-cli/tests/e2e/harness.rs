@@ -25,8 +25,8 @@ pub const SEAL_KEY: &str = "aGFsbHBhc3MtZTJlLXNlYWwta2V5LTMyLWJ5dGVzLiE=";
 // One definition with the store's tests of where PostgreSQL is and of the
 // one-line failure when there is none.
 #[path = "../../../hallpass-store/tests/shared/postgres.rs"]
-mod postgres;
-pub use postgres::postgres_base_url;
+mod shared_postgres;
+pub use shared_postgres::postgres_base_url;
 
 /// Which store the servers under test use: `HALLPASS_TEST_BACKEND=postgres`
 /// (on the server at `HALLPASS_TEST_POSTGRES_URL`) or SQLite.
@@ -37,22 +37,6 @@ pub fn postgres_url() -> Option<String> {
     }
 }
 
-/// Runs one SQL command with `psql`, asserting success; returns its
-/// unaligned output.
-fn psql(url: &str, sql: &str) -> String {
-    let output = Command::new("psql")
-        .arg(url)
-        .args(["-v", "ON_ERROR_STOP=1", "-qtAc", sql])
-        .output()
-        .expect("run psql");
-    assert!(
-        output.status.success(),
-        "psql {sql:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// A database of its own for the server whose data dir is `data_dir`
 /// (restarts on the same dir reuse it); created on first use. `base_url`
 /// names a server where the caller may `CREATE DATABASE`.
@@ -61,12 +45,65 @@ pub fn database_for(base_url: &str, data_dir: &Path) -> String {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     data_dir.hash(&mut hasher);
     let name = format!("hp_{:016x}", hasher.finish());
-    let exists = psql(base_url, &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"));
-    if exists.trim() != "1" {
-        psql(base_url, &format!("CREATE DATABASE {name}"));
+    let mut client = postgres::Client::connect(base_url, postgres::NoTls).expect("connect to PostgreSQL");
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .expect("look the database up");
+    if exists.is_none() {
+        // A name is an identifier, not a value: it cannot be a parameter.
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create the database");
     }
     let (prefix, _) = base_url.rsplit_once('/').expect("a database URL has a path");
     format!("{prefix}/{name}")
+}
+
+/// A server's store opened directly, with plain SQL that both backends
+/// run (`$1`, `$2`, ... in order of appearance).
+pub enum Database {
+    Sqlite(rusqlite::Connection),
+    Postgres(postgres::Client),
+}
+
+impl Database {
+    /// The rows of `query`, whose columns must all be text (cast the
+    /// others); NULL is `None`.
+    pub fn rows(&mut self, query: &str) -> Vec<Vec<Option<String>>> {
+        match self {
+            Database::Sqlite(connection) => {
+                let mut statement = connection.prepare(query).expect("prepare");
+                let columns = statement.column_count();
+                statement
+                    .query_map([], |row| (0..columns).map(|i| row.get(i)).collect())
+                    .expect("query")
+                    .collect::<Result<_, _>>()
+                    .expect("read rows")
+            }
+            Database::Postgres(client) => client
+                .query(query, &[])
+                .expect("query")
+                .iter()
+                .map(|row| (0..row.len()).map(|i| row.get(i)).collect())
+                .collect(),
+        }
+    }
+
+    /// Runs `statement` with text `params`; returns the rows it changed.
+    pub fn execute(&mut self, statement: &str, params: &[&str]) -> u64 {
+        match self {
+            Database::Sqlite(connection) => connection
+                .execute(statement, rusqlite::params_from_iter(params))
+                .expect("execute") as u64,
+            Database::Postgres(client) => {
+                let params: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+                    .collect();
+                client.execute(statement, &params).expect("execute")
+            }
+        }
+    }
 }
 
 /// Path of the `hallpass` binary under test: the one Cargo built from this
@@ -98,17 +135,18 @@ pub struct Server {
 impl Server {
     /// `hallpass server --dev` with its seeded demo data and printed tokens.
     pub fn dev() -> Server {
-        let temp = tempfile::tempdir().expect("temp dir");
-        let data_dir = temp.path().join("data");
-        let mut server = Self::spawn(&data_dir, true, Self::suite_database(&data_dir));
-        server._temp = Some(temp);
-        server
+        Self::dev_with_env(&[])
     }
 
     /// `hallpass server --data-dir DIR` (not dev): the first start creates
     /// the admin token from HALLPASS_BOOTSTRAP_TOKEN.
     pub fn persistent(data_dir: &Path) -> Server {
         Self::spawn(data_dir, false, Self::suite_database(data_dir))
+    }
+
+    /// Like [`Server::persistent`], with extra environment (e.g. `RUST_LOG`).
+    pub fn persistent_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Self::spawn_with(data_dir, false, Self::suite_database(data_dir), env, &[])
     }
 
     /// One of several servers sharing the PostgreSQL database
@@ -151,6 +189,16 @@ impl Server {
     /// release's server on data an earlier release wrote.
     pub fn with_env(data_dir: &Path, database_url: Option<String>, env: &[(&str, &str)]) -> Server {
         Self::spawn_with(data_dir, false, database_url, env, &[])
+    }
+
+    /// `hallpass server --dev` on this suite's backend with extra
+    /// environment, e.g. `RUST_LOG` to log more than warnings.
+    pub fn dev_with_env(env: &[(&str, &str)]) -> Server {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let data_dir = temp.path().join("data");
+        let mut server = Self::spawn_with(&data_dir, true, Self::suite_database(&data_dir), env, &[]);
+        server._temp = Some(temp);
+        server
     }
 
     /// A dev server on SQLite in `data_dir` with extra arguments (the last
@@ -294,6 +342,20 @@ impl Server {
         }
     }
 
+    /// A connection of its own to the server's store, as someone with
+    /// access to the database (not through the server) has: the SQLite
+    /// file or the PostgreSQL database.
+    pub fn database(&self) -> Database {
+        match &self.database_url {
+            Some(url) => {
+                Database::Postgres(postgres::Client::connect(url, postgres::NoTls).expect("connect to PostgreSQL"))
+            }
+            None => Database::Sqlite(
+                rusqlite::Connection::open(self.data_dir.join("hallpass.db")).expect("open hallpass.db"),
+            ),
+        }
+    }
+
     /// What the server has logged so far.
     pub fn logs(&self) -> String {
         self.logs.lock().map(|logs| logs.clone()).unwrap_or_default()
@@ -409,6 +471,19 @@ impl Server {
         self.json(&self.admin, &["apply", "-f", &file.to_string_lossy()])
     }
 
+    /// What token introspection (as the admin) says of a grant's token.
+    pub fn introspect(&self, token: &str) -> Value {
+        let body = format!("token={token}").into_bytes();
+        let (status, answer) = self.http(
+            "POST",
+            "/v1/introspect",
+            Some(&self.admin),
+            Some(("application/x-www-form-urlencoded", body)),
+        );
+        assert_eq!(status, 200, "{answer}");
+        answer
+    }
+
     /// The number of audit events so far.
     pub fn audit_len(&self) -> usize {
         self.json(&self.admin, &["audit", "list", "--limit", "10000"])
@@ -510,8 +585,6 @@ impl Drop for Server {
     }
 }
 
-/// The claims of a JWT, decoded without verification (tests check the
-/// signature through introspection and the JWKS separately).
 /// POSTs JSON `bodies` all at once, the i-th to `addrs[i % addrs.len()]`;
 /// returns each (status, body) in order. For races: every call is in
 /// flight before the first answer comes back.
@@ -569,6 +642,8 @@ pub fn change_actions(result: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The claims of a JWT, decoded without verification (tests check the
+/// signature through introspection and the JWKS separately).
 pub fn jwt_claims(token: &str) -> Value {
     use base64::Engine;
     let payload = token.split('.').nth(1).expect("a JWT has three parts");

@@ -1,4 +1,7 @@
-//! Tokens: creation, identity, revocation; and the service endpoints.
+//! Tokens: creation, identity, revocation; principal locks; and the
+//! service endpoints.
+
+use serde_json::json;
 
 use crate::harness::Server;
 
@@ -91,5 +94,107 @@ fn service_endpoints_answer() {
     assert!(
         !server.data_dir.join("jwt-signing-key.pk8").exists(),
         "the signing key lives sealed in the store"
+    );
+}
+
+#[test]
+fn a_locked_principal_is_stopped_until_unlocked() {
+    let server = Server::dev();
+    let grant = server.json(
+        &server.alice,
+        &["request", "demo-read", "--reason", "INC-70 before the lock"],
+    );
+    assert_eq!(grant["state"], "active");
+    let grant_id = grant["id"].as_str().unwrap().to_string();
+    let credential = server.json(&server.alice, &["credentials", &grant_id])["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pending = server.json(&server.alice, &["request", "demo-admin", "--reason", "INC-71 waiting"]);
+    let pending_id = pending["id"].as_str().unwrap().to_string();
+    assert_eq!(pending["state"], "pending");
+
+    // Only admins lock, list and unlock.
+    for args in [
+        &["lock", "alice", "--reason", "bob tries"][..],
+        &["locks"],
+        &["unlock", "alice"],
+    ] {
+        let (_, stderr) = server.fails(&server.bob, args);
+        assert!(stderr.contains("admin"), "{args:?}: {stderr}");
+    }
+    assert_eq!(server.json(&server.alice, &["whoami"])["principal"], "alice");
+
+    let locked = server.json(&server.admin, &["lock", "alice", "--reason", "INC-72 laptop stolen"]);
+    assert_eq!(locked["principal"], "alice");
+    assert_eq!(locked["tokens_revoked"].as_array().map(Vec::len), Some(1), "{locked}");
+    let ended: Vec<&str> = locked["requests_ended"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap())
+        .collect();
+    assert!(
+        ended.contains(&grant_id.as_str()) && ended.contains(&pending_id.as_str()),
+        "{locked}"
+    );
+    assert_eq!(server.json(&server.admin, &["show", &grant_id])["state"], "revoked");
+    assert_eq!(server.json(&server.admin, &["show", &pending_id])["state"], "cancelled");
+    assert_eq!(
+        server.introspect(&credential)["active"],
+        false,
+        "the grant's token is dead"
+    );
+    for (method, path) in [("GET", "/v1/whoami"), ("POST", "/v1/requests")] {
+        let body = json!({"role": "demo-read", "reason": "INC-73 after the lock"});
+        let (status, answer) = server.http(
+            method,
+            path,
+            Some(&server.alice),
+            Some(("application/json", body.to_string().into_bytes())),
+        );
+        assert_eq!(status, 401, "{method} {path}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_token");
+    }
+    let (_, stderr) = server.fails(
+        &server.admin,
+        &["token", "create", "--principal", "alice", "--groups", "dev"],
+    );
+    assert!(stderr.contains("locked") && stderr.contains("INC-72"), "{stderr}");
+    let locks = server.json(&server.admin, &["locks"]);
+    assert_eq!(locks.as_array().map(Vec::len), Some(1), "{locks}");
+    assert_eq!(locks[0]["principal"], "alice");
+    assert_eq!(locks[0]["reason"], "INC-72 laptop stolen");
+    assert_eq!(locks[0]["locked_by"], "admin");
+
+    let output = server.run(&server.admin, &["unlock", "alice"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(server.json(&server.admin, &["locks"]), json!([]));
+    let (status, _) = server.http("GET", "/v1/whoami", Some(&server.alice), None);
+    assert_eq!(status, 401, "tokens revoked by the lock stay revoked");
+    let fresh = server.token("alice", "dev");
+    let again = server.json(&fresh, &["request", "demo-read", "--reason", "INC-74 after the unlock"]);
+    assert_eq!(again["state"], "active", "{again}");
+
+    let events = server.json(&server.admin, &["audit", "list", "--limit", "10000"]);
+    let event = |kind: &str| {
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} event in {events}"))
+            .clone()
+    };
+    let lock_event = event("principal.locked");
+    assert_eq!(lock_event["actor"], "admin");
+    assert_eq!(lock_event["data"]["principal"], "alice");
+    assert_eq!(lock_event["data"]["reason"], "INC-72 laptop stolen");
+    assert_eq!(event("principal.unlocked")["data"]["principal"], "alice");
+    let revoked = event("grant.revoked");
+    assert_eq!(revoked["request_id"], grant_id.as_str());
+    assert!(
+        revoked["data"].to_string().contains("INC-72 laptop stolen"),
+        "the grant ended with the lock's reason: {revoked}"
     );
 }

@@ -6,18 +6,6 @@ use std::time::Duration;
 use crate::harness::{Server, jwt_claims};
 use serde_json::Value;
 
-fn introspect(server: &Server, token: &str) -> Value {
-    let body = format!("token={token}").into_bytes();
-    let (status, answer) = server.http(
-        "POST",
-        "/v1/introspect",
-        Some(&server.admin),
-        Some(("application/x-www-form-urlencoded", body)),
-    );
-    assert_eq!(status, 200, "{answer}");
-    answer
-}
-
 #[test]
 fn approval_flow_issues_a_jwt_that_stops_working_on_revoke() {
     let server = Server::dev();
@@ -88,8 +76,8 @@ fn approval_flow_issues_a_jwt_that_stops_working_on_revoke() {
     assert_eq!(jwks["keys"][0]["kid"], header["kid"]);
     assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
 
-    assert_eq!(introspect(&server, &token)["active"], true);
-    assert_eq!(introspect(&server, &token)["sub"], "alice");
+    assert_eq!(server.introspect(&token)["active"], true);
+    assert_eq!(server.introspect(&token)["sub"], "alice");
 
     // Only the requester can fetch the secret.
     let (_, stderr) = server.fails(&server.bob, &["credentials", &id]);
@@ -99,7 +87,7 @@ fn approval_flow_issues_a_jwt_that_stops_working_on_revoke() {
     let revoked = server.json(&server.bob, &["revoke", &id, "--reason", "incident closed"]);
     assert_eq!(revoked["state"], "revoked");
     assert_eq!(
-        introspect(&server, &token)["active"],
+        server.introspect(&token)["active"],
         false,
         "introspection must answer inactive at once"
     );
@@ -194,14 +182,14 @@ fn grants_expire_on_time_and_can_be_released() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(introspect(&server, &token)["active"], true);
+    assert_eq!(server.introspect(&token)["active"], true);
     let active = server.json(&server.alice, &["grants", "--active"]);
     assert!(active.as_array().unwrap().iter().any(|g| g["id"] == id.as_str()));
 
     let expired = server.wait_state(&server.alice, &id, "expired", Duration::from_secs(10));
     let lag = chrono_lag(&expired);
     assert!(lag < 2.0, "expired {lag}s after expires_at");
-    assert_eq!(introspect(&server, &token)["active"], false);
+    assert_eq!(server.introspect(&token)["active"], false);
     assert!(
         !server
             .json(&server.alice, &["grants", "--active"])

@@ -1,14 +1,17 @@
 //! The rules an attacker tries first, tried against the real binary: one
 //! grant per principal and role under 50 parallel callers, policy limits
 //! that hold under the same race, target secrets that never come back out
-//! (API, audit export, database files or dump), signed webhook calls,
-//! tokens and names that cannot be abused, and who may see which requests.
+//! (API, audit export, database files or dump, log) and that show when
+//! each last changed, signed webhook calls, tokens, names and text that
+//! cannot be abused, and who may see which requests and grants.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::harness::{Server, WEBHOOK_HMAC_SECRET, WebhookRecorder, change_actions, write_file};
@@ -105,9 +108,26 @@ fn hmac_key() -> Vec<u8> {
     STANDARD.decode(encoded).expect("base64")
 }
 
+/// When each secret of `target` last changed, by name, as `target show`
+/// tells it.
+fn secret_times(server: &Server, target: &str) -> BTreeMap<String, DateTime<Utc>> {
+    server.json(&server.alice, &["target", "show", target])["secrets"]
+        .as_array()
+        .expect("secrets")
+        .iter()
+        .map(|secret| {
+            let at = secret["updated_at"].as_str().expect("updated_at");
+            let at = DateTime::parse_from_rfc3339(at).expect("an RFC 3339 time");
+            (secret["name"].as_str().unwrap().to_string(), at.with_timezone(&Utc))
+        })
+        .collect()
+}
+
 #[test]
 fn target_secrets_are_write_only_sealed_and_never_leak() {
-    let server = Server::dev();
+    // At DEBUG, so whatever the server or its libraries log about the
+    // calls that carry secrets is checked too.
+    let server = Server::dev_with_env(&[("RUST_LOG", "debug")]);
     let temp = tempfile::tempdir().unwrap();
     let hook = WebhookRecorder::with_revoke_delay(Duration::ZERO);
     let bearer = "bearer-c0ffee-7d1f9a2b4e";
@@ -118,8 +138,11 @@ fn target_secrets_are_write_only_sealed_and_never_leak() {
             hook.url
         )
     };
+    // Every answer that talks about the target: none may hold a value.
+    let mut answers = Vec::new();
     let first = server.apply(temp.path(), &panel(WEBHOOK_HMAC_SECRET));
     assert!(change_actions(&first).contains(&"create target panel".to_string()));
+    answers.push(first.to_string());
 
     // Reads show the names, never the values.
     let target = server.json(&server.alice, &["target", "show", "panel"]);
@@ -130,25 +153,52 @@ fn target_secrets_are_write_only_sealed_and_never_leak() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["bearer_token", "hmac_secret"]);
-    assert!(!target.to_string().contains(bearer));
+    answers.push(target.to_string());
+    let (status, listed) = server.http("GET", "/v1/targets", Some(&server.alice), None);
+    assert_eq!(status, 200, "{listed}");
+    assert!(
+        listed.as_array().unwrap().iter().any(|t| t["name"] == "panel"),
+        "{listed}"
+    );
+    answers.push(listed.to_string());
+    let created = secret_times(&server, "panel");
 
-    // The same secrets again: unchanged (compared on the server). Another
-    // HMAC key: an update that names the secret, in a dry run first.
+    // The same secrets again: unchanged (compared on the server), and
+    // neither secret's time moves. Another HMAC key: an update that names
+    // the secret, in a dry run first, and only its time moves.
     let again = server.apply(temp.path(), &panel(WEBHOOK_HMAC_SECRET));
     assert!(
         change_actions(&again).contains(&"unchanged target panel".to_string()),
         "{again}"
+    );
+    answers.push(again.to_string());
+    assert_eq!(
+        secret_times(&server, "panel"),
+        created,
+        "an unchanged apply changes no secret"
     );
     let rotated = "whsec_cm90YXRlZC1obWFjLWtleS0zMi1ieXRlcy1sb25nIQ==";
     let file = write_file(temp.path(), "rotate.hcl", &panel(rotated));
     let dry = server.run(&server.admin, &["apply", "-f", &file, "--dry-run"]);
     let dry = String::from_utf8_lossy(&dry.stdout).into_owned();
     assert!(dry.contains("~ target panel (secrets: hmac_secret)"), "{dry}");
+    answers.push(dry);
     let events_before = server.audit_len();
     let applied = server.run(&server.admin, &["apply", "-f", &file]);
-    assert!(String::from_utf8_lossy(&applied.stdout).contains("~ target panel (secrets: hmac_secret)"));
+    let applied = String::from_utf8_lossy(&applied.stdout).into_owned();
+    assert!(applied.contains("~ target panel (secrets: hmac_secret)"), "{applied}");
+    answers.push(applied);
     assert_eq!(server.audit_len(), events_before + 1, "one target.updated event");
-    server.apply(temp.path(), &panel(WEBHOOK_HMAC_SECRET));
+    let after_rotation = secret_times(&server, "panel");
+    assert!(
+        after_rotation["hmac_secret"] > created["hmac_secret"],
+        "the rotated secret shows its new time: {after_rotation:?} after {created:?}"
+    );
+    assert_eq!(
+        after_rotation["bearer_token"], created["bearer_token"],
+        "the secret left alone keeps its time"
+    );
+    answers.push(server.apply(temp.path(), &panel(WEBHOOK_HMAC_SECRET)).to_string());
 
     // Calls carry the bearer token and a Standard Webhooks signature.
     let grant = server.json(&server.alice, &["request", "panel-admin", "--reason", "signed call"]);
@@ -167,15 +217,28 @@ fn target_secrets_are_write_only_sealed_and_never_leak() {
         assert_eq!(call.header("webhook-signature"), Some(expected.as_str()), "{id}");
     }
 
-    // Not in the audit log, not in the database files or dump.
+    // Not in any answer, the audit log, the database files or dump, or
+    // the server's log.
     let export = server.run(&server.admin, &["audit", "export"]);
     let export = String::from_utf8_lossy(&export.stdout).into_owned();
     let storage = server.dump_storage();
+    let logs = server.logs();
+    assert!(
+        logs.contains("DEBUG") && logs.contains("/v1/apply"),
+        "the log is at DEBUG and covers the applies:\n{logs}"
+    );
     for secret in [WEBHOOK_HMAC_SECRET, rotated, bearer] {
-        assert!(!export.contains(secret), "a secret is in the audit export");
-        assert!(!storage.contains(secret), "a secret is stored in clear");
         let encoded = secret.trim_start_matches("whsec_");
-        assert!(!storage.contains(encoded) && !export.contains(encoded));
+        for (what, text) in answers.iter().map(|answer| ("an answer", answer)).chain([
+            ("the audit export", &export),
+            ("the store", &storage),
+            ("the log", &logs),
+        ]) {
+            if let Some(line) = text.lines().find(|line| line.contains(encoded)) {
+                let line: String = line.chars().take(400).collect();
+                panic!("a secret is in {what}: {line}");
+            }
+        }
     }
     assert!(
         export.contains("\"secrets_changed\":[\"hmac_secret\"]"),
@@ -208,28 +271,50 @@ fn webhook_urls_with_credentials_are_refused() {
     }
 }
 
-#[test]
-fn text_with_control_characters_is_refused_and_names_are_reserved() {
-    let server = Server::dev();
-    let (status, body) = server.http(
+/// POSTs a request for `demo-read` as alice with `reason` and `ticket`.
+fn request_as_alice(server: &Server, reason: &str, ticket: Option<&str>) -> (u16, Value) {
+    let body = json!({"role": "demo-read", "reason": reason, "ticket": ticket});
+    server.http(
         "POST",
         "/v1/requests",
         Some(&server.alice),
-        Some((
-            "application/json",
-            json!({"role": "demo-read", "reason": "fix\r\u{1b}[2Kapproved by security"})
-                .to_string()
-                .into_bytes(),
-        )),
-    );
-    assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["code"], "control_character");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("U+000D at character 4"),
-        "{body}"
+        Some(("application/json", body.to_string().into_bytes())),
+    )
+}
+
+#[test]
+fn text_with_control_characters_is_refused_and_names_are_reserved() {
+    let server = Server::dev();
+    let refusals = [
+        (
+            request_as_alice(&server, "fix\r\u{1b}[2Kapproved by security", None),
+            "reason",
+            "U+000D at character 4",
+        ),
+        (
+            request_as_alice(&server, "INC-80 plain reason", Some("INC-80\u{1b}[8m hidden")),
+            "ticket",
+            "U+001B at character 7",
+        ),
+        (
+            request_as_alice(&server, "INC-81 plain reason", Some("INC-81 \u{202e}dexif")),
+            "ticket",
+            "U+202E at character 8",
+        ),
+    ];
+    for ((status, body), field, position) in refusals {
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["code"], "control_character");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("the {field} holds")) && message.contains(position),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        server.json(&server.alice, &["requests"]),
+        json!([]),
+        "a refused request leaves nothing behind"
     );
     for name in ["hallpass", "policy"] {
         let (code, stderr) = server.fails(&server.admin, &["token", "create", "--principal", name]);
@@ -275,22 +360,86 @@ fn requests_are_seen_by_their_requester_their_approvers_and_auditors() {
         let user = server.token(&format!("pager{i}"), "dev");
         server.json(&user, &["request", "demo-read", "--reason", "paging"]);
     }
+    let seen = all_pages(&server, "/v1/requests", &server.admin, 2);
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    let unique: BTreeSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), 5, "no request twice");
+}
+
+/// The ids of the grants `token` lists.
+fn grant_ids(server: &Server, token: &str) -> BTreeSet<String> {
+    server
+        .json(token, &["grants"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|grant| grant["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Every item of `GET path` as `token`, following the cursor `limit` at
+/// a time, in the order the pages give them.
+fn all_pages(server: &Server, path: &str, token: &str, limit: usize) -> Vec<String> {
     let mut seen = Vec::new();
     let mut cursor = String::new();
     loop {
-        let path = format!("/v1/requests?limit=2{cursor}");
-        let response = server.http_response("GET", &path, Some(&server.admin));
-        let page = response.1.as_array().unwrap().clone();
-        assert!(page.len() <= 2);
-        seen.extend(page.into_iter().map(|r| r["id"].as_str().unwrap().to_string()));
-        match response.2 {
+        let (status, page, next) = server.http_response("GET", &format!("{path}?limit={limit}{cursor}"), Some(token));
+        assert_eq!(status, 200, "{page}");
+        let page = page.as_array().unwrap();
+        assert!(page.len() <= limit, "{page:?}");
+        seen.extend(page.iter().map(|item| item["id"].as_str().unwrap().to_string()));
+        match next {
             Some(next) => cursor = format!("&cursor={next}"),
-            None => break,
+            None => return seen,
         }
     }
-    assert_eq!(seen.len(), 5, "{seen:?}");
-    let unique: std::collections::BTreeSet<_> = seen.iter().collect();
-    assert_eq!(unique.len(), 5, "no request twice");
+}
+
+#[test]
+fn grants_are_seen_by_their_holder_their_approvers_and_auditors() {
+    let server = Server::dev();
+    let id = |answer: &Value| answer["id"].as_str().unwrap().to_string();
+    // demo-admin needs bob's approval; demo-read is approved by no one.
+    let approved = |token: &str, reason: &str| {
+        let request = server.json(token, &["request", "demo-admin", "--reason", reason]);
+        let approved = server.json(&server.bob, &["approve", &id(&request)]);
+        assert_eq!(approved["state"], "active", "{approved}");
+        id(&request)
+    };
+    let alice_admin = approved(&server.alice, "INC-90 alice admin");
+    let alice_read = id(&server.json(&server.alice, &["request", "demo-read", "--reason", "INC-91"]));
+    let olaf = server.token("olaf", "dev");
+    let olaf_read = id(&server.json(&olaf, &["request", "demo-read", "--reason", "INC-92"]));
+    // Pending: a request, not a grant, whoever looks.
+    let petra = server.token("petra", "dev");
+    server.json(&petra, &["request", "demo-admin", "--reason", "INC-93 waiting"]);
+    let auditor = server.token("audrey", "auditors");
+
+    let set = |ids: &[&String]| ids.iter().map(|id| id.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(grant_ids(&server, &server.alice), set(&[&alice_admin, &alice_read]));
+    assert_eq!(grant_ids(&server, &olaf), set(&[&olaf_read]));
+    assert_eq!(grant_ids(&server, &petra), set(&[]));
+    assert_eq!(
+        grant_ids(&server, &server.bob),
+        set(&[&alice_admin]),
+        "bob approves demo-admin only"
+    );
+    let everything = set(&[&alice_admin, &alice_read, &olaf_read]);
+    assert_eq!(grant_ids(&server, &auditor), everything);
+    assert_eq!(grant_ids(&server, &server.admin), everything);
+
+    // Bob's pages skip the grants he may not see, in between his own:
+    // each page resumes after the last row it looked at, so every grant
+    // he may see comes exactly once.
+    let mut bobs = vec![alice_admin];
+    for i in 0..4 {
+        let user = server.token(&format!("pager{i}"), "dev");
+        server.json(&user, &["request", "demo-read", "--reason", "INC-94 unseen by bob"]);
+        bobs.push(approved(&user, "INC-95 seen by bob"));
+    }
+    let paged = all_pages(&server, "/v1/grants", &server.bob, 2);
+    bobs.reverse();
+    assert_eq!(paged, bobs, "newest first, each once");
 }
 
 #[test]

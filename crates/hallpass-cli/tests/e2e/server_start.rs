@@ -2,7 +2,7 @@
 //! file over defaults; chosen tokens that must be random; the dev token read
 //! from a file; a data directory others can write into refused and left as
 //! it was; a warning when serving plain HTTP beyond loopback; HTTPS with
-//! `--tls-cert`/`--tls-key`; the access log.
+//! `--tls-cert`/`--tls-key`; the access log; the time limit per request.
 
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -224,7 +224,8 @@ fn get_with_headers(server: &Server, path: &str, headers: &[(&str, &str)]) -> (u
 #[test]
 fn the_access_log_has_a_line_per_request_with_its_id_and_leaves_out_probes_and_secrets() {
     let temp = tempfile::tempdir().unwrap();
-    let server = Server::with_env(&temp.path().join("data"), None, &[("RUST_LOG", "info")]);
+    // Not dev: the log is JSON lines, as in production.
+    let server = Server::persistent_with_env(&temp.path().join("data"), &[("RUST_LOG", "info")]);
     let bearer = format!("Bearer {ROOT_TOKEN}");
     for probe in ["/healthz", "/metrics"] {
         assert_eq!(get_with_headers(&server, probe, &[]).0, 200);
@@ -250,17 +251,21 @@ fn the_access_log_has_a_line_per_request_with_its_id_and_leaves_out_probes_and_s
     assert_eq!(chosen.as_deref(), Some("lb-7f3a"), "an id set by a proxy is kept");
 
     let logs = server.logs_when(|logs| logs.contains("lb-7f3a") && logs.contains(&id));
-    let line = |needle: &str| {
+    // An access-log line is a JSON object; the request's fields are in the
+    // event or in its span.
+    let field = |line: &Value, name: &str| line.get(name).unwrap_or(&line["span"][name]).clone();
+    let line = |request_id: &str| -> Value {
         logs.lines()
-            .find(|line| line.contains(needle) && line.contains("request"))
-            .unwrap_or_else(|| panic!("no access-log line with {needle}:\n{logs}"))
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|line| field(line, "message") == "request" && field(line, "request_id") == request_id)
+            .unwrap_or_else(|| panic!("no JSON access-log line for {request_id}:\n{logs}"))
     };
     let failed = line(&id);
-    assert!(
-        failed.contains("/v1/requests") && failed.contains("400") && failed.contains("GET"),
-        "{failed}"
-    );
-    assert!(line("lb-7f3a").contains("/v1/whoami"));
+    assert_eq!(field(&failed, "status"), 400, "{failed}");
+    assert_eq!(field(&failed, "method"), "GET", "{failed}");
+    assert_eq!(field(&failed, "path"), "/v1/requests", "{failed}");
+    assert_eq!(field(&failed, "request_id"), id.as_str(), "{failed}");
+    assert_eq!(field(&line("lb-7f3a"), "path"), "/v1/whoami");
     assert!(
         !logs.contains("secret-cursor-value"),
         "the query is not logged:\n{logs}"
@@ -269,5 +274,74 @@ fn the_access_log_has_a_line_per_request_with_its_id_and_leaves_out_probes_and_s
     assert!(
         !logs.contains("/healthz") && !logs.contains("/metrics"),
         "probes are logged at DEBUG only:\n{logs}"
+    );
+}
+
+/// How long the server gives one request before it answers `408`: fixed
+/// (docs/operations.md, "Listener limits"), above the longest long-poll.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// Reads one HTTP/1.1 response: its status, headers (names lower-cased)
+/// and body, by its `content-length`.
+fn read_response(stream: TcpStream) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::{BufRead, BufReader, Read};
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).expect("a status line");
+    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+    let status = status.unwrap_or_else(|| panic!("not an HTTP response: {status_line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("a header line");
+        let Some((name, value)) = line.trim_end().split_once(':') else {
+            break;
+        };
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let length = headers
+        .iter()
+        .find(|(name, _)| name == "content-length")
+        .map_or(0, |(_, value)| value.parse().expect("a length"));
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).expect("the body");
+    (status, headers, body)
+}
+
+/// No long-poll outlasts the time limit (they end at 60 s), so this
+/// request is one whose body never finishes arriving. It takes the whole
+/// 75 s: the limit is not configurable.
+#[test]
+fn a_request_still_unanswered_at_the_time_limit_is_answered_408_with_its_id() {
+    let server = Server::dev();
+    let host = server.addr.trim_start_matches("http://").to_string();
+    let mut stream = TcpStream::connect(&host).unwrap();
+    let head = format!(
+        "POST /v1/requests HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{{\"role\": \"demo-read\",",
+        server.alice
+    );
+    std::io::Write::write_all(&mut stream, head.as_bytes()).unwrap();
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(REQUEST_TIMEOUT + Duration::from_secs(30)))
+        .unwrap();
+    let (status, headers, body) = read_response(stream);
+    assert_eq!(status, 408, "{}", String::from_utf8_lossy(&body));
+    assert!(started.elapsed() >= REQUEST_TIMEOUT - Duration::from_secs(1));
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    assert_eq!(header("content-type"), Some("application/json"));
+    let id = header("x-request-id").expect("the answer carries x-request-id");
+    let body: Value = serde_json::from_slice(&body).expect("a JSON error body");
+    assert_eq!(body["error"]["code"], "timeout", "{body}");
+    assert_eq!(body["error"]["request_id"], id, "{body}");
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(
+        server.json(&server.alice, &["requests"]),
+        serde_json::json!([]),
+        "nothing happened for it"
     );
 }

@@ -96,7 +96,9 @@ pub async fn add_request_id(request: Request, next: Next) -> Response {
 }
 
 /// Turns the plain-text rejections of layers (timeouts, body limits) into
-/// the API's error shape.
+/// the API's error shape. It must wrap the time-out layer (be added after
+/// it: the last layer added is the outermost), or the time-out's bare 408
+/// never passes through here.
 pub async fn shape_layer_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     if response.extensions().get::<RenderedError>().is_some() {

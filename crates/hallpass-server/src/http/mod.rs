@@ -114,11 +114,11 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .with_state(app);
     routes
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
-        .layer(axum::middleware::from_fn(error::shape_layer_errors))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             settings.request_timeout,
         ))
+        .layer(axum::middleware::from_fn(error::shape_layer_errors))
         .layer(axum::middleware::from_fn(error::add_request_id))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
@@ -178,4 +178,55 @@ pub async fn health() -> Json<api::Health> {
     responses((status = 200, description = "JSON Web Key Set of the grant-token signing key", body = Object)))]
 pub async fn jwks(State(app): State<App>) -> Json<serde_json::Value> {
     Json(app.jwks())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::body::{Body, Bytes};
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::{HttpSettings, api, router};
+    use crate::testing;
+
+    /// A request still running at the time limit is answered like every
+    /// other error: the API's JSON shape with the request's id. (The e2e
+    /// test of the same waits out the real 75 s.)
+    #[tokio::test]
+    async fn a_request_past_the_time_limit_is_answered_408_in_the_error_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _inbox) = testing::app_in(dir.path(), Arc::new(hallpass_core::SystemClock), Vec::new()).unwrap();
+        let alice = api::CreateToken {
+            principal: "alice".into(),
+            groups: vec!["dev".into()],
+            ttl: None,
+        };
+        let token = app
+            .create_token(&testing::caller("admin", &["admins"]), alice)
+            .await
+            .unwrap()
+            .token;
+        let settings = HttpSettings {
+            max_body_bytes: 1024,
+            request_timeout: Duration::from_millis(100),
+            metrics: crate::telemetry::install_metrics(),
+        };
+        // A body that never arrives: the handler waits for it until the limit.
+        let body = Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>());
+        let request = Request::post("/v1/apply")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .unwrap();
+        let response = router(app, settings).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        let id = response.headers()["x-request-id"].to_str().unwrap().to_string();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["error"]["code"], "timeout", "{body}");
+        assert_eq!(body["error"]["request_id"], id.as_str(), "{body}");
+    }
 }
