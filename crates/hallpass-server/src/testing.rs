@@ -1,6 +1,7 @@
 //! An [`App`] without a listener, for tests of the service layer: over
-//! SQLite in a directory the test owns, on the test's clock, with the JWT
-//! provider and any extra providers. Not used by the server itself.
+//! SQLite in a directory the test owns (or a PostgreSQL database the test
+//! made), on the test's clock, with the JWT provider and any extra
+//! providers. Not used by the server itself.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use hallpass_core::Clock;
 use hallpass_core::audit::CheckpointSigner;
 use hallpass_providers::jwt::{JwtProvider, JwtSigner};
 use hallpass_providers::{CredentialProvider, Registry};
-use hallpass_store::Store;
+use hallpass_store::{Backend, Store};
 use tokio::sync::mpsc;
 
 use crate::app::seal::Sealer;
@@ -26,8 +27,25 @@ pub fn app_in(
     clock: Arc<dyn Clock>,
     extra_providers: Vec<Arc<dyn CredentialProvider>>,
 ) -> anyhow::Result<(App, DeadlineInbox)> {
-    let store = Store::open_sqlite(&dir.join("data"), clock.clone())?;
-    let seal_key = crate::app::seal::resolve_key(None, Some(&dir.join("data")))?;
+    let data_dir = dir.join("data");
+    app_on(Backend::Sqlite { data_dir }, dir, clock, extra_providers)
+}
+
+/// Like [`app_in`], on `backend`; the keys (seal, JWT) live in `dir`.
+pub fn app_on(
+    backend: Backend,
+    dir: &Path,
+    clock: Arc<dyn Clock>,
+    extra_providers: Vec<Arc<dyn CredentialProvider>>,
+) -> anyhow::Result<(App, DeadlineInbox)> {
+    // The PostgreSQL client connects synchronously and refuses to on a
+    // thread that drives a Tokio runtime, as a test's thread does.
+    let store = std::thread::scope(|scope| {
+        let clock = clock.clone();
+        scope.spawn(move || Store::open(backend, clock)).join()
+    })
+    .map_err(|_| anyhow::anyhow!("opening the store panicked"))??;
+    let seal_key = crate::app::seal::resolve_key(None, Some(dir))?;
     let signer = Arc::new(JwtSigner::load_or_create(&dir.join("jwt.key"), "test".into())?);
     let mut registry = Registry::default().with(Arc::new(JwtProvider::new(signer.clone())));
     for provider in extra_providers {

@@ -1,10 +1,14 @@
 //! Decisions are checked again when they take effect, through the service
 //! layer on a controllable clock: a scheduled request is decided again by
-//! the policies at its start; approval and activation check the role as it
-//! is then (deleted: withdrawn; requester no longer allowed: refused;
-//! maximum lowered: the grant is capped); an extension's approval fits it
-//! to the role as it is then; a grant's extensions stay within the role's
-//! total duration; and locks stop a principal at once.
+//! the policies and the role as they are at its start; approval and
+//! activation check the role as it is then (deleted: withdrawn; requester
+//! no longer allowed: refused; maximum lowered: the grant is capped); an
+//! extension's approval fits it to the role as it is then; a grant's
+//! extensions stay within the role's total duration; and locks stop a
+//! principal at once. Every test runs on SQLite and on PostgreSQL.
+
+#[macro_use]
+mod support;
 
 use std::sync::Arc;
 
@@ -15,13 +19,13 @@ use hallpass_server::app::audit::AuditQuery;
 use hallpass_server::app::{App, Caller};
 use hallpass_server::testing::caller;
 use serde_json::json;
+use support::Kind;
 
 struct Harness {
     app: App,
     clock: Arc<ManualClock>,
     admin: Caller,
-    _dir: tempfile::TempDir,
-    _deadlines: hallpass_server::testing::DeadlineInbox,
+    _held: support::TestApp,
 }
 
 fn t0() -> DateTime<Utc> {
@@ -40,19 +44,16 @@ const CONFIG: &str = r#"{
   ]
 }"#;
 
-async fn harness() -> Harness {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let clock = Arc::new(ManualClock::new(t0()));
-    let (app, inbox) = hallpass_server::testing::app_in(dir.path(), clock.clone(), Vec::new()).expect("app");
+async fn harness(kind: Kind) -> Harness {
+    let held = support::app(kind, t0(), Vec::new());
     let admin = caller("admin", &["admins"]);
     let config: api::ApplyRequest = serde_json::from_str(CONFIG).expect("config");
-    app.apply(&admin, config).await.expect("apply");
+    held.app.apply(&admin, config).await.expect("apply");
     Harness {
-        app,
-        clock,
+        app: held.app.clone(),
+        clock: held.clock.clone(),
         admin,
-        _dir: dir,
-        _deadlines: inbox,
+        _held: held,
     }
 }
 
@@ -79,6 +80,11 @@ impl Harness {
             .expect("due work");
     }
 
+    /// Alice's new request, as recorded.
+    async fn alice_asks(&self, body: api::CreateRequest) -> api::AccessRequest {
+        self.app.create_request(&alice(), body).await.expect("request").request
+    }
+
     async fn get(&self, id: &str) -> api::AccessRequest {
         self.app.get_request(&self.admin, id.to_string()).await.expect("get").0
     }
@@ -92,10 +98,10 @@ impl Harness {
         self.app.audit_page(&self.admin, query).await.expect("audit")
     }
 
-    async fn role(&self, edit: impl FnOnce(&mut api::RoleSpec)) {
+    async fn role(&self, name: &str, edit: impl FnOnce(&mut api::RoleSpec)) {
         let mut spec = self
             .app
-            .get_role(&self.admin, "db".into())
+            .get_role(&self.admin, name.into())
             .await
             .expect("role")
             .to_spec();
@@ -112,16 +118,10 @@ impl Harness {
     }
 }
 
-#[tokio::test]
-async fn a_scheduled_request_is_decided_again_by_the_policies_at_its_start() {
-    let h = harness().await;
+async fn a_scheduled_request_is_decided_again_by_the_policies_at_its_start(kind: Kind) {
+    let h = harness(kind).await;
     let start = t0() + Duration::hours(2);
-    let scheduled = h
-        .app
-        .create_request(&alice(), ask("self", "30m", Some(start)))
-        .await
-        .expect("request")
-        .request;
+    let scheduled = h.alice_asks(ask("self", "30m", Some(start))).await;
     assert_eq!(scheduled.state, RequestState::Scheduled);
     // Policies that arrive before the start decide it then.
     h.policy("package hallpass.request\nimport rego.v1\ndeny contains \"change freeze from 10:00\" if input.context.hour >= 10\n")
@@ -137,33 +137,94 @@ async fn a_scheduled_request_is_decided_again_by_the_policies_at_its_start() {
     assert_eq!(kinds, ["request.created", "request.denied"]);
 }
 
-#[tokio::test]
-async fn a_scheduled_request_the_policies_still_allow_starts_on_time() {
-    let h = harness().await;
+async fn a_scheduled_request_the_policies_still_allow_starts_on_time(kind: Kind) {
+    let h = harness(kind).await;
     h.policy("package hallpass.request\nimport rego.v1\ndeny contains \"weekends only\" if input.context.weekday == \"Sun\"\n")
         .await;
     let start = t0() + Duration::hours(1);
-    let scheduled = h
-        .app
-        .create_request(&alice(), ask("self", "30m", Some(start)))
-        .await
-        .expect("request")
-        .request;
+    let scheduled = h.alice_asks(ask("self", "30m", Some(start))).await;
     h.advance(Duration::hours(1)).await;
     let active = h.get(&scheduled.id).await;
     assert_eq!(active.state, RequestState::Active);
     assert_eq!(active.activated_at, Some(start));
 }
 
-#[tokio::test]
-async fn approving_a_request_whose_role_was_deleted_withdraws_it() {
-    let h = harness().await;
-    let pending = h
-        .app
-        .create_request(&alice(), ask("db", "1h", None))
+/// Alice's self-service request for `duration`, starting two hours from now.
+async fn scheduled_self_request(h: &Harness, duration: &str) -> api::AccessRequest {
+    let scheduled = h
+        .alice_asks(ask("self", duration, Some(t0() + Duration::hours(2))))
+        .await;
+    assert_eq!(scheduled.state, RequestState::Scheduled);
+    scheduled
+}
+
+/// Checks that request `id` was ended by Hallpass at its start, in `state`
+/// with the audit event `kind`, and nothing was issued; returns the reason
+/// (the decision and the event record the same) and the event.
+async fn ended_at_start(
+    h: &Harness,
+    id: &str,
+    state: RequestState,
+    kind: AuditKind,
+) -> (String, hallpass_api::AuditEvent) {
+    let ended = h.get(id).await;
+    assert_eq!(ended.state, state);
+    assert_eq!(
+        (ended.activated_at, ended.credential),
+        (None, None),
+        "nothing was issued"
+    );
+    let decision = ended.decision.expect("a decision");
+    assert_eq!(decision.by, "hallpass");
+    let reason = decision.comment.unwrap_or_default();
+    let mut events = h.events(id).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["request.created", kind.as_str()]);
+    let event = events.pop().expect("the ending event");
+    assert_eq!(event.data["reason"], json!(reason), "the event records why");
+    (reason, event)
+}
+
+async fn a_scheduled_request_whose_role_was_deleted_is_withdrawn_at_its_start(kind: Kind) {
+    let h = harness(kind).await;
+    let scheduled = scheduled_self_request(&h, "30m").await;
+    h.app
+        .delete_config(&h.admin, ConfigKind::Role, "self".into())
         .await
-        .expect("request")
-        .request;
+        .expect("delete role");
+    h.advance(Duration::hours(2)).await;
+    let (reason, _) = ended_at_start(&h, &scheduled.id, RequestState::Cancelled, AuditKind::RequestCancelled).await;
+    assert!(reason.contains("was deleted before the start"), "{reason}");
+}
+
+async fn a_requester_removed_from_the_role_is_refused_at_the_start(kind: Kind) {
+    let h = harness(kind).await;
+    let scheduled = scheduled_self_request(&h, "30m").await;
+    h.role("self", |role| role.requestable_by = vec!["group:sre".into()])
+        .await;
+    h.advance(Duration::hours(2)).await;
+    let (reason, event) = ended_at_start(&h, &scheduled.id, RequestState::Denied, AuditKind::RequestDenied).await;
+    assert!(reason.contains("alice may no longer request role \"self\""), "{reason}");
+    assert_eq!(event.data["at_start"], json!(true));
+}
+
+async fn a_lowered_maximum_caps_a_scheduled_grant_at_its_start(kind: Kind) {
+    let h = harness(kind).await;
+    let scheduled = scheduled_self_request(&h, "3h").await;
+    h.role("self", |role| {
+        role.max_duration = "1h".into();
+        role.default_duration = Some("1h".into());
+    })
+    .await;
+    h.advance(Duration::hours(2)).await;
+    let active = h.get(&scheduled.id).await;
+    assert_eq!(active.activated_at, Some(t0() + Duration::hours(2)));
+    capped_from_3h_to_1h(&h, &active).await;
+}
+
+async fn approving_a_request_whose_role_was_deleted_withdraws_it(kind: Kind) {
+    let h = harness(kind).await;
+    let pending = h.alice_asks(ask("db", "1h", None)).await;
     h.app
         .delete_config(&h.admin, ConfigKind::Role, "db".into())
         .await
@@ -187,16 +248,11 @@ async fn approving_a_request_whose_role_was_deleted_withdraws_it() {
     assert_eq!(after.activated_at, None);
 }
 
-#[tokio::test]
-async fn a_requester_removed_from_the_role_is_refused_at_approval() {
-    let h = harness().await;
-    let pending = h
-        .app
-        .create_request(&alice(), ask("db", "1h", None))
-        .await
-        .expect("request")
-        .request;
-    h.role(|role| role.requestable_by = vec!["group:sre".into()]).await;
+async fn a_requester_removed_from_the_role_is_refused_at_approval(kind: Kind) {
+    let h = harness(kind).await;
+    let pending = h.alice_asks(ask("db", "1h", None)).await;
+    h.role("db", |role| role.requestable_by = vec!["group:sre".into()])
+        .await;
     let error = h
         .app
         .approve(&caller("lee", &["leads"]), pending.id.clone(), None)
@@ -215,16 +271,10 @@ async fn a_requester_removed_from_the_role_is_refused_at_approval() {
     );
 }
 
-#[tokio::test]
-async fn a_lowered_maximum_caps_the_grant_when_it_starts() {
-    let h = harness().await;
-    let pending = h
-        .app
-        .create_request(&alice(), ask("db", "3h", None))
-        .await
-        .expect("request")
-        .request;
-    h.role(|role| {
+async fn a_lowered_maximum_caps_the_grant_when_it_starts(kind: Kind) {
+    let h = harness(kind).await;
+    let pending = h.alice_asks(ask("db", "3h", None)).await;
+    h.role("db", |role| {
         role.max_duration = "1h".into();
         role.default_duration = Some("1h".into());
     })
@@ -234,16 +284,23 @@ async fn a_lowered_maximum_caps_the_grant_when_it_starts() {
         .approve(&caller("lee", &["leads"]), pending.id.clone(), None)
         .await
         .expect("approve");
-    assert_eq!(active.state, RequestState::Active);
-    assert_eq!(active.duration_seconds, 3600);
-    assert_eq!(active.capped_from_seconds, Some(3 * 3600));
-    assert_eq!(active.expires_at, active.activated_at.map(|at| at + Duration::hours(1)));
+    capped_from_3h_to_1h(&h, &active).await;
+}
+
+/// Checks that `grant`, asked for 3h, was activated for the 1h the role now
+/// allows, and that its activation event records the cap.
+async fn capped_from_3h_to_1h(h: &Harness, grant: &api::AccessRequest) {
+    assert_eq!(grant.state, RequestState::Active);
+    assert_eq!(grant.duration_seconds, 3600);
+    assert_eq!(grant.capped_from_seconds, Some(3 * 3600));
+    assert_eq!(grant.expires_at, grant.activated_at.map(|at| at + Duration::hours(1)));
     let activated = h
-        .events(&pending.id)
+        .events(&grant.id)
         .await
         .into_iter()
         .find(|e| e.kind == AuditKind::GrantActivated.as_str())
         .expect("activation event");
+    assert_eq!(activated.data["duration_seconds"], json!(3600));
     assert_eq!(
         activated.data["capped_from_seconds"],
         json!(3 * 3600),
@@ -251,15 +308,9 @@ async fn a_lowered_maximum_caps_the_grant_when_it_starts() {
     );
 }
 
-#[tokio::test]
-async fn extensions_stay_within_the_roles_total_duration() {
-    let h = harness().await;
-    let pending = h
-        .app
-        .create_request(&alice(), ask("db", "4h", None))
-        .await
-        .expect("request")
-        .request;
+async fn extensions_stay_within_the_roles_total_duration(kind: Kind) {
+    let h = harness(kind).await;
+    let pending = h.alice_asks(ask("db", "4h", None)).await;
     h.app
         .approve(&caller("lee", &["leads"]), pending.id.clone(), None)
         .await
@@ -301,18 +352,11 @@ async fn extensions_stay_within_the_roles_total_duration() {
     assert_eq!(held.extensions.len(), 1, "refused extensions change nothing");
 }
 
-#[tokio::test]
-async fn an_extension_is_fitted_to_the_role_as_it_is_when_approved() {
-    let h = harness().await;
-    h.role(|role| role.extension_requires_approval = true).await;
+async fn an_extension_is_fitted_to_the_role_as_it_is_when_approved(kind: Kind) {
+    let h = harness(kind).await;
+    h.role("db", |role| role.extension_requires_approval = true).await;
     let lee = caller("lee", &["leads"]);
-    let id = h
-        .app
-        .create_request(&alice(), ask("db", "1h", None))
-        .await
-        .expect("request")
-        .request
-        .id;
+    let id = h.alice_asks(ask("db", "1h", None)).await.id;
     h.app.approve(&lee, id.clone(), None).await.expect("approve");
     let more = |by: &str| api::ExtendBody {
         by: by.into(),
@@ -325,7 +369,7 @@ async fn an_extension_is_fitted_to_the_role_as_it_is_when_approved() {
         .extend(&alice(), id.clone(), more("2h"))
         .await
         .expect("ask for 2h more");
-    h.role(|role| {
+    h.role("db", |role| {
         role.max_duration = "30m".into();
         role.default_duration = Some("30m".into());
     })
@@ -349,7 +393,8 @@ async fn an_extension_is_fitted_to_the_role_as_it_is_when_approved() {
         .extend(&alice(), id.clone(), more("30m"))
         .await
         .expect("ask again");
-    h.role(|role| role.requestable_by = vec!["group:sre".into()]).await;
+    h.role("db", |role| role.requestable_by = vec!["group:sre".into()])
+        .await;
     let error = h.app.approve(&lee, id.clone(), None).await.unwrap_err();
     assert_eq!(error.code, ErrorCode::NoLongerAllowed, "{}", error.message);
     assert!(
@@ -362,12 +407,13 @@ async fn an_extension_is_fitted_to_the_role_as_it_is_when_approved() {
     assert_eq!(after.expires_at, extended.expires_at, "nothing was added");
 
     // The total was lowered to what the grant already had.
-    h.role(|role| role.requestable_by = vec!["group:dev".into()]).await;
+    h.role("db", |role| role.requestable_by = vec!["group:dev".into()])
+        .await;
     h.app
         .extend(&alice(), id.clone(), more("30m"))
         .await
         .expect("ask a third time");
-    h.role(|role| role.max_total_duration = Some("90m".into())).await;
+    h.role("db", |role| role.max_total_duration = Some("90m".into())).await;
     let error = h.app.approve(&lee, id.clone(), None).await.unwrap_err();
     assert_eq!(error.code, ErrorCode::NoLongerAllowed);
     assert!(error.message.contains("max_total_duration"), "{}", error.message);
@@ -387,9 +433,8 @@ async fn an_extension_is_fitted_to_the_role_as_it_is_when_approved() {
     );
 }
 
-#[tokio::test]
-async fn policies_get_the_real_grant_count_however_they_read_it() {
-    let h = harness().await;
+async fn policies_get_the_real_grant_count_however_they_read_it(kind: Kind) {
+    let h = harness(kind).await;
     // Names the field without writing `active_grants`: the server cannot
     // tell from the text that the count is read, and must still pass it.
     h.policy(
@@ -402,7 +447,7 @@ async fn policies_get_the_real_grant_count_however_they_read_it() {
         .await
         .expect("first");
     assert_eq!(first.request.state, RequestState::Active);
-    h.role(|role| {
+    h.role("db", |role| {
         role.approval = None;
         role.auto_approve = true;
     })
@@ -419,9 +464,8 @@ async fn policies_get_the_real_grant_count_however_they_read_it() {
     );
 }
 
-#[tokio::test]
-async fn asking_again_returns_the_open_request_instead_of_a_second() {
-    let h = harness().await;
+async fn asking_again_returns_the_open_request_instead_of_a_second(kind: Kind) {
+    let h = harness(kind).await;
     let first = h
         .app
         .create_request(&alice(), ask("db", "1h", None))
@@ -445,9 +489,8 @@ async fn asking_again_returns_the_open_request_instead_of_a_second() {
     assert!(later.message.contains(&first.request.id), "{}", later.message);
 }
 
-#[tokio::test]
-async fn a_lock_stops_a_principal_at_once_and_until_unlocked() {
-    let h = harness().await;
+async fn a_lock_stops_a_principal_at_once_and_until_unlocked(kind: Kind) {
+    let h = harness(kind).await;
     let token = h
         .app
         .create_token(
@@ -536,9 +579,8 @@ async fn a_lock_stops_a_principal_at_once_and_until_unlocked() {
         .expect("tokens again after unlock");
 }
 
-#[tokio::test]
-async fn the_last_admin_token_cannot_be_revoked_or_locked_away() {
-    let h = harness().await;
+async fn the_last_admin_token_cannot_be_revoked_or_locked_away(kind: Kind) {
+    let h = harness(kind).await;
     let root = h
         .app
         .create_token(
@@ -579,3 +621,20 @@ async fn the_last_admin_token_cannot_be_revoked_or_locked_away() {
     let ops = h.app.authenticate(&second.token, None).await.expect("ops");
     assert!(ops.is_admin());
 }
+
+on_both_backends!(
+    a_scheduled_request_is_decided_again_by_the_policies_at_its_start,
+    a_scheduled_request_the_policies_still_allow_starts_on_time,
+    a_scheduled_request_whose_role_was_deleted_is_withdrawn_at_its_start,
+    a_requester_removed_from_the_role_is_refused_at_the_start,
+    a_lowered_maximum_caps_a_scheduled_grant_at_its_start,
+    approving_a_request_whose_role_was_deleted_withdraws_it,
+    a_requester_removed_from_the_role_is_refused_at_approval,
+    a_lowered_maximum_caps_the_grant_when_it_starts,
+    extensions_stay_within_the_roles_total_duration,
+    an_extension_is_fitted_to_the_role_as_it_is_when_approved,
+    policies_get_the_real_grant_count_however_they_read_it,
+    asking_again_returns_the_open_request_instead_of_a_second,
+    a_lock_stops_a_principal_at_once_and_until_unlocked,
+    the_last_admin_token_cannot_be_revoked_or_locked_away,
+);
