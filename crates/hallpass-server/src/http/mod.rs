@@ -193,8 +193,8 @@ mod tests {
     use crate::testing;
 
     /// A request still running at the time limit is answered like every
-    /// other error: the API's JSON shape with the request's id. (The e2e
-    /// test of the same waits out the real 75 s.)
+    /// other error: the API's JSON shape with the request's id. The server
+    /// builds this same router with the fixed 75 s limit.
     #[tokio::test]
     async fn a_request_past_the_time_limit_is_answered_408_in_the_error_shape() {
         let dir = tempfile::tempdir().unwrap();
