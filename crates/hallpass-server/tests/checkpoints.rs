@@ -95,7 +95,15 @@ async fn a_checkpoint_follows_new_events_within_a_minute_and_none_while_quiet(ki
     let first = write_event(&app, "alice").await;
     let (stop, stop_rx) = watch::channel(false);
     let ticker = tokio::spawn(hallpass_server::scheduler::checkpoints(app.clone(), stop_rx));
-    // The ticker's first tick is at once.
+    // Let the ticker start (and set its first tick) before time moves.
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    // Start-up signs the head itself, so the ticker's first tick is one
+    // interval later; nothing comes before it.
+    tokio::time::advance(CHECKPOINT_INTERVAL - Duration::from_secs(1)).await;
+    assert_eq!(log(&app).await.len(), 1, "no checkpoint before the first minute is up");
+    tokio::time::advance(Duration::from_secs(1)).await;
     checkpointed(&app, first).await;
 
     // Each minute with events ends with a checkpoint of the newest.
