@@ -20,6 +20,10 @@ use crate::value::Literal;
 /// Request bodies smaller than this could not even hold an apply request.
 const MIN_BODY_BYTES: u64 = 1024;
 const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+/// Bounds of `auth_failures_per_minute`: at least a few typos, at most a
+/// number that still means something.
+const MIN_AUTH_FAILURES: u64 = 3;
+const MAX_AUTH_FAILURES: u64 = 1_000_000;
 
 const SERVER: Shape = Shape {
     attributes: &[
@@ -29,6 +33,7 @@ const SERVER: Shape = Shape {
         "log_format",
         "log_level",
         "max_body_bytes",
+        "auth_failures_per_minute",
         "seal_key",
     ],
     blocks: &["storage"],
@@ -59,6 +64,9 @@ pub struct ServerConfig {
     pub log_level: Option<String>,
     /// Largest accepted request body, between 1 KiB and 64 MiB.
     pub max_body_bytes: Option<u64>,
+    /// Failed authentications one address may make in a minute before it
+    /// is refused for the rest of it, between 3 and 1,000,000.
+    pub auth_failures_per_minute: Option<u32>,
     /// The `storage "..." { }` block; `None` means the default (SQLite).
     pub storage: Option<Storage>,
     /// Key-encryption key for secrets at rest.
@@ -228,6 +236,10 @@ pub fn parse_server_config_str(source: &str, file_name: &str) -> Result<ServerCo
         max_body_bytes: attrs.optional(r, "max_body_bytes", |r, literal, what| {
             r.whole_number(literal, what, MIN_BODY_BYTES, MAX_BODY_BYTES)
         }),
+        auth_failures_per_minute: attrs.optional(r, "auth_failures_per_minute", |r, literal, what| {
+            let n = r.whole_number(literal, what, MIN_AUTH_FAILURES, MAX_AUTH_FAILURES)?;
+            u32::try_from(n).ok()
+        }),
         storage,
         seal_key: attrs.optional(r, "seal_key", |r, literal, what| {
             r.secret(literal, what, SealKey::parse)
@@ -359,6 +371,7 @@ mod tests {
             log_format: Some(LogFormat::Json),
             log_level: Some("info".into()),
             max_body_bytes: Some(1_048_576),
+            auth_failures_per_minute: Some(20),
             storage: Some(Storage::Postgres {
                 url: "postgres://hallpass@db.internal:5432/hallpass".into(),
             }),
@@ -392,6 +405,17 @@ mod tests {
             messages("max_body_bytes = 67108865\n"),
             ["1:18: attribute \"max_body_bytes\" in the server configuration must be at most 67108864, found 67108865"]
         );
+        assert_eq!(
+            messages("auth_failures_per_minute = 2\n"),
+            ["1:28: attribute \"auth_failures_per_minute\" in the server configuration must be at least 3, found 2"]
+        );
+        assert_eq!(
+            messages("auth_failures_per_minute = 1000001\n"),
+            [
+                "1:28: attribute \"auth_failures_per_minute\" in the server configuration must be at most 1000000, \
+              found 1000001"
+            ]
+        );
     }
 
     #[test]
@@ -400,7 +424,8 @@ mod tests {
             messages("listen = \"127.0.0.1:1\"\n  lissen = \"x\"\nlimits {\n}\ndata_dir = \"${path}\"\n"),
             [
                 "2:3: unknown attribute \"lissen\" in the server configuration; expected one of: listen, data_dir, \
-                 public_url, log_format, log_level, max_body_bytes, seal_key; did you mean \"listen\"?",
+                 public_url, log_format, log_level, max_body_bytes, auth_failures_per_minute, seal_key; \
+                 did you mean \"listen\"?",
                 "3:1: unknown block \"limits\" in the server configuration; expected one of: storage",
                 "5:13: only literal values are supported here, but this is a template with ${...} interpolation \
                  or %{...} directives; write a plain string, number, bool, list or object instead",

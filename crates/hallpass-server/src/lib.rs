@@ -141,6 +141,7 @@ pub async fn serve(
         evaluator,
         clock,
         deadlines: deadline_tx,
+        auth_failures_per_minute: settings.auth_failures_per_minute,
     });
     start_up(&app, &settings, &format!("{backend:?}")).await?;
 

@@ -43,6 +43,8 @@ pub struct Settings {
     pub log_level: String,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// Failed authentications one address may make per minute.
+    pub auth_failures_per_minute: u32,
     pub dev_root_token: Option<String>,
     /// PostgreSQL URL; `None` means the embedded SQLite in the data dir.
     pub database_url: Option<String>,
@@ -120,6 +122,9 @@ impl Settings {
             log_level: config.log_level.unwrap_or_else(|| "info".to_string()),
             max_body_bytes,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            auth_failures_per_minute: config
+                .auth_failures_per_minute
+                .unwrap_or(crate::app::tokens::DEFAULT_AUTH_FAILURES_PER_MINUTE),
             dev_root_token,
             database_url,
             seal_key: config.seal_key,

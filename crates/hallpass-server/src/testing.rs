@@ -64,6 +64,7 @@ pub fn app_on(
         evaluator: hallpass_policy::Evaluator::default(),
         clock,
         deadlines,
+        auth_failures_per_minute: crate::app::tokens::DEFAULT_AUTH_FAILURES_PER_MINUTE,
     });
     Ok((app, inbox))
 }

@@ -40,7 +40,8 @@ fn flags_win_over_the_file_and_the_file_over_defaults() {
         "listen         = \"127.0.0.1:{file_port}\"\n\
          public_url     = \"https://hallpass.example.test\"\n\
          log_format     = \"json\"\n\
-         max_body_bytes = 2048\n"
+         max_body_bytes = 2048\n\
+         auth_failures_per_minute = 3\n"
     );
     let file = write_file(temp.path(), "server.hcl", &config);
     let flag_listen = format!("127.0.0.1:{flag_port}");
@@ -78,6 +79,14 @@ fn flags_win_over_the_file_and_the_file_over_defaults() {
         .find(|line| line.starts_with('{'))
         .expect("a JSON log line, not text");
     assert!(serde_json::from_str::<Value>(first_log).is_ok(), "{first_log}");
+    // The file's failure limit: two more failures, then the address waits.
+    for _ in 0..2 {
+        let (status, _) = server.http("GET", "/v1/whoami", Some("hp_not-a-real-token-at-all"), None);
+        assert_eq!(status, 401);
+    }
+    let (status, body) = server.http("GET", "/v1/whoami", Some(ROOT_TOKEN), None);
+    assert_eq!(status, 429, "3 failures a minute from the file: {body}");
+    assert_eq!(body["error"]["code"], "too_many_failures");
 }
 
 #[test]

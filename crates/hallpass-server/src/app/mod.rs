@@ -73,6 +73,8 @@ pub struct AppParts {
     pub evaluator: Evaluator,
     pub clock: Arc<dyn Clock>,
     pub deadlines: mpsc::UnboundedSender<(DateTime<Utc>, String)>,
+    /// Failed authentications one address may make per minute.
+    pub auth_failures_per_minute: u32,
 }
 
 /// The broker's operations. Cheap to clone.
@@ -163,7 +165,8 @@ fn claim_if_approved(wtx: &mut WriteTx<'_>, record: &RequestRecord, owner: &str)
 impl App {
     pub fn new(parts: AppParts) -> Self {
         let replica_id = format!("replica-{}", uuid::Uuid::now_v7().simple());
-        let limits = tokens::Limits::new(tokens::eval_slots_for(parts.evaluator.parallelism()));
+        let eval_slots = tokens::eval_slots_for(parts.evaluator.parallelism());
+        let limits = tokens::Limits::new(eval_slots, parts.auth_failures_per_minute);
         Self {
             inner: Arc::new(Inner {
                 store: parts.store,

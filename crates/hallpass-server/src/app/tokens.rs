@@ -33,8 +33,9 @@ pub const TOKEN_PREFIX: &str = "hp_";
 /// Least randomness a token chosen by an operator must carry.
 pub const MIN_TOKEN_BITS: f64 = 128.0;
 /// Failed authentications one address may make per window before it is
-/// refused for the rest of the window.
-const AUTH_FAILURES_PER_WINDOW: u32 = 20;
+/// refused for the rest of the window, unless the server configuration's
+/// `auth_failures_per_minute` says otherwise.
+pub const DEFAULT_AUTH_FAILURES_PER_MINUTE: u32 = 20;
 const AUTH_FAILURE_WINDOW: StdDuration = StdDuration::from_secs(60);
 /// Addresses remembered at most (oldest windows are dropped first).
 const AUTH_FAILURE_ADDRESSES: usize = 100_000;
@@ -156,8 +157,9 @@ fn live_admin_tokens(wtx: &mut WriteTx<'_>, now: DateTime<Utc>) -> AppResult<Vec
 }
 
 /// Per-address count of failed authentications in fixed windows.
-#[derive(Default)]
 struct FailureWindows {
+    /// Failures allowed per window.
+    limit: u32,
     windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
@@ -167,7 +169,7 @@ impl FailureWindows {
         let windows = self.windows.lock().ok()?;
         let (start, count) = windows.get(&address)?;
         let left = AUTH_FAILURE_WINDOW.checked_sub(start.elapsed())?;
-        (*count >= AUTH_FAILURES_PER_WINDOW).then(|| left.as_secs().max(1))
+        (*count >= self.limit).then(|| left.as_secs().max(1))
     }
 
     fn record(&self, address: IpAddr) {
@@ -205,11 +207,14 @@ pub(crate) fn eval_slots_for(parallelism: Option<usize>) -> usize {
 }
 
 impl Limits {
-    pub(crate) fn new(eval_slots: usize) -> Self {
+    pub(crate) fn new(eval_slots: usize, auth_failures_per_minute: u32) -> Self {
         let per_second = NonZeroU32::new(EVALS_PER_SECOND).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(EVAL_BURST).unwrap_or(NonZeroU32::MIN);
         Self {
-            auth_failures: FailureWindows::default(),
+            auth_failures: FailureWindows {
+                limit: auth_failures_per_minute.max(1),
+                windows: Mutex::default(),
+            },
             evals: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
             eval_slots: Semaphore::new(eval_slots),
         }
@@ -623,10 +628,13 @@ mod tests {
 
     #[test]
     fn failures_are_limited_per_address() {
-        let windows = FailureWindows::default();
+        let windows = FailureWindows {
+            limit: 7,
+            windows: Mutex::default(),
+        };
         let attacker: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
-        for _ in 0..AUTH_FAILURES_PER_WINDOW {
+        for _ in 0..7 {
             assert_eq!(windows.blocked(attacker), None);
             windows.record(attacker);
         }
