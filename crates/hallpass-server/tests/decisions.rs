@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use hallpass_api::{self as api, AuditKind, ConfigKind, ErrorCode, RequestOutcome, RequestState};
 use hallpass_core::ManualClock;
 use hallpass_server::app::audit::AuditQuery;
-use hallpass_server::app::{App, Caller};
+use hallpass_server::app::{App, AppResult, Caller};
 use hallpass_server::testing::caller;
 use serde_json::json;
 use support::Kind;
@@ -73,6 +73,16 @@ fn ask(role: &str, duration: &str, start: Option<DateTime<Utc>>) -> api::CreateR
 }
 
 impl Harness {
+    /// A token the admin makes for `principal` in `groups`.
+    async fn token(&self, principal: &str, groups: &[&str]) -> AppResult<api::CreatedToken> {
+        let body = api::CreateToken {
+            principal: principal.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            ttl: None,
+        };
+        self.app.create_token(&self.admin, body).await
+    }
+
     async fn advance(&self, by: Duration) {
         self.clock.advance(by);
         hallpass_server::scheduler::drain_due(&self.app)
@@ -491,18 +501,7 @@ async fn asking_again_returns_the_open_request_instead_of_a_second(kind: Kind) {
 
 async fn a_lock_stops_a_principal_at_once_and_until_unlocked(kind: Kind) {
     let h = harness(kind).await;
-    let token = h
-        .app
-        .create_token(
-            &h.admin,
-            api::CreateToken {
-                principal: "alice".into(),
-                groups: vec!["dev".into()],
-                ttl: None,
-            },
-        )
-        .await
-        .expect("token");
+    let token = h.token("alice", &["dev"]).await.expect("token");
     let alice = h.app.authenticate(&token.token, None).await.expect("alice works");
     let pending = h
         .app
@@ -533,18 +532,7 @@ async fn a_lock_stops_a_principal_at_once_and_until_unlocked(kind: Kind) {
     assert_eq!(revoked.state, RequestState::Revoked);
     assert_eq!(revoked.ended_by.map(|d| d.by).as_deref(), Some("admin"));
     // No new tokens while locked; a request slipping in is refused too.
-    let no_token = h
-        .app
-        .create_token(
-            &h.admin,
-            api::CreateToken {
-                principal: "alice".into(),
-                groups: vec![],
-                ttl: None,
-            },
-        )
-        .await
-        .unwrap_err();
+    let no_token = h.token("alice", &[]).await.unwrap_err();
     assert_eq!(no_token.code, ErrorCode::Locked);
     let slipped = h.app.create_request(&alice, ask("self", "1h", None)).await.unwrap_err();
     assert_eq!(slipped.code, ErrorCode::Locked);
@@ -566,33 +554,12 @@ async fn a_lock_stops_a_principal_at_once_and_until_unlocked(kind: Kind) {
         .map(|e| e.kind)
         .collect();
     assert!(kinds.contains(&"principal.locked".to_string()) && kinds.contains(&"principal.unlocked".to_string()));
-    h.app
-        .create_token(
-            &h.admin,
-            api::CreateToken {
-                principal: "alice".into(),
-                groups: vec!["dev".into()],
-                ttl: None,
-            },
-        )
-        .await
-        .expect("tokens again after unlock");
+    h.token("alice", &["dev"]).await.expect("tokens again after unlock");
 }
 
 async fn the_last_admin_token_cannot_be_revoked_or_locked_away(kind: Kind) {
     let h = harness(kind).await;
-    let root = h
-        .app
-        .create_token(
-            &h.admin,
-            api::CreateToken {
-                principal: "root".into(),
-                groups: vec!["admins".into()],
-                ttl: None,
-            },
-        )
-        .await
-        .expect("admin token");
+    let root = h.token("root", &["admins"]).await.expect("admin token");
     let root_caller = h.app.authenticate(&root.token, None).await.expect("root");
     let error = h.app.revoke_token(&root_caller, root.id.clone()).await.unwrap_err();
     assert_eq!(error.code, ErrorCode::LastAdminToken);
