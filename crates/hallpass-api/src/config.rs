@@ -171,6 +171,13 @@ pub struct RoleSpec {
     /// When false, extensions only need the policies' consent.
     #[serde(default = "yes")]
     pub extension_requires_approval: bool,
+    /// What to give on the target, by target type: `roles` (postgres),
+    /// `privileges` and `on` (mysql), `acl` (redis), `principals` and
+    /// `extensions` (ssh), `session_policy` (aws). Checked by the target's
+    /// type; types that give nothing role-specific take none.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub grant: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A role as stored, normalised, with its durations in seconds.
@@ -189,6 +196,9 @@ pub struct Role {
     pub auto_approve: bool,
     pub emergency_access: bool,
     pub extension_requires_approval: bool,
+    /// What the role gives on its target (see `RoleSpec::grant`).
+    #[schema(value_type = Object)]
+    pub grant: serde_json::Map<String, serde_json::Value>,
     pub default_duration_seconds: u64,
     pub max_duration_seconds: u64,
     pub max_total_duration_seconds: u64,
@@ -401,6 +411,7 @@ impl Role {
             auto_approve: self.auto_approve,
             emergency_access: self.emergency_access,
             extension_requires_approval: self.extension_requires_approval,
+            grant: self.grant.clone(),
         }
     }
 }

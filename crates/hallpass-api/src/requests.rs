@@ -32,6 +32,13 @@ pub struct CreateRequest {
     /// Activate at this time instead of at approval (state `scheduled`).
     #[serde(default)]
     pub scheduled_start: Option<DateTime<Utc>>,
+    /// For SSH targets: your public key (an `authorized_keys` line, e.g.
+    /// `ssh-ed25519 AAAA... you@laptop`) to certify. Without one, Hallpass
+    /// makes a key pair for the grant and hands out its private key with
+    /// the credentials.
+    #[serde(default)]
+    #[schema(max_length = 16384)]
+    pub ssh_public_key: Option<String>,
 }
 
 /// What `POST /v1/requests` did.

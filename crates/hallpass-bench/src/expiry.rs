@@ -224,6 +224,7 @@ async fn setup(deployment: &Deployment, requests: usize) -> Result<Population> {
             auto_approve: true,
             emergency_access: false,
             extension_requires_approval: true,
+            grant: Default::default(),
         })
         .collect();
     apply_roles(&admin, &specs).await?;
@@ -378,6 +379,7 @@ async fn create_grant(
             ticket: None,
             emergency: false,
             scheduled_start: None,
+            ssh_public_key: None,
         };
         let start = Instant::now();
         match client.create_request(&body).await {

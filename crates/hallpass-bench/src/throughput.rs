@@ -331,6 +331,7 @@ async fn client_task(plan: Plan, window_start: Instant, window_end: Instant) -> 
             ticket: None,
             emergency: false,
             scheduled_start: None,
+            ssh_public_key: None,
         };
         let start = Instant::now();
         let outcome = operation(client, &body, &plan.template, &mut seen).await;

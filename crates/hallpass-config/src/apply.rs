@@ -8,7 +8,7 @@ use std::path::Path;
 use hallpass_api::{ApplyRequest, ApprovalSpec, RoleSpec, TargetSpec};
 use hallpass_core::Subject;
 use hallpass_core::subject::is_valid_name;
-use hcl_edit::structure::{Block, BlockLabel};
+use hcl_edit::structure::{Block, BlockLabel, Structure};
 
 use crate::body::{Attrs, Shape};
 use crate::error::{ConfigErrors, Reporter, parse_body, read_file, start_of};
@@ -38,7 +38,7 @@ const ROLE: Shape = Shape {
         "emergency_access",
         "extension_requires_approval",
     ],
-    blocks: &["approval"],
+    blocks: &["approval", "grant"],
     verbatim: &[],
 };
 const APPROVAL: Shape = Shape {
@@ -148,7 +148,18 @@ impl Reporter<'_> {
     fn role(&mut self, block: &Block, name: String) -> Option<RoleSpec> {
         let place = format!("in role \"{name}\"");
         let at = start_of(&block.ident);
-        let (attrs, approval_blocks) = self.walk(&block.body, &ROLE, place, at);
+        let (attrs, blocks) = self.walk(&block.body, &ROLE, place, at);
+        let (grant_blocks, approval_blocks): (Vec<_>, Vec<_>) =
+            blocks.into_iter().partition(|block| block.ident.as_str() == "grant");
+        let grant = match grant_blocks.as_slice() {
+            [] => Some(serde_json::Map::new()),
+            [only] => self.grant(only, &name),
+            [_, extra, ..] => {
+                let message = format!("role \"{name}\" has more than one grant block; merge them into one");
+                self.error(start_of(&extra.ident), message);
+                None
+            }
+        };
 
         let target = attrs.required(self, "target", "target = \"my-target\"", Self::string);
         let description = attrs.optional(self, "description", Self::string);
@@ -199,7 +210,51 @@ impl Reporter<'_> {
             auto_approve: auto_approve.unwrap_or(false),
             emergency_access: emergency_access.unwrap_or(false),
             extension_requires_approval: extension_requires_approval.unwrap_or(true),
+            grant: grant?,
         })
+    }
+
+    /// A role's `grant` block: what to give on the target. Its attributes
+    /// depend on the target's type, which the server checks; here each must
+    /// be a plain value (no blocks inside).
+    fn grant(&mut self, block: &Block, role: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+        if let Some(label) = block.labels.first() {
+            let message = format!("the grant block of role \"{role}\" takes no label; write grant {{ ... }}");
+            self.error(start_of(label), message);
+            return None;
+        }
+        let mut grant = serde_json::Map::new();
+        let mut complete = true;
+        for structure in block.body.iter() {
+            match structure {
+                Structure::Attribute(attribute) => {
+                    let key = attribute.key.as_str().to_string();
+                    if grant.contains_key(&key) {
+                        let message = format!(
+                            "attribute \"{key}\" is set twice in the grant block of role \"{role}\"; remove one of them"
+                        );
+                        self.error(start_of(&attribute.key), message);
+                        complete = false;
+                        continue;
+                    }
+                    match self.literal(&attribute.value).and_then(|literal| self.json(&literal)) {
+                        Some(value) => {
+                            grant.insert(key, value);
+                        }
+                        None => complete = false,
+                    }
+                }
+                Structure::Block(inner) => {
+                    let message = format!(
+                        "the grant block of role \"{role}\" holds attributes only; write {} = ... instead of a block",
+                        inner.ident.as_str()
+                    );
+                    self.error(start_of(&inner.ident), message);
+                    complete = false;
+                }
+            }
+        }
+        complete.then_some(grant)
     }
 
     /// Every role must say how requests get approved, in exactly one way: an
@@ -373,6 +428,7 @@ mod tests {
                     auto_approve: false,
                     emergency_access: false,
                     extension_requires_approval: true,
+                    grant: Default::default(),
                 },
                 RoleSpec {
                     name: "demo-read".into(),
@@ -388,6 +444,7 @@ mod tests {
                     auto_approve: true,
                     emergency_access: false,
                     extension_requires_approval: true,
+                    grant: Default::default(),
                 },
             ],
             approval_flows: vec![],

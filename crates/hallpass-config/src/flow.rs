@@ -177,6 +177,7 @@ mod tests {
                     auto_approve: false,
                     emergency_access: false,
                     extension_requires_approval: true,
+                    grant: Default::default(),
                 }],
                 approval_flows: vec![expected_flow],
                 policies: vec![],

@@ -118,6 +118,11 @@ pub struct RoleDocument {
     pub emergency_access: bool,
     #[serde(default = "yes")]
     pub extension_requires_approval: bool,
+    /// What to give on the target (database roles, privileges, ACL rules,
+    /// SSH principals...), checked by the target type's provider. Since
+    /// release 0.2; empty for types that take none.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub grant: Map<String, Value>,
 }
 
 impl Document for RoleDocument {

@@ -164,7 +164,7 @@ impl JwtProvider {
         Ok(GrantClaims {
             iss: self.signer.issuer().to_string(),
             sub: grant.principal.clone(),
-            aud: Self::audience(&grant.target_config)?.to_string(),
+            aud: Self::audience(&grant.target.config)?.to_string(),
             role: grant.role.clone(),
             jti: grant.grant_id.clone(),
             iat: grant.activated_at.timestamp(),
@@ -243,16 +243,22 @@ mod tests {
         let now = Utc::now();
         let mut config = Map::new();
         config.insert("audience".into(), json!("demo"));
-        GrantContext {
-            grant_id: "r1".into(),
-            principal: "alice".into(),
-            role: "demo-read".into(),
-            target: "demo".into(),
-            target_config: config,
-            target_secrets: TargetSecrets::new(),
-            activated_at: now,
-            expires_at: now + Duration::minutes(5),
-        }
+        let target = crate::TargetContext {
+            name: "demo".into(),
+            config,
+            secrets: TargetSecrets::new(),
+            seed: crate::Seed::for_grant(b"test", "demo", "-"),
+        };
+        let seed = crate::Seed::for_grant(b"test", "demo", "r1");
+        GrantContext::new(
+            "r1",
+            "alice",
+            "demo-read",
+            target,
+            seed,
+            now,
+            now + Duration::minutes(5),
+        )
     }
 
     #[test]

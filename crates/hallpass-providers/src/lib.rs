@@ -17,13 +17,14 @@
 pub mod jwt;
 pub mod webhook;
 
+mod context;
+mod naming;
 pub mod secrets;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
@@ -33,25 +34,18 @@ pub enum ProviderError {
     InvalidConfig { target_type: String, message: String },
     #[error("target {target}: {message}")]
     Target { target: String, message: String },
+    #[error("invalid {target_type} role grant: {message}")]
+    InvalidGrant { target_type: String, message: String },
     #[error("credential error: {0}")]
     Credential(String),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 pub use secrets::{SecretSpec, SecretValue, TargetSecrets, check_secret_names};
 
-/// Everything a provider needs to know about one grant.
-#[derive(Debug, Clone)]
-pub struct GrantContext {
-    pub grant_id: String,
-    pub principal: String,
-    pub role: String,
-    pub target: String,
-    pub target_config: Map<String, Value>,
-    /// The target's secrets, unsealed for this call only.
-    pub target_secrets: TargetSecrets,
-    pub activated_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-}
+pub use context::{GrantContext, RevokedGrant, Seed, TargetContext};
+pub use naming::login_name;
 
 /// A target stored by an earlier release with credentials inside its
 /// `config` (e.g. a webhook URL with `user:password@`), split into the
@@ -93,6 +87,31 @@ pub trait CredentialProvider: Send + Sync {
     /// names were already checked against [`CredentialProvider::secrets`].
     fn validate_config(&self, config: &Map<String, Value>, secrets: &TargetSecrets) -> Result<(), ProviderError>;
 
+    /// Checks a role's `grant` block (what to give on the target: database
+    /// roles, privileges, ACL rules, SSH principals...). Types that give
+    /// nothing role-specific take none.
+    fn validate_grant(&self, grant: &Map<String, Value>) -> Result<(), ProviderError> {
+        match grant.keys().next() {
+            None => Ok(()),
+            Some(key) => Err(ProviderError::InvalidGrant {
+                target_type: self.target_type().to_string(),
+                message: format!(
+                    "unknown setting `{key}`; roles on {} targets take no `grant` block",
+                    self.target_type()
+                ),
+            }),
+        }
+    }
+
+    /// Checks a public key a requester sent to be certified (SSH). `Err`
+    /// for types that certify nothing.
+    fn validate_public_key(&self, _public_key: &str) -> Result<(), ProviderError> {
+        Err(ProviderError::Credential(format!(
+            "{} targets do not take a public key; send none",
+            self.target_type()
+        )))
+    }
+
     /// For a target stored by an earlier release: moves credentials found in
     /// its `config` into secrets. `None` when there is nothing to move.
     fn upgrade_legacy_config(&self, _config: &Map<String, Value>) -> Option<LegacyUpgrade> {
@@ -112,8 +131,116 @@ pub trait CredentialProvider: Send + Sync {
     /// The secret for an issued grant, for its requester.
     fn credential(&self, grant: &GrantContext, metadata: &Value) -> Result<SecretCredential, ProviderError>;
 
-    /// Removes the access and checks it is gone. Succeeds when already gone.
+    /// Removes the access, and ends the sessions opened with it. Succeeds
+    /// when already gone.
     fn revoke<'a>(&'a self, grant: &'a GrantContext, metadata: &'a Value) -> BoxFuture<'a, Result<(), ProviderError>>;
+
+    /// After a revoke: is any access of this grant left on the target (the
+    /// login, a session, a certificate not yet in the revocation list)?
+    /// `Err` when the target cannot be asked; the server then retries.
+    fn verify<'a>(
+        &'a self,
+        _grant: &'a GrantContext,
+        _metadata: &'a Value,
+    ) -> BoxFuture<'a, Result<Verification, ProviderError>> {
+        async { Ok(Verification::NotObservable) }.boxed()
+    }
+
+    /// Checks that the target's admin credentials can do what issuing and
+    /// revoking need. Each check says what is missing, e.g. "user
+    /// hallpass_admin lacks CREATEROLE".
+    fn test<'a>(&'a self, target: &'a TargetContext) -> BoxFuture<'a, Result<Vec<TestCheck>, ProviderError>> {
+        async move {
+            self.validate_config(&target.config, &target.secrets)?;
+            Ok(vec![TestCheck::passed("settings", "the target's settings are valid")])
+        }
+        .boxed()
+    }
+
+    /// The secret [`CredentialProvider::rotate`] replaces, for types whose
+    /// admin password Hallpass can change (`None`: rotation unsupported).
+    fn rotatable_secret(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Changes the admin password on the target to `new`, using the current
+    /// secrets. Idempotent: when the target already accepts `new`, succeed.
+    fn rotate<'a>(
+        &'a self,
+        _target: &'a TargetContext,
+        _new: &'a SecretValue,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        let target_type = self.target_type();
+        async move {
+            Err(ProviderError::Unsupported(format!(
+                "{target_type} targets have no admin password Hallpass can rotate"
+            )))
+        }
+        .boxed()
+    }
+
+    /// True when revoking needs the target's list of grants ended early
+    /// ([`GrantContext::revoked`], e.g. for an SSH key revocation list).
+    fn uses_revocation_list(&self) -> bool {
+        false
+    }
+
+    /// The target's revocation list for clients that check it themselves
+    /// (an OpenSSH KRL), built from its grants ended before their expiry.
+    /// `None` for types without one.
+    fn revocation_list(
+        &self,
+        _target: &TargetContext,
+        _revoked: &[RevokedGrant],
+    ) -> Option<Result<Vec<u8>, ProviderError>> {
+        None
+    }
+
+    /// A line for `target show`: the public half of a key the target must
+    /// trust (an SSH CA's `TrustedUserCAKeys` line). `None` for most types.
+    fn trust_anchor(&self, _target: &TargetContext) -> Option<Result<String, ProviderError>> {
+        None
+    }
+}
+
+/// What [`CredentialProvider::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verification {
+    /// Nothing of the grant is left: no login, no session, no valid key.
+    Gone,
+    /// Something is left, described (no secret in it).
+    Remaining(String),
+    /// The type cannot observe the target (a signed token, a webhook's own
+    /// system): the revoke's own answer is all there is.
+    NotObservable,
+}
+
+/// One line of a target test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestCheck {
+    /// What was checked, e.g. `connect` or `createrole`.
+    pub name: String,
+    pub ok: bool,
+    /// What was found; on failure, what is missing and how to fix it.
+    pub detail: String,
+}
+
+impl TestCheck {
+    pub fn passed(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ok: true,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn failed(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ok: false,
+            detail: detail.into(),
+        }
+    }
 }
 
 /// Providers by target type.

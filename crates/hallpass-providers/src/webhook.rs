@@ -352,7 +352,7 @@ impl WebhookEvent {
             "grant_id": grant.grant_id,
             "principal": grant.principal,
             "role": grant.role,
-            "target": grant.target,
+            "target": grant.target.name,
             "activated_at": grant.activated_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
             "expires_at": grant.expires_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         })
@@ -413,9 +413,9 @@ impl WebhookProvider {
         grant: &GrantContext,
         config: &WebhookConfig,
     ) -> Result<StatusCode, ProviderError> {
-        let secrets = WebhookSecrets::parse(&grant.target_secrets)?;
+        let secrets = WebhookSecrets::parse(&grant.target.secrets)?;
         let failed = |message: String| ProviderError::Target {
-            target: grant.target.clone(),
+            target: grant.target.name.clone(),
             message: format!("{message} ({} POST {})", event.as_str(), config.redacted_url()),
         };
         let webhook_id = event.idempotency_key(grant);
@@ -536,7 +536,7 @@ impl CredentialProvider for WebhookProvider {
 
     fn issue<'a>(&'a self, grant: &'a GrantContext) -> BoxFuture<'a, Result<Value, ProviderError>> {
         async move {
-            let config = WebhookConfig::parse(&grant.target_config)?;
+            let config = WebhookConfig::parse(&grant.target.config)?;
             let status = self.call(WebhookEvent::Issue, grant, &config).await?;
             Ok(json!({
                 "type": TARGET_TYPE,
@@ -562,7 +562,7 @@ impl CredentialProvider for WebhookProvider {
 
     fn revoke<'a>(&'a self, grant: &'a GrantContext, _metadata: &'a Value) -> BoxFuture<'a, Result<(), ProviderError>> {
         async move {
-            let config = WebhookConfig::parse(&grant.target_config)?;
+            let config = WebhookConfig::parse(&grant.target.config)?;
             self.call(WebhookEvent::Revoke, grant, &config).await.map(|_| ())
         }
         .boxed()

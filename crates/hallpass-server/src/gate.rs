@@ -282,6 +282,7 @@ mod tests {
             auto_approve: true,
             emergency_access: false,
             extension_requires_approval: true,
+            grant: Default::default(),
         };
         let asked = Asked {
             duration_seconds: 3600,

@@ -138,6 +138,7 @@ pub async fn serve(
         signer,
         audit_signer,
         sealer,
+        credential_key: Arc::new(keys.credential),
         evaluator,
         clock,
         deadlines: deadline_tx,

@@ -60,6 +60,7 @@ pub fn app_on(
         signer,
         audit_signer: Arc::new(CheckpointSigner::from_pkcs8(audit_key.as_ref())?),
         sealer: Arc::new(Sealer::new(&seal_key)?),
+        credential_key: Arc::new(zeroize::Zeroizing::new(vec![7; 32])),
         // No worker binary in a test process: evaluate in-process.
         evaluator: hallpass_policy::Evaluator::default(),
         clock,

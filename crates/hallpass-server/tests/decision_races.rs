@@ -130,6 +130,7 @@ fn ask(role: &str, duration: &str) -> api::CreateRequest {
         ticket: None,
         emergency: false,
         scheduled_start: None,
+        ssh_public_key: None,
     }
 }
 

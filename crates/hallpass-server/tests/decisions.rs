@@ -69,6 +69,7 @@ fn ask(role: &str, duration: &str, start: Option<DateTime<Utc>>) -> api::CreateR
         ticket: None,
         emergency: false,
         scheduled_start: start,
+        ssh_public_key: None,
     }
 }
 

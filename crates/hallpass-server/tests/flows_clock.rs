@@ -90,6 +90,7 @@ impl Harness {
             ticket: None,
             emergency: false,
             scheduled_start,
+            ssh_public_key: None,
         };
         self.app
             .create_request(&caller(requester, &["dev"]), body)

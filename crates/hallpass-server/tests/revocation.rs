@@ -45,7 +45,7 @@ impl CredentialProvider for FlakyProvider {
     fn revoke<'a>(&'a self, grant: &'a GrantContext, _metadata: &'a Value) -> BoxFuture<'a, Result<(), ProviderError>> {
         let attempt = self.revokes.fetch_add(1, Ordering::SeqCst) + 1;
         let fail = attempt <= self.failures;
-        let target = grant.target.clone();
+        let target = grant.target.name.clone();
         async move {
             if fail {
                 Err(ProviderError::Target {
@@ -110,6 +110,7 @@ async fn harness(failures: u32) -> Harness {
             auto_approve: true,
             emergency_access: false,
             extension_requires_approval: true,
+            grant: Default::default(),
         }],
         ..api::ApplyRequest::default()
     };
@@ -133,6 +134,7 @@ async fn ask(h: &Harness, role: &str, duration: Option<&str>, reason: &str) -> A
         ticket: None,
         emergency: false,
         scheduled_start: None,
+        ssh_public_key: None,
     };
     h.app.create_request(&h.alice, request).await
 }

@@ -120,6 +120,7 @@ pub async fn request(ctx: &Ctx, args: RequestArgs) -> CmdResult {
         ticket: args.ticket,
         emergency: args.emergency,
         scheduled_start: args.at,
+        ssh_public_key: None,
     };
     let response = client.create_request(&body).await?;
     if let Some(overlap) = overlap(&response) {

@@ -144,6 +144,7 @@ async fn create_load(addrs: Vec<String>, mut doomed: Server, token: &str, seed: 
                         ticket: None,
                         emergency: false,
                         scheduled_start: None,
+                        ssh_public_key: None,
                     };
                     let live = if killed.load(Ordering::SeqCst) {
                         DOOMED

@@ -145,6 +145,9 @@ pub struct NewRequest {
     /// Everyone who may approve requests for the role: they may also revoke
     /// its grants and acknowledge its break-glass reviews.
     pub role_approvers: Vec<Subject>,
+    /// A public key to certify (SSH targets), as an `authorized_keys` line,
+    /// already checked by the target's provider.
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,6 +266,10 @@ pub struct RequestRecord {
     pub extensions: Vec<Extension>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<Review>,
+    /// The requester's public key the grant certifies (SSH); public, so
+    /// stored as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 pub(crate) fn seconds(value: u64) -> Duration {

@@ -148,6 +148,7 @@ impl RequestRecord {
             next_revoke_at: None,
             extensions: Vec::new(),
             review: None,
+            public_key: input.public_key,
         };
         let kind = record.take_route(route, now);
         Ok((record, kind))

@@ -4,6 +4,7 @@
 mod receiver_doc;
 
 use super::*;
+use crate::{Seed, TargetContext};
 use aws_lc_rs::hmac;
 use chrono::{Duration as ChronoDuration, TimeZone};
 use std::sync::Mutex;
@@ -155,16 +156,21 @@ fn grant_with(url: &str, extra: &[(&str, &str)]) -> GrantContext {
     let activated_at = Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 5).unwrap();
     let mut target_secrets = secrets(extra);
     target_secrets.insert(HMAC_SECRET, SecretValue::new(test_key()));
-    GrantContext {
-        grant_id: "g-123".into(),
-        principal: "alice".into(),
-        role: "panel-admin".into(),
-        target: "panel".into(),
-        target_config: config(url),
-        target_secrets,
+    let target = TargetContext {
+        name: "panel".into(),
+        config: config(url),
+        secrets: target_secrets,
+        seed: Seed::for_grant(b"test", "panel", "-"),
+    };
+    GrantContext::new(
+        "g-123",
+        "alice",
+        "panel-admin",
+        target,
+        Seed::for_grant(b"test", "panel", "g-123"),
         activated_at,
-        expires_at: activated_at + ChronoDuration::hours(1),
-    }
+        activated_at + ChronoDuration::hours(1),
+    )
 }
 
 fn grant(url: &str) -> GrantContext {
@@ -471,7 +477,7 @@ async fn a_silent_endpoint_times_out() {
     let server = TestServer::start(0, "", "").await;
     let provider = WebhookProvider::new().unwrap();
     let mut grant = grant(&server.url("/h"));
-    grant.target_config.insert("timeout_seconds".into(), json!(1));
+    grant.target.config.insert("timeout_seconds".into(), json!(1));
     let started = std::time::Instant::now();
     let error = provider.issue(&grant).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -484,12 +490,12 @@ async fn a_target_without_a_valid_signing_key_sends_nothing() {
     let server = TestServer::start(200, "", "").await;
     let provider = WebhookProvider::new().unwrap();
     let mut grant = grant(&server.url("/h"));
-    grant.target_secrets = secrets(&[(HMAC_SECRET, "not-a-key")]);
+    grant.target.secrets = secrets(&[(HMAC_SECRET, "not-a-key")]);
     assert!(matches!(
         provider.issue(&grant).await,
         Err(ProviderError::InvalidConfig { .. })
     ));
-    grant.target_secrets = TargetSecrets::new();
+    grant.target.secrets = TargetSecrets::new();
     assert!(matches!(
         provider.revoke(&grant, &json!({})).await,
         Err(ProviderError::InvalidConfig { .. })
@@ -842,8 +848,8 @@ async fn an_upgraded_target_authenticates_as_the_legacy_one_did() {
         legacy_client.post(&legacy_url).json(&json!({})).send().await.unwrap();
         let upgraded = provider.upgrade_legacy_config(&config(&legacy_url)).unwrap();
         let mut grant = grant(&legacy_url);
-        grant.target_config = upgraded.config;
-        grant.target_secrets = upgraded.secrets;
+        grant.target.config = upgraded.config;
+        grant.target.secrets = upgraded.secrets;
         provider.issue(&grant).await.unwrap();
 
         let requests = server.requests();

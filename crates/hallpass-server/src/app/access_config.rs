@@ -154,6 +154,7 @@ pub fn normalize_role(spec: &RoleSpec) -> AppResult<(RoleDocument, RoleRules)> {
         auto_approve: spec.auto_approve,
         emergency_access: spec.emergency_access,
         extension_requires_approval: spec.extension_requires_approval,
+        grant: spec.grant.clone(),
     };
     let rules = role_rules(&document)?;
     Ok((document, rules))

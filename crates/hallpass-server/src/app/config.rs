@@ -352,7 +352,7 @@ fn apply_in_transaction(
         )?);
     }
     for role in &job.roles {
-        check_role_references(wtx, job, role)?;
+        check_role_references(wtx, context.registry, job, role)?;
         changes.push(apply_document(
             wtx,
             context,
@@ -374,8 +374,14 @@ fn apply_in_transaction(
     Ok(changes)
 }
 
-/// A role's flow and target must exist, or be declared in the same apply.
-fn check_role_references(wtx: &mut WriteTx<'_>, job: &Prepared, role: &RoleDocument) -> AppResult<()> {
+/// A role's flow and target must exist, or be declared in the same apply,
+/// and its `grant` block must be one the target's type takes.
+fn check_role_references(
+    wtx: &mut WriteTx<'_>,
+    registry: &Registry,
+    job: &Prepared,
+    role: &RoleDocument,
+) -> AppResult<()> {
     if let Some(flow) = &role.approval_flow {
         let declared_here = job.flows.iter().any(|f| &f.name == flow);
         if !declared_here && wtx.read().config(ConfigKind::ApprovalFlow, flow)?.is_none() {
@@ -388,8 +394,14 @@ fn check_role_references(wtx: &mut WriteTx<'_>, job: &Prepared, role: &RoleDocum
             ));
         }
     }
-    let declared_here = job.targets.iter().any(|(t, _)| t.name == role.target);
-    if !declared_here && wtx.read().config(ConfigKind::Target, &role.target)?.is_none() {
+    let target_type = match job.targets.iter().find(|(t, _)| t.name == role.target) {
+        Some((spec, _)) => Some(spec.target_type.clone()),
+        None => wtx
+            .read()
+            .config(ConfigKind::Target, &role.target)?
+            .map(|row| row.reference),
+    };
+    let Some(target_type) = target_type else {
         return Err(AppError::invalid(
             ErrorCode::UnknownTarget,
             format!(
@@ -397,6 +409,14 @@ fn check_role_references(wtx: &mut WriteTx<'_>, job: &Prepared, role: &RoleDocum
                 role.name, role.target
             ),
         ));
+    };
+    if let Some(provider) = registry.get(&target_type) {
+        provider.validate_grant(&role.grant).map_err(|e| {
+            AppError::invalid(
+                ErrorCode::InvalidRole,
+                format!("role {:?} (target {:?}): {e}", role.name, role.target),
+            )
+        })?;
     }
     Ok(())
 }

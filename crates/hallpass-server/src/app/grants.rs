@@ -7,20 +7,27 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use hallpass_api::{self as api, ErrorCode};
 use hallpass_core::RequestState;
-use hallpass_core::documents::{Document, TargetDocument};
+use hallpass_core::documents::{Document, RoleDocument, TargetDocument};
 use hallpass_core::request::{Decision, EndKind, RequestRecord, revoke_backoff};
 use hallpass_core::text::{self, TextField};
-use hallpass_providers::{CredentialProvider, GrantContext};
+use hallpass_providers::{CredentialProvider, GrantContext, Seed, TargetContext};
 use hallpass_store::ConfigKind;
 use serde_json::{Value, json};
 
 use super::caller::SYSTEM_ACTOR;
 use super::decisions::take_effect_check;
-use super::requests::{activation_data, current_role};
+use super::requests::{activation_data, current_role, role_document};
 use super::{App, AppError, AppResult, Caller, ErrorKind, load_request, save_with_event, unknown_request};
 
+/// A stored target and when it was created (which its key material
+/// depends on).
+pub(crate) struct StoredTarget {
+    pub document: TargetDocument,
+    pub created_at: DateTime<Utc>,
+}
+
 impl App {
-    async fn provider_for(&self, target: &str) -> AppResult<(Arc<dyn CredentialProvider>, TargetDocument)> {
+    async fn provider_for(&self, target: &str) -> AppResult<(Arc<dyn CredentialProvider>, StoredTarget)> {
         let name = target.to_string();
         let row = self
             .inner
@@ -35,26 +42,64 @@ impl App {
             .get(&document.target_type)
             .cloned()
             .ok_or_else(|| AppError::internal(format!("no provider for target type {:?}", document.target_type)))?;
-        Ok((provider, document))
+        Ok((
+            provider,
+            StoredTarget {
+                document,
+                created_at: row.created_at,
+            },
+        ))
     }
 
-    async fn grant_context(
+    /// The target as its provider sees it, secrets unsealed.
+    pub(crate) async fn target_context(&self, target: &StoredTarget) -> AppResult<TargetContext> {
+        Ok(TargetContext {
+            name: target.document.name.clone(),
+            config: target.document.config.clone(),
+            secrets: self.target_secrets(&target.document.name).await?,
+            seed: Seed::for_target(&self.inner.credential_key, &target.document.name, target.created_at),
+        })
+    }
+
+    /// What the provider is told about `record`'s grant: `role` is the role
+    /// as it is now (its `grant` block), `None` when it was deleted.
+    pub(crate) async fn grant_context(
         &self,
         record: &RequestRecord,
-        target: &TargetDocument,
+        target: &StoredTarget,
+        role: Option<&RoleDocument>,
+        activated_at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> AppResult<GrantContext> {
+        let seed = Seed::for_grant(&self.inner.credential_key, &record.target, &record.id);
+        let mut context = GrantContext::new(
+            record.id.clone(),
+            record.requester.name.clone(),
+            record.role.clone(),
+            self.target_context(target).await?,
+            seed,
+            activated_at,
+            expires_at,
+        );
+        context.grant = role.map(|role| role.grant.clone()).unwrap_or_default();
+        context.public_key = record.public_key.clone();
+        Ok(context)
+    }
+
+    /// [`App::grant_context`] for a record already in the store, with its
+    /// role read as it is now.
+    async fn stored_grant_context(
+        &self,
+        record: &RequestRecord,
+        target: &StoredTarget,
         activated_at: DateTime<Utc>,
     ) -> AppResult<GrantContext> {
         let seconds = i64::try_from(record.duration_seconds).unwrap_or(i64::MAX / 1000);
-        Ok(GrantContext {
-            grant_id: record.id.clone(),
-            principal: record.requester.name.clone(),
-            role: record.role.clone(),
-            target: record.target.clone(),
-            target_config: target.config.clone(),
-            target_secrets: self.target_secrets(&target.name).await?,
-            activated_at,
-            expires_at: record.expires_at.unwrap_or(activated_at + Duration::seconds(seconds)),
-        })
+        let expires_at = record.expires_at.unwrap_or(activated_at + Duration::seconds(seconds));
+        let name = record.role.clone();
+        let role = self.inner.store.read(move |r| role_document(r, &name)).await?;
+        self.grant_context(record, target, role.as_ref(), activated_at, expires_at)
+            .await
     }
 
     /// Issues credentials for an approved request and starts its clock.
@@ -85,7 +130,7 @@ impl App {
         }
         let (provider, target) = self.provider_for(&record.target).await?;
         let activated_at = record.updated_at;
-        let context = self.grant_context(&record, &target, activated_at).await?;
+        let context = self.stored_grant_context(&record, &target, activated_at).await?;
         let metadata = provider.issue(&context).await.map_err(|e| {
             AppError::new(
                 ErrorKind::TargetFailed,
@@ -142,7 +187,7 @@ impl App {
         }
         let (provider, target) = self.provider_for(&record.target).await?;
         let metadata = record.credential.clone().unwrap_or(Value::Null);
-        let context = self.grant_context(&record, &target, activated_at).await?;
+        let context = self.stored_grant_context(&record, &target, activated_at).await?;
         let secret = provider.credential(&context, &metadata).map_err(AppError::internal)?;
         Ok(api::Credential {
             request_id: id,
@@ -214,7 +259,7 @@ impl App {
         }
         let (provider, target) = self.provider_for(&record.target).await?;
         let activated_at = record.activated_at.unwrap_or(record.created_at);
-        let context = self.grant_context(&record, &target, activated_at).await?;
+        let context = self.stored_grant_context(&record, &target, activated_at).await?;
         let metadata = record.credential.clone().unwrap_or(Value::Null);
         let outcome = provider.revoke(&context, &metadata).await.map_err(|e| e.to_string());
         let actor = actor.to_string();

@@ -48,6 +48,7 @@ use hallpass_providers::jwt::JwtSigner;
 use hallpass_store::{Store, WriteTx};
 use serde_json::Value;
 use tokio::sync::mpsc;
+use zeroize::Zeroizing;
 
 pub use caller::{AUDITOR_GROUP, Caller, SYSTEM_ACTOR};
 pub use error::{AppError, AppResult, ErrorKind};
@@ -68,6 +69,8 @@ pub struct AppParts {
     /// Signs audit checkpoints.
     pub audit_signer: Arc<CheckpointSigner>,
     pub sealer: Arc<Sealer>,
+    /// Derives issued passwords and key pairs ([`seal::Keys::credential`]).
+    pub credential_key: Arc<Zeroizing<Vec<u8>>>,
     /// Where policies are evaluated: worker processes with time and memory
     /// limits (the server), or in-process (tests of the service layer).
     pub evaluator: Evaluator,
@@ -89,6 +92,7 @@ struct Inner {
     signer: Arc<JwtSigner>,
     audit_signer: Arc<CheckpointSigner>,
     sealer: Arc<Sealer>,
+    credential_key: Arc<Zeroizing<Vec<u8>>>,
     evaluator: Evaluator,
     clock: Arc<dyn Clock>,
     deadlines: mpsc::UnboundedSender<(DateTime<Utc>, String)>,
@@ -174,6 +178,7 @@ impl App {
                 signer: parts.signer,
                 audit_signer: parts.audit_signer,
                 sealer: parts.sealer,
+                credential_key: parts.credential_key,
                 evaluator: parts.evaluator,
                 clock: parts.clock,
                 deadlines: parts.deadlines,

@@ -16,11 +16,11 @@ use hallpass_core::documents::{Document, FlowDocument, RoleDocument, TargetDocum
 use hallpass_core::flow::FlowRules;
 use hallpass_core::request::{NewRequest, PolicyRecord, RequestRecord, RoleApproval, RoleRules, Route};
 use hallpass_core::{AuditKind, Principal, RequestState, parse_duration};
-use hallpass_providers::GrantContext;
 use hallpass_store::{ConfigKind, ReadTx, WriteTx};
 use serde_json::{Value, json};
 
 use super::caller::SYSTEM_ACTOR;
+use super::grants::StoredTarget;
 use super::{App, AppError, AppResult, Caller, claim_if_approved, new_request_id, save_with_event, unknown_role};
 use crate::app::access_config::{flow_rules, role_rules};
 use crate::gate::{self, Asked, FlowLookup, POLICY_SET_HASH_KEY, RoleFacts};
@@ -85,7 +85,7 @@ impl Snapshot {
 pub(crate) struct RoleContext {
     pub role: RoleDocument,
     pub rules: RoleRules,
-    pub target: TargetDocument,
+    pub target: StoredTarget,
     /// The role's own flow: inline, or named and looked up.
     pub role_flow: FlowLookup,
     /// The requester's open request or grant of this role, with its version.
@@ -119,8 +119,13 @@ pub(crate) fn parse_request_duration(text: Option<&str>, field: &str) -> AppResu
 
 /// The role's rules as stored now (`None`: deleted), read in a transaction.
 pub(crate) fn current_role(r: &mut ReadTx<'_>, name: &str) -> AppResult<Option<RoleRules>> {
+    role_document(r, name)?.map(|role| role_rules(&role)).transpose()
+}
+
+/// The role named `name` as stored now.
+pub(crate) fn role_document(r: &mut ReadTx<'_>, name: &str) -> AppResult<Option<RoleDocument>> {
     match r.config(ConfigKind::Role, name)? {
-        Some(row) => Ok(Some(role_rules(&RoleDocument::decode(&row.document)?)?)),
+        Some(row) => Ok(Some(RoleDocument::decode(&row.document)?)),
         None => Ok(None),
     }
 }
@@ -153,7 +158,10 @@ fn read_context(r: &mut ReadTx<'_>, role_name: &str, requester: &str) -> AppResu
         flows,
     };
     Ok(Some(RoleContext {
-        target: TargetDocument::decode(&target.document)?,
+        target: StoredTarget {
+            document: TargetDocument::decode(&target.document)?,
+            created_at: target.created_at,
+        },
         role_flow,
         open,
         rules,
@@ -212,7 +220,7 @@ impl App {
                 let facts = RoleFacts {
                     role: &context.role,
                     max_duration_seconds: context.rules.max_duration_seconds,
-                    target_type: &context.target.target_type,
+                    target_type: &context.target.document.target_type,
                 };
                 let input = gate::policy_input(principal, facts, asked, self.now(), grants);
                 self.evaluate(compiled.set, input).await?
@@ -321,6 +329,7 @@ impl App {
             policy_cap_seconds: decided.policy.max_duration_seconds,
             policy: Some(decided.policy.clone()),
             role_approvers: context.role_approvers(),
+            public_key: body.ssh_public_key.clone(),
         };
         // Check the rules before touching the target: bad input changes nothing.
         let (preview, _) = RequestRecord::open(
@@ -331,7 +340,7 @@ impl App {
             self.now(),
         )?;
         let local_issue = if preview.state == RequestState::Approved {
-            self.issue_locally(&context.target, &preview).await?
+            self.issue_locally(&context.target, &context.role, &preview).await?
         } else {
             None
         };
@@ -385,26 +394,22 @@ impl App {
     /// the request and its activation commit together: one durable commit
     /// instead of two. `None` when the normal path (record, then issue, then
     /// activate) applies.
-    async fn issue_locally(&self, target: &TargetDocument, record: &RequestRecord) -> AppResult<Option<Value>> {
+    async fn issue_locally(
+        &self,
+        target: &StoredTarget,
+        role: &RoleDocument,
+        record: &RequestRecord,
+    ) -> AppResult<Option<Value>> {
         let Some(provider) = self
             .inner
             .registry
-            .get(&target.target_type)
+            .get(&target.document.target_type)
             .filter(|p| p.issues_locally())
         else {
             return Ok(None);
         };
         let now = self.now();
-        let context = GrantContext {
-            grant_id: record.id.clone(),
-            principal: record.requester.name.clone(),
-            role: record.role.clone(),
-            target: target.name.clone(),
-            target_config: target.config.clone(),
-            target_secrets: self.target_secrets(&target.name).await?,
-            activated_at: now,
-            expires_at: now,
-        };
+        let context = self.grant_context(record, target, Some(role), now, now).await?;
         Ok(Some(provider.issue(&context).await.map_err(AppError::internal)?))
     }
 }

@@ -21,6 +21,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hallpass_config::SealKey;
 use hallpass_store::Store;
+use zeroize::Zeroizing;
 
 use crate::app::AppError;
 use crate::app::tokens::random_bytes;
@@ -30,6 +31,7 @@ const CHECK_NAME: &str = "seal_check";
 const CHECK_PLAINTEXT: &[u8] = b"hallpass seal check v1";
 const JWT_KEY_NAME: &str = "jwt_signing_key";
 const AUDIT_KEY_NAME: &str = "audit_signing_key";
+const CREDENTIAL_KEY_NAME: &str = "credential_key";
 
 pub struct Sealer {
     key: LessSafeKey,
@@ -117,12 +119,26 @@ async fn init_meta(store: &Store, name: &'static str, value: String) -> anyhow::
     Ok(stored)
 }
 
-/// The server's two Ed25519 keys (PKCS#8), unsealed.
+/// The server's keys, unsealed.
 pub struct Keys {
-    /// Signs grant JWTs.
+    /// Signs grant JWTs (Ed25519, PKCS#8).
     pub jwt: Vec<u8>,
-    /// Signs audit checkpoints.
+    /// Signs audit checkpoints (Ed25519, PKCS#8).
     pub audit: Vec<u8>,
+    /// 32 random bytes from which every issued password and key pair and
+    /// every target's own key material (an SSH CA) are derived, so none of
+    /// them is stored.
+    pub credential: Zeroizing<Vec<u8>>,
+}
+
+fn ed25519_pkcs8() -> anyhow::Result<Vec<u8>> {
+    let document =
+        Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| anyhow::anyhow!("no random key pair"))?;
+    Ok(document.as_ref().to_vec())
+}
+
+fn random_key() -> anyhow::Result<Vec<u8>> {
+    Ok(random_bytes::<32>().map_err(|e| anyhow::anyhow!("{e}"))?.to_vec())
 }
 
 /// Checks the seal key against the store (sealing the check value on first
@@ -131,8 +147,11 @@ pub struct Keys {
 pub async fn unseal_keys(store: &Store, sealer: &Sealer) -> anyhow::Result<Keys> {
     check_seal_key(store, sealer).await?;
     Ok(Keys {
-        jwt: unseal_or_create(store, sealer, JWT_KEY_NAME, "JWT signing key").await?,
-        audit: unseal_or_create(store, sealer, AUDIT_KEY_NAME, "audit signing key").await?,
+        jwt: unseal_or_create(store, sealer, JWT_KEY_NAME, "JWT signing key", ed25519_pkcs8).await?,
+        audit: unseal_or_create(store, sealer, AUDIT_KEY_NAME, "audit signing key", ed25519_pkcs8).await?,
+        credential: Zeroizing::new(
+            unseal_or_create(store, sealer, CREDENTIAL_KEY_NAME, "credential key", random_key).await?,
+        ),
     })
 }
 
@@ -152,18 +171,23 @@ async fn check_seal_key(store: &Store, sealer: &Sealer) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Ed25519 key stored sealed under `name`, made on first start. Replicas
-/// racing to make it all end up with the first one stored.
-async fn unseal_or_create(store: &Store, sealer: &Sealer, name: &'static str, what: &str) -> anyhow::Result<Vec<u8>> {
+/// The key stored sealed under `name`, made by `make` on first start.
+/// Replicas racing to make it all end up with the first one stored.
+async fn unseal_or_create(
+    store: &Store,
+    sealer: &Sealer,
+    name: &'static str,
+    what: &str,
+    make: fn() -> anyhow::Result<Vec<u8>>,
+) -> anyhow::Result<Vec<u8>> {
     let existing = store
         .read(move |r| -> Result<_, AppError> { Ok(r.meta(name)?) })
         .await?;
     let sealed = match existing {
         Some(sealed) => sealed,
         None => {
-            let document = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-                .map_err(|_| anyhow::anyhow!("cannot generate the {what}"))?;
-            init_meta(store, name, sealer.seal(name, document.as_ref())?).await?
+            let key = Zeroizing::new(make().with_context(|| format!("cannot generate the {what}"))?);
+            init_meta(store, name, sealer.seal(name, &key)?).await?
         }
     };
     sealer

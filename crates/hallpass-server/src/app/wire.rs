@@ -192,6 +192,7 @@ pub fn role_to_api(row: &ConfigRow) -> AppResult<api::Role> {
         auto_approve: document.auto_approve,
         emergency_access: document.emergency_access,
         extension_requires_approval: document.extension_requires_approval,
+        grant: document.grant,
         default_duration_seconds: rules.default_duration_seconds,
         max_duration_seconds: rules.max_duration_seconds,
         max_total_duration_seconds: rules.max_total_duration_seconds,

@@ -20,6 +20,7 @@ fn role() -> RoleSpec {
         auto_approve: false,
         emergency_access: false,
         extension_requires_approval: true,
+        grant: Default::default(),
     }
 }
 
