@@ -1,0 +1,48 @@
+//! Where the providers' integration tests find the real services they issue
+//! credentials on. `scripts/test` starts throwaway PostgreSQL, MariaDB,
+//! Redis, OpenSSH and moto (STS and IAM) servers and exports their
+//! coordinates; a test whose service is missing fails at once with one line
+//! saying how to get it, never skips.
+
+#![allow(dead_code)] // Each test binary uses the services it needs.
+
+/// The value of `variable`, or the test fails with one line naming `what`.
+pub fn service(variable: &str, what: &str) -> String {
+    match std::env::var(variable) {
+        Ok(value) if !value.trim().is_empty() => value,
+        _ => {
+            let message =
+                format!("{what} is needed for this test: run scripts/test (it installs and starts it) or set {variable}");
+            eprintln!("{message}");
+            // Not `panic!`: its hook would add a "panicked at" line that
+            // says nothing the message does not.
+            std::panic::resume_unwind(Box::new(message))
+        }
+    }
+}
+
+/// `postgres://postgres@127.0.0.1:PORT/postgres`: a superuser.
+pub fn postgres_url() -> String {
+    service("HALLPASS_TEST_POSTGRES_URL", "PostgreSQL")
+}
+
+/// `mysql://root@127.0.0.1:PORT/`: MariaDB's root, no password.
+pub fn mysql_url() -> String {
+    service("HALLPASS_TEST_MYSQL_URL", "MariaDB")
+}
+
+/// `redis://127.0.0.1:PORT`: the default user, no password.
+pub fn redis_url() -> String {
+    service("HALLPASS_TEST_REDIS_URL", "Redis")
+}
+
+/// A unique suffix for names a test creates, so tests running in parallel
+/// against one server never meet.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}{}x{nanos:x}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
