@@ -213,14 +213,21 @@ impl CredentialProvider for JwtProvider {
         .boxed()
     }
 
-    fn credential(&self, grant: &GrantContext, _metadata: &Value) -> Result<SecretCredential, ProviderError> {
-        let token = self.signer.sign(&self.claims(grant)?)?;
-        let env = [("HALLPASS_JWT".to_string(), token.clone())].into_iter().collect();
-        Ok(SecretCredential {
-            credential_type: "jwt".into(),
-            token,
-            env,
-        })
+    fn credential<'a>(
+        &'a self,
+        grant: &'a GrantContext,
+        _metadata: &'a Value,
+    ) -> BoxFuture<'a, Result<SecretCredential, ProviderError>> {
+        let result = (|| {
+            let token = self.signer.sign(&self.claims(grant)?)?;
+            let env = [("HALLPASS_JWT".to_string(), token.clone())].into_iter().collect();
+            Ok(SecretCredential {
+                credential_type: "jwt".into(),
+                token,
+                env,
+            })
+        })();
+        async move { result }.boxed()
     }
 
     fn revoke<'a>(
@@ -279,8 +286,8 @@ mod tests {
         let signer = std::sync::Arc::new(JwtSigner::load_or_create(&dir.path().join("k"), "hallpass".into()).unwrap());
         let provider = JwtProvider::new(signer.clone());
         let grant = grant();
-        let a = provider.credential(&grant, &json!({})).unwrap();
-        let b = provider.credential(&grant, &json!({})).unwrap();
+        let a = futures::executor::block_on(provider.credential(&grant, &json!({}))).unwrap();
+        let b = futures::executor::block_on(provider.credential(&grant, &json!({}))).unwrap();
         assert_eq!(a.token, b.token, "re-derived token must be identical");
         let claims = signer.verify(&a.token).unwrap();
         assert_eq!(claims.sub, "alice");

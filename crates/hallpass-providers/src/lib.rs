@@ -129,7 +129,13 @@ pub trait CredentialProvider: Send + Sync {
     fn issue<'a>(&'a self, grant: &'a GrantContext) -> BoxFuture<'a, Result<Value, ProviderError>>;
 
     /// The secret for an issued grant, for its requester.
-    fn credential(&self, grant: &GrantContext, metadata: &Value) -> Result<SecretCredential, ProviderError>;
+    /// May call the target (AWS mints a session per call); most types
+    /// derive the secret again from the grant's seed.
+    fn credential<'a>(
+        &'a self,
+        grant: &'a GrantContext,
+        metadata: &'a Value,
+    ) -> BoxFuture<'a, Result<SecretCredential, ProviderError>>;
 
     /// Removes the access, and ends the sessions opened with it. Succeeds
     /// when already gone.

@@ -547,17 +547,24 @@ impl CredentialProvider for WebhookProvider {
         .boxed()
     }
 
-    fn credential(&self, grant: &GrantContext, _metadata: &Value) -> Result<SecretCredential, ProviderError> {
-        // The webhook's system gives the user access itself; there is no
-        // secret for Hallpass to hand out.
-        let env = [("HALLPASS_GRANT_ID".to_string(), grant.grant_id.clone())]
-            .into_iter()
-            .collect();
-        Ok(SecretCredential {
-            credential_type: TARGET_TYPE.into(),
-            token: String::new(),
-            env,
-        })
+    fn credential<'a>(
+        &'a self,
+        grant: &'a GrantContext,
+        _metadata: &'a Value,
+    ) -> BoxFuture<'a, Result<SecretCredential, ProviderError>> {
+        let result = (|| {
+            // The webhook's system gives the user access itself; there is no
+            // secret for Hallpass to hand out.
+            let env = [("HALLPASS_GRANT_ID".to_string(), grant.grant_id.clone())]
+                .into_iter()
+                .collect();
+            Ok(SecretCredential {
+                credential_type: TARGET_TYPE.into(),
+                token: String::new(),
+                env,
+            })
+        })();
+        async move { result }.boxed()
     }
 
     fn revoke<'a>(&'a self, grant: &'a GrantContext, _metadata: &'a Value) -> BoxFuture<'a, Result<(), ProviderError>> {

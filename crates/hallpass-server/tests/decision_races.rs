@@ -68,12 +68,19 @@ impl CredentialProvider for WaitingProvider {
         .boxed()
     }
 
-    fn credential(&self, _grant: &GrantContext, _metadata: &Value) -> Result<SecretCredential, ProviderError> {
-        Ok(SecretCredential {
-            credential_type: "waiting".into(),
-            token: "secret".into(),
-            env: Default::default(),
-        })
+    fn credential<'a>(
+        &'a self,
+        _grant: &'a GrantContext,
+        _metadata: &'a Value,
+    ) -> BoxFuture<'a, Result<SecretCredential, ProviderError>> {
+        let result = (|| {
+            Ok(SecretCredential {
+                credential_type: "waiting".into(),
+                token: "secret".into(),
+                env: Default::default(),
+            })
+        })();
+        async move { result }.boxed()
     }
 
     fn revoke<'a>(

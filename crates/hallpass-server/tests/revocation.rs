@@ -35,12 +35,19 @@ impl CredentialProvider for FlakyProvider {
     fn issue<'a>(&'a self, _grant: &'a GrantContext) -> BoxFuture<'a, Result<Value, ProviderError>> {
         async { Ok(json!({"type": "flaky"})) }.boxed()
     }
-    fn credential(&self, _grant: &GrantContext, _metadata: &Value) -> Result<SecretCredential, ProviderError> {
-        Ok(SecretCredential {
-            credential_type: "flaky".into(),
-            token: "secret".into(),
-            env: Default::default(),
-        })
+    fn credential<'a>(
+        &'a self,
+        _grant: &'a GrantContext,
+        _metadata: &'a Value,
+    ) -> BoxFuture<'a, Result<SecretCredential, ProviderError>> {
+        let result = (|| {
+            Ok(SecretCredential {
+                credential_type: "flaky".into(),
+                token: "secret".into(),
+                env: Default::default(),
+            })
+        })();
+        async move { result }.boxed()
     }
     fn revoke<'a>(&'a self, grant: &'a GrantContext, _metadata: &'a Value) -> BoxFuture<'a, Result<(), ProviderError>> {
         let attempt = self.revokes.fetch_add(1, Ordering::SeqCst) + 1;

@@ -255,7 +255,7 @@ async fn issue_posts_the_grant_and_keeps_the_secret_out_of_metadata() {
         })
     );
 
-    let credential = provider.credential(&grant, &metadata).unwrap();
+    let credential = provider.credential(&grant, &metadata).await.unwrap();
     assert_eq!(credential.credential_type, "webhook");
     assert_eq!(credential.token, "");
     assert_eq!(

@@ -188,7 +188,16 @@ impl App {
         let (provider, target) = self.provider_for(&record.target).await?;
         let metadata = record.credential.clone().unwrap_or(Value::Null);
         let context = self.stored_grant_context(&record, &target, activated_at).await?;
-        let secret = provider.credential(&context, &metadata).map_err(AppError::internal)?;
+        let secret = provider.credential(&context, &metadata).await.map_err(|e| {
+            AppError::new(
+                ErrorKind::TargetFailed,
+                ErrorCode::IssueFailed,
+                format!(
+                    "could not get the credentials of grant {id} from target {:?}: {e}",
+                    record.target
+                ),
+            )
+        })?;
         Ok(api::Credential {
             request_id: id,
             credential_type: secret.credential_type,
