@@ -47,8 +47,42 @@ pub struct Target {
     pub config: serde_json::Map<String, serde_json::Value>,
     /// The names of its secrets and when each last changed.
     pub secrets: Vec<SecretInfo>,
+    /// For types whose hosts must trust a Hallpass key (ssh): the line to
+    /// trust, e.g. for sshd's `TrustedUserCAKeys`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_public_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What `POST /v1/targets/{name}/test` found: can the target's admin
+/// credentials do what issuing and revoking need?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TargetTest {
+    pub target: String,
+    /// True when every check passed.
+    pub ok: bool,
+    pub checks: Vec<TargetCheck>,
+}
+
+/// One check of a target test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TargetCheck {
+    /// What was checked, e.g. `connect` or `createrole`.
+    pub name: String,
+    pub ok: bool,
+    /// What was found; on failure, what is missing and how to fix it.
+    pub detail: String,
+}
+
+/// What `POST /v1/targets/{name}/rotate` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RotateResult {
+    pub target: String,
+    /// The secret replaced, e.g. `password`; its new value is known only
+    /// to Hallpass.
+    pub secret: String,
+    pub rotated_at: DateTime<Utc>,
 }
 
 /// Approval needed for a role: `required` approvals from distinct `approvers`.

@@ -124,6 +124,13 @@ error_codes! {
     NotLocked => "not_locked",
     /// The target refused or did not answer while issuing.
     IssueFailed => "issue_failed",
+    /// The target refused or did not answer (a rotation, a test that
+    /// could not run).
+    TargetFailed => "target_failed",
+    /// The target's type does not offer this operation.
+    Unsupported => "unsupported",
+    /// A public key to certify that the target's type refuses.
+    InvalidPublicKey => "invalid_public_key",
     RateLimited => "rate_limited",
     /// Too much contention; the call changed nothing and may be retried.
     Busy => "busy",

@@ -94,6 +94,9 @@ enum Command {
     Policy(PolicyCommand),
     /// Request access to a role.
     Request(RequestArgs),
+    /// SSH with a just-in-time certificate: request the role (or use the
+    /// grant you hold), wait for approval, then run ssh with it.
+    Ssh(commands::ssh::SshArgs),
     /// List access requests.
     Requests(ListArgs),
     /// Show one request in detail.
@@ -223,6 +226,7 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Target(command) => commands::config::target(&ctx, command).await,
         Command::Role(command) => commands::config::role(&ctx, command).await,
         Command::Request(args) => commands::requests::request(&ctx, args).await,
+        Command::Ssh(args) => commands::ssh::run(&ctx, args).await,
         Command::Requests(args) => commands::requests::list(&ctx, args).await,
         Command::Show { id } => commands::requests::show(&ctx, &id).await,
         Command::Approve { id, comment } => commands::requests::decide(&ctx, &id, Decision::Approve(comment)).await,

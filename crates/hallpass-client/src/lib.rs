@@ -180,6 +180,27 @@ impl Client {
             .await
     }
 
+    /// Checks what the target's admin credentials can do (admins).
+    pub async fn test_target(&self, name: &str) -> Result<hallpass_api::TargetTest, ClientError> {
+        let req = self.request_untimed(Method::POST, &["v1", "targets", name, "test"])?;
+        self.json(req).await
+    }
+
+    /// Replaces the target's admin password with one only Hallpass knows.
+    pub async fn rotate_target(&self, name: &str) -> Result<hallpass_api::RotateResult, ClientError> {
+        let req = self.request_untimed(Method::POST, &["v1", "targets", name, "rotate"])?;
+        self.json(req).await
+    }
+
+    /// The target's OpenSSH key revocation list (no token needed).
+    pub async fn target_krl(&self, name: &str) -> Result<Vec<u8>, ClientError> {
+        let response = self
+            .send(self.request(Method::GET, &["v1", "targets", name, "krl"])?)
+            .await?;
+        let body = response.bytes().await.map_err(|e| self.transport_error(&e))?;
+        Ok(body.to_vec())
+    }
+
     pub async fn list_roles(&self) -> Result<Vec<Role>, ClientError> {
         self.json(self.request(Method::GET, &["v1", "roles"])?).await
     }

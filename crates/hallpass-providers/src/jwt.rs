@@ -218,7 +218,7 @@ impl CredentialProvider for JwtProvider {
         grant: &'a GrantContext,
         _metadata: &'a Value,
     ) -> BoxFuture<'a, Result<SecretCredential, ProviderError>> {
-        let result = (|| {
+        async move {
             let token = self.signer.sign(&self.claims(grant)?)?;
             let env = [("HALLPASS_JWT".to_string(), token.clone())].into_iter().collect();
             Ok(SecretCredential {
@@ -226,8 +226,8 @@ impl CredentialProvider for JwtProvider {
                 token,
                 env,
             })
-        })();
-        async move { result }.boxed()
+        }
+        .boxed()
     }
 
     fn revoke<'a>(

@@ -552,7 +552,7 @@ impl CredentialProvider for WebhookProvider {
         grant: &'a GrantContext,
         _metadata: &'a Value,
     ) -> BoxFuture<'a, Result<SecretCredential, ProviderError>> {
-        let result = (|| {
+        async move {
             // The webhook's system gives the user access itself; there is no
             // secret for Hallpass to hand out.
             let env = [("HALLPASS_GRANT_ID".to_string(), grant.grant_id.clone())]
@@ -563,8 +563,8 @@ impl CredentialProvider for WebhookProvider {
                 token: String::new(),
                 env,
             })
-        })();
-        async move { result }.boxed()
+        }
+        .boxed()
     }
 
     fn revoke<'a>(&'a self, grant: &'a GrantContext, _metadata: &'a Value) -> BoxFuture<'a, Result<(), ProviderError>> {

@@ -73,14 +73,14 @@ impl CredentialProvider for WaitingProvider {
         _grant: &'a GrantContext,
         _metadata: &'a Value,
     ) -> BoxFuture<'a, Result<SecretCredential, ProviderError>> {
-        let result = (|| {
+        async move {
             Ok(SecretCredential {
                 credential_type: "waiting".into(),
                 token: "secret".into(),
                 env: Default::default(),
             })
-        })();
-        async move { result }.boxed()
+        }
+        .boxed()
     }
 
     fn revoke<'a>(

@@ -40,14 +40,14 @@ impl CredentialProvider for FlakyProvider {
         _grant: &'a GrantContext,
         _metadata: &'a Value,
     ) -> BoxFuture<'a, Result<SecretCredential, ProviderError>> {
-        let result = (|| {
+        async move {
             Ok(SecretCredential {
                 credential_type: "flaky".into(),
                 token: "secret".into(),
                 env: Default::default(),
             })
-        })();
-        async move { result }.boxed()
+        }
+        .boxed()
     }
     fn revoke<'a>(&'a self, grant: &'a GrantContext, _metadata: &'a Value) -> BoxFuture<'a, Result<(), ProviderError>> {
         let attempt = self.revokes.fetch_add(1, Ordering::SeqCst) + 1;

@@ -105,6 +105,16 @@ pub struct SecretRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A grant ended before its expiry on a target with a revocation list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationRow {
+    pub target: String,
+    pub grant_id: String,
+    pub expires_at: DateTime<Utc>,
+    /// What its issue returned (non-secret), e.g. a certificate serial.
+    pub metadata: serde_json::Value,
+}
+
 /// An admin's emergency stop for one principal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockRow {

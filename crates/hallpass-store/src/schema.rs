@@ -134,6 +134,19 @@ ALTER TABLE approval_flows ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE policies ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX audit_checkpoints ON audit (seq) WHERE kind = 'audit.checkpoint';
 "#,
+    // Grants ended before their expiry on targets whose clients check a
+    // revocation list (SSH certificates in a KRL): listed before the
+    // revoke is attempted, kept until the grant would have expired.
+    r#"
+CREATE TABLE revocations (
+    target     TEXT NOT NULL,
+    grant_id   TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    metadata   TEXT NOT NULL,
+    PRIMARY KEY (target, grant_id)
+);
+CREATE INDEX revocations_by_expiry ON revocations (target, expires_at);
+"#,
 ];
 
 pub fn migrate(conn: &mut dyn Conn) -> Result<(), StoreError> {

@@ -7,7 +7,10 @@ use hallpass_core::request::RequestRecord;
 use hallpass_core::{Clock, RequestState};
 
 use crate::sql::{Conn, Row, SqlValue};
-use crate::{ConfigKind, ConfigRow, LockRow, RequestFilter, SecretRow, StoreError, TokenRow, format_time, sql_params};
+use crate::{
+    ConfigKind, ConfigRow, LockRow, RequestFilter, RevocationRow, SecretRow, StoreError, TokenRow, format_time,
+    sql_params,
+};
 
 /// The key that allows one open request or grant per requester and role.
 /// Names cannot hold spaces, so the pair is unambiguous.
@@ -254,6 +257,31 @@ impl<'a> WriteTx<'a> {
             sql_params![target, name],
         )?;
         Ok(deleted == 1)
+    }
+
+    /// Lists a grant as revoked on its target (again: no change), and drops
+    /// the target's entries whose grants have expired by `now`.
+    pub fn put_revocation(&mut self, row: &RevocationRow, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO revocations (target, grant_id, expires_at, metadata) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (target, grant_id) DO NOTHING",
+            sql_params![
+                &row.target,
+                &row.grant_id,
+                format_time(row.expires_at),
+                row.metadata.to_string()
+            ],
+        )?;
+        self.conn.execute(
+            "DELETE FROM revocations WHERE target = $1 AND expires_at <= $2",
+            sql_params![&row.target, format_time(now)],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_revocations(&mut self, target: &str) -> Result<u64, StoreError> {
+        self.conn
+            .execute("DELETE FROM revocations WHERE target = $1", sql_params![target])
     }
 
     pub fn delete_target_secrets(&mut self, target: &str) -> Result<u64, StoreError> {
@@ -549,6 +577,24 @@ impl<'a> ReadTx<'a> {
         let sql =
             format!("SELECT record, version FROM requests WHERE requester = $1 AND {OPEN_STATES} ORDER BY created_at");
         all(self.conn.query(&sql, sql_params![requester])?, request_from_row)
+    }
+
+    /// The target's revoked grants that have not yet expired at `now`,
+    /// oldest expiry first.
+    pub fn revocations(&mut self, target: &str, now: DateTime<Utc>) -> Result<Vec<RevocationRow>, StoreError> {
+        let rows = self.conn.query(
+            "SELECT target, grant_id, expires_at, metadata FROM revocations
+              WHERE target = $1 AND expires_at > $2 ORDER BY expires_at, grant_id",
+            sql_params![target, format_time(now)],
+        )?;
+        all(rows, |row| {
+            Ok(RevocationRow {
+                target: row.text(0)?,
+                grant_id: row.text(1)?,
+                expires_at: row.time(2)?,
+                metadata: row.json(3)?,
+            })
+        })
     }
 
     pub fn target_secrets(&mut self, target: &str) -> Result<Vec<SecretRow>, StoreError> {

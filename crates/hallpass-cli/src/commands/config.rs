@@ -30,6 +30,21 @@ pub enum TargetCommand {
     Show { name: String },
     /// Delete a target (its roles must be deleted first).
     Delete { name: String },
+    /// Check that the target's admin credentials can do what issuing and
+    /// revoking need; exits 1 and says what is missing if not.
+    Test { name: String },
+    /// Replace the target's admin password with a random one only Hallpass
+    /// knows (postgres, mysql, redis). Remove the password from your apply
+    /// files afterwards, or the next apply puts the old one back.
+    Rotate { name: String },
+    /// Write the target's OpenSSH key revocation list (ssh targets), for
+    /// sshd's RevokedKeys.
+    Krl {
+        name: String,
+        /// Where to write it (atomically); `-` for stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE", default_value = "-")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,8 +152,69 @@ pub async fn target(ctx: &Ctx, command: TargetCommand) -> CmdResult {
                 println!("deleted target {name}");
             }
         }
+        TargetCommand::Test { name } => return test_target(ctx, &name).await,
+        TargetCommand::Rotate { name } => {
+            let rotated = client.rotate_target(&name).await?;
+            if ctx.json() {
+                print_json(&rotated)?;
+            } else {
+                println!(
+                    "rotated the {} of target {}: only Hallpass knows it now (remove it from your apply files)",
+                    rotated.secret, rotated.target
+                );
+            }
+        }
+        TargetCommand::Krl { name, output } => {
+            let list = client.target_krl(&name).await?;
+            write_output(&output, &list)?;
+        }
     }
     ok()
+}
+
+async fn test_target(ctx: &Ctx, name: &str) -> CmdResult {
+    let report = ctx.client()?.test_target(name).await?;
+    if ctx.json() {
+        print_json(&report)?;
+    } else {
+        let mut out = String::new();
+        for check in &report.checks {
+            let mark = if check.ok { "ok  " } else { "FAIL" };
+            push_line(&mut out, "", &format!("{mark} {}: {}", check.name, check.detail));
+        }
+        let summary = if report.ok {
+            format!("target {} passed every check", report.target)
+        } else {
+            format!("target {} is missing something (see FAIL above)", report.target)
+        };
+        push_line(&mut out, "", &summary);
+        print!("{out}");
+    }
+    if report.ok {
+        ok()
+    } else {
+        Ok(std::process::ExitCode::from(1))
+    }
+}
+
+/// Writes `bytes` to `path` atomically (a temp file renamed over it), or
+/// to stdout for `-`.
+fn write_output(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    if path.as_os_str() == "-" {
+        std::io::stdout().write_all(bytes)?;
+        return Ok(());
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {}", path.display(), e.error))?;
+    Ok(())
 }
 
 fn print_target(target: &Target) {
@@ -156,6 +232,10 @@ fn print_target(target: &Target) {
     let mut out = fields(&rows);
     for (key, value) in &target.config {
         push_line(&mut out, "  ", &format!("{key} = {value}"));
+    }
+    if let Some(key) = &target.ca_public_key {
+        push_line(&mut out, "", "ca key:   (for sshd's TrustedUserCAKeys)");
+        push_line(&mut out, "  ", key);
     }
     if target.secrets.is_empty() {
         push_line(&mut out, "", "secrets:  -");

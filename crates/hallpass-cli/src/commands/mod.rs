@@ -13,6 +13,7 @@ pub mod policy;
 pub mod requests;
 pub mod reviews;
 pub mod server;
+pub mod ssh;
 
 use std::process::ExitCode;
 

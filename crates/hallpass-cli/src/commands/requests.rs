@@ -56,6 +56,11 @@ pub struct RequestArgs {
     /// or refused.
     #[arg(long)]
     pub wait: bool,
+    /// For SSH roles: your public key file (e.g. ~/.ssh/id_ed25519.pub) to
+    /// certify. Without it, Hallpass makes a key pair for the grant and
+    /// hands out its private key with the credentials.
+    #[arg(long, value_name = "FILE")]
+    pub ssh_public_key: Option<std::path::PathBuf>,
 }
 
 /// `--at`: RFC 3339 (`2026-12-01T09:00:00Z`, `2026-12-01T10:00:00+01:00`,
@@ -120,7 +125,7 @@ pub async fn request(ctx: &Ctx, args: RequestArgs) -> CmdResult {
         ticket: args.ticket,
         emergency: args.emergency,
         scheduled_start: args.at,
-        ssh_public_key: None,
+        ssh_public_key: args.ssh_public_key.as_deref().map(read_public_key).transpose()?,
     };
     let response = client.create_request(&body).await?;
     if let Some(overlap) = overlap(&response) {
@@ -363,6 +368,41 @@ async fn print_access(ctx: &Ctx, client: &Client, request: &AccessRequest) -> Cm
         },
     )?;
     ok()
+}
+
+/// A public key file's one line (comments and blank lines skipped).
+pub fn read_public_key(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the public key {}: {e}", path.display()))?;
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    match (lines.next(), lines.next()) {
+        (Some(line), None) => Ok(line.to_string()),
+        (None, _) => bail!("{} holds no public key", path.display()),
+        (Some(_), Some(_)) => bail!(
+            "{} holds more than one key; give a file with just the one to certify",
+            path.display()
+        ),
+    }
+}
+
+/// Waits, with a spinner, until the request is no longer pending or
+/// approved; `None` when interrupted.
+pub async fn wait_settled(client: &Client, request: AccessRequest) -> anyhow::Result<Option<AccessRequest>> {
+    if !is_open(request.state) {
+        return Ok(Some(request));
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar.set_message(escape_controls(&progress_line(&request)).into_owned());
+    let settled = tokio::select! {
+        settled = poll_until_settled(client, request, &bar) => settled.map(Some),
+        Ok(()) = tokio::signal::ctrl_c() => Ok(None),
+    };
+    bar.finish_and_clear();
+    settled
 }
 
 async fn poll_until_settled(

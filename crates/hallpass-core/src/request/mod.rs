@@ -197,6 +197,13 @@ pub struct Extension {
     pub capped_from_seconds: Option<u64>,
 }
 
+impl Extension {
+    /// True when this extension was approved, taking effect, at `at`.
+    pub fn extended_at(&self, at: DateTime<Utc>) -> bool {
+        self.state == ExtensionState::Approved && self.decision.as_ref().is_some_and(|d| d.at == at)
+    }
+}
+
 /// An extension as asked for, plus what the policies said.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NewExtension {

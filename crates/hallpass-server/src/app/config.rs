@@ -74,17 +74,16 @@ fn desired_secrets(spec: &api::TargetSpec) -> Option<TargetSecrets> {
 
 impl App {
     pub async fn list_targets(&self, _caller: &Caller) -> AppResult<Vec<api::Target>> {
+        let app = self.clone();
         self.inner
             .store
-            .read(|r| -> AppResult<Vec<api::Target>> {
+            .read(move |r| -> AppResult<Vec<api::Target>> {
                 let mut targets = Vec::new();
                 for row in r.configs(ConfigKind::Target)? {
                     let secrets = r.target_secrets(&row.name)?;
-                    targets.push(wire::target_to_api(
-                        &row,
-                        &TargetDocument::decode(&row.document)?,
-                        &secrets,
-                    ));
+                    let mut target = wire::target_to_api(&row, &TargetDocument::decode(&row.document)?, &secrets);
+                    target.ca_public_key = app.ca_public_key(&row);
+                    targets.push(target);
                 }
                 Ok(targets)
             })
@@ -92,6 +91,7 @@ impl App {
     }
 
     pub async fn get_target(&self, _caller: &Caller, name: String) -> AppResult<api::Target> {
+        let app = self.clone();
         self.inner
             .store
             .read(move |r| -> AppResult<api::Target> {
@@ -99,11 +99,9 @@ impl App {
                     .config(ConfigKind::Target, &name)?
                     .ok_or_else(|| unknown_config(ApiKind::Target, &name))?;
                 let secrets = r.target_secrets(&name)?;
-                Ok(wire::target_to_api(
-                    &row,
-                    &TargetDocument::decode(&row.document)?,
-                    &secrets,
-                ))
+                let mut target = wire::target_to_api(&row, &TargetDocument::decode(&row.document)?, &secrets);
+                target.ca_public_key = app.ca_public_key(&row);
+                Ok(target)
             })
             .await
     }
@@ -273,6 +271,7 @@ impl App {
                 }
                 if kind == ApiKind::Target {
                     wtx.delete_target_secrets(&name)?;
+                    wtx.delete_revocations(&name)?;
                 }
                 if kind == ApiKind::Policy {
                     record_policy_set_hash(wtx)?;

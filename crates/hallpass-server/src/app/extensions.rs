@@ -148,8 +148,11 @@ impl App {
                 Ok(Some((record, version, kind)))
             })
             .await?;
-        if let Some((record, _, _)) = &written {
+        if let Some((record, _, kind)) = &written {
             self.schedule(record);
+            if *kind == AuditKind::GrantExtended {
+                self.extend_on_target(record).await;
+            }
         }
         Ok(written)
     }

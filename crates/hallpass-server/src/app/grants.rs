@@ -10,14 +10,47 @@ use hallpass_core::RequestState;
 use hallpass_core::documents::{Document, RoleDocument, TargetDocument};
 use hallpass_core::request::{Decision, EndKind, RequestRecord, revoke_backoff};
 use hallpass_core::text::{self, TextField};
-use hallpass_providers::{CredentialProvider, GrantContext, Seed, TargetContext};
-use hallpass_store::ConfigKind;
+use hallpass_providers::{CredentialProvider, GrantContext, Seed, TargetContext, Verification};
+use hallpass_store::{ConfigKind, ConfigRow, RevocationRow};
 use serde_json::{Value, json};
 
 use super::caller::SYSTEM_ACTOR;
 use super::decisions::take_effect_check;
 use super::requests::{activation_data, current_role, role_document};
 use super::{App, AppError, AppResult, Caller, ErrorKind, load_request, save_with_event, unknown_request};
+
+/// How often, and how far apart, a revoke is verified before what remains
+/// counts as a failure: a terminated session can take a moment to go.
+const VERIFY_ATTEMPTS: u32 = 5;
+const VERIFY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Revokes, then checks nothing is left. `Ok(Some(true))`: verified gone;
+/// `Ok(None)`: the type cannot observe its target; `Err`: what failed or
+/// remains (no secret in it), and the grant stays `revoke_failed`.
+async fn revoke_and_verify(
+    provider: &dyn CredentialProvider,
+    context: &GrantContext,
+    metadata: &Value,
+) -> Result<Option<bool>, String> {
+    provider.revoke(context, metadata).await.map_err(|e| e.to_string())?;
+    let mut attempt = 1;
+    loop {
+        match provider.verify(context, metadata).await {
+            Ok(Verification::Gone) => return Ok(Some(true)),
+            Ok(Verification::NotObservable) => return Ok(None),
+            Ok(Verification::Remaining(what)) if attempt >= VERIFY_ATTEMPTS => {
+                return Err(format!("revoked, but access remains: {what}"));
+            }
+            Err(error) if attempt >= VERIFY_ATTEMPTS => {
+                return Err(format!("revoked, but could not verify that access is gone: {error}"));
+            }
+            Ok(Verification::Remaining(_)) | Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(VERIFY_PAUSE).await;
+            }
+        }
+    }
+}
 
 /// A stored target and when it was created (which its key material
 /// depends on).
@@ -35,6 +68,11 @@ impl App {
             .read(move |r| r.config(ConfigKind::Target, &name))
             .await?;
         let row = row.ok_or_else(|| AppError::internal(format!("grant on missing target {target:?}")))?;
+        self.with_provider(&row)
+    }
+
+    /// A stored target and the provider of its type.
+    pub(crate) fn with_provider(&self, row: &ConfigRow) -> AppResult<(Arc<dyn CredentialProvider>, StoredTarget)> {
         let document = TargetDocument::decode(&row.document)?;
         let provider = self
             .inner
@@ -53,12 +91,20 @@ impl App {
 
     /// The target as its provider sees it, secrets unsealed.
     pub(crate) async fn target_context(&self, target: &StoredTarget) -> AppResult<TargetContext> {
-        Ok(TargetContext {
+        let mut context = self.public_target_context(target);
+        context.secrets = self.target_secrets(&target.document.name).await?;
+        Ok(context)
+    }
+
+    /// The target as its provider sees it, without its secrets (for what
+    /// only needs its settings and key material, like a CA public key).
+    pub(crate) fn public_target_context(&self, target: &StoredTarget) -> TargetContext {
+        TargetContext {
             name: target.document.name.clone(),
             config: target.document.config.clone(),
-            secrets: self.target_secrets(&target.document.name).await?,
+            secrets: Default::default(),
             seed: Seed::for_target(&self.inner.credential_key, &target.document.name, target.created_at),
-        })
+        }
     }
 
     /// What the provider is told about `record`'s grant: `role` is the role
@@ -158,6 +204,35 @@ impl App {
         metrics::counter!("hallpass_grants_activated_total").increment(1);
         self.schedule(&record);
         Ok(self.to_api(&record, version))
+    }
+
+    /// After an extension took effect: issues again with the new expiry so
+    /// the target's own limit moves too (a PostgreSQL `VALID UNTIL`, a
+    /// certificate's `valid_before`). Issuing is idempotent, so this only
+    /// updates. On failure the grant stays extended in Hallpass but the
+    /// credential keeps its earlier end on the target; that is logged as an
+    /// alert, since the holder loses access early (never late).
+    pub(crate) async fn extend_on_target(&self, record: &RequestRecord) {
+        let outcome = async {
+            let (provider, target) = self.provider_for(&record.target).await?;
+            if provider.issues_locally() {
+                return Ok(());
+            }
+            let activated_at = record.activated_at.unwrap_or(record.created_at);
+            let context = self.stored_grant_context(record, &target, activated_at).await?;
+            provider
+                .issue(&context)
+                .await
+                .map(|_| ())
+                .map_err(|e| AppError::new(ErrorKind::TargetFailed, ErrorCode::IssueFailed, e.to_string()))
+        }
+        .await;
+        if let Err(error) = outcome {
+            tracing::error!(
+                request_id = %record.id, target = %record.target, error = %error.message,
+                "ALERT: the grant was extended, but its credential on the target keeps its earlier expiry"
+            );
+        }
     }
 
     /// The secret credential, for the requester of an active grant only.
@@ -268,9 +343,19 @@ impl App {
         }
         let (provider, target) = self.provider_for(&record.target).await?;
         let activated_at = record.activated_at.unwrap_or(record.created_at);
-        let context = self.stored_grant_context(&record, &target, activated_at).await?;
+        let mut context = self.stored_grant_context(&record, &target, activated_at).await?;
         let metadata = record.credential.clone().unwrap_or(Value::Null);
-        let outcome = provider.revoke(&context, &metadata).await.map_err(|e| e.to_string());
+        let early = record.expires_at.is_none_or(|at| self.now() < at);
+        if provider.uses_revocation_list() && (kind != EndKind::Expire || early) {
+            let row = RevocationRow {
+                target: record.target.clone(),
+                grant_id: record.id.clone(),
+                expires_at: context.expires_at,
+                metadata: metadata.clone(),
+            };
+            context.revoked = self.list_revoked(&target, row).await?;
+        }
+        let outcome = revoke_and_verify(provider.as_ref(), &context, &metadata).await;
         let actor = actor.to_string();
         let (record, version) = self
             .inner
@@ -278,17 +363,29 @@ impl App {
             .write(move |wtx| -> AppResult<(RequestRecord, u64)> {
                 let mut record = load_request(wtx, &id)?;
                 let now = wtx.now();
-                let by = Decision { by: actor.clone(), comment: reason.clone(), at: now };
+                let by = Decision {
+                    by: actor.clone(),
+                    comment: reason.clone(),
+                    at: now,
+                };
                 let (event, data) = match &outcome {
-                    Ok(()) => {
+                    Ok(verified) => {
                         let event = record.finish_end(kind, by, now)?;
                         let lag = record.expires_at.map(|at| (now - at).num_milliseconds().max(0));
-                        (event, json!({"reason": reason, "attempts": record.revoke_attempts + 1, "lag_ms": lag}))
+                        (
+                            event,
+                            json!({"reason": reason, "attempts": record.revoke_attempts + 1, "lag_ms": lag,
+                                       "verified": verified}),
+                        )
                     }
                     Err(message) => {
                         let retry_at = now + revoke_backoff(record.revoke_attempts);
                         let event = record.record_end_failure(kind, by, message.clone(), retry_at, now)?;
-                        (event, json!({"reason": reason, "error": message, "attempts": record.revoke_attempts, "retry_at": retry_at}))
+                        (
+                            event,
+                            json!({"reason": reason, "error": message, "attempts": record.revoke_attempts,
+                                       "retry_at": retry_at, "verified": false}),
+                        )
                     }
                 };
                 let version = save_with_event(wtx, &record, &actor, event, data)?;

@@ -32,6 +32,7 @@ pub mod requests;
 pub mod reviews;
 pub mod seal;
 pub mod secrets;
+pub mod targets;
 pub mod tokens;
 pub(crate) mod wire;
 

@@ -309,6 +309,9 @@ impl App {
         duration_seconds: Option<u64>,
         context: RoleContext,
     ) -> AppResult<Option<api::AccessRequest>> {
+        if let Some(key) = &body.ssh_public_key {
+            self.check_public_key(&context.target, key)?;
+        }
         let principal = caller.principal.clone();
         let asked = Asked {
             duration_seconds: duration_seconds.unwrap_or(context.rules.default_duration_seconds),
@@ -382,11 +385,36 @@ impl App {
                 self.schedule(&record);
                 Ok(self.to_api(&record, version))
             }
+            RequestState::Active
+                if record
+                    .extensions
+                    .last()
+                    .is_some_and(|e| e.extended_at(record.updated_at)) =>
+            {
+                self.schedule(&record);
+                self.extend_on_target(&record).await;
+                Ok(self.to_api(&record, version))
+            }
             _ => {
                 self.schedule(&record);
                 Ok(self.to_api(&record, version))
             }
         }
+    }
+
+    /// A public key sent to be certified must suit the role's target type.
+    fn check_public_key(&self, target: &StoredTarget, key: &str) -> AppResult<()> {
+        let invalid =
+            |message: String| AppError::invalid(ErrorCode::InvalidPublicKey, format!("ssh_public_key: {message}"));
+        let provider = self.inner.registry.get(&target.document.target_type).ok_or_else(|| {
+            invalid(format!(
+                "target type {:?} takes no public key",
+                target.document.target_type
+            ))
+        })?;
+        provider
+            .validate_public_key(key)
+            .map_err(|error| invalid(error.to_string()))
     }
 
     /// For an approved request whose provider mints credentials locally

@@ -167,6 +167,7 @@ pub fn target_to_api(row: &ConfigRow, document: &TargetDocument, secrets: &[Secr
                 updated_at: s.updated_at,
             })
             .collect(),
+        ca_public_key: None,
         created_at: row.created_at,
         updated_at: row.updated_at,
     }

@@ -3,7 +3,8 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use hallpass_api::{self as api, ConfigKind, ErrorCode};
 
 use super::error::{HttpError, HttpResult};
@@ -53,6 +54,44 @@ pub async fn put_target(
 pub async fn delete_target(State(app): State<App>, caller: Caller, Segment(name): Segment) -> HttpResult<StatusCode> {
     app.delete_config(&caller, ConfigKind::Target, name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/targets/{name}/test", tag = "configuration",
+    params(("name" = api::formats::Name, Path, description = "Target name")),
+    responses((status = 200, description = "What the target's admin credentials can and cannot do", body = api::TargetTest)))]
+pub async fn test_target(
+    State(app): State<App>,
+    caller: Caller,
+    Segment(name): Segment,
+) -> HttpResult<Json<api::TargetTest>> {
+    Ok(Json(app.test_target(&caller, name).await?))
+}
+
+#[utoipa::path(post, path = "/v1/targets/{name}/rotate", tag = "configuration",
+    params(("name" = api::formats::Name, Path, description = "Target name")),
+    responses((status = 200, description = "The admin password was replaced by one only Hallpass knows", body = api::RotateResult)))]
+pub async fn rotate_target(
+    State(app): State<App>,
+    caller: Caller,
+    Segment(name): Segment,
+) -> HttpResult<Json<api::RotateResult>> {
+    Ok(Json(app.rotate_target(&caller, name).await?))
+}
+
+#[utoipa::path(get, path = "/v1/targets/{name}/krl", tag = "configuration", security(()),
+    params(("name" = api::formats::Name, Path, description = "Target name")),
+    responses((status = 200, description = "The target's OpenSSH key revocation list (for sshd's RevokedKeys)",
+        content_type = "application/octet-stream", body = Vec<u8>)))]
+pub async fn target_krl(State(app): State<App>, Segment(name): Segment) -> HttpResult<Response> {
+    let list = app.revocation_list(name).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        list,
+    )
+        .into_response())
 }
 
 #[utoipa::path(get, path = "/v1/roles", tag = "configuration", responses((status = 200, body = Vec<api::Role>)))]

@@ -71,6 +71,9 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
                 .put(config::put_target)
                 .delete(config::delete_target),
         )
+        .route("/v1/targets/{name}/test", post(config::test_target))
+        .route("/v1/targets/{name}/rotate", post(config::rotate_target))
+        .route("/v1/targets/{name}/krl", get(config::target_krl))
         .route("/v1/roles", get(config::list_roles))
         .route(
             "/v1/roles/{name}",

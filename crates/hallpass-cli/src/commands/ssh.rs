@@ -1,0 +1,141 @@
+//! `hallpass ssh ROLE -- [ssh args]`: SSH with a just-in-time certificate.
+//! Requests the role (or reuses the grant already held), waits for
+//! approval, fetches the certificate (and the key pair Hallpass made for
+//! the grant, or uses the user's own key), writes them to a private temp
+//! dir, runs the system's `ssh` with them and removes them when it exits.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use hallpass_api::{CreateRequest, Credential, RequestState};
+
+use super::requests::{ended_without_access, read_public_key, wait_settled};
+use super::{CmdResult, Ctx, EXIT_INTERRUPTED, EXIT_NO_ACCESS};
+use crate::output::eprint_message;
+
+/// The certificate line in an ssh credential's environment.
+pub const CERTIFICATE_ENV: &str = "HALLPASS_SSH_CERTIFICATE";
+/// The private key, when Hallpass made the pair.
+pub const PRIVATE_KEY_ENV: &str = "HALLPASS_SSH_PRIVATE_KEY";
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// The SSH role to use.
+    pub role: String,
+    /// How long access should last if a new request is made, e.g. `30m`.
+    #[arg(long = "for", value_name = "DURATION", allow_hyphen_values = true)]
+    pub duration: Option<String>,
+    /// Why you need access (kept in the audit log).
+    #[arg(long)]
+    pub reason: String,
+    /// Ticket or incident reference.
+    #[arg(long, value_name = "ID")]
+    pub ticket: Option<String>,
+    /// Your own key pair to certify instead of one Hallpass makes: the
+    /// private key file (its `.pub` must be next to it).
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// The ssh program to run.
+    #[arg(long, default_value = "ssh", value_name = "PATH")]
+    pub ssh: PathBuf,
+    /// Arguments for ssh, after `--`: `user@host [command]`.
+    #[arg(last = true, required = true, value_name = "SSH ARGS")]
+    pub ssh_args: Vec<String>,
+}
+
+pub async fn run(ctx: &Ctx, args: SshArgs) -> CmdResult {
+    let client = ctx.client()?;
+    let public_key = match &args.identity {
+        Some(private) => Some(read_public_key(&public_half(private))?),
+        None => None,
+    };
+    let body = CreateRequest {
+        role: args.role.clone(),
+        duration: args.duration.clone(),
+        reason: args.reason.clone(),
+        ticket: args.ticket.clone(),
+        emergency: false,
+        scheduled_start: None,
+        ssh_public_key: public_key,
+    };
+    let created = client.create_request(&body).await?.request;
+    let Some(grant) = wait_settled(&client, created).await? else {
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    };
+    if grant.state != RequestState::Active {
+        eprint_message(&ended_without_access(&grant));
+        return Ok(ExitCode::from(EXIT_NO_ACCESS));
+    }
+    let credential = client.credentials(&grant.id).await?;
+    let dir = tempfile::Builder::new().prefix("hallpass-ssh-").tempdir()?;
+    let (key, certificate) = write_key_files(dir.path(), &credential, args.identity.as_deref())?;
+    eprint_message(&format!("grant {} of {}: connecting with ssh", grant.id, grant.role));
+    let status = run_ssh(&args.ssh, &key, &certificate, &args.ssh_args).await?;
+    drop(dir);
+    Ok(ExitCode::from(status))
+}
+
+/// `KEY.pub` beside a private key `KEY`.
+fn public_half(private: &Path) -> PathBuf {
+    let mut name = private.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+/// Writes the certificate (and the private key Hallpass made, 0600) into
+/// `dir`; returns the identity and certificate files for ssh.
+fn write_key_files(dir: &Path, credential: &Credential, identity: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let Some(certificate) = credential.env.get(CERTIFICATE_ENV) else {
+        bail!("the grant's credential holds no SSH certificate: is the role on an ssh target?");
+    };
+    let key = match (identity, credential.env.get(PRIVATE_KEY_ENV)) {
+        (Some(own), _) => own.to_path_buf(),
+        (None, Some(private)) => {
+            let path = dir.join("id");
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            file.write_all(private.as_bytes())?;
+            if !private.ends_with('\n') {
+                file.write_all(b"\n")?;
+            }
+            path
+        }
+        (None, None) => bail!(
+            "the grant certifies a key of your own: give its private key file with -i (the grant was requested with a public key)"
+        ),
+    };
+    let certificate_path = dir.join("id-cert.pub");
+    std::fs::write(&certificate_path, format!("{}\n", certificate.trim()))?;
+    Ok((key, certificate_path))
+}
+
+/// Runs ssh in the foreground; Ctrl-C goes to ssh (same terminal process
+/// group), so this process only waits for it. Returns its exit status.
+async fn run_ssh(program: &Path, key: &Path, certificate: &Path, ssh_args: &[String]) -> anyhow::Result<u8> {
+    let mut child = tokio::process::Command::new(program)
+        .arg("-i")
+        .arg(key)
+        .arg("-o")
+        .arg(format!("CertificateFile={}", certificate.display()))
+        .arg("-o")
+        .arg("IdentitiesOnly=yes")
+        .args(ssh_args)
+        .spawn()
+        .with_context(|| format!("cannot run {}", program.display()))?;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            // The terminal's interrupt reaches ssh too; keep waiting for it
+            // so the key files are removed after it exits.
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    Ok(status.code().map_or(255, |code| u8::try_from(code).unwrap_or(255)))
+}
