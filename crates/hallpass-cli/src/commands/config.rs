@@ -42,8 +42,8 @@ pub enum TargetCommand {
     Krl {
         name: String,
         /// Where to write it (atomically); `-` for stdout.
-        #[arg(short = 'o', long = "output", value_name = "FILE", default_value = "-")]
-        output: PathBuf,
+        #[arg(long = "to", value_name = "FILE", default_value = "-")]
+        to: PathBuf,
     },
 }
 
@@ -164,9 +164,9 @@ pub async fn target(ctx: &Ctx, command: TargetCommand) -> CmdResult {
                 );
             }
         }
-        TargetCommand::Krl { name, output } => {
+        TargetCommand::Krl { name, to } => {
             let list = client.target_krl(&name).await?;
-            write_output(&output, &list)?;
+            write_output(&to, &list)?;
         }
     }
     ok()

@@ -16,4 +16,5 @@ mod policies;
 mod replicas;
 mod security;
 mod server_start;
+mod targets;
 mod upgrade;
