@@ -15,6 +15,7 @@
 //! [`SecretValue`] and [`TargetSecrets`] never print a value.
 
 pub mod jwt;
+pub mod postgres;
 pub mod webhook;
 
 mod context;
