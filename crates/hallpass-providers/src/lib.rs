@@ -15,6 +15,7 @@
 //! [`SecretValue`] and [`TargetSecrets`] never print a value.
 
 pub mod jwt;
+pub mod ssh;
 pub mod webhook;
 
 mod context;
