@@ -16,6 +16,7 @@
 
 pub mod jwt;
 pub mod postgres;
+pub mod ssh;
 pub mod webhook;
 
 mod context;
