@@ -371,7 +371,7 @@ type UnixClock = Arc<dyn Fn() -> i64 + Send + Sync>;
 /// Makes aws-lc-rs, the project's one crypto backend, the process's rustls
 /// provider unless the program already chose one: reqwest is built without a
 /// provider of its own and takes the process default. Idempotent.
-fn install_tls_crypto_provider() {
+pub(crate) fn install_tls_crypto_provider() {
     // An error only means a provider is installed already, which is the goal.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
@@ -552,7 +552,7 @@ impl CredentialProvider for WebhookProvider {
         grant: &'a GrantContext,
         _metadata: &'a Value,
     ) -> BoxFuture<'a, Result<SecretCredential, ProviderError>> {
-        let result = (|| {
+        let result = {
             // The webhook's system gives the user access itself; there is no
             // secret for Hallpass to hand out.
             let env = [("HALLPASS_GRANT_ID".to_string(), grant.grant_id.clone())]
@@ -563,7 +563,7 @@ impl CredentialProvider for WebhookProvider {
                 token: String::new(),
                 env,
             })
-        })();
+        };
         async move { result }.boxed()
     }
 
