@@ -193,3 +193,23 @@ fn a_fallback_within_the_margin_keeps_uncovered_grants() {
         1
     );
 }
+
+#[test]
+fn the_documented_statements_are_the_ones_written() {
+    let mut policy = RevocationPolicy::default();
+    policy.revoke(ALICE, at(10, 0), POLICY_SIZE_LIMIT);
+    let [written] = statements(&policy).try_into().unwrap();
+    let mut documented: Value =
+        serde_json::from_str(&hallpass_doc_examples::example("targets.md", "**Revoke.**", "json")).unwrap();
+    assert_eq!(documented["Sid"], "HallpassRevokedGrant<16 hex digits>");
+    documented["Sid"] = written["Sid"].clone();
+    assert_eq!(documented, written);
+
+    policy.fall_back(ALICE, at(10, 0), 0);
+    let role_wide = &statements(&policy)[0];
+    let mut documented: Value =
+        serde_json::from_str(&hallpass_doc_examples::example("targets.md", "Revoke active", "json")).unwrap();
+    assert_eq!(documented["Condition"]["DateLessThan"]["aws:TokenIssueTime"], "<now>");
+    documented["Condition"]["DateLessThan"]["aws:TokenIssueTime"] = json!("2026-03-01T10:00:00Z");
+    assert_eq!(&documented, role_wide);
+}
