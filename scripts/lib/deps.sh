@@ -123,28 +123,28 @@ deps_install_rust_tools() {
   info "rust: $(cargo --version), $(cargo nextest --version 2>/dev/null | head -n1)"
 }
 
-# The Python tools of scripts/lib/openapi-check (openapi-spec-validator,
-# schemathesis), at the versions in openapi-check-requirements.txt, in a
-# virtual environment of their own so they neither need nor disturb the
-# system's packages. Reinstalled when the pins change. Sets OPENAPI_TOOLS
-# to the environment's bin directory. Returns 1 (after saying why) when
-# they cannot be installed; the caller decides whether that may be skipped.
-deps_install_openapi_tools() {
-  local lib_dir requirements
-  lib_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
-  requirements=$lib_dir/openapi-check-requirements.txt
-  local home=${HALLPASS_OPENAPI_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hallpass/openapi-tools}
-  local stamp="$home/requirements.sha256" want py log
+# deps_install_venv HOME REQUIREMENTS LABEL BIN...: a Python virtual
+# environment at HOME with the packages pinned in REQUIREMENTS, of its own so
+# it neither needs nor disturbs the system's packages. Installed when missing,
+# reinstalled when the pins change or one of the BINs is missing. Sets
+# DEPS_VENV_BIN to the environment's bin directory. Returns 1 (after saying
+# why) when it cannot be installed; the caller decides whether that may be
+# skipped.
+deps_install_venv() {
+  local home=$1 requirements=$2 label=$3
+  shift 3
+  local stamp="$home/requirements.sha256" want py log bin present=1
   want=$(sha256sum "$requirements" | cut -d' ' -f1)
-  OPENAPI_TOOLS=$home/bin
-  if [[ -x $OPENAPI_TOOLS/schemathesis && -x $OPENAPI_TOOLS/openapi-spec-validator &&
-    $(cat "$stamp" 2>/dev/null) == "$want" ]]; then
-    info "openapi tools: present ($("$OPENAPI_TOOLS/schemathesis" --version))"
+  DEPS_VENV_BIN=$home/bin
+  for bin in "$@"; do
+    [[ -x $DEPS_VENV_BIN/$bin ]] || present=0
+  done
+  if ((present)) && [[ $(cat "$stamp" 2>/dev/null) == "$want" ]]; then
     return 0
   fi
   py=$(command -v python3 || true)
   if [[ -z $py ]]; then
-    warn "python3 not found: cannot install the OpenAPI tools"
+    warn "python3 not found: cannot install $label"
     return 1
   fi
   if ! "$py" -c 'import ensurepip, venv' 2>/dev/null && ((EUID == 0)) && command -v apt-get >/dev/null 2>&1; then
@@ -154,17 +154,42 @@ deps_install_openapi_tools() {
     env DEBIAN_FRONTEND=noninteractive apt-get -qq -y -o DPkg::Lock::Timeout=300 \
       install --no-install-recommends python3-venv >/dev/null 2>&1 || true
   fi
-  info "installing the OpenAPI tools into $home (pip; takes a minute)"
+  info "installing $label into $home (pip; takes a minute)"
   log=$(mktemp -t hallpass-pip.XXXXXX)
   rm -rf -- "$home"
   if ! { "$py" -m venv "$home" && "$home/bin/python" -m pip install -q --disable-pip-version-check \
     --no-input -r "$requirements"; } >"$log" 2>&1; then
     cat "$log" >&2
     rm -f -- "$log"
-    warn "installing the OpenAPI tools failed"
+    warn "installing $label failed"
     return 1
   fi
   rm -f -- "$log"
   printf '%s\n' "$want" >"$stamp"
+}
+
+# The Python tools of scripts/lib/openapi-check (openapi-spec-validator,
+# schemathesis), at the versions in openapi-check-requirements.txt. Sets
+# OPENAPI_TOOLS to their bin directory; returns 1 when they cannot be
+# installed.
+deps_install_openapi_tools() {
+  local lib_dir
+  lib_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+  deps_install_venv "${HALLPASS_OPENAPI_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hallpass/openapi-tools}" \
+    "$lib_dir/openapi-check-requirements.txt" "the OpenAPI tools" schemathesis openapi-spec-validator || return 1
+  OPENAPI_TOOLS=$DEPS_VENV_BIN
   info "openapi tools: $("$OPENAPI_TOOLS/schemathesis" --version)"
+}
+
+# moto (a local STS and IAM, started by scripts/lib/services.sh) and boto3
+# for the AWS provider's tests, at the versions in aws-test-requirements.txt.
+# Sets AWS_TOOLS to their bin directory (moto_server, and the python that
+# imports boto3); returns 1 when they cannot be installed.
+deps_install_aws_tools() {
+  local lib_dir
+  lib_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)
+  deps_install_venv "${HALLPASS_AWS_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hallpass/aws-tools}" \
+    "$lib_dir/aws-test-requirements.txt" "moto and boto3" moto_server python || return 1
+  AWS_TOOLS=$DEPS_VENV_BIN
+  info "aws test tools: $("$AWS_TOOLS/python" -c 'import boto3, moto; print("moto", moto.__version__, "boto3", boto3.__version__)')"
 }

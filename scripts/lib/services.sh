@@ -1,8 +1,10 @@
 # shellcheck shell=bash
-# Throwaway PostgreSQL, MariaDB, Redis and OpenSSH instances for the test
-# suite. Source, don't run. Needs scripts/lib/common.sh.
+# Throwaway PostgreSQL, MariaDB, Redis and OpenSSH instances, and moto (a
+# local AWS STS and IAM), for the test suite. Source, don't run. Needs
+# scripts/lib/common.sh; moto needs deps_install_aws_tools (scripts/lib/deps.sh)
+# to have set AWS_TOOLS.
 #
-#   services_start       start all four (in parallel), export HALLPASS_TEST_*
+#   services_start       start them all (in parallel), export HALLPASS_TEST_*
 #   services_check       talk to each running service with its real client
 #   services_stop        stop everything started and delete the temp dir
 #
@@ -14,7 +16,7 @@
 # A service that fails to start is fatal when CI=true; otherwise a warning is
 # printed and its HALLPASS_TEST_* variables are left unset.
 
-SERVICES=(postgres mysql redis ssh)
+SERVICES=(postgres mysql redis ssh moto)
 
 SVC_TMP=""
 SVC_PG_OSUSER=""
@@ -332,6 +334,62 @@ stop_ssh() {
   stop_pid "$pid" 10
 }
 
+# ---------------------------------------------------------------------- moto
+
+moto_ready() {
+  curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$1/moto-api/"
+}
+
+# moto's server answers STS and IAM (and every other service) on one port,
+# takes any keys and keeps everything in memory. It runs from the venv of
+# deps_install_aws_tools, whose python (with boto3) the tests use too.
+start_moto() {
+  local port=$1 dir=$SVC_TMP/moto tools=${AWS_TOOLS:-}
+  [[ -n $tools && -x $tools/moto_server ]] || {
+    warn "moto: moto_server is not installed (deps_install_aws_tools failed or was not run)"
+    return 1
+  }
+  mkdir -p "$dir"
+  cd "$dir" || return 1
+  "$tools/moto_server" -H 127.0.0.1 -p "$port" </dev/null >"$dir/moto.log" 2>&1 &
+  local pid=$!
+  echo "$pid" >"$dir/moto.pid"
+  wait_until "$SVC_TIMEOUT" "$pid" moto_ready "$port" || {
+    warn "moto: not answering on 127.0.0.1:$port"
+    svc_log_tail "$dir/moto.log"
+    return 1
+  }
+  svc_env moto \
+    "HALLPASS_TEST_AWS_ENDPOINT=http://127.0.0.1:$port" \
+    "HALLPASS_TEST_AWS_PYTHON=$tools/python"
+}
+
+stop_moto() {
+  local pid
+  pid=$(read_pidfile "$SVC_TMP/moto/moto.pid") || return 0
+  stop_pid "$pid" 10
+}
+
+# The tests' flow with AWS's own SDK: create a role, assume it, and call STS
+# with the session's keys taken from the environment alone.
+moto_assume_role_check() {
+  env AWS_ACCESS_KEY_ID=AKIAHALLPASSCHECK001 AWS_SECRET_ACCESS_KEY=hallpass-check \
+    AWS_DEFAULT_REGION=us-east-1 AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
+    "$HALLPASS_TEST_AWS_PYTHON" - <<'PY'
+import json, os, boto3
+endpoint = os.environ["HALLPASS_TEST_AWS_ENDPOINT"]
+trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+         "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]}
+role = boto3.client("iam", endpoint_url=endpoint).create_role(
+    RoleName="hallpass-check", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+keys = boto3.client("sts", endpoint_url=endpoint).assume_role(
+    RoleArn=role["Arn"], RoleSessionName="hallpass-check")["Credentials"]
+os.environ.update(AWS_ACCESS_KEY_ID=keys["AccessKeyId"], AWS_SECRET_ACCESS_KEY=keys["SecretAccessKey"],
+                  AWS_SESSION_TOKEN=keys["SessionToken"], AWS_ENDPOINT_URL=endpoint)
+print("assumed", boto3.session.Session().client("sts").get_caller_identity()["Arn"])
+PY
+}
+
 # ------------------------------------------------------------------ lifecycle
 
 services_start() {
@@ -341,7 +399,7 @@ services_start() {
     HALLPASS_TEST_REDIS_URL HALLPASS_TEST_SSH_HOST HALLPASS_TEST_SSH_PORT \
     HALLPASS_TEST_SSH_HOST_KEY HALLPASS_TEST_SSH_KNOWN_HOSTS \
     HALLPASS_TEST_SSHD_CONFIG HALLPASS_TEST_SSHD_PIDFILE HALLPASS_TEST_SSHD_LOG \
-    HALLPASS_TEST_SSHD_BIN
+    HALLPASS_TEST_SSHD_BIN HALLPASS_TEST_AWS_ENDPOINT HALLPASS_TEST_AWS_PYTHON
 
   SVC_TMP=$(mktemp -d -t hallpass-test.XXXXXX)
   # Other users (the postgres server user) must be able to reach their dirs.
@@ -465,6 +523,12 @@ services_check() {
     fi
   else
     warn "check ssh: not running"
+    bad=1
+  fi
+  if [[ -n ${HALLPASS_TEST_AWS_ENDPOINT:-} ]]; then
+    svc_check_one moto moto_assume_role_check || bad=1
+  else
+    warn "check moto: not running"
     bad=1
   fi
   return "$bad"

@@ -14,6 +14,7 @@
 //! them over in [`GrantContext::target_secrets`] only for the call that needs them.
 //! [`SecretValue`] and [`TargetSecrets`] never print a value.
 
+pub mod aws;
 pub mod jwt;
 pub mod postgres;
 pub mod ssh;

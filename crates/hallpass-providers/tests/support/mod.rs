@@ -11,8 +11,9 @@ pub fn service(variable: &str, what: &str) -> String {
     match std::env::var(variable) {
         Ok(value) if !value.trim().is_empty() => value,
         _ => {
-            let message =
-                format!("{what} is needed for this test: run scripts/test (it installs and starts it) or set {variable}");
+            let message = format!(
+                "{what} is needed for this test: run scripts/test (it installs and starts it) or set {variable}"
+            );
             eprintln!("{message}");
             // Not `panic!`: its hook would add a "panicked at" line that
             // says nothing the message does not.
@@ -36,6 +37,22 @@ pub fn redis_url() -> String {
     service("HALLPASS_TEST_REDIS_URL", "Redis")
 }
 
+/// `http://127.0.0.1:PORT`: moto, serving STS and IAM on one port; it
+/// takes any keys and does not evaluate IAM policies.
+pub fn aws_endpoint() -> String {
+    service("HALLPASS_TEST_AWS_ENDPOINT", "moto (AWS STS and IAM)")
+}
+
+/// The Python interpreter that has boto3, AWS's own SDK, for checking
+/// issued sessions with a real client: scripts/test's (it installs moto
+/// and boto3 together), else `python3`.
+pub fn aws_python() -> String {
+    std::env::var("HALLPASS_TEST_AWS_PYTHON")
+        .ok()
+        .filter(|python| !python.trim().is_empty())
+        .unwrap_or_else(|| "python3".into())
+}
+
 /// A unique suffix for names a test creates, so tests running in parallel
 /// against one server never meet.
 pub fn unique(prefix: &str) -> String {
@@ -44,5 +61,9 @@ pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}{}x{nanos:x}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{}x{nanos:x}x{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
