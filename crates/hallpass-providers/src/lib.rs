@@ -15,7 +15,11 @@
 //! [`SecretValue`] and [`TargetSecrets`] never print a value.
 
 pub mod jwt;
+pub mod mysql;
+pub mod redis;
 pub mod webhook;
+
+mod admin;
 
 mod context;
 mod naming;
