@@ -18,7 +18,11 @@ pub mod aws;
 pub mod jwt;
 pub mod postgres;
 pub mod ssh;
+pub mod mysql;
+pub mod redis;
 pub mod webhook;
+
+mod admin;
 
 mod context;
 mod naming;
