@@ -16,10 +16,10 @@
 
 pub mod aws;
 pub mod jwt;
-pub mod postgres;
-pub mod ssh;
 pub mod mysql;
+pub mod postgres;
 pub mod redis;
+pub mod ssh;
 pub mod webhook;
 
 mod admin;

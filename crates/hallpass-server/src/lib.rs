@@ -26,7 +26,12 @@ use anyhow::{Context, bail};
 use hallpass_core::audit::CheckpointSigner;
 use hallpass_core::{Clock, SystemClock};
 use hallpass_policy::{Evaluator, PolicySandbox, SandboxConfig};
+use hallpass_providers::aws::AwsProvider;
 use hallpass_providers::jwt::{JwtProvider, JwtSigner};
+use hallpass_providers::mysql::MysqlProvider;
+use hallpass_providers::postgres::PostgresProvider;
+use hallpass_providers::redis::RedisProvider;
+use hallpass_providers::ssh::SshProvider;
 use hallpass_providers::webhook::WebhookProvider;
 use hallpass_providers::{CredentialProvider, Registry};
 use hallpass_store::{Backend, Store};
@@ -125,9 +130,15 @@ pub async fn serve(
             .context("cannot release stale claims")?;
     }
     let webhook = WebhookProvider::new().context("cannot set up the webhook provider")?;
+    let aws = AwsProvider::new().context("cannot set up the aws provider")?;
     let mut registry = Registry::default()
         .with(Arc::new(JwtProvider::new(signer.clone())))
-        .with(Arc::new(webhook));
+        .with(Arc::new(webhook))
+        .with(Arc::new(PostgresProvider::new()))
+        .with(Arc::new(MysqlProvider::new()))
+        .with(Arc::new(RedisProvider::new()))
+        .with(Arc::new(SshProvider::new()))
+        .with(Arc::new(aws));
     for provider in extra_providers {
         registry = registry.with(provider);
     }
