@@ -614,6 +614,14 @@ async fn sslmodes_check_the_servers_certificate() {
         }
     }
 
+    let mut plain = fx.config();
+    plain.insert("port".into(), json!(fixture::server_without_tls().await));
+    plain.insert("sslmode".into(), json!("require"));
+    let checks = provider.test(&fx.target_with(plain, None)).await.unwrap();
+    let connect = check(&checks, "connect");
+    assert!(!connect.ok);
+    assert!(connect.detail.contains("the server has TLS off"), "{}", connect.detail);
+
     // A whole grant over verified TLS, used by psql with the CA.
     let mut grant = fx.read_grant("liam");
     grant.target = target("localhost", "verify-full", Some(&ca_file));

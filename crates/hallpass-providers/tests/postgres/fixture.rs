@@ -364,3 +364,19 @@ pub async fn tls_proxy(upstream: SocketAddr, certificate: Vec<u8>, key: Vec<u8>)
     });
     port
 }
+
+/// A server that answers every SSLRequest with "no TLS here", as one with
+/// `ssl = off` does.
+pub async fn server_without_tls() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let mut request = [0u8; 8];
+            if client.read_exact(&mut request).await.is_ok() && request == SSL_REQUEST {
+                let _ = client.write_all(b"N").await;
+            }
+        }
+    });
+    port
+}
