@@ -37,6 +37,7 @@ const ROLE: Shape = Shape {
         "auto_approve",
         "emergency_access",
         "extension_requires_approval",
+        "grant",
     ],
     blocks: &["approval", "grant"],
     verbatim: &[],
@@ -151,8 +152,14 @@ impl Reporter<'_> {
         let (attrs, blocks) = self.walk(&block.body, &ROLE, place, at);
         let (grant_blocks, approval_blocks): (Vec<_>, Vec<_>) =
             blocks.into_iter().partition(|block| block.ident.as_str() == "grant");
+        let grant_attribute = attrs.optional(self, "grant", Self::json_object);
         let grant = match grant_blocks.as_slice() {
-            [] => Some(serde_json::Map::new()),
+            [] => Some(grant_attribute.unwrap_or_default()),
+            [only] if attrs.get("grant").is_some() => {
+                let message = format!("role \"{name}\" sets grant twice, as an attribute and as a block; keep one");
+                self.error(start_of(&only.ident), message);
+                None
+            }
             [only] => self.grant(only, &name),
             [_, extra, ..] => {
                 let message = format!("role \"{name}\" has more than one grant block; merge them into one");
@@ -452,6 +459,41 @@ mod tests {
             dry_run: false,
         };
         assert_eq!(parse_apply_str(&documented_example(), "access.hcl").unwrap(), expected);
+    }
+
+    #[test]
+    fn a_roles_grant_is_a_block_or_an_attribute_but_not_both() {
+        let role = |grant: &str| {
+            format!(
+                "role \"r\" {{\n  target = \"t\"\n  max_duration = \"1h\"\n  requestable_by = [\"group:dev\"]\n  auto_approve = true\n{grant}\n}}\n"
+            )
+        };
+        let block = parse_apply_str(
+            &role("  grant {\n    roles = [\"app_read\"]\n    connection_limit = 2\n  }"),
+            "a.hcl",
+        )
+        .unwrap();
+        let attribute = parse_apply_str(
+            &role("  grant = { roles = [\"app_read\"], connection_limit = 2 }"),
+            "a.hcl",
+        )
+        .unwrap();
+        let expected = serde_json::json!({"roles": ["app_read"], "connection_limit": 2});
+        assert_eq!(serde_json::Value::Object(block.roles[0].grant.clone()), expected);
+        assert_eq!(block.roles[0].grant, attribute.roles[0].grant);
+        let none = parse_apply_str(&role(""), "a.hcl").unwrap();
+        assert!(none.roles[0].grant.is_empty());
+        let both = parse_apply_str(
+            &role("  grant = { roles = [\"a\"] }\n  grant {\n    roles = [\"b\"]\n  }"),
+            "a.hcl",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(both.contains("sets grant twice"), "{both}");
+        let nested = parse_apply_str(&role("  grant {\n    inner {\n    }\n  }"), "a.hcl")
+            .unwrap_err()
+            .to_string();
+        assert!(nested.contains("holds attributes only"), "{nested}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::caller::SYSTEM_ACTOR;
 use super::decisions::take_effect_check;
 use super::requests::{activation_data, current_role, role_document};
+use super::targets::StoredTarget;
 use super::{App, AppError, AppResult, Caller, ErrorKind, load_request, save_with_event, unknown_request};
 
 /// How often, and how far apart, a revoke is verified before what remains
@@ -50,13 +51,6 @@ async fn revoke_and_verify(
             }
         }
     }
-}
-
-/// A stored target and when it was created (which its key material
-/// depends on).
-pub(crate) struct StoredTarget {
-    pub document: TargetDocument,
-    pub created_at: DateTime<Utc>,
 }
 
 impl App {

@@ -20,7 +20,7 @@ use hallpass_store::{ConfigKind, ReadTx, WriteTx};
 use serde_json::{Value, json};
 
 use super::caller::SYSTEM_ACTOR;
-use super::grants::StoredTarget;
+use super::targets::StoredTarget;
 use super::{App, AppError, AppResult, Caller, claim_if_approved, new_request_id, save_with_event, unknown_role};
 use crate::app::access_config::{flow_rules, role_rules};
 use crate::gate::{self, Asked, FlowLookup, POLICY_SET_HASH_KEY, RoleFacts};

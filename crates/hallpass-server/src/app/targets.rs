@@ -5,18 +5,26 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 use hallpass_api::{self as api, ErrorCode};
 use hallpass_core::AuditKind;
 use hallpass_core::audit::AuditDraft;
+use hallpass_core::documents::TargetDocument;
 use hallpass_core::events::{ConfigChange, ConfigSubject};
 use hallpass_providers::{CredentialProvider, ProviderError, RevokedGrant, SecretValue, TargetSecrets};
 use hallpass_store::{ConfigKind, ConfigRow, RevocationRow};
 use serde_json::json;
 
-use super::grants::StoredTarget;
 use super::secrets::write_changed;
 use super::tokens::random_bytes;
 use super::{App, AppError, AppResult, Caller, ErrorKind, unknown_config};
+
+/// A stored target and when it was created (which its key material
+/// depends on).
+pub(crate) struct StoredTarget {
+    pub document: TargetDocument,
+    pub created_at: DateTime<Utc>,
+}
 
 /// Key in the meta table of a rotated secret not yet stored: written
 /// (sealed) before the target is asked to change it, so a crash between
@@ -171,7 +179,7 @@ impl App {
         target: &str,
         secret: &'static str,
         secrets: TargetSecrets,
-    ) -> AppResult<chrono::DateTime<chrono::Utc>> {
+    ) -> AppResult<DateTime<Utc>> {
         let (sealer, target, actor) = (self.inner.sealer.clone(), target.to_string(), actor.to_string());
         self.inner
             .store
