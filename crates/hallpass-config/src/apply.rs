@@ -539,7 +539,7 @@ role "r2" {
             errors.iter().any(|e| e
                 == "4:5: unknown attribute \"max_duraton\" in role \"x\"; expected one of: target, description, \
                  default_duration, max_duration, max_total_duration, requestable_by, labels, approval_flow, auto_approve, emergency_access, \
-                 extension_requires_approval; did you mean \"max_duration\"?"),
+                 extension_requires_approval, grant; did you mean \"max_duration\"?"),
             "{errors:#?}"
         );
         // The misspelt attribute also leaves the real one missing.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::{ProviderError, SecretCredential, TargetContext};
+use crate::{ProviderError, SecretCredential, TargetContext, whole_number};
 
 /// Reads one target's `config`, naming the type in every message.
 #[derive(Clone, Copy)]
@@ -95,11 +95,9 @@ impl<'a> Settings<'a> {
     pub(crate) fn seconds(&self, key: &str, default: u64, max: u64) -> Result<Duration, ProviderError> {
         match self.config.get(key) {
             None | Some(Value::Null) => Ok(Duration::from_secs(default)),
-            Some(value) => value
-                .as_u64()
-                .filter(|seconds| (1..=max).contains(seconds))
+            Some(value) => whole_number(value, key, &(1..=max))
                 .map(Duration::from_secs)
-                .ok_or_else(|| self.invalid(format!("`{key}` must be a whole number of seconds from 1 to {max}"))),
+                .map_err(|message| self.invalid(message)),
         }
     }
 }
@@ -184,6 +182,14 @@ impl<T> Pools<T> {
             .get(name)
             .filter(|(current, _)| current == fingerprint)
             .map(|(_, pool)| pool.clone())
+    }
+
+    /// Drops `target`'s pool (the target was deleted).
+    pub(crate) fn forget(&self, target: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(target);
     }
 
     /// How many targets have a pool.
@@ -282,6 +288,28 @@ mod tests {
         assert!(Settings::new("mysql", &hostile).host().is_err());
         let missing = Settings::new("mysql", &Map::new()).host().unwrap_err().to_string();
         assert!(missing.contains("`host` is required"), "{missing}");
+    }
+
+    #[test]
+    fn a_pool_is_replaced_when_its_target_changes_and_dropped_when_it_is_deleted() {
+        let pools: Pools<u32> = Pools::default();
+        let mut target = TargetContext {
+            name: "cache".into(),
+            config: config(json!({"host": "a"})),
+            secrets: Default::default(),
+            seed: crate::Seed::for_grant(b"key", "cache", "-"),
+        };
+        let first = pools.get(&target, || Ok(1)).unwrap();
+        assert_eq!(*pools.get(&target, || Ok(2)).unwrap(), 1, "reused while unchanged");
+        target.config = config(json!({"host": "b"}));
+        assert_eq!(*pools.get(&target, || Ok(3)).unwrap(), 3, "replaced when changed");
+        assert_eq!(
+            (pools.len(), Arc::strong_count(&first)),
+            (1, 1),
+            "the old one is let go"
+        );
+        pools.forget("cache");
+        assert_eq!(pools.len(), 0);
     }
 
     #[test]

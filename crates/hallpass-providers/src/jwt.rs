@@ -175,10 +175,7 @@ impl JwtProvider {
 }
 
 fn invalid(message: &str) -> ProviderError {
-    ProviderError::InvalidConfig {
-        target_type: "jwt".into(),
-        message: message.into(),
-    }
+    ProviderError::invalid_config("jwt", message)
 }
 
 impl CredentialProvider for JwtProvider {

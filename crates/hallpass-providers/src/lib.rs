@@ -49,6 +49,43 @@ pub enum ProviderError {
     Unsupported(String),
 }
 
+impl ProviderError {
+    /// A target's `config` (or `secrets`) refused by its type.
+    pub fn invalid_config(target_type: &str, message: impl Into<String>) -> Self {
+        Self::InvalidConfig {
+            target_type: target_type.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A role's `grant` block refused by its target's type.
+    pub fn invalid_grant(target_type: &str, message: impl Into<String>) -> Self {
+        Self::InvalidGrant {
+            target_type: target_type.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A whole number in `range` from a setting's value, written `5` or, as
+/// HCL may hand numbers over, `5.0`; the message names `key` and says what
+/// was found.
+pub(crate) fn whole_number(value: &Value, key: &str, range: &std::ops::RangeInclusive<u64>) -> Result<u64, String> {
+    let number = value.as_u64().or_else(|| {
+        value
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u32::MAX as f64)
+            .map(|f| f as u64)
+    });
+    number.filter(|n| range.contains(n)).ok_or_else(|| {
+        format!(
+            "`{key}` must be a whole number from {} to {}, found {value}",
+            range.start(),
+            range.end()
+        )
+    })
+}
+
 pub use secrets::{SecretSpec, SecretValue, TargetSecrets, check_secret_names};
 
 pub use context::{GrantContext, RevokedGrant, Seed, TargetContext};
@@ -214,6 +251,10 @@ pub trait CredentialProvider: Send + Sync {
     fn trust_anchor(&self, _target: &TargetContext) -> Option<Result<String, ProviderError>> {
         None
     }
+
+    /// Drops what the provider holds for a target that was deleted: its
+    /// admin connections and the secrets they were made with.
+    fn forget_target(&self, _name: &str) {}
 }
 
 /// What [`CredentialProvider::verify`] found.
@@ -270,6 +311,13 @@ impl Registry {
 
     pub fn get(&self, target_type: &str) -> Option<&Arc<dyn CredentialProvider>> {
         self.providers.get(target_type)
+    }
+
+    /// Tells every provider that target `name` is gone.
+    pub fn forget_target(&self, name: &str) {
+        for provider in self.providers.values() {
+            provider.forget_target(name);
+        }
     }
 
     pub fn types(&self) -> Vec<&'static str> {

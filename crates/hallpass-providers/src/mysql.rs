@@ -241,6 +241,10 @@ impl CredentialProvider for MysqlProvider {
         .boxed()
     }
 
+    fn forget_target(&self, name: &str) {
+        self.pools.forget(name);
+    }
+
     fn rotatable_secret(&self) -> Option<&'static str> {
         Some("password")
     }

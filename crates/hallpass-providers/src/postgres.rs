@@ -180,6 +180,10 @@ impl CredentialProvider for PostgresProvider {
         check::test(target).boxed()
     }
 
+    fn forget_target(&self, name: &str) {
+        self.pools.forget(name);
+    }
+
     fn rotatable_secret(&self) -> Option<&'static str> {
         Some(PASSWORD)
     }

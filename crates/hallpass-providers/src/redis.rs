@@ -198,6 +198,10 @@ impl CredentialProvider for RedisProvider {
         .boxed()
     }
 
+    fn forget_target(&self, name: &str) {
+        self.pools.forget(name);
+    }
+
     fn rotatable_secret(&self) -> Option<&'static str> {
         Some("password")
     }

@@ -65,17 +65,11 @@ pub const CERTIFICATE_ENV: &str = "HALLPASS_SSH_CERTIFICATE";
 pub const PRIVATE_KEY_ENV: &str = "HALLPASS_SSH_PRIVATE_KEY";
 
 fn invalid(message: impl Into<String>) -> ProviderError {
-    ProviderError::InvalidConfig {
-        target_type: TARGET_TYPE.into(),
-        message: message.into(),
-    }
+    ProviderError::invalid_config(TARGET_TYPE, message)
 }
 
 fn invalid_grant(message: impl Into<String>) -> ProviderError {
-    ProviderError::InvalidGrant {
-        target_type: TARGET_TYPE.into(),
-        message: message.into(),
-    }
+    ProviderError::invalid_grant(TARGET_TYPE, message)
 }
 
 fn on_target(target: &TargetContext, message: impl Into<String>) -> ProviderError {

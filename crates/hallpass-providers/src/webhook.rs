@@ -64,7 +64,7 @@ use zeroize::Zeroizing;
 
 use crate::{
     CredentialProvider, GrantContext, LegacyUpgrade, ProviderError, SecretCredential, SecretSpec, SecretValue,
-    TargetSecrets, check_secret_names,
+    TargetSecrets, check_secret_names, whole_number,
 };
 use url_credentials::UrlCredentials;
 
@@ -124,10 +124,7 @@ pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
 pub const SIGNATURE_HEADER: &str = "webhook-signature";
 
 fn invalid(message: impl Into<String>) -> ProviderError {
-    ProviderError::InvalidConfig {
-        target_type: TARGET_TYPE.into(),
-        message: message.into(),
-    }
+    ProviderError::invalid_config(TARGET_TYPE, message)
 }
 
 /// A webhook target's validated settings.
@@ -168,7 +165,9 @@ impl WebhookConfig {
         };
         let timeout = match config.get("timeout_seconds") {
             None => DEFAULT_TIMEOUT,
-            Some(value) => Duration::from_secs(parse_timeout(value)?),
+            Some(value) => {
+                Duration::from_secs(whole_number(value, "timeout_seconds", &TIMEOUT_RANGE_SECONDS).map_err(invalid)?)
+            }
         };
         Ok(Self { url, timeout })
     }
@@ -198,26 +197,6 @@ fn parse_url(text: &str) -> Result<Url, ProviderError> {
         return Err(invalid(refusal));
     }
     Ok(url)
-}
-
-fn parse_timeout(value: &Value) -> Result<u64, ProviderError> {
-    let seconds = match value {
-        Value::Number(number) => number.as_u64().or_else(|| {
-            number
-                .as_f64()
-                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
-                .map(|f| f as u64)
-        }),
-        _ => None,
-    };
-    match seconds {
-        Some(seconds) if TIMEOUT_RANGE_SECONDS.contains(&seconds) => Ok(seconds),
-        _ => Err(invalid(format!(
-            "`timeout_seconds` must be a whole number from {} to {}, found {value}",
-            TIMEOUT_RANGE_SECONDS.start(),
-            TIMEOUT_RANGE_SECONDS.end()
-        ))),
-    }
 }
 
 /// `scheme://host[:port]/path` of `url`.

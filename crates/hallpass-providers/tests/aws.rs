@@ -11,9 +11,10 @@
 
 mod support;
 
+use support::aws::{ACCOUNT, ADMIN_KEY_ID, ADMIN_SECRET, admin_python, create_role, python, revocation_policy};
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,75 +24,6 @@ use hallpass_providers::{
     CredentialProvider, GrantContext, SecretCredential, SecretValue, Seed, TargetContext, TargetSecrets, Verification,
 };
 use serde_json::{Map, Value, json};
-
-const ADMIN_KEY_ID: &str = "AKIAHALLPASSTEST0001";
-const ADMIN_SECRET: &str = "hallpass/test+SECRET0123456789abcdefghij";
-const ACCOUNT: &str = "123456789012";
-
-/// Runs `script` with boto3's interpreter, no AWS configuration of the
-/// machine, and `env`; its standard output.
-fn python(script: &str, env: &[(&str, &str)]) -> String {
-    let output = Command::new(support::aws_python())
-        .arg("-c")
-        .arg(script)
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_SESSION_TOKEN")
-        .envs(env.iter().copied())
-        .output()
-        .expect("python3 with boto3 (scripts/test installs it)");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "python failed: {stderr}");
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// The same, as the admin, with `HP_ENDPOINT` set; parses JSON output.
-fn admin_python(script: &str, env: &[(&str, &str)]) -> Value {
-    let endpoint = support::aws_endpoint();
-    let mut all = vec![
-        ("AWS_ACCESS_KEY_ID", ADMIN_KEY_ID),
-        ("AWS_SECRET_ACCESS_KEY", ADMIN_SECRET),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("HP_ENDPOINT", endpoint.as_str()),
-    ];
-    all.extend_from_slice(env);
-    serde_json::from_str(&python(script, &all)).unwrap()
-}
-
-/// A new IAM role in moto; its name and id.
-fn create_role() -> (String, String) {
-    let name = support::unique("hp-aws-");
-    let created = admin_python(
-        r#"
-import boto3, json, os
-iam = boto3.client("iam", endpoint_url=os.environ["HP_ENDPOINT"])
-trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
-         "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
-         "Action": ["sts:AssumeRole", "sts:SetSourceIdentity"]}]}
-role = iam.create_role(RoleName=os.environ["HP_ROLE"], AssumeRolePolicyDocument=json.dumps(trust))["Role"]
-print(json.dumps(role["RoleId"]))
-"#,
-        &[("HP_ROLE", &name)],
-    );
-    (name, created.as_str().unwrap().to_string())
-}
-
-/// The role's revocation policy as boto3 reads it (`null`: none).
-fn revocation_policy(role: &str) -> Value {
-    admin_python(
-        r#"
-import boto3, json, os
-iam = boto3.client("iam", endpoint_url=os.environ["HP_ENDPOINT"])
-try:
-    document = iam.get_role_policy(RoleName=os.environ["HP_ROLE"], PolicyName=os.environ["HP_POLICY"])["PolicyDocument"]
-except iam.exceptions.NoSuchEntityException:
-    document = None
-print(json.dumps(document if not isinstance(document, str) else json.loads(document)))
-"#,
-        &[("HP_ROLE", role), ("HP_POLICY", POLICY_NAME)],
-    )
-}
 
 /// `sts get-caller-identity` with nothing but each credential's
 /// environment, in one Python run.
@@ -259,7 +191,7 @@ async fn revoking_denies_exactly_the_grants_sessions_and_verify_sees_it() {
     let bob_metadata = provider.issue(&bob).await.unwrap();
     let alice_user = format!("{role_id}:{}", session_name("alice", &alice.grant_id));
     let bob_user = format!("{role_id}:{}", session_name("bob", &bob.grant_id));
-    assert_eq!(revocation_policy(&role), Value::Null);
+    assert_eq!(revocation_policy(&role, POLICY_NAME), Value::Null);
     let remaining = provider.verify(&alice, &alice_metadata).await.unwrap();
     let Verification::Remaining(why) = remaining else {
         panic!("{remaining:?}")
@@ -269,7 +201,7 @@ async fn revoking_denies_exactly_the_grants_sessions_and_verify_sees_it() {
     let before = Utc::now();
     provider.revoke(&alice, &alice_metadata).await.unwrap();
     let after = Utc::now();
-    let policy = revocation_policy(&role);
+    let policy = revocation_policy(&role, POLICY_NAME);
     assert_eq!(policy["Statement"].as_array().unwrap().len(), 1, "{policy}");
     // Sessions issued until the revocation, plus five minutes for clocks
     // that disagree, are denied.
@@ -290,10 +222,10 @@ async fn revoking_denies_exactly_the_grants_sessions_and_verify_sees_it() {
 
     // Again: the same single statement, untouched.
     provider.revoke(&alice, &alice_metadata).await.unwrap();
-    assert_eq!(revocation_policy(&role), policy);
+    assert_eq!(revocation_policy(&role, POLICY_NAME), policy);
     // Another grant gets its own statement; Alice's stays as it was.
     provider.revoke(&bob, &bob_metadata).await.unwrap();
-    let both = revocation_policy(&role);
+    let both = revocation_policy(&role, POLICY_NAME);
     assert_eq!(both["Statement"].as_array().unwrap().len(), 2, "{both}");
     assert_eq!(grant_statement(&both, &alice_user), until);
     grant_statement(&both, &bob_user);
@@ -308,7 +240,7 @@ async fn a_revoke_without_metadata_denies_the_session_name_on_any_role_id() {
     let grant = moto_grant(&role, "carol");
     provider.revoke(&grant, &json!({})).await.unwrap();
     let user_id = format!("*:{}", session_name("carol", &grant.grant_id));
-    grant_statement(&revocation_policy(&role), &user_id);
+    grant_statement(&revocation_policy(&role, POLICY_NAME), &user_id);
     assert_eq!(provider.verify(&grant, &json!({})).await.unwrap(), Verification::Gone);
 }
 
@@ -322,7 +254,7 @@ async fn concurrent_revokes_on_one_role_lose_no_statement() {
     for result in futures::future::join_all(revokes).await {
         result.unwrap();
     }
-    let policy = revocation_policy(&role);
+    let policy = revocation_policy(&role, POLICY_NAME);
     for grant in &grants {
         grant_statement(
             &policy,
@@ -360,7 +292,7 @@ async fn hostile_principals_get_session_names_sts_takes() {
     }
     let credentials: Vec<&SecretCredential> = issued.iter().map(|(_, credential)| credential).collect();
     let identities = caller_identities(&credentials);
-    let policy = revocation_policy(&role);
+    let policy = revocation_policy(&role, POLICY_NAME);
     for ((session, _), identity) in issued.iter().zip(identities) {
         assert_eq!(identity["UserId"], format!("{role_id}:{session}"));
         grant_statement(&policy, &format!("{role_id}:{session}"));

@@ -137,17 +137,7 @@ fn select_grant(database: &str) -> Value {
 /// The real `mariadb` client with the credential's environment: it reads
 /// MYSQL_HOST, MYSQL_TCP_PORT and MYSQL_PWD, and takes the user with `-u`.
 fn client(credential: &SecretCredential, sql: &str) -> Command {
-    let mut command = Command::new("mariadb");
-    command.envs(&credential.env).args([
-        "--protocol=TCP",
-        "-N",
-        "-B",
-        "-u",
-        &credential.env["MYSQL_USER"],
-        "-e",
-        sql,
-    ]);
-    command
+    support::mariadb(&credential.env, sql)
 }
 
 fn run(credential: &SecretCredential, sql: &str) -> Output {

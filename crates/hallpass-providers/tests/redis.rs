@@ -8,7 +8,7 @@
 mod net;
 mod support;
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -114,19 +114,7 @@ fn grant(target: &TargetContext, principal: &str, grant_id: &str, acl: &str) -> 
 /// The real `redis-cli` with the credential's environment: it reads
 /// REDISCLI_AUTH; host, port and user are passed as flags.
 fn cli(credential: &SecretCredential, args: &[&str]) -> String {
-    let env = &credential.env;
-    let output: Output = Command::new("redis-cli")
-        .envs(env)
-        .args([
-            "-h",
-            &env["REDIS_HOST"],
-            "-p",
-            &env["REDIS_PORT"],
-            "--user",
-            &env["REDIS_USER"],
-        ])
-        .arg("--no-auth-warning")
-        .args(args)
+    let output: Output = support::redis_cli(&credential.env, args)
         .output()
         .expect("redis-cli is installed");
     format!(

@@ -1,8 +1,12 @@
 //! Grants (active or ended access): `grants`, `revoke`, `release`.
 
+use std::process::ExitCode;
+
+use hallpass_api::{AccessRequest, RequestState};
+
 use super::requests::{print_updated, request_table};
 use super::{CmdResult, Ctx, ok};
-use crate::output::print_json;
+use crate::output::{eprint_message, print_json};
 
 pub async fn list(ctx: &Ctx, active_only: bool, limit: usize) -> CmdResult {
     let query = hallpass_client::ListQuery {
@@ -23,13 +27,27 @@ pub async fn list(ctx: &Ctx, active_only: bool, limit: usize) -> CmdResult {
 /// Ends someone's access early (approvers and admins).
 pub async fn revoke(ctx: &Ctx, id: &str, reason: String) -> CmdResult {
     let request = ctx.client()?.revoke(id, reason).await?;
-    print_updated(ctx, &request)?;
-    ok()
+    ended(ctx, &request)
 }
 
 /// Gives up your own access before it expires.
 pub async fn release(ctx: &Ctx, id: &str) -> CmdResult {
     let request = ctx.client()?.release(id).await?;
-    print_updated(ctx, &request)?;
-    ok()
+    ended(ctx, &request)
+}
+
+/// Prints the grant after a revoke or release. When the target could not
+/// revoke it, the access may still work: that is a failure (exit 1), said
+/// on stderr, even though the server keeps retrying.
+fn ended(ctx: &Ctx, request: &AccessRequest) -> CmdResult {
+    print_updated(ctx, request)?;
+    if request.state != RequestState::RevokeFailed {
+        return ok();
+    }
+    eprint_message(&format!(
+        "error: revoking access under request {} on target {} failed, so it may still work; \
+         Hallpass retries with backoff (see `hallpass grants`)",
+        request.id, request.target
+    ));
+    Ok(ExitCode::FAILURE)
 }

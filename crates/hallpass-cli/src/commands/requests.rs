@@ -488,7 +488,7 @@ pub fn ended_without_access(request: &AccessRequest) -> String {
         RequestState::Revoked => format!("access under request {id} was revoked{}", by(&request.ended_by)),
         RequestState::Released => format!("access under request {id} was released{}", by(&request.ended_by)),
         RequestState::RevokeFailed => format!(
-            "access under request {id} was ended, but revoking it failed: {}",
+            "access under request {id} is not ended yet: revoking it failed ({}); Hallpass retries with backoff",
             or_dash(request.revoke_error.as_deref())
         ),
         state => format!("request {id} ended in state {state} without access"),

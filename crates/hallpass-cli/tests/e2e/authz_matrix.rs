@@ -29,9 +29,12 @@ enum Outcome {
     /// 404: a request the caller may not see is "not found", so its
     /// existence does not leak.
     NotVisible,
+    /// 409: the caller may, but the target cannot (rotating a jwt target's
+    /// admin password, which it does not have).
+    Refused,
 }
 
-use Outcome::{Forbidden as E403, NotVisible as E404, Ok as OK, Unauthenticated as E401};
+use Outcome::{Forbidden as E403, NotVisible as E404, Ok as OK, Refused as E409, Unauthenticated as E401};
 
 /// The callers, in the order of each row.
 const CALLERS: [&str; 6] = ["no token", "unknown token", "requester", "approver", "auditor", "admin"];
@@ -70,6 +73,14 @@ const MATRIX: &[(&str, [Outcome; 6])] = &[
     ("GET /v1/targets/{name}", ANY_TOKEN),
     ("PUT /v1/targets/{name}", ADMIN),
     ("DELETE /v1/targets/{name}", ADMIN),
+    // A target's checks and rotation describe and change its admin
+    // credentials: admins only. `demo` is a jwt target, which has no admin
+    // password, so the admin's rotation is refused after the check.
+    ("POST /v1/targets/{name}/test", ADMIN),
+    ("POST /v1/targets/{name}/rotate", [E401, E401, E403, E403, E403, E409]),
+    // An ssh target's KRL names certificate serials only; hosts fetch it
+    // without a token, like the JWKS.
+    ("GET /v1/targets/{name}/krl", PUBLIC),
     ("GET /v1/roles", ANY_TOKEN),
     ("GET /v1/roles/{name}", ANY_TOKEN),
     ("PUT /v1/roles/{name}", ADMIN),
@@ -128,6 +139,7 @@ fn outcome_of(status: u16) -> Option<Outcome> {
         401 => Some(E401),
         403 => Some(E403),
         404 => Some(E404),
+        409 => Some(E409),
         _ => None,
     }
 }
@@ -192,6 +204,7 @@ impl World {
             Call::json(
                 "/v1/apply",
                 json!({
+                    "targets": [{"name": "matrix-ssh", "type": "ssh", "config": {}}],
                     "roles": [{
                         "name": BREAKGLASS_ROLE, "target": "demo", "max_duration": "1h",
                         "requestable_by": ["group:dev"], "emergency_access": true,
@@ -362,6 +375,9 @@ impl World {
                 )
             }
             "GET /v1/targets/{name}" => (Call::to("/v1/targets/demo"), none),
+            "POST /v1/targets/{name}/test" => (Call::to("/v1/targets/demo/test"), none),
+            "POST /v1/targets/{name}/rotate" => (Call::to("/v1/targets/demo/rotate"), none),
+            "GET /v1/targets/{name}/krl" => (Call::to("/v1/targets/matrix-ssh/krl"), none),
             "GET /v1/roles/{name}" => (Call::to(format!("/v1/roles/{READ_ROLE}")), none),
             "GET /v1/approval-flows/{name}" => (Call::to("/v1/approval-flows/matrix-flow"), none),
             "GET /v1/policies/{name}" => (Call::to("/v1/policies/matrix-policy"), none),

@@ -13,6 +13,7 @@ mod flows;
 mod identity;
 mod lifecycle;
 mod policies;
+mod real_targets;
 mod replicas;
 mod security;
 mod server_start;

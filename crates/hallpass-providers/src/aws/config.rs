@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde_json::{Map, Value};
 
-use crate::{ProviderError, SecretSpec, SecretValue, TargetSecrets, check_secret_names};
+use crate::{ProviderError, SecretSpec, SecretValue, TargetSecrets, check_secret_names, whole_number};
 
 /// The target `type` served by [`super::AwsProvider`].
 pub const TARGET_TYPE: &str = "aws";
@@ -57,17 +57,11 @@ pub const DEFAULT_MAX_SESSION_SECONDS: u64 = 3_600;
 pub const SESSION_POLICY_MAX_CHARS: usize = 2_048;
 
 fn invalid(message: impl Into<String>) -> ProviderError {
-    ProviderError::InvalidConfig {
-        target_type: TARGET_TYPE.into(),
-        message: message.into(),
-    }
+    ProviderError::invalid_config(TARGET_TYPE, message)
 }
 
 fn invalid_grant(message: impl Into<String>) -> ProviderError {
-    ProviderError::InvalidGrant {
-        target_type: TARGET_TYPE.into(),
-        message: message.into(),
-    }
+    ProviderError::invalid_grant(TARGET_TYPE, message)
 }
 
 /// The AWS partitions whose endpoints Hallpass knows.
@@ -214,7 +208,7 @@ impl AwsConfig {
         let timeout = match config.get("timeout_seconds") {
             None => DEFAULT_TIMEOUT,
             Some(value) => {
-                Duration::from_secs(whole_seconds(value, "timeout_seconds", TIMEOUT_RANGE_SECONDS).map_err(invalid)?)
+                Duration::from_secs(whole_number(value, "timeout_seconds", &TIMEOUT_RANGE_SECONDS).map_err(invalid)?)
             }
         };
         Ok(Self {
@@ -350,23 +344,6 @@ fn parse_endpoint_url(name: &str, text: &str) -> Result<Url, ProviderError> {
     Ok(url)
 }
 
-/// A whole number of seconds in `range`; the message names `name`.
-fn whole_seconds(value: &Value, name: &str, range: RangeInclusive<u64>) -> Result<u64, String> {
-    let seconds = value.as_u64().or_else(|| {
-        value
-            .as_f64()
-            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u32::MAX as f64)
-            .map(|f| f as u64)
-    });
-    seconds.filter(|s| range.contains(s)).ok_or_else(|| {
-        format!(
-            "`{name}` must be a whole number of seconds from {} to {}, found {value}",
-            range.start(),
-            range.end()
-        )
-    })
-}
-
 /// The admin's keys, checked. Never prints a value.
 pub struct AwsSecrets {
     pub access_key_id: SecretValue,
@@ -439,7 +416,7 @@ impl AwsGrant {
         let session_policy = grant.get("session_policy").map(parse_session_policy).transpose()?;
         let max_session_seconds = match grant.get("max_session_duration") {
             None => DEFAULT_MAX_SESSION_SECONDS,
-            Some(value) => whole_seconds(value, "max_session_duration", SESSION_SECONDS).map_err(|message| {
+            Some(value) => whole_number(value, "max_session_duration", &SESSION_SECONDS).map_err(|message| {
                 invalid_grant(format!(
                     "{message}: STS gives sessions of 15 minutes to 12 hours, and the role's own \
                      MaxSessionDuration must allow it"

@@ -190,7 +190,10 @@ fn grant_blocks_are_checked() {
     let cases = [
         (json!({"max_session_duration": 899}), "from 900 to 43200"),
         (json!({"max_session_duration": 43201}), "from 900 to 43200"),
-        (json!({"max_session_duration": "1h"}), "whole number of seconds"),
+        (
+            json!({"max_session_duration": "1h"}),
+            "`max_session_duration` must be a whole number from 900 to 43200",
+        ),
         (json!({"session_policy": "{not json"}), "not valid JSON"),
         (json!({"session_policy": 5}), "IAM policy document"),
         (json!({"session_policy": "[1]"}), "JSON object"),

@@ -71,10 +71,7 @@ pub(super) struct GrantSpec {
 }
 
 fn invalid(message: impl Into<String>) -> ProviderError {
-    ProviderError::InvalidGrant {
-        target_type: TYPE.into(),
-        message: message.into(),
-    }
+    ProviderError::invalid_grant(TYPE, message)
 }
 
 impl GrantSpec {

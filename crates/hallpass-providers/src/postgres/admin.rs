@@ -51,6 +51,14 @@ impl Pools {
         self.targets.lock().map_or(0, |targets| targets.len())
     }
 
+    /// Drops `target`'s pool: its idle connections close, and busy ones
+    /// when their operation ends.
+    pub(super) fn forget(&self, target: &str) {
+        if let Ok(mut targets) = self.targets.lock() {
+            targets.remove(target);
+        }
+    }
+
     fn pool(&self, target: &TargetContext, settings: &Settings) -> Result<Arc<TargetPool>, ProviderError> {
         let fingerprint = target.fingerprint();
         let current = |targets: &HashMap<String, Arc<TargetPool>>| {

@@ -10,7 +10,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Map, Value};
 
-use crate::{ProviderError, SecretSpec, TargetSecrets};
+use crate::{ProviderError, SecretSpec, TargetSecrets, whole_number};
 
 /// The target `type` served by [`super::PostgresProvider`].
 pub const TARGET_TYPE: &str = "postgres";
@@ -106,10 +106,7 @@ pub struct Settings {
 }
 
 pub(super) fn invalid(message: impl Into<String>) -> ProviderError {
-    ProviderError::InvalidConfig {
-        target_type: TARGET_TYPE.into(),
-        message: message.into(),
-    }
+    ProviderError::invalid_config(TARGET_TYPE, message)
 }
 
 impl Settings {
@@ -238,26 +235,6 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     }
 }
 
-fn whole_number(value: &Value, key: &str, range: &RangeInclusive<u64>) -> Result<u64, String> {
-    let number = match value {
-        Value::Number(number) => number.as_u64().or_else(|| {
-            number
-                .as_f64()
-                .filter(|f| f.fract() == 0.0 && *f >= 0.0)
-                .map(|f| f as u64)
-        }),
-        _ => None,
-    };
-    match number {
-        Some(number) if range.contains(&number) => Ok(number),
-        _ => Err(format!(
-            "`{key}` must be a whole number from {} to {}, found {value}",
-            range.start(),
-            range.end()
-        )),
-    }
-}
-
 fn seconds(
     config: &Map<String, Value>,
     key: &str,
@@ -316,10 +293,7 @@ pub struct Grant {
 }
 
 pub(super) fn invalid_grant(message: impl Into<String>) -> ProviderError {
-    ProviderError::InvalidGrant {
-        target_type: TARGET_TYPE.into(),
-        message: message.into(),
-    }
+    ProviderError::invalid_grant(TARGET_TYPE, message)
 }
 
 impl Grant {

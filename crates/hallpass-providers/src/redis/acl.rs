@@ -32,10 +32,7 @@ const MAX_TEXT: usize = 8192;
 pub(super) struct Rules(pub(super) Vec<String>);
 
 fn invalid(message: impl Into<String>) -> ProviderError {
-    ProviderError::InvalidGrant {
-        target_type: TYPE.into(),
-        message: message.into(),
-    }
+    ProviderError::invalid_grant(TYPE, message)
 }
 
 impl Rules {

@@ -6,6 +6,9 @@
 
 #![allow(dead_code)] // Each test binary uses the services it needs.
 
+pub mod aws;
+pub mod sshd;
+
 /// The value of `variable`, or the test fails with one line naming `what`.
 pub fn service(variable: &str, what: &str) -> String {
     match std::env::var(variable) {
@@ -51,6 +54,35 @@ pub fn aws_python() -> String {
         .ok()
         .filter(|python| !python.trim().is_empty())
         .unwrap_or_else(|| "python3".into())
+}
+
+/// `redis-cli ARGS` as an issued user: the credential's environment
+/// (REDIS_HOST, REDIS_PORT, REDIS_USER, and the password in REDISCLI_AUTH).
+pub fn redis_cli(env: &std::collections::BTreeMap<String, String>, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new("redis-cli");
+    command
+        .envs(env)
+        .args([
+            "-h",
+            &env["REDIS_HOST"],
+            "-p",
+            &env["REDIS_PORT"],
+            "--user",
+            &env["REDIS_USER"],
+        ])
+        .arg("--no-auth-warning")
+        .args(args);
+    command
+}
+
+/// `mariadb -e SQL` as an issued account: the credential's environment
+/// (MYSQL_HOST, MYSQL_TCP_PORT, MYSQL_PWD) and user; tab-separated output.
+pub fn mariadb(env: &std::collections::BTreeMap<String, String>, sql: &str) -> std::process::Command {
+    let mut command = std::process::Command::new("mariadb");
+    command
+        .envs(env)
+        .args(["--protocol=TCP", "-N", "-B", "-u", &env["MYSQL_USER"], "-e", sql]);
+    command
 }
 
 /// A unique suffix for names a test creates, so tests running in parallel

@@ -13,7 +13,7 @@ use hallpass_store::{ConfigKind, ConfigRow, WriteTx};
 use serde_json::json;
 
 use super::policies::{CheckedPolicies, record_policy_set_hash};
-use super::secrets::{changed_names, unseal_all, write_changed};
+use super::secrets::{changed_names, forget_rotated_from, keep_rotated, unseal_all, write_changed};
 use super::{App, AppError, AppResult, Caller, unknown_config, unknown_role};
 use crate::app::access_config::{changed_fields, check_name, normalize_flow, normalize_role, normalize_target};
 use crate::app::seal::Sealer;
@@ -257,6 +257,7 @@ impl App {
             _ => None,
         };
         let actor = caller.name().to_string();
+        let forgotten = name.clone();
         self.inner
             .store
             .write(move |wtx| -> AppResult<()> {
@@ -270,6 +271,13 @@ impl App {
                     return Err(unknown_config(kind, &name));
                 }
                 if kind == ApiKind::Target {
+                    let secrets: Vec<String> = wtx
+                        .read()
+                        .target_secrets(&name)?
+                        .into_iter()
+                        .map(|row| row.name)
+                        .collect();
+                    forget_rotated_from(wtx, &name, &secrets)?;
                     wtx.delete_target_secrets(&name)?;
                     wtx.delete_revocations(&name)?;
                 }
@@ -280,7 +288,11 @@ impl App {
                 wtx.append_audit(AuditDraft::new(actor, event, None, json!({"name": name})))?;
                 Ok(())
             })
-            .await
+            .await?;
+        if kind == ApiKind::Target {
+            self.inner.registry.forget_target(&forgotten);
+        }
+        Ok(())
     }
 }
 
@@ -429,9 +441,26 @@ fn apply_target(
     desired: Option<&TargetSecrets>,
 ) -> AppResult<api::Change> {
     let stored = unseal_all(&mut wtx.read(), context.sealer, &spec.name)?;
-    let in_effect = desired.unwrap_or(&stored);
+    let mut desired = desired.cloned();
+    let mut secret_changes = desired.as_ref().map(|d| changed_names(&stored, d)).unwrap_or_default();
+    if let Some(desired) = desired.as_mut() {
+        let kept = keep_rotated(
+            &mut wtx.read(),
+            context.sealer,
+            &spec.name,
+            &stored,
+            desired,
+            &secret_changes,
+        )?;
+        for name in &kept {
+            if let Some(value) = stored.get(name) {
+                desired.insert(name.clone(), value.clone());
+            }
+        }
+        secret_changes.retain(|name| !kept.contains(name));
+    }
+    let in_effect = desired.as_ref().unwrap_or(&stored);
     let document = normalize_target(spec, in_effect, context.registry)?;
-    let secret_changes = desired.map(|d| changed_names(&stored, d)).unwrap_or_default();
     let mut change = apply_document_with(
         wtx,
         context,
@@ -443,6 +472,7 @@ fn apply_target(
     )?;
     if !context.dry_run && !secret_changes.is_empty() {
         write_changed(wtx, context.sealer, &spec.name, in_effect, &secret_changes)?;
+        forget_rotated_from(wtx, &spec.name, &secret_changes)?;
     }
     change.secrets = secret_changes;
     Ok(change)

@@ -340,7 +340,11 @@ impl App {
         let mut context = self.stored_grant_context(&record, &target, activated_at).await?;
         let metadata = record.credential.clone().unwrap_or(Value::Null);
         let early = record.expires_at.is_none_or(|at| self.now() < at);
+        // Held until the list is written and verified, so that a revoke
+        // racing this one cannot write a list read before this grant was on it.
+        let mut list_writer = None;
         if provider.uses_revocation_list() && (kind != EndKind::Expire || early) {
+            list_writer = Some(self.inner.revocation_lists.writer(&record.target).await);
             let row = RevocationRow {
                 target: record.target.clone(),
                 grant_id: record.id.clone(),
@@ -350,6 +354,7 @@ impl App {
             context.revoked = self.list_revoked(&target, row).await?;
         }
         let outcome = revoke_and_verify(provider.as_ref(), &context, &metadata).await;
+        drop(list_writer);
         let actor = actor.to_string();
         let (record, version) = self
             .inner

@@ -101,6 +101,7 @@ struct Inner {
     replica_id: String,
     policies: PolicyCache,
     limits: tokens::Limits,
+    revocation_lists: targets::RevocationListWriters,
 }
 
 fn new_request_id() -> String {
@@ -186,6 +187,7 @@ impl App {
                 replica_id,
                 policies: PolicyCache::default(),
                 limits,
+                revocation_lists: targets::RevocationListWriters::default(),
             }),
         }
     }

@@ -21,7 +21,9 @@ use serde_json::{Value, json};
 
 use super::caller::SYSTEM_ACTOR;
 use super::targets::StoredTarget;
-use super::{App, AppError, AppResult, Caller, claim_if_approved, new_request_id, save_with_event, unknown_role};
+use super::{
+    App, AppError, AppResult, Caller, ErrorKind, claim_if_approved, new_request_id, save_with_event, unknown_role,
+};
 use crate::app::access_config::{flow_rules, role_rules};
 use crate::gate::{self, Asked, FlowLookup, POLICY_SET_HASH_KEY, RoleFacts};
 
@@ -343,7 +345,8 @@ impl App {
             self.now(),
         )?;
         let local_issue = if preview.state == RequestState::Approved {
-            self.issue_locally(&context.target, &context.role, &preview).await?
+            self.issue_locally(&context.target, &context.role, &preview, &context.rules)
+                .await?
         } else {
             None
         };
@@ -427,6 +430,7 @@ impl App {
         target: &StoredTarget,
         role: &RoleDocument,
         record: &RequestRecord,
+        rules: &RoleRules,
     ) -> AppResult<Option<Value>> {
         let Some(provider) = self
             .inner
@@ -436,9 +440,20 @@ impl App {
         else {
             return Ok(None);
         };
+        // The window the activation below gives the grant (it starts a few
+        // milliseconds later, so what is issued never outlasts the grant).
         let now = self.now();
-        let context = self.grant_context(record, target, Some(role), now, now).await?;
-        Ok(Some(provider.issue(&context).await.map_err(AppError::internal)?))
+        let seconds = record.duration_seconds.min(rules.max_duration_seconds);
+        let expires_at = now + chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 1000));
+        let context = self.grant_context(record, target, Some(role), now, expires_at).await?;
+        let metadata = provider.issue(&context).await.map_err(|error| {
+            AppError::new(
+                ErrorKind::TargetFailed,
+                ErrorCode::IssueFailed,
+                format!("could not issue credentials on target {:?}: {error}", record.target),
+            )
+        })?;
+        Ok(Some(metadata))
     }
 }
 

@@ -4,6 +4,11 @@
 //! constant time when `apply` decides whether they changed, and never
 //! returned, logged or audited (events name the secrets that changed).
 //!
+//! A secret Hallpass rotated keeps, sealed, the value it replaced: an
+//! `apply` of the file it came from (which still holds that value) then
+//! keeps the rotated one instead of putting back a password that no longer
+//! works; a file with any other value replaces it, as an admin means.
+//!
 //! Also the start-up upgrade that moves credentials an earlier release kept
 //! inside a target's configuration (a webhook URL's `user:password@`) into
 //! sealed secrets.
@@ -22,6 +27,79 @@ use crate::app::seal::Sealer;
 /// The associated data a secret is sealed with.
 fn seal_label(target: &str, name: &str) -> String {
     format!("target-secret:{target}:{name}")
+}
+
+/// Meta key of the value a rotation of `secret` replaced (sealed; an empty
+/// meta value: none recorded).
+fn rotated_from_key(target: &str, secret: &str) -> String {
+    format!("rotated-from:{target}:{secret}")
+}
+
+/// Records, sealed, what a rotation of `secret` replaced (`None`: it had
+/// no value), so that [`keep_rotated`] knows a stale file when it sees one.
+/// After several rotations it is the value an admin last set, the one
+/// their file holds.
+pub(crate) fn record_rotated_from(
+    wtx: &mut WriteTx<'_>,
+    sealer: &Sealer,
+    target: &str,
+    secret: &str,
+    previous: Option<&SecretValue>,
+) -> AppResult<()> {
+    let key = rotated_from_key(target, secret);
+    if wtx.read().meta(&key)?.is_some_and(|sealed| !sealed.is_empty()) {
+        return Ok(());
+    }
+    // A leading byte tells "had no value" from an empty value.
+    let plain = match previous {
+        Some(value) => format!("v{}", value.expose()),
+        None => "-".to_string(),
+    };
+    let sealed = sealer.seal(&key, plain.as_bytes()).map_err(AppError::internal)?;
+    Ok(wtx.put_meta(&key, &sealed)?)
+}
+
+/// Forgets what rotations of `target`'s secrets replaced (the target is
+/// deleted, or an admin set a secret anew).
+pub(crate) fn forget_rotated_from(wtx: &mut WriteTx<'_>, target: &str, secrets: &[String]) -> AppResult<()> {
+    for name in secrets {
+        wtx.put_meta(&rotated_from_key(target, name), "")?;
+    }
+    Ok(())
+}
+
+/// The secrets `desired` (a file being applied) would change that Hallpass
+/// rotated away from exactly the value the file holds: kept as stored.
+pub(crate) fn keep_rotated(
+    r: &mut ReadTx<'_>,
+    sealer: &Sealer,
+    target: &str,
+    stored: &TargetSecrets,
+    desired: &TargetSecrets,
+    changed: &[String],
+) -> AppResult<Vec<String>> {
+    let mut kept = Vec::new();
+    for name in changed.iter().filter(|name| stored.get(name).is_some()) {
+        let key = rotated_from_key(target, name);
+        let Some(sealed) = r.meta(&key)?.filter(|sealed| !sealed.is_empty()) else {
+            continue;
+        };
+        let Some(plain) = sealer
+            .open(&key, &sealed)
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+        else {
+            continue;
+        };
+        let stale = match (plain.strip_prefix('v'), desired.get(name)) {
+            (Some(previous), Some(value)) => value.matches(&SecretValue::new(previous)),
+            (None, None) => plain == "-",
+            _ => false,
+        };
+        if stale {
+            kept.push(name.clone());
+        }
+    }
+    Ok(kept)
 }
 
 /// Unseals every secret of `target`.

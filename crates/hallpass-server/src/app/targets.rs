@@ -3,6 +3,9 @@
 //! password to one only Hallpass knows, the key its hosts must trust, and
 //! its revocation list (an OpenSSH KRL) built from the grants ended early.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -15,9 +18,26 @@ use hallpass_providers::{CredentialProvider, ProviderError, RevokedGrant, Secret
 use hallpass_store::{ConfigKind, ConfigRow, RevocationRow};
 use serde_json::json;
 
-use super::secrets::write_changed;
+use super::secrets::{record_rotated_from, write_changed};
 use super::tokens::random_bytes;
 use super::{App, AppError, AppResult, Caller, ErrorKind, unknown_config};
+
+/// One writer at a time per target's revocation list (in this server): a
+/// revoke lists its grant, reads the whole list and writes it out while it
+/// holds its target's writer, so no list written lacks a grant listed
+/// before it. Replicas write their own copies (each reads the store).
+#[derive(Default)]
+pub(crate) struct RevocationListWriters(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl RevocationListWriters {
+    pub(crate) async fn writer(&self, target: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut writers = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(writers.entry(target.to_string()).or_default())
+        };
+        lock.lock_owned().await
+    }
+}
 
 /// A stored target and when it was created (which its key material
 /// depends on).
@@ -106,6 +126,7 @@ impl App {
         })?;
         let mut context = self.target_context(&target).await?;
         self.adopt_staged(provider.as_ref(), &mut context, secret).await?;
+        let previous = context.secrets.get(secret).cloned();
         let new = SecretValue::new(URL_SAFE_NO_PAD.encode(random_bytes::<32>()?));
         self.stage(&name, secret, &new).await?;
         provider
@@ -114,7 +135,7 @@ impl App {
             .map_err(|error| target_failed(&name, "rotating its admin password", &error))?;
         context.secrets.insert(secret, new);
         let rotated_at = self
-            .store_rotated(caller.name(), &name, secret, context.secrets)
+            .store_rotated(caller.name(), &name, secret, context.secrets, previous)
             .await?;
         Ok(api::RotateResult {
             target: name,
@@ -152,7 +173,8 @@ impl App {
             .is_ok_and(|checks| checks.first().is_some_and(|check| check.ok));
         if accepted {
             tracing::warn!(target = %context.name, secret, "adopting a rotated secret an interrupted rotation left staged");
-            self.store_rotated("hallpass", &context.name, secret, trial.secrets.clone())
+            let previous = context.secrets.get(secret).cloned();
+            self.store_rotated("hallpass", &context.name, secret, trial.secrets.clone(), previous)
                 .await?;
             *context = trial;
         }
@@ -172,13 +194,15 @@ impl App {
             .await
     }
 
-    /// Stores the rotated secret with its audit event and clears the stage.
+    /// Stores the rotated secret with its audit event, records (sealed)
+    /// the value it replaced, and clears the stage.
     async fn store_rotated(
         &self,
         actor: &str,
         target: &str,
         secret: &'static str,
         secrets: TargetSecrets,
+        previous: Option<SecretValue>,
     ) -> AppResult<DateTime<Utc>> {
         let (sealer, target, actor) = (self.inner.sealer.clone(), target.to_string(), actor.to_string());
         self.inner
@@ -186,6 +210,7 @@ impl App {
             .write(move |wtx| {
                 let now = wtx.now();
                 write_changed(wtx, &sealer, &target, &secrets, &[secret.to_string()])?;
+                record_rotated_from(wtx, &sealer, &target, secret, previous.as_ref())?;
                 wtx.put_meta(&staged_key(&target, secret), "")?;
                 wtx.append_audit(AuditDraft::new(
                     actor,

@@ -64,34 +64,7 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
             "/v1/principals/{name}/lock",
             post(identity::lock).delete(identity::unlock),
         )
-        .route("/v1/targets", get(config::list_targets))
-        .route(
-            "/v1/targets/{name}",
-            get(config::get_target)
-                .put(config::put_target)
-                .delete(config::delete_target),
-        )
-        .route("/v1/targets/{name}/test", post(config::test_target))
-        .route("/v1/targets/{name}/rotate", post(config::rotate_target))
-        .route("/v1/targets/{name}/krl", get(config::target_krl))
-        .route("/v1/roles", get(config::list_roles))
-        .route(
-            "/v1/roles/{name}",
-            get(config::get_role).put(config::put_role).delete(config::delete_role),
-        )
-        .route("/v1/approval-flows", get(config::list_flows))
-        .route(
-            "/v1/approval-flows/{name}",
-            get(config::get_flow).put(config::put_flow).delete(config::delete_flow),
-        )
-        .route("/v1/policies", get(config::list_policies))
-        .route("/v1/policies/eval", post(config::eval_policy))
-        .route(
-            "/v1/policies/{name}",
-            get(config::get_policy)
-                .put(config::put_policy)
-                .delete(config::delete_policy),
-        )
+        .merge(config_routes())
         .route("/v1/apply", post(config::apply))
         .route(
             "/v1/requests",
@@ -130,6 +103,40 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
                 .on_response(log_response),
         )
         .layer(SetRequestIdLayer::new(request_id, NewRequestId))
+}
+
+/// The access configuration: targets (with their checks, rotation and
+/// revocation list), roles, approval flows and policies.
+fn config_routes() -> Router<App> {
+    Router::new()
+        .route("/v1/targets", get(config::list_targets))
+        .route(
+            "/v1/targets/{name}",
+            get(config::get_target)
+                .put(config::put_target)
+                .delete(config::delete_target),
+        )
+        .route("/v1/targets/{name}/test", post(config::test_target))
+        .route("/v1/targets/{name}/rotate", post(config::rotate_target))
+        .route("/v1/targets/{name}/krl", get(config::target_krl))
+        .route("/v1/roles", get(config::list_roles))
+        .route(
+            "/v1/roles/{name}",
+            get(config::get_role).put(config::put_role).delete(config::delete_role),
+        )
+        .route("/v1/approval-flows", get(config::list_flows))
+        .route(
+            "/v1/approval-flows/{name}",
+            get(config::get_flow).put(config::put_flow).delete(config::delete_flow),
+        )
+        .route("/v1/policies", get(config::list_policies))
+        .route("/v1/policies/eval", post(config::eval_policy))
+        .route(
+            "/v1/policies/{name}",
+            get(config::get_policy)
+                .put(config::put_policy)
+                .delete(config::delete_policy),
+        )
 }
 
 /// Paths that load balancers and scrapers poll every few seconds: logged at

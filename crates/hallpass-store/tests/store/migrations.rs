@@ -1,7 +1,8 @@
 //! Schema migrations: a fresh store is at the current version, reopening
 //! changes nothing, and a database from a newer build is refused untouched.
 
-use hallpass_store::StoreError;
+use hallpass_store::{RevocationRow, StoreError};
+use serde_json::json;
 
 use crate::support::{Db, Fixture, Kind, approved, at};
 
@@ -9,12 +10,13 @@ on_both_backends!(
     a_fresh_store_has_the_current_schema,
     reopening_is_idempotent,
     a_newer_schema_is_refused_and_left_alone,
+    revocations_list_what_has_not_expired_once_per_grant,
 );
 
 /// The number of migrations in `schema.rs`: bump it with each one added.
-const CURRENT_SCHEMA_VERSION: i64 = 3;
+const CURRENT_SCHEMA_VERSION: i64 = 4;
 
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "approval_flows",
     "audit",
     "audit_head",
@@ -22,6 +24,7 @@ const TABLES: [&str; 12] = [
     "meta",
     "policies",
     "requests",
+    "revocations",
     "roles",
     "schema_version",
     "target_secrets",
@@ -57,9 +60,82 @@ async fn a_fresh_store_has_the_current_schema(db: Db) {
         "one row, at the current version"
     );
     assert_eq!(tables(&f.db), TABLES);
-    // The last migration's column is there and usable.
+    // Migration 3's column and migration 4's table are there and usable.
     f.put(&approved("r1", "alice", "db", at(0))).await;
     assert_eq!(f.db.strings("SELECT CAST(review AS TEXT) FROM requests"), ["0"]);
+    f.store
+        .write(|w| w.put_revocation(&revocation("ssh", "g1", at(60)), at(0)))
+        .await
+        .expect("put revocation");
+    assert_eq!(f.db.strings("SELECT grant_id FROM revocations"), ["g1"]);
+}
+
+fn revocation(target: &str, grant_id: &str, expires_at: chrono::DateTime<chrono::Utc>) -> RevocationRow {
+    RevocationRow {
+        target: target.to_owned(),
+        grant_id: grant_id.to_owned(),
+        expires_at,
+        metadata: json!({ "serial": grant_id }),
+    }
+}
+
+/// A target's revocation list: each grant once (a retried revoke adds
+/// nothing), only until the grant would have expired anyway, and gone
+/// with the target.
+async fn revocations_list_what_has_not_expired_once_per_grant(db: Db) {
+    let f = Fixture::open(db);
+    let rows = [
+        revocation("ssh", "g1", at(100)),
+        revocation("ssh", "g2", at(300)),
+        revocation("ssh", "g1", at(900)),
+        revocation("other", "g3", at(300)),
+    ];
+    for row in rows {
+        f.store
+            .write(move |w| w.put_revocation(&row, at(0)))
+            .await
+            .expect("put");
+    }
+    let listed = |now| {
+        let store = &f.store;
+        async move {
+            let rows = store.read(move |r| r.revocations("ssh", now)).await.expect("list");
+            rows.into_iter()
+                .map(|row| (row.grant_id, row.expires_at, row.metadata))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed(at(0)).await,
+        [
+            ("g1".to_owned(), at(100), json!({ "serial": "g1" })),
+            ("g2".to_owned(), at(300), json!({ "serial": "g2" })),
+        ],
+        "the first row for a grant wins; ordered by expiry"
+    );
+    assert_eq!(
+        listed(at(100)).await.len(),
+        1,
+        "a grant past its expiry drops off the list"
+    );
+
+    // A later write prunes rows whose grants have expired.
+    f.store
+        .write(|w| w.put_revocation(&revocation("ssh", "g4", at(400)), at(200)))
+        .await
+        .expect("put");
+    assert_eq!(
+        f.db.strings("SELECT grant_id FROM revocations WHERE target = 'ssh' ORDER BY grant_id"),
+        ["g2", "g4"]
+    );
+
+    let deleted = f.store.write(|w| w.delete_revocations("ssh")).await.expect("delete");
+    assert_eq!(deleted, 2);
+    assert_eq!(
+        f.db.strings("SELECT grant_id FROM revocations"),
+        ["g3"],
+        "other targets keep theirs"
+    );
 }
 
 async fn reopening_is_idempotent(db: Db) {
