@@ -86,6 +86,25 @@ pub(crate) fn whole_number(value: &Value, key: &str, range: &std::ops::RangeIncl
     })
 }
 
+/// Waits between looks at whether ended sessions are gone: 2 ms, then
+/// doubling up to 100 ms. A terminated session is usually gone within a
+/// few milliseconds, and a revoke waiting a fixed 100 ms per look capped a
+/// target at about 25 revocations a second on its few admin connections
+/// (docs/benchmarks.md).
+#[derive(Debug)]
+pub(crate) struct SessionPoll(std::time::Duration);
+
+impl SessionPoll {
+    pub(crate) fn new() -> Self {
+        Self(std::time::Duration::from_millis(2))
+    }
+
+    pub(crate) async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(std::time::Duration::from_millis(100));
+    }
+}
+
 pub use secrets::{SecretSpec, SecretValue, TargetSecrets, check_secret_names};
 
 pub use context::{GrantContext, RevokedGrant, Seed, TargetContext};

@@ -101,6 +101,23 @@ async fn open_store(
     Ok((store, backend, temp_dir))
 }
 
+/// Every target type, plus the ones tests add.
+fn providers(signer: &Arc<JwtSigner>, extra_providers: Vec<Arc<dyn CredentialProvider>>) -> anyhow::Result<Registry> {
+    let webhook = WebhookProvider::new().context("cannot set up the webhook provider")?;
+    let aws = AwsProvider::new().context("cannot set up the aws provider")?;
+    let registry = Registry::default()
+        .with(Arc::new(JwtProvider::new(signer.clone())))
+        .with(Arc::new(webhook))
+        .with(Arc::new(PostgresProvider::new()))
+        .with(Arc::new(MysqlProvider::new()))
+        .with(Arc::new(RedisProvider::new()))
+        .with(Arc::new(SshProvider::new()))
+        .with(Arc::new(aws));
+    Ok(extra_providers
+        .into_iter()
+        .fold(registry, |registry, provider| registry.with(provider)))
+}
+
 /// Starts the broker with `settings` and serves until `shutdown` resolves.
 /// `extra_providers` lets tests add target types.
 pub async fn serve(
@@ -129,19 +146,7 @@ pub async fn serve(
             .await
             .context("cannot release stale claims")?;
     }
-    let webhook = WebhookProvider::new().context("cannot set up the webhook provider")?;
-    let aws = AwsProvider::new().context("cannot set up the aws provider")?;
-    let mut registry = Registry::default()
-        .with(Arc::new(JwtProvider::new(signer.clone())))
-        .with(Arc::new(webhook))
-        .with(Arc::new(PostgresProvider::new()))
-        .with(Arc::new(MysqlProvider::new()))
-        .with(Arc::new(RedisProvider::new()))
-        .with(Arc::new(SshProvider::new()))
-        .with(Arc::new(aws));
-    for provider in extra_providers {
-        registry = registry.with(provider);
-    }
+    let registry = providers(&signer, extra_providers)?;
     let (deadline_tx, deadline_rx) = mpsc::unbounded_channel();
     let app = App::new(AppParts {
         store: store.clone(),

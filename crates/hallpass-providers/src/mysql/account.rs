@@ -3,15 +3,13 @@
 //! revoked by locking it, ending its connections and dropping it; looked
 //! for afterwards.
 
-use std::time::Duration;
-
 use serde_json::Value;
 
 use super::Config;
 use super::grant::{GrantSpec, quote_string};
 use super::privileges::{Held, create_user_fix, kill_fix, process_fix};
 use super::session::{Failure, Session};
-use crate::{GrantContext, ProviderError, SecretValue, Verification, login_name};
+use crate::{GrantContext, ProviderError, SecretValue, SessionPoll, Verification, login_name};
 
 /// ER_CANNOT_USER: the account exists (CREATE) or does not (ALTER).
 const CANNOT_USER: u16 = 1396;
@@ -183,6 +181,7 @@ async fn check_sees_connections(session: &mut Session) -> Result<(), ProviderErr
 }
 
 async fn end_connections(session: &mut Session, account: &Account) -> Result<(), ProviderError> {
+    let mut poll = SessionPoll::new();
     for _ in 0..KILL_ROUNDS {
         let ids = session
             .connections_of(&account.user)
@@ -201,7 +200,7 @@ async fn end_connections(session: &mut Session, account: &Account) -> Result<(),
                 _ => {}
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        poll.wait().await;
     }
     // What is still there after this is verify's to report.
     Ok(())

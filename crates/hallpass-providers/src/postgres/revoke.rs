@@ -4,7 +4,7 @@
 //! right to log in, then the open sessions, then the memberships) and the
 //! retry carries on from there.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 use tokio_postgres::error::SqlState;
@@ -14,10 +14,7 @@ use super::errors::{Failures, describe};
 use super::login::{Existing, Login};
 use super::settings::{PASSWORD, Settings};
 use super::sql;
-use crate::{GrantContext, ProviderError, Verification};
-
-/// How often a revoke looks again whether terminated sessions have ended.
-const POLL: Duration = Duration::from_millis(100);
+use crate::{GrantContext, ProviderError, SessionPoll, Verification};
 
 /// The sessions of the login (by name, or by the oid its issue recorded,
 /// for a role dropped while they stayed open), other than the caller's.
@@ -70,6 +67,7 @@ async fn end_sessions(
     oid: Option<u32>,
 ) -> Result<(), ProviderError> {
     let deadline = Instant::now() + settings.statement_timeout;
+    let mut poll = SessionPoll::new();
     loop {
         let sql = format!("SELECT pg_terminate_backend(pid) {SESSIONS}");
         let rows = match admin.try_query(&sql, &[&login, &oid]).await? {
@@ -87,7 +85,7 @@ async fn end_sessions(
                 settings.statement_timeout.as_secs()
             )));
         }
-        tokio::time::sleep(POLL).await;
+        poll.wait().await;
     }
 }
 
