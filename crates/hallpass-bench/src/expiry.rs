@@ -49,7 +49,7 @@ use tokio::io::AsyncWrite;
 use crate::procfs::{CpuReport, Memory, mib};
 use crate::server::{Backend, Deployment};
 use crate::stats::{Latencies, Summary, fmt_ms, print_table};
-use crate::throughput::{GROUP, Pairs, apply_roles, create_principals};
+use crate::throughput::{Pairs, apply_roles, auto_approved_role, create_principals};
 
 /// The auto-approved roles the grants are made of are named this plus a
 /// number; their max covers any window.
@@ -210,21 +210,9 @@ async fn setup(deployment: &Deployment, requests: usize) -> Result<Population> {
     let roles: Vec<String> = (0..pairs.roles).map(|k| format!("{ROLE_PREFIX}{k:04}")).collect();
     let specs: Vec<RoleSpec> = roles
         .iter()
-        .map(|name| RoleSpec {
-            name: name.clone(),
-            target: "demo".into(),
-            description: "hallpass-bench: auto-approved grants for the expiry and rss scenarios".into(),
-            default_duration: Some("1h".into()),
-            max_duration: ROLE_MAX.into(),
-            max_total_duration: None,
-            requestable_by: vec![format!("group:{GROUP}")],
-            labels: Default::default(),
-            approval: None,
-            approval_flow: None,
-            auto_approve: true,
-            emergency_access: false,
-            extension_requires_approval: true,
-            grant: Default::default(),
+        .map(|name| {
+            let description = "hallpass-bench: auto-approved grants for the expiry and rss scenarios";
+            auto_approved_role(name, "demo", description, ROLE_MAX, Default::default())
         })
         .collect();
     apply_roles(&admin, &specs).await?;
@@ -689,8 +677,8 @@ async fn wait_for_expiry(
 }
 
 /// Every `grant.expired` event of the deployment's audit log.
-async fn expired_events(deployment: &Deployment) -> Result<Vec<Expired>> {
-    eprintln!("expiry: all grants ended; reading grant.expired events from the audit export");
+pub(crate) async fn expired_events(deployment: &Deployment) -> Result<Vec<Expired>> {
+    eprintln!("  all grants ended; reading grant.expired events from the audit export");
     let mut collector = ExpiredCollector::default();
     deployment
         .admin(0)?
@@ -814,14 +802,15 @@ async fn release_all(population: &Arc<Population>, grants: Vec<Grant>, workers: 
     Ok(())
 }
 
-async fn sleep_until_wall(at: DateTime<Utc>) {
+/// Sleeps until the wall clock reads `at` (at once if it is past).
+pub(crate) async fn sleep_until_wall(at: DateTime<Utc>) {
     if let Ok(wait) = (at - Utc::now()).to_std() {
         tokio::time::sleep(wait).await;
     }
 }
 
 /// Whether `GET /v1/grants?active=true&limit=1` returns anything.
-async fn any_active(client: &Client) -> Result<bool> {
+pub(crate) async fn any_active(client: &Client) -> Result<bool> {
     let url = format!(
         "{}/v1/grants?active=true&limit=1",
         client.base_url().trim_end_matches('/')
@@ -844,12 +833,15 @@ async fn any_active(client: &Client) -> Result<bool> {
     Ok(!grants.is_empty())
 }
 
-/// One `grant.expired` audit event, as much as the benchmark needs.
+/// One `grant.expired` audit event, as much as the benchmarks need.
 #[derive(Debug, Clone)]
-struct Expired {
-    request_id: Option<String>,
-    time: DateTime<Utc>,
-    lag_ms: i64,
+pub(crate) struct Expired {
+    pub request_id: Option<String>,
+    pub time: DateTime<Utc>,
+    pub lag_ms: i64,
+    /// Whether the end was verified on the target (`None`: the type cannot
+    /// tell).
+    pub verified: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -863,6 +855,7 @@ struct ExportLine {
 #[derive(Deserialize)]
 struct ExportData {
     lag_ms: Option<i64>,
+    verified: Option<bool>,
 }
 
 /// An `AsyncWrite` sink for the NDJSON audit export that keeps only the
@@ -909,6 +902,7 @@ impl ExpiredCollector {
                     request_id: event.request_id,
                     time,
                     lag_ms,
+                    verified: event.data.verified,
                 }),
                 None => {
                     self.error = Some(format!(

@@ -537,7 +537,7 @@ async fn connect_from(source: IpAddr, addr: SocketAddr) -> Result<TcpStream> {
 
 /// Soft `RLIMIT_NOFILE` up to the hard limit: a holder needs one descriptor
 /// per connection.
-fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -17,12 +17,20 @@
 //! - `flood`: `/healthz` latency and server RSS while 20,000 half-open
 //!   connections are held ([`flood`]), and while 16 clients flood
 //!   `POST /v1/policies/eval` with a slow policy ([`eval_flood`]).
+//! - `revocation --target postgres,mysql,redis,ssh|all`: N grants (1,000) on
+//!   a real target of each type, a session open on each, all expiring in one
+//!   window; from `expires_at` until a new login is refused and the open
+//!   session ended, seen with the real clients; issue latency per type; and
+//!   on postgres one issue + revoke through Hallpass against the provider's
+//!   SQL by hand ([`revocation`]).
 //! - `all`: throughput at 1, 8, 32 and 64 clients, then expiry with 100k
 //!   grants; with `--postgres URL` again on PostgreSQL with 1 and with 3
 //!   replicas. The run behind `docs/benchmarks.md`.
 //!
 //! Smoke run (seconds): `hallpass-bench throughput --clients 2 --duration 1s
-//! --warmup 0s` and `hallpass-bench expiry --grants 200 --window 2s`.
+//! --warmup 0s`, `hallpass-bench expiry --grants 200 --window 2s` and
+//! `hallpass-bench revocation --target redis --grants 20 --window 2s` (with
+//! `HALLPASS_TEST_REDIS_URL` set).
 
 mod eval_flood;
 mod expiry;
@@ -32,6 +40,7 @@ mod policy;
 mod postgres;
 mod procfs;
 mod random;
+mod revocation;
 mod server;
 mod stats;
 mod throughput;
@@ -81,6 +90,9 @@ enum Command {
     /// /healthz latency and server memory under a flood of half-open
     /// connections, and under a flood of slow policy evaluations.
     Flood(flood::FloodArgs),
+    /// From a grant's expiry until its credential is refused and its open
+    /// session ended, on real postgres, mysql, redis and ssh targets.
+    Revocation(RevocationArgs),
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +219,67 @@ struct PolicyArgs {
     examples: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+struct RevocationArgs {
+    /// Target types: postgres, mysql, redis, ssh, a comma-separated list of
+    /// them, or all.
+    #[arg(long = "target", value_delimiter = ',', default_value = "all", value_name = "TYPE")]
+    targets: Vec<String>,
+    /// Grants per type, each with a session open.
+    #[arg(long, default_value_t = 1000)]
+    grants: usize,
+    /// All grants of a type expire within this window (whole seconds).
+    #[arg(long, default_value = "10s", value_parser = whole_seconds)]
+    window: u64,
+    /// Concurrent clients creating grants (request, credential, session).
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Seconds between the estimated end of creation and the first expiry.
+    #[arg(long, default_value_t = 5)]
+    margin: u64,
+    /// Give up on a grant whose access is still there this long after its
+    /// expiry.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Grants also watched with the command-line client (psql, mariadb,
+    /// redis-cli).
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    cli_sample: usize,
+    /// ssh: grants whose logins are probed with `ssh` and which keep an ssh
+    /// session open (each login is a process and a key exchange).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    ssh_logins: usize,
+    /// ssh: grants then revoked before expiry, through the KRL.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    krl_revokes: usize,
+    /// postgres: issue + revoke cycles of the provider's SQL by hand and
+    /// through Hallpass (each); 0 skips them.
+    #[arg(long, default_value_t = 200, value_name = "K")]
+    baseline_cycles: usize,
+    /// Workers probing new logins, and as many probing the open sessions.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    probe_workers: usize,
+    /// New-login probes a second, all grants of a type together (four
+    /// times as many session checks); 0 for no limit.
+    #[arg(long, default_value_t = 500.0, value_name = "N")]
+    probe_rate: f64,
+    /// The PostgreSQL server of the postgres target, as a superuser (not
+    /// --postgres, which is the store).
+    #[arg(long, env = "HALLPASS_TEST_POSTGRES_URL", hide_env_values = true, value_name = "URL")]
+    postgres_url: Option<String>,
+    /// The MariaDB or MySQL server of the mysql target, as root.
+    #[arg(long, env = "HALLPASS_TEST_MYSQL_URL", hide_env_values = true, value_name = "URL")]
+    mysql_url: Option<String>,
+    /// The Redis server of the redis target, as a user that may ACL SETUSER.
+    #[arg(long, env = "HALLPASS_TEST_REDIS_URL", hide_env_values = true, value_name = "URL")]
+    redis_url: Option<String>,
+    /// The sshd binary the ssh target's throwaway host runs.
+    #[arg(long, default_value = "/usr/sbin/sshd", value_name = "PATH")]
+    sshd: PathBuf,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
 /// Replica counts `all --postgres` runs.
 const ALL_POSTGRES_REPLICAS: [usize; 2] = [1, 3];
 
@@ -243,6 +316,8 @@ struct Run {
     expiry: Option<expiry::ExpiryReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rss: Option<expiry::RssReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revocation: Option<revocation::Report>,
     targets: Vec<Target>,
 }
 
@@ -253,6 +328,7 @@ impl Run {
             throughput: None,
             expiry: None,
             rss: None,
+            revocation: None,
             targets: Vec::new(),
         }
     }
@@ -274,6 +350,8 @@ enum Status {
     Missed,
     /// The run was smaller than the target's scale (a smoke run).
     NotAtScale,
+    /// The goal cannot apply (open ssh sessions: OpenSSH never ends them).
+    NotApplicable,
 }
 
 impl Status {
@@ -290,6 +368,7 @@ impl Status {
             Status::Met => "met",
             Status::Missed => "MISSED",
             Status::NotAtScale => "n/a: smaller run",
+            Status::NotApplicable => "n/a",
         }
     }
 }
@@ -338,6 +417,75 @@ fn targets(results: &Run) -> Vec<Target> {
     }
     if let Some(report) = &results.rss {
         out.push(rss_target(&report.memory, report.creation.created));
+    }
+    if let Some(report) = &results.revocation {
+        out.extend(revocation_targets(report));
+    }
+    out
+}
+
+/// Per type: (a) and (b) p99 ≤ 1 s at 1,000 grants, every grant's access
+/// seen gone; on postgres, Hallpass's issue + revoke ≤ 1.5× the raw SQL.
+fn revocation_targets(report: &revocation::Report) -> Vec<Target> {
+    let goal = format!("<= {:.0} ms", revocation::GOAL_P99_MS);
+    let mut out = Vec::new();
+    for result in &report.types {
+        let full = result.created >= revocation::GOAL_GRANTS;
+        let scale = if full {
+            String::new()
+        } else {
+            format!(" (only {} grants run)", result.created)
+        };
+        let kind = result.target_type;
+        let probes = [
+            ("new login refused", result.login_refused.as_ref()),
+            ("open session ended", result.session_ended.as_ref()),
+        ];
+        for (what, probe) in probes {
+            let Some(probe) = probe else { continue };
+            let seen_all = probe.still_there == 0 && probe.probed > 0;
+            let measured = if seen_all {
+                format!("{} ms", revocation::signed_ms(probe.latency.p99_ms))
+            } else {
+                format!("{} of {} not seen", probe.still_there, probe.probed)
+            };
+            // ssh logins are probed on a sample of the grants.
+            let sample = if probe.probed < result.created {
+                format!(", {} of them probed", probe.probed)
+            } else {
+                String::new()
+            };
+            out.push(Target {
+                name: format!("{kind}: {what} p99, {} grants{scale}{sample}", revocation::GOAL_GRANTS),
+                target: goal.clone(),
+                measured,
+                status: Status::of(full, seen_all && probe.latency.p99_ms <= revocation::GOAL_P99_MS),
+            });
+        }
+        if kind == revocation::Kind::Ssh {
+            out.push(Target {
+                name: "ssh: open session ended (OpenSSH checks at login only)".into(),
+                target: goal.clone(),
+                measured: result.ssh.as_ref().map_or_else(
+                    || "-".into(),
+                    |ssh| {
+                        format!(
+                            "{} of {} still open",
+                            ssh.sessions_alive_after_expiry, ssh.sessions_opened
+                        )
+                    },
+                ),
+                status: Status::NotApplicable,
+            });
+        }
+        if let Some(baseline) = &result.baseline {
+            out.push(Target {
+                name: "postgres: issue + revoke, Hallpass ÷ raw SQL (p50)".into(),
+                target: format!("<= {:.1}x", revocation::GOAL_RATIO),
+                measured: format!("{:.2}x", baseline.ratio_p50),
+                status: Status::of(true, baseline.ratio_p50 <= revocation::GOAL_RATIO),
+            });
+        }
     }
     out
 }
@@ -436,6 +584,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Policy(args) => return run_policy(args, json).await,
         Command::Flood(args) => return flood::run(args, hallpass, json).await,
         Command::All(args) => failure = run_all(&binary, &args, &mut results.runs).await,
+        Command::Revocation(args) => {
+            let (run, error) = revocation_run(&binary, args).await?;
+            results.runs.push(run);
+            failure = error;
+        }
     }
     finish(results, failure, json)
 }
@@ -502,6 +655,35 @@ async fn expiry_run(binary: &Path, args: ExpiryArgs) -> Result<Run> {
     let mut run = Run::new(&backend);
     run.expiry = Some(expiry::run_expiry(binary, &backend, &options).await?);
     Ok(run)
+}
+
+/// `revocation` on the backend asked for.
+async fn revocation_run(binary: &Path, args: RevocationArgs) -> Result<(Run, Option<anyhow::Error>)> {
+    let backend = args.backend.backend()?;
+    let options = revocation::Options {
+        kinds: revocation::Kind::parse_list(&args.targets)?,
+        grants: args.grants,
+        window_seconds: args.window,
+        clients: args.clients,
+        margin_seconds: args.margin,
+        timeout: args.timeout,
+        cli_sample: args.cli_sample,
+        ssh_logins: args.ssh_logins,
+        krl_revokes: args.krl_revokes,
+        baseline_cycles: args.baseline_cycles,
+        probe_workers: args.probe_workers,
+        probe_rate: args.probe_rate,
+        services: revocation::Services {
+            postgres: args.postgres_url,
+            mysql: args.mysql_url,
+            redis: args.redis_url,
+            sshd: args.sshd,
+        },
+    };
+    let mut run = Run::new(&backend);
+    let (report, error) = revocation::run(binary, &backend, &options).await;
+    run.revocation = Some(report);
+    Ok((run, error))
 }
 
 /// `all`: every part on SQLite, then on PostgreSQL with each replica count
@@ -634,6 +816,9 @@ fn print_results(results: &Results) {
         }
         if let Some(report) = &run.rss {
             expiry::print_rss(report);
+        }
+        if let Some(report) = &run.revocation {
+            revocation::print(report);
         }
         print_targets(&run.targets);
     }

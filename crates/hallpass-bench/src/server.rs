@@ -119,7 +119,35 @@ pub fn resolve_binary(given: Option<&Path>) -> Result<PathBuf> {
     )
 }
 
-fn free_port() -> Result<u16> {
+/// Has the process `command` starts killed when the benchmark dies (even
+/// by SIGKILL), so that no server it started outlives it.
+pub(crate) fn die_with_parent(command: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes one async-signal-safe system call.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The exit status of the process in `child` once it has exited, and then
+/// `child` emptied (there is nothing left to stop).
+pub(crate) fn exited(child: &mut Option<Child>) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let Some(process) = child.as_mut() else {
+        return Ok(None);
+    };
+    let status = process.try_wait()?;
+    if status.is_some() {
+        *child = None;
+    }
+    Ok(status)
+}
+
+pub(crate) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("cannot bind a loopback port to probe")?;
     Ok(listener.local_addr().context("probe socket has no address")?.port())
 }
@@ -193,17 +221,7 @@ impl ServerProcess {
                 .arg(url)
                 .env("HALLPASS_SEAL_KEY", seal_key),
         };
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes one async-signal-safe system call.
-        unsafe {
-            command.pre_exec(|| {
-                // If the benchmark dies (even by SIGKILL), the server dies too.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(&mut command);
         let child = command
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
@@ -231,10 +249,7 @@ impl ServerProcess {
         let client = Client::new(&self.addr, None)?;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait().context("cannot poll the server process")?
-            {
-                self.child = None;
+            if let Some(status) = exited(&mut self.child).context("cannot poll the server process")? {
                 bail!(
                     "hallpass server exited ({status}) before it was ready; its log ends with:\n{}",
                     log_tail(&self.log_path, 20)

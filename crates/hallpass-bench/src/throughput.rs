@@ -104,6 +104,33 @@ impl Pairs {
     }
 }
 
+/// An auto-approved role on `target` that the benchmark's principals may
+/// request, for an hour unless they ask otherwise.
+pub fn auto_approved_role(
+    name: &str,
+    target: &str,
+    description: &str,
+    max_duration: &str,
+    grant: serde_json::Map<String, serde_json::Value>,
+) -> RoleSpec {
+    RoleSpec {
+        name: name.into(),
+        target: target.into(),
+        description: description.into(),
+        default_duration: Some("1h".into()),
+        max_duration: max_duration.into(),
+        max_total_duration: None,
+        requestable_by: vec![format!("group:{GROUP}")],
+        labels: Default::default(),
+        approval: None,
+        approval_flow: None,
+        auto_approve: true,
+        emergency_access: false,
+        extension_requires_approval: true,
+        grant,
+    }
+}
+
 /// Creates `roles` with `POST /v1/apply`, [`ROLES_PER_APPLY`] at a time, and
 /// checks that each was created (not already there).
 pub async fn apply_roles(admin: &Client, roles: &[RoleSpec]) -> Result<()> {
