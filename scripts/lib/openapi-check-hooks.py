@@ -60,6 +60,9 @@ SCHEMA_CANNOT_SAY = {
         "`emergency: true` and `scheduled_start` exclude each other (a rule across two fields)"
     ),
     ("POST /v1/requests", "invalid_start", None): "`scheduled_start` must lie in the future, which moves",
+    ("POST /v1/requests", "invalid_public_key", None): (
+        "whether `ssh_public_key` is taken, and which key types, depends on the role's target type"
+    ),
     ("POST /v1/requests/{id}/extend", "duration_above_max", None): "as for POST /v1/requests",
     ("POST /v1/requests/{id}/extend", "total_duration_above_max", None): "as for POST /v1/requests",
     # Names Hallpass records its own actions under.

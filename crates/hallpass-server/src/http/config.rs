@@ -81,7 +81,8 @@ pub async fn rotate_target(
 #[utoipa::path(get, path = "/v1/targets/{name}/krl", tag = "configuration", security(()),
     params(("name" = api::formats::Name, Path, description = "Target name")),
     responses((status = 200, description = "The target's OpenSSH key revocation list (for sshd's RevokedKeys)",
-        content_type = "application/octet-stream", body = Vec<u8>)))]
+        content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "no such target, or its type keeps no revocation list", body = api::ErrorBody)))]
 pub async fn target_krl(State(app): State<App>, Segment(name): Segment) -> HttpResult<Response> {
     let list = app.revocation_list(name).await?;
     Ok((
