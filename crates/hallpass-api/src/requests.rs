@@ -282,6 +282,23 @@ pub struct Credential {
     pub token: String,
     /// Environment variables a tool can consume, e.g. `HALLPASS_JWT`.
     pub env: BTreeMap<String, String>,
+    /// Present when part of the credential is handed out once only (the
+    /// private key Hallpass made for an SSH grant): whether this answer
+    /// carries it in `env`, and when it went out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_time: Option<OneTimeSecrets>,
+}
+
+/// The part of a credential its requester receives on the first fetch only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OneTimeSecrets {
+    /// The names in `env` it is made of, e.g. `HALLPASS_SSH_PRIVATE_KEY`.
+    pub names: Vec<String>,
+    /// `true` on the first fetch, whose `env` carries them; `false` on any
+    /// later fetch, which leaves them out.
+    pub included: bool,
+    /// When they were handed out (the first fetch).
+    pub delivered_at: DateTime<Utc>,
 }
 
 impl std::fmt::Debug for Credential {

@@ -68,6 +68,9 @@ audit_kinds! {
     GrantReleased => "grant.released",
     /// Ending the grant failed on the target; retried with backoff.
     GrantRevokeFailed => "grant.revoke_failed",
+    /// The part of a credential handed out once (the private key Hallpass
+    /// made for an SSH grant) went to the requester.
+    GrantSecretDelivered => "grant.secret_delivered",
     /// An extension was approved and the expiry moved.
     GrantExtended => "grant.extended",
     GrantExtensionRequested => "grant.extension_requested",

@@ -217,6 +217,7 @@ pub(crate) fn secret_credential(
         credential_type: credential_type.to_string(),
         token,
         env: env.into_iter().map(|(name, value)| (name.to_string(), value)).collect(),
+        once: std::collections::BTreeMap::new(),
     }
 }
 

@@ -381,6 +381,7 @@ fn credential_of(config: &AwsConfig, session: Session) -> SecretCredential {
         credential_type: TARGET_TYPE.into(),
         token: session.session_token.expose().to_string(),
         env,
+        once: BTreeMap::new(),
     }
 }
 

@@ -222,6 +222,7 @@ impl CredentialProvider for JwtProvider {
                 credential_type: "jwt".into(),
                 token,
                 env,
+                once: std::collections::BTreeMap::new(),
             })
         }
         .boxed()

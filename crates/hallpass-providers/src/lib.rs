@@ -127,6 +127,11 @@ pub struct SecretCredential {
     pub credential_type: String,
     pub token: String,
     pub env: BTreeMap<String, String>,
+    /// Secrets for the environment that the requester gets on the first
+    /// fetch of the credential only (a private key Hallpass made for the
+    /// grant), named as in `env`. Hallpass records that first fetch with
+    /// its audit event and withholds them from every later one.
+    pub once: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for SecretCredential {

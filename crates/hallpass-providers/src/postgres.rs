@@ -130,6 +130,7 @@ fn credential(grant: &GrantContext) -> Result<SecretCredential, ProviderError> {
         credential_type: TARGET_TYPE.into(),
         token,
         env,
+        once: BTreeMap::new(),
     })
 }
 

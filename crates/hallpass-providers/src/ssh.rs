@@ -16,7 +16,8 @@
 //!
 //! Nothing is stored: the CA key is Ed25519 derived from the target's seed
 //! (a new one when the target is recreated), a generated key pair from the
-//! grant's seed, and the certificate — nonce from the grant's seed, Ed25519
+//! grant's seed (its private half handed out on the credential's first
+//! fetch only, see [`SecretCredential::once`]), and the certificate — nonce from the grant's seed, Ed25519
 //! signatures being deterministic — is the same bytes on every call, so it
 //! is signed again whenever the requester asks for it. Hosts trust the CA
 //! through `TrustedUserCAKeys` ([`CredentialProvider::trust_anchor`]).
@@ -239,17 +240,22 @@ impl SshProvider {
             .map_err(|e| ProviderError::Credential(format!("cannot encode the certificate: {e}")))?;
         let mut env = std::collections::BTreeMap::new();
         env.insert(CERTIFICATE_ENV.to_string(), line.clone());
+        // The private key Hallpass made goes to the requester once: a key
+        // that can be fetched again is a key anyone holding the requester's
+        // token can copy for the rest of the grant.
+        let mut once = std::collections::BTreeMap::new();
         if issued.key_generated {
             let private = keys::generated_key(&grant.seed, &issued.key_id)
                 .map_err(ProviderError::Credential)?
                 .to_openssh(LineEnding::LF)
                 .map_err(|e| ProviderError::Credential(format!("cannot encode the grant's private key: {e}")))?;
-            env.insert(PRIVATE_KEY_ENV.to_string(), private.to_string());
+            once.insert(PRIVATE_KEY_ENV.to_string(), private.to_string());
         }
         Ok(SecretCredential {
             credential_type: TARGET_TYPE.into(),
             token: line,
             env,
+            once,
         })
     }
 

@@ -541,6 +541,7 @@ impl CredentialProvider for WebhookProvider {
                 credential_type: TARGET_TYPE.into(),
                 token: String::new(),
                 env,
+                once: std::collections::BTreeMap::new(),
             })
         }
         .boxed()

@@ -427,6 +427,7 @@ async fn rotation_changes_the_admin_password_once_and_keeps_its_rules() {
             credential_type: "redis".into(),
             token: String::new(),
             env: Default::default(),
+            once: Default::default(),
         };
         for (name, value) in [
             ("REDIS_HOST", server.host.clone()),

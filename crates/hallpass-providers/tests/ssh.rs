@@ -73,7 +73,7 @@ impl Setup {
             Some(key) => key.to_path_buf(),
             None => {
                 let key = self.dir.path().join(&grant.grant_id);
-                fs::write(&key, &credential.env[PRIVATE_KEY_ENV]).unwrap();
+                fs::write(&key, &credential.once[PRIVATE_KEY_ENV]).unwrap();
                 fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
                 key
             }

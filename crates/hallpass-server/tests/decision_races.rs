@@ -78,6 +78,7 @@ impl CredentialProvider for WaitingProvider {
                 credential_type: "waiting".into(),
                 token: "secret".into(),
                 env: Default::default(),
+                once: Default::default(),
             })
         }
         .boxed()

@@ -45,6 +45,7 @@ impl CredentialProvider for FlakyProvider {
                 credential_type: "flaky".into(),
                 token: "secret".into(),
                 env: Default::default(),
+                once: Default::default(),
             })
         }
         .boxed()

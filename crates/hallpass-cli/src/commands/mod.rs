@@ -7,6 +7,7 @@ pub mod detail;
 pub mod extend;
 pub mod extension;
 pub mod flows;
+pub mod grant_keys;
 pub mod grants;
 pub mod identity;
 pub mod policy;

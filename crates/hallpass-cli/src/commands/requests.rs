@@ -24,6 +24,7 @@ use indicatif::ProgressBar;
 
 use super::detail::{approval_progress, flags, flow_status, render_detail};
 use super::extension::{extension_ended_without_access, extension_state_phrase, find_extension, poll_extension};
+use super::grant_keys::KeyStore;
 use super::{CmdResult, Ctx, EXIT_INTERRUPTED, EXIT_NO_ACCESS, WAIT_POLL_SECONDS, ok};
 use crate::output::{
     Table, eprint_message, escape_controls, join_or_dash, opt_time, opt_time_relative, or_dash, print_fields,
@@ -348,6 +349,7 @@ pub fn scheduled_message(request: &AccessRequest, now: DateTime<Utc>) -> String 
 /// `access granted: ...` on stderr, the credential on stdout.
 async fn print_access(ctx: &Ctx, client: &Client, request: &AccessRequest) -> CmdResult {
     let credential = client.credentials(&request.id).await?;
+    keep_one_time(&credential);
     let emergency = if request.emergency {
         " (break-glass: flagged for review)"
     } else {
@@ -613,6 +615,7 @@ pub fn print_updated(ctx: &Ctx, r: &AccessRequest) -> anyhow::Result<()> {
 
 pub async fn credentials(ctx: &Ctx, id: &str, format: Option<CredentialFormat>) -> CmdResult {
     let credential = ctx.client()?.credentials(id).await?;
+    keep_one_time(&credential);
     let format = format.unwrap_or(if ctx.json() {
         CredentialFormat::Json
     } else {
@@ -620,6 +623,51 @@ pub async fn credentials(ctx: &Ctx, id: &str, format: Option<CredentialFormat>) 
     });
     print_credential(&credential, format)?;
     ok()
+}
+
+/// The server sends a credential's one-time part (the private key
+/// Hallpass made for an SSH grant) on the first fetch only, so the fetch
+/// that carries it keeps it in the [`KeyStore`] for `hallpass ssh`,
+/// whatever else is printed; any fetch says on stderr where the key is.
+fn keep_one_time(credential: &Credential) {
+    let Some(one_time) = &credential.one_time else {
+        return;
+    };
+    let id = &credential.request_id;
+    let kept = KeyStore::open().and_then(|store| {
+        store.sweep(Utc::now());
+        if one_time.included {
+            store.keep(credential)
+        } else if store.has(id) {
+            store.refresh(credential).map(Some)
+        } else {
+            Ok(None)
+        }
+    });
+    let message = match (kept, one_time.included) {
+        (Ok(Some(kept)), true) => format!(
+            "the private key Hallpass made for grant {id} is handed out this once only: kept in {} until the \
+             grant expires (`hallpass ssh` uses it)",
+            kept.key.display()
+        ),
+        (Ok(Some(kept)), false) => format!(
+            "the private key of grant {id} went out at {} and is not shown again; it is kept in {}",
+            time(&one_time.delivered_at),
+            kept.key.display()
+        ),
+        (Ok(None), true) => return,
+        (Ok(None), false) => format!(
+            "the private key of grant {id} went out at {} and is not shown again, and this machine does not \
+             keep it; `hallpass release {id}` and a new request make a new key pair",
+            time(&one_time.delivered_at)
+        ),
+        (Err(error), true) => format!(
+            "warning: the private key Hallpass made for grant {id} is handed out this once only, and it could \
+             not be kept: {error:#}"
+        ),
+        (Err(error), false) => format!("cannot look for the private key of grant {id}: {error:#}"),
+    };
+    eprint_message(&message);
 }
 
 fn print_credential(credential: &Credential, format: CredentialFormat) -> anyhow::Result<()> {
@@ -826,6 +874,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
+            one_time: None,
         }
     }
 

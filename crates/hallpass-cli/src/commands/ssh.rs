@@ -1,24 +1,23 @@
 //! `hallpass ssh ROLE -- [ssh args]`: SSH with a just-in-time certificate.
 //! Requests the role (or reuses the grant already held), waits for
-//! approval, fetches the certificate (and the key pair Hallpass made for
-//! the grant, or uses the user's own key), writes them to a private temp
-//! dir, runs the system's `ssh` with them and removes them when it exits.
+//! approval, fetches the certificate and runs the system's `ssh` with it.
+//! The key is the user's own (`-i`), or the pair Hallpass made for the
+//! grant: its private half comes with the credential's first fetch only,
+//! so it is kept in the [`KeyStore`] until the grant expires, for the next
+//! run on the same grant.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
+use chrono::Utc;
 use clap::Args;
 use hallpass_api::{CreateRequest, Credential, RequestState};
 
+use super::grant_keys::{CERTIFICATE_ENV, GrantKey, KeyStore};
 use super::requests::{ended_without_access, read_public_key, wait_settled};
 use super::{CmdResult, Ctx, EXIT_INTERRUPTED, EXIT_NO_ACCESS};
-use crate::output::eprint_message;
-
-/// The certificate line in an ssh credential's environment.
-pub const CERTIFICATE_ENV: &str = "HALLPASS_SSH_CERTIFICATE";
-/// The private key, when Hallpass made the pair.
-pub const PRIVATE_KEY_ENV: &str = "HALLPASS_SSH_PRIVATE_KEY";
+use crate::output::{eprint_message, time};
 
 #[derive(Debug, Args)]
 pub struct SshArgs {
@@ -69,10 +68,17 @@ pub async fn run(ctx: &Ctx, args: SshArgs) -> CmdResult {
         return Ok(ExitCode::from(EXIT_NO_ACCESS));
     }
     let credential = client.credentials(&grant.id).await?;
+    // Only for a certificate of the user's own key; gone when ssh exits.
     let dir = tempfile::Builder::new().prefix("hallpass-ssh-").tempdir()?;
-    let (key, certificate) = write_key_files(dir.path(), &credential, args.identity.as_deref())?;
+    let files = match &args.identity {
+        Some(own) => GrantKey {
+            key: own.clone(),
+            certificate: write_certificate(dir.path(), &credential)?,
+        },
+        None => grant_key(&credential)?,
+    };
     eprint_message(&format!("grant {} of {}: connecting with ssh", grant.id, grant.role));
-    let status = run_ssh(&args.ssh, &key, &certificate, &args.ssh_args).await?;
+    let status = run_ssh(&args.ssh, &files.key, &files.certificate, &args.ssh_args).await?;
     drop(dir);
     Ok(ExitCode::from(status))
 }
@@ -84,36 +90,41 @@ fn public_half(private: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Writes the certificate (and the private key Hallpass made, 0600) into
-/// `dir`; returns the identity and certificate files for ssh.
-fn write_key_files(dir: &Path, credential: &Credential, identity: Option<&Path>) -> anyhow::Result<(PathBuf, PathBuf)> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
+/// The certificate of a grant on the user's own key, written into `dir`.
+fn write_certificate(dir: &Path, credential: &Credential) -> anyhow::Result<PathBuf> {
     let Some(certificate) = credential.env.get(CERTIFICATE_ENV) else {
         bail!("the grant's credential holds no SSH certificate: is the role on an ssh target?");
     };
-    let key = match (identity, credential.env.get(PRIVATE_KEY_ENV)) {
-        (Some(own), _) => own.to_path_buf(),
-        (None, Some(private)) => {
-            let path = dir.join("id");
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)?;
-            file.write_all(private.as_bytes())?;
-            if !private.ends_with('\n') {
-                file.write_all(b"\n")?;
-            }
-            path
-        }
-        (None, None) => bail!(
-            "the grant certifies a key of your own: give its private key file with -i (the grant was requested with a public key)"
+    let path = dir.join("id-cert.pub");
+    std::fs::write(&path, format!("{}\n", certificate.trim()))?;
+    Ok(path)
+}
+
+/// The key pair Hallpass made for the grant: kept now if this fetch was
+/// the first, or found where an earlier run kept it.
+fn grant_key(credential: &Credential) -> anyhow::Result<GrantKey> {
+    let store = KeyStore::open()?;
+    store.sweep(Utc::now());
+    if let Some(kept) = store.keep(credential)? {
+        return Ok(kept);
+    }
+    if store.has(&credential.request_id) {
+        return store.refresh(credential);
+    }
+    let id = &credential.request_id;
+    match &credential.one_time {
+        Some(one_time) => bail!(
+            "the private key Hallpass made for grant {id} was handed out at {} and is never shown again, and it \
+             is not in {} on this machine; run this where it was received, or end the grant \
+             (`hallpass release {id}`) and run again for a new key pair",
+            time(&one_time.delivered_at),
+            store.root().display()
         ),
-    };
-    let certificate_path = dir.join("id-cert.pub");
-    std::fs::write(&certificate_path, format!("{}\n", certificate.trim()))?;
-    Ok((key, certificate_path))
+        None => bail!(
+            "grant {id} certifies a key of your own: give its private key file with -i (the grant was requested \
+             with a public key)"
+        ),
+    }
 }
 
 /// Runs ssh in the foreground; Ctrl-C goes to ssh (same terminal process

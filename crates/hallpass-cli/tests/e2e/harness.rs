@@ -404,14 +404,24 @@ impl Server {
         }
     }
 
-    /// A `hallpass` CLI command against this server with `token`.
+    /// A `hallpass` CLI command against this server with `token`. The
+    /// keys it keeps for SSH grants go next to the server's data, not to
+    /// the user's runtime directory.
     pub fn cli(&self, token: &str) -> Command {
         let mut command = Command::new(hallpass_bin());
         command
             .env("HALLPASS_ADDR", &self.addr)
             .env("HALLPASS_TOKEN", token)
+            .env("HALLPASS_KEYS_DIR", self.keys_dir())
             .env_remove("HALLPASS_DEV_ROOT_TOKEN");
         command
+    }
+
+    /// Where this server's CLI commands keep the private keys of SSH grants.
+    pub fn keys_dir(&self) -> PathBuf {
+        let mut name = self.data_dir.as_os_str().to_owned();
+        name.push("-cli-keys");
+        PathBuf::from(name)
     }
 
     /// Runs the CLI with `--output json`, asserting success; parses stdout.

@@ -14,6 +14,26 @@ pub fn revoke_backoff(attempts: u32) -> Duration {
 }
 
 impl RequestRecord {
+    /// The requester fetches the credential's one-time part at `now`:
+    /// `Ok(None)` the first time (the record now says when), `Ok(Some(at))`
+    /// when it already went out at `at` and must be withheld. Only an
+    /// active grant hands out anything.
+    pub fn deliver_one_time(&mut self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, RuleError> {
+        if self.state != RequestState::Active || self.expires_at.is_none_or(|expires| expires <= now) {
+            return Err(RuleError::WrongState {
+                id: self.id.clone(),
+                state: self.state,
+                action: "hand out credentials for",
+            });
+        }
+        if let Some(at) = self.one_time_delivered_at {
+            return Ok(Some(at));
+        }
+        self.one_time_delivered_at = Some(now);
+        self.updated_at = now;
+        Ok(None)
+    }
+
     /// Who may end this grant early, and how: the requester releases; admins
     /// and the role's approvers revoke.
     pub fn check_may_end(&self, caller: &Principal, kind: EndKind) -> Result<(), RuleError> {

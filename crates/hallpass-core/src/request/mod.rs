@@ -277,6 +277,11 @@ pub struct RequestRecord {
     /// stored as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<String>,
+    /// When the one-time part of the credential (the private key Hallpass
+    /// made for an SSH grant) went to the requester; it is never handed
+    /// out again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_time_delivered_at: Option<DateTime<Utc>>,
 }
 
 pub(crate) fn seconds(value: u64) -> Duration {

@@ -149,6 +149,7 @@ impl RequestRecord {
             extensions: Vec::new(),
             review: None,
             public_key: input.public_key,
+            one_time_delivered_at: None,
         };
         let kind = record.take_route(route, now);
         Ok((record, kind))

@@ -238,7 +238,10 @@ fn certificates_are_the_same_bytes_every_time_and_match_the_grant() {
     let a = block_on(SshProvider.credential(&grant, &metadata)).unwrap();
     let b = block_on(SshProvider.credential(&grant, &metadata)).unwrap();
     assert_eq!(a.token, b.token);
-    assert_eq!(a.env[PRIVATE_KEY_ENV], b.env[PRIVATE_KEY_ENV]);
+    assert_eq!(a.once[PRIVATE_KEY_ENV], b.once[PRIVATE_KEY_ENV]);
+    // The private key is a one-time part: never in the repeatable `env`.
+    assert!(!a.env.contains_key(PRIVATE_KEY_ENV));
+    assert_eq!(a.once.keys().collect::<Vec<_>>(), [PRIVATE_KEY_ENV]);
     assert_eq!(a.credential_type, "ssh");
     assert_eq!(a.env[CERTIFICATE_ENV], a.token);
 
@@ -266,7 +269,7 @@ fn certificates_are_the_same_bytes_every_time_and_match_the_grant() {
     cert.validate([&ca.fingerprint(ssh_key::HashAlg::Sha256)]).unwrap();
 
     // The private key matches the certified one.
-    let private = ssh_key::PrivateKey::from_openssh(&a.env[PRIVATE_KEY_ENV]).unwrap();
+    let private = ssh_key::PrivateKey::from_openssh(&a.once[PRIVATE_KEY_ENV]).unwrap();
     assert_eq!(private.public_key().key_data(), cert.public_key());
 }
 
@@ -278,6 +281,7 @@ fn a_sent_public_key_is_certified_and_no_private_key_is_handed_out() {
     assert_eq!(metadata["key_generated"], json!(false));
     let credential = block_on(SshProvider.credential(&grant, &metadata)).unwrap();
     assert!(!credential.env.contains_key(PRIVATE_KEY_ENV));
+    assert!(credential.once.is_empty());
     let cert = ssh_key::Certificate::from_openssh(&credential.token).unwrap();
     assert_eq!(cert.public_key(), keys::parse_public_key(ED25519).unwrap().key_data());
 }
@@ -291,7 +295,7 @@ fn metadata_is_public_and_enough_once_the_role_changed() {
     let metadata = block_on(SshProvider.issue(&grant)).unwrap();
     let credential = block_on(SshProvider.credential(&grant, &metadata)).unwrap();
     let text = metadata.to_string();
-    let private = &credential.env[PRIVATE_KEY_ENV];
+    let private = &credential.once[PRIVATE_KEY_ENV];
     assert!(private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
     let pem_body: String = private.lines().filter(|l| !l.starts_with("-----")).collect();
     assert!(!text.contains(&pem_body[..40]), "{text}");

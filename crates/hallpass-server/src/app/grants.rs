@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use hallpass_api::{self as api, ErrorCode};
+use hallpass_core::AuditKind;
 use hallpass_core::RequestState;
 use hallpass_core::documents::{Document, RoleDocument, TargetDocument};
 use hallpass_core::request::{Decision, EndKind, RequestRecord, revoke_backoff};
@@ -267,13 +268,53 @@ impl App {
                 ),
             )
         })?;
+        let mut env = secret.env;
+        let one_time = if secret.once.is_empty() {
+            None
+        } else {
+            let names: Vec<String> = secret.once.keys().cloned().collect();
+            let (included, delivered_at) = self.deliver_one_time(caller, &id, &names).await?;
+            if included {
+                env.extend(secret.once);
+            }
+            Some(api::OneTimeSecrets {
+                names,
+                included,
+                delivered_at,
+            })
+        };
         Ok(api::Credential {
             request_id: id,
             credential_type: secret.credential_type,
             expires_at,
             token: secret.token,
-            env: secret.env,
+            env,
+            one_time,
         })
+    }
+
+    /// Records that the one-time part of grant `id`'s credential goes to
+    /// its requester now, with its audit event, unless it went out before.
+    /// Returns whether this fetch carries it, and when it was handed out.
+    /// One write transaction decides, so of any number of simultaneous
+    /// fetches exactly one gets it.
+    async fn deliver_one_time(&self, caller: &Caller, id: &str, names: &[String]) -> AppResult<(bool, DateTime<Utc>)> {
+        let (id, actor) = (id.to_string(), caller.name().to_string());
+        let data = json!({ "names": names });
+        self.inner
+            .store
+            .write(move |wtx| -> AppResult<(bool, DateTime<Utc>)> {
+                let mut record = load_request(wtx, &id)?;
+                let now = wtx.now();
+                match record.deliver_one_time(now)? {
+                    Some(earlier) => Ok((false, earlier)),
+                    None => {
+                        save_with_event(wtx, &record, &actor, AuditKind::GrantSecretDelivered, data)?;
+                        Ok((true, now))
+                    }
+                }
+            })
+            .await
     }
 
     /// Ends a grant early: admins and the role's approvers revoke, with a

@@ -203,6 +203,10 @@ pub async fn ack_review(
     Ok(Json(app.ack_review(&caller, id, body.comment).await?))
 }
 
+/// The credential of an active grant, for its requester only. A part
+/// handed out once (the private key Hallpass made for an SSH grant) is in
+/// the first answer's `env` only, and that first fetch is recorded in the
+/// audit log (`grant.secret_delivered`); `one_time` says which part and when.
 #[utoipa::path(get, path = "/v1/requests/{id}/credentials", tag = "credentials",
     params(("id" = api::formats::RequestId, Path, description = "Grant id")),
     responses((status = 200, body = api::Credential, headers(("cache-control" = String, description = "no-store")))))]

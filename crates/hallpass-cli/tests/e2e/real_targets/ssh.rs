@@ -88,12 +88,19 @@ fn hallpass_ssh_logs_in_with_a_certificate_that_a_revoke_puts_in_sshds_krl() {
     let (sshd, krl) = setup(&world);
     hallpass_ssh(&world, &sshd, &["--for", "20m"], "granted");
 
-    // The grant `hallpass ssh` made, and its key pair and certificate.
+    // The grant `hallpass ssh` made: its private key came with the first
+    // fetch only, and is kept for the grant where that run put it.
     let (id, credential) = only_credential(&world);
-    let private = credential["env"]["HALLPASS_SSH_PRIVATE_KEY"]
-        .as_str()
-        .expect("private key");
-    let key = private_file(world.dir.path(), "id", &format!("{}\n", private.trim()));
+    assert!(
+        credential["env"].get("HALLPASS_SSH_PRIVATE_KEY").is_none(),
+        "a second fetch carries no private key: {credential}"
+    );
+    assert_eq!(credential["one_time"]["included"], false, "{credential}");
+    let kept = world.server.keys_dir().join(&id).join("id");
+    let private = std::fs::read_to_string(&kept).expect("the key `hallpass ssh` kept");
+    assert_eq!(mode(&kept), 0o600);
+    assert_eq!(mode(kept.parent().expect("grant dir")), 0o700);
+    let key = private_file(world.dir.path(), "id", &private);
     let certificate = credential["env"]["HALLPASS_SSH_CERTIFICATE"]
         .as_str()
         .expect("certificate");
@@ -101,10 +108,17 @@ fn hallpass_ssh_logs_in_with_a_certificate_that_a_revoke_puts_in_sshds_krl() {
     let user = login_user();
     let again = sshd.ssh(&key, &cert, &user, &[], &["echo", "ok"]);
     assert!(again.status.success(), "{}", printed(&again));
+    // A second `hallpass ssh` on the same grant uses the kept key.
+    hallpass_ssh(&world, &sshd, &[], "again");
     assert!(!revoked_in(&krl, &cert));
-    // The private key is handed over, never kept.
+    // The private key is handed over, never kept by the server.
     let body = private.lines().nth(1).expect("a key body line");
     world.assert_not_stored(body);
+    let delivered = world.end_event(&id, "grant.secret_delivered");
+    assert_eq!(
+        delivered["data"]["names"],
+        serde_json::json!(["HALLPASS_SSH_PRIVATE_KEY"])
+    );
 
     world.revoke_verified(&id);
     assert!(revoked_in(&krl, &cert), "the certificate is in the KRL sshd reads");
@@ -124,6 +138,66 @@ fn hallpass_ssh_logs_in_with_a_certificate_that_a_revoke_puts_in_sshds_krl() {
     assert!(fetched.status.success(), "{}", printed(&fetched));
     assert_eq!(krl_contents(&served), krl_contents(&krl));
     assert!(krl_contents(&krl).contains("serial:"), "{}", krl_contents(&krl));
+}
+
+/// The private key goes out once: `hallpass request --wait` keeps it for
+/// `hallpass ssh`, and on a machine without it `hallpass ssh` says how to
+/// get a new pair rather than failing in ssh.
+#[test]
+fn the_private_key_goes_out_once_and_is_kept_where_it_arrived() {
+    let world = World::new("sshonce");
+    let (sshd, _krl) = setup(&world);
+    let asked = world.server.run(
+        &world.token,
+        &["request", &world.name, "--reason", "one key", "--for", "20m", "--wait"],
+    );
+    assert!(asked.status.success(), "{}", printed(&asked));
+    let stdout = String::from_utf8_lossy(&asked.stdout);
+    assert!(stdout.starts_with("ssh-ed25519-cert-v01@openssh.com "), "{stdout}");
+    assert!(
+        !stdout.contains("PRIVATE KEY"),
+        "the token format prints the certificate only: {stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&asked.stderr);
+    assert!(stderr.contains("handed out this once only: kept in "), "{stderr}");
+    hallpass_ssh(&world, &sshd, &[], "kept");
+
+    // Another machine (another key directory) has no key for the grant.
+    let elsewhere = world.dir.path().join("other-machine");
+    let output = world
+        .server
+        .cli(&world.token)
+        .env("HALLPASS_KEYS_DIR", &elsewhere)
+        .args(["ssh", &world.name, "--reason", "elsewhere", "--", "-p"])
+        .arg(sshd.port.to_string())
+        .arg(format!("{}@127.0.0.1", login_user()))
+        .arg("true")
+        .output()
+        .expect("run hallpass");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{}", printed(&output));
+    assert!(
+        stderr.contains("is never shown again") && stderr.contains("hallpass release"),
+        "{stderr}"
+    );
+    // Fetching it again as JSON says when it went out, without it.
+    let (id, credential) = only_credential(&world);
+    assert!(
+        credential["env"].get("HALLPASS_SSH_PRIVATE_KEY").is_none(),
+        "{credential}"
+    );
+    assert!(credential["one_time"]["delivered_at"].is_string(), "{credential}");
+    let export = world.server.run(&world.server.admin, &["audit", "export"]);
+    let delivered = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .filter(|line| line.contains("grant.secret_delivered") && line.contains(&id))
+        .count();
+    assert_eq!(delivered, 1);
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
 }
 
 /// What `ssh-keygen -Q -l` reads in a KRL: its revoked serials and keys.
