@@ -97,6 +97,10 @@ enum Command {
     /// SSH with a just-in-time certificate: request the role (or use the
     /// grant you hold), wait for approval, then run ssh with it.
     Ssh(commands::ssh::SshArgs),
+    /// Run a command with just-in-time access: request the role, wait for
+    /// approval, run it with the credential in its environment, then
+    /// release the grant.
+    Exec(commands::exec::ExecArgs),
     /// List access requests.
     Requests(ListArgs),
     /// Show one request in detail.
@@ -227,6 +231,7 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Role(command) => commands::config::role(&ctx, command).await,
         Command::Request(args) => commands::requests::request(&ctx, args).await,
         Command::Ssh(args) => commands::ssh::run(&ctx, args).await,
+        Command::Exec(args) => commands::exec::run(&ctx, args).await,
         Command::Requests(args) => commands::requests::list(&ctx, args).await,
         Command::Show { id } => commands::requests::show(&ctx, &id).await,
         Command::Approve { id, comment } => commands::requests::decide(&ctx, &id, Decision::Approve(comment)).await,
@@ -298,7 +303,7 @@ mod tests {
         let Command::Request(args) = cli.command else {
             panic!("not a request")
         };
-        assert_eq!(args.duration.as_deref(), Some("30m"));
+        assert_eq!(args.ask.duration.as_deref(), Some("30m"));
         assert!(args.wait);
 
         let cli = Cli::try_parse_from(["hallpass", "token", "create", "--principal", "ci", "--groups", "a,b"]).unwrap();

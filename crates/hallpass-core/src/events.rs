@@ -80,6 +80,8 @@ audit_kinds! {
     ReviewAcknowledged => "review.acknowledged",
     TokenCreated => "token.created",
     TokenRevoked => "token.revoked",
+    /// A grant's token (a `hallpass` target) follows its grant's extension.
+    TokenExtended => "token.extended",
     /// An admin stopped a principal: tokens revoked, grants ended, requests refused.
     PrincipalLocked => "principal.locked",
     PrincipalUnlocked => "principal.unlocked",

@@ -14,6 +14,7 @@
 pub mod app;
 mod dev;
 mod gate;
+pub mod hallpass_target;
 pub mod http;
 pub mod scheduler;
 pub mod settings;
@@ -38,6 +39,7 @@ use hallpass_store::{Backend, Store};
 use tokio::sync::{mpsc, watch};
 
 use crate::app::{App, AppError, AppParts};
+use crate::hallpass_target::HallpassProvider;
 pub use settings::{DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, ServerOptions, Settings};
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -102,7 +104,11 @@ async fn open_store(
 }
 
 /// Every target type, plus the ones tests add.
-fn providers(signer: &Arc<JwtSigner>, extra_providers: Vec<Arc<dyn CredentialProvider>>) -> anyhow::Result<Registry> {
+fn providers(
+    signer: &Arc<JwtSigner>,
+    store: &Store,
+    extra_providers: Vec<Arc<dyn CredentialProvider>>,
+) -> anyhow::Result<Registry> {
     let webhook = WebhookProvider::new().context("cannot set up the webhook provider")?;
     let aws = AwsProvider::new().context("cannot set up the aws provider")?;
     let registry = Registry::default()
@@ -112,7 +118,8 @@ fn providers(signer: &Arc<JwtSigner>, extra_providers: Vec<Arc<dyn CredentialPro
         .with(Arc::new(MysqlProvider::new()))
         .with(Arc::new(RedisProvider::new()))
         .with(Arc::new(SshProvider::new()))
-        .with(Arc::new(aws));
+        .with(Arc::new(aws))
+        .with(Arc::new(HallpassProvider::new(store.clone())));
     Ok(extra_providers
         .into_iter()
         .fold(registry, |registry, provider| registry.with(provider)))
@@ -146,7 +153,7 @@ pub async fn serve(
             .await
             .context("cannot release stale claims")?;
     }
-    let registry = providers(&signer, extra_providers)?;
+    let registry = providers(&signer, &store, extra_providers)?;
     let (deadline_tx, deadline_rx) = mpsc::unbounded_channel();
     let app = App::new(AppParts {
         store: store.clone(),

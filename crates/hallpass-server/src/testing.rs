@@ -47,7 +47,9 @@ pub fn app_on(
     .map_err(|_| anyhow::anyhow!("opening the store panicked"))??;
     let seal_key = crate::app::seal::resolve_key(None, Some(dir))?;
     let signer = Arc::new(JwtSigner::load_or_create(&dir.join("jwt.key"), "test".into())?);
-    let mut registry = Registry::default().with(Arc::new(JwtProvider::new(signer.clone())));
+    let mut registry = Registry::default()
+        .with(Arc::new(JwtProvider::new(signer.clone())))
+        .with(Arc::new(crate::hallpass_target::HallpassProvider::new(store.clone())));
     for provider in extra_providers {
         registry = registry.with(provider);
     }

@@ -203,6 +203,16 @@ impl<'a> WriteTx<'a> {
         Ok(())
     }
 
+    /// Moves an unrevoked token's expiry (the token of a grant that was
+    /// extended); false when it does not exist or is revoked.
+    pub fn set_token_expiry(&mut self, id: &str, expires_at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let changed = self.conn.execute(
+            "UPDATE tokens SET expires_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            sql_params![format_time(expires_at), id],
+        )?;
+        Ok(changed == 1)
+    }
+
     /// Marks a token revoked; false when it does not exist or already was.
     pub fn revoke_token(&mut self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
         let changed = self.conn.execute(

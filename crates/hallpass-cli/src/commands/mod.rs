@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod config;
 pub mod detail;
+pub mod exec;
 pub mod extend;
 pub mod extension;
 pub mod flows;

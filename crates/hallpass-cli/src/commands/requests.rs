@@ -31,8 +31,9 @@ use crate::output::{
     print_json, print_message, time, time_relative, truncate,
 };
 
+/// What every command that requests a role (`request`, `ssh`, `exec`) asks.
 #[derive(Debug, Args)]
-pub struct RequestArgs {
+pub struct RoleRequest {
     /// Role to request.
     pub role: String,
     /// How long access should last once granted, e.g. `30m` or `1h30m`
@@ -45,6 +46,27 @@ pub struct RequestArgs {
     /// Ticket or incident reference.
     #[arg(long, value_name = "ID")]
     pub ticket: Option<String>,
+}
+
+impl RoleRequest {
+    /// The request body: now, not break-glass, with `ssh_public_key` to certify.
+    pub fn body(&self, ssh_public_key: Option<String>) -> CreateRequest {
+        CreateRequest {
+            role: self.role.clone(),
+            duration: self.duration.clone(),
+            reason: self.reason.clone(),
+            ticket: self.ticket.clone(),
+            emergency: false,
+            scheduled_start: None,
+            ssh_public_key,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    #[command(flatten)]
+    pub ask: RoleRequest,
     /// Break-glass: on roles with emergency access, granted at once unless a
     /// policy denies it; the grant is flagged and reviewed afterwards.
     #[arg(long)]
@@ -120,13 +142,11 @@ pub enum CredentialFormat {
 pub async fn request(ctx: &Ctx, args: RequestArgs) -> CmdResult {
     let client = ctx.client()?;
     let body = CreateRequest {
-        role: args.role,
-        duration: args.duration,
-        reason: args.reason,
-        ticket: args.ticket,
         emergency: args.emergency,
         scheduled_start: args.at,
-        ssh_public_key: args.ssh_public_key.as_deref().map(read_public_key).transpose()?,
+        ..args
+            .ask
+            .body(args.ssh_public_key.as_deref().map(read_public_key).transpose()?)
     };
     let response = client.create_request(&body).await?;
     if let Some(overlap) = overlap(&response) {

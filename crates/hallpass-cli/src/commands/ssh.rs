@@ -12,26 +12,18 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use chrono::Utc;
 use clap::Args;
-use hallpass_api::{CreateRequest, Credential, RequestState};
+use hallpass_api::{Credential, RequestState};
 
 use super::grant_keys::{CERTIFICATE_ENV, GrantKey, KeyStore};
-use super::requests::{ended_without_access, read_public_key, wait_settled};
+use super::requests::{RoleRequest, ended_without_access, read_public_key, wait_settled};
 use super::{CmdResult, Ctx, EXIT_INTERRUPTED, EXIT_NO_ACCESS};
 use crate::output::{eprint_message, time};
 
 #[derive(Debug, Args)]
 pub struct SshArgs {
-    /// The SSH role to use.
-    pub role: String,
-    /// How long access should last if a new request is made, e.g. `30m`.
-    #[arg(long = "for", value_name = "DURATION", allow_hyphen_values = true)]
-    pub duration: Option<String>,
-    /// Why you need access (kept in the audit log).
-    #[arg(long)]
-    pub reason: String,
-    /// Ticket or incident reference.
-    #[arg(long, value_name = "ID")]
-    pub ticket: Option<String>,
+    /// The SSH role, and the request made when you do not hold it yet.
+    #[command(flatten)]
+    pub ask: RoleRequest,
     /// Your own key pair to certify instead of one Hallpass makes: the
     /// private key file (its `.pub` must be next to it).
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
@@ -50,16 +42,7 @@ pub async fn run(ctx: &Ctx, args: SshArgs) -> CmdResult {
         Some(private) => Some(read_public_key(&public_half(private))?),
         None => None,
     };
-    let body = CreateRequest {
-        role: args.role.clone(),
-        duration: args.duration.clone(),
-        reason: args.reason.clone(),
-        ticket: args.ticket.clone(),
-        emergency: false,
-        scheduled_start: None,
-        ssh_public_key: public_key,
-    };
-    let created = client.create_request(&body).await?.request;
+    let created = client.create_request(&args.ask.body(public_key)).await?.request;
     let Some(grant) = wait_settled(&client, created).await? else {
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
     };

@@ -11,6 +11,7 @@
 //! [`support::unique`], so tests share one service without meeting.
 
 mod aws;
+mod hallpass;
 mod mysql;
 mod postgres;
 mod redis;
