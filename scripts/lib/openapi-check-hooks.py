@@ -63,6 +63,9 @@ SCHEMA_CANNOT_SAY = {
     ("POST /v1/requests", "invalid_public_key", None): (
         "whether `ssh_public_key` is taken, and which key types, depends on the role's target type"
     ),
+    ("POST /v1/requests", "invalid_plan", "resource changes"): (
+        "a plan's limit counts its four address lists together (maxItems bounds each one)"
+    ),
     ("POST /v1/requests/{id}/extend", "duration_above_max", None): "as for POST /v1/requests",
     ("POST /v1/requests/{id}/extend", "total_duration_above_max", None): "as for POST /v1/requests",
     # Names Hallpass records its own actions under.

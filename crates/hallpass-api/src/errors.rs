@@ -131,6 +131,11 @@ error_codes! {
     Unsupported => "unsupported",
     /// A public key to certify that the target's type refuses.
     InvalidPublicKey => "invalid_public_key",
+    /// A Terraform plan attached to a request that is not well formed.
+    InvalidPlan => "invalid_plan",
+    /// The caller holds the role (or waits for it) for another Terraform
+    /// plan, or without one: a new plan needs its own approval.
+    PlanMismatch => "plan_mismatch",
     RateLimited => "rate_limited",
     /// Too much contention; the call changed nothing and may be retried.
     Busy => "busy",

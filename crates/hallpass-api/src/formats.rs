@@ -25,7 +25,7 @@ const WHITE_SPACE: &str = r"\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u20
 /// Characters free text may not hold once trimmed
 /// (`hallpass_core::text::is_disguising_char`): C0 and C1 controls, DEL,
 /// and the bidirectional formatting characters.
-const DISGUISING: &str = r"\x00-\x1F\x7F-\x9F\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069";
+const DISGUISING: &str = hallpass_core::text::DISGUISING_PATTERN;
 
 fn string_schema(description: String, pattern: String) -> RefOr<Schema> {
     ObjectBuilder::new()

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-pub use hallpass_core::request::{ExtensionState, RequestState};
+pub use hallpass_core::request::{ExtensionState, RequestState, TerraformPlan};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -39,6 +39,12 @@ pub struct CreateRequest {
     #[serde(default)]
     #[schema(max_length = 16384)]
     pub ssh_public_key: Option<String>,
+    /// The saved Terraform plan the access is for: its SHA-256 and the
+    /// resources it changes. Approvers see it, policies read it as
+    /// `input.request.plan`, and `hallpass terraform apply` applies only a
+    /// file with this digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<TerraformPlan>,
 }
 
 /// What `POST /v1/requests` did.
@@ -267,6 +273,9 @@ pub struct AccessRequest {
     /// Extensions asked for, oldest first; at most the last one is pending.
     pub extensions: Vec<ExtensionRecord>,
     pub review: Option<ReviewRecord>,
+    /// The Terraform plan the request is for, when one was attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<TerraformPlan>,
     /// Monotonic change counter, for long-polling with `?wait_version=`.
     pub version: u64,
 }

@@ -68,6 +68,7 @@ fn request() -> AccessRequest {
             opened_at: at(),
             acknowledged: None,
         }),
+        plan: None,
         version: 7,
     }
 }

@@ -368,6 +368,7 @@ async fn create_grant(
             emergency: false,
             scheduled_start: None,
             ssh_public_key: None,
+            plan: None,
         };
         let start = Instant::now();
         match client.create_request(&body).await {

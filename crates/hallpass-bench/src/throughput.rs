@@ -359,6 +359,7 @@ async fn client_task(plan: Plan, window_start: Instant, window_end: Instant) -> 
             emergency: false,
             scheduled_start: None,
             ssh_public_key: None,
+            plan: None,
         };
         let start = Instant::now();
         let outcome = operation(client, &body, &plan.template, &mut seen).await;

@@ -101,6 +101,10 @@ enum Command {
     /// approval, run it with the credential in its environment, then
     /// release the grant.
     Exec(commands::exec::ExecArgs),
+    /// Approval bound to one Terraform plan: `plan` requests the role for a
+    /// saved plan, `apply` applies it with the grant.
+    #[command(subcommand)]
+    Terraform(commands::terraform::TerraformCommand),
     /// List access requests.
     Requests(ListArgs),
     /// Show one request in detail.
@@ -232,6 +236,7 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Request(args) => commands::requests::request(&ctx, args).await,
         Command::Ssh(args) => commands::ssh::run(&ctx, args).await,
         Command::Exec(args) => commands::exec::run(&ctx, args).await,
+        Command::Terraform(command) => commands::terraform::run(&ctx, command).await,
         Command::Requests(args) => commands::requests::list(&ctx, args).await,
         Command::Show { id } => commands::requests::show(&ctx, &id).await,
         Command::Approve { id, comment } => commands::requests::decide(&ctx, &id, Decision::Approve(comment)).await,
@@ -303,7 +308,7 @@ mod tests {
         let Command::Request(args) = cli.command else {
             panic!("not a request")
         };
-        assert_eq!(args.ask.duration.as_deref(), Some("30m"));
+        assert_eq!(args.ask.terms.duration.as_deref(), Some("30m"));
         assert!(args.wait);
 
         let cli = Cli::try_parse_from(["hallpass", "token", "create", "--principal", "ci", "--groups", "a,b"]).unwrap();

@@ -9,6 +9,9 @@ use crate::state::RequestState;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum RuleError {
+    /// A Terraform plan attached to a request that is not well formed.
+    #[error("{0}")]
+    InvalidPlan(String),
     #[error("requested duration {requested} is longer than role {role:?} allows ({max}); ask for {max} or less")]
     DurationAboveMax {
         role: String,

@@ -28,6 +28,11 @@ fn max_chars(field: TextField) -> usize {
     }
 }
 
+/// The characters [`is_disguising_char`] finds, as a regular-expression
+/// character-class body (the syntax ECMA-262, Python and Rust share), for
+/// the OpenAPI document's patterns.
+pub const DISGUISING_PATTERN: &str = r"\x00-\x1F\x7F-\x9F\u061C\u200E\u200F\u202A-\u202E\u2066-\u2069";
+
 /// True for characters that change how text is displayed rather than
 /// being displayed: C0 and C1 controls, DEL, and the bidirectional
 /// formatting characters.

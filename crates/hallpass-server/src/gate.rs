@@ -8,7 +8,7 @@ use chrono::{DateTime, Datelike, Timelike, Utc};
 use hallpass_core::Principal;
 use hallpass_core::documents::RoleDocument;
 use hallpass_core::flow::FlowRules;
-use hallpass_core::request::{PolicyOutcome, PolicyRecord, Route};
+use hallpass_core::request::{PolicyOutcome, PolicyRecord, Route, TerraformPlan};
 use hallpass_policy::{Evaluator, PolicyModule, PolicySet};
 use serde_json::{Value, json};
 
@@ -25,6 +25,8 @@ pub struct Asked {
     pub emergency: bool,
     pub extension: bool,
     pub scheduled_start: Option<DateTime<Utc>>,
+    /// The Terraform plan the request is for, if any.
+    pub plan: Option<TerraformPlan>,
 }
 
 /// What policies are told about the role.
@@ -53,6 +55,7 @@ pub fn policy_input(
             "duration_seconds": asked.duration_seconds, "reason": asked.reason, "ticket": asked.ticket,
             "emergency": asked.emergency, "extension": asked.extension,
             "scheduled_start": asked.scheduled_start.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            "plan": asked.plan,
         },
         "context": {
             "now": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -291,6 +294,7 @@ mod tests {
             emergency: false,
             extension: false,
             scheduled_start: None,
+            plan: None,
         };
         let principal = Principal {
             name: "alice".into(),

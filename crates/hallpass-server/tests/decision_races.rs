@@ -139,6 +139,7 @@ fn ask(role: &str, duration: &str) -> api::CreateRequest {
         emergency: false,
         scheduled_start: None,
         ssh_public_key: None,
+        plan: None,
     }
 }
 

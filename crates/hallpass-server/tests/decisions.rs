@@ -70,6 +70,7 @@ fn ask(role: &str, duration: &str, start: Option<DateTime<Utc>>) -> api::CreateR
         emergency: false,
         scheduled_start: start,
         ssh_public_key: None,
+        plan: None,
     }
 }
 

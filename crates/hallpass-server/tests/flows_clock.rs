@@ -91,6 +91,7 @@ impl Harness {
             emergency: false,
             scheduled_start,
             ssh_public_key: None,
+            plan: None,
         };
         self.app
             .create_request(&caller(requester, &["dev"]), body)

@@ -47,6 +47,7 @@ async fn active_grant(app: &App, who: &str, public_key: Option<&str>) -> String 
         emergency: false,
         scheduled_start: None,
         ssh_public_key: public_key.map(str::to_string),
+        plan: None,
     };
     let created = app.create_request(&caller(who, &["dev"]), body).await.expect("request");
     assert_eq!(created.request.state, RequestState::Active, "{:?}", created.request);

@@ -143,6 +143,7 @@ async fn ask(h: &Harness, role: &str, duration: Option<&str>, reason: &str) -> A
         emergency: false,
         scheduled_start: None,
         ssh_public_key: None,
+        plan: None,
     };
     h.app.create_request(&h.alice, request).await
 }

@@ -49,6 +49,7 @@ impl Setup<'_> {
             emergency: false,
             scheduled_start: None,
             ssh_public_key: None,
+            plan: None,
         }
     }
 

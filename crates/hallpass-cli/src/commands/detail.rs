@@ -305,8 +305,27 @@ pub fn render_detail(r: &AccessRequest, now: DateTime<Utc>) -> String {
             out.push_str(&render_extension(extension, now));
         }
     }
+    push_plan(&mut out, r.plan.as_ref());
     push_credential(&mut out, r.credential.as_ref());
     out
+}
+
+/// The Terraform plan approvers decide on: its digest, then each action's
+/// resources, one per line (a plan can change many).
+fn push_plan(out: &mut String, plan: Option<&hallpass_api::TerraformPlan>) {
+    let Some(plan) = plan else {
+        return;
+    };
+    push_line(
+        out,
+        "",
+        &format!("terraform plan: {} ({})", plan.sha256, plan.summary()),
+    );
+    for (action, addresses) in plan.actions() {
+        for address in addresses {
+            push_line(out, "  ", &format!("{action}: {address}"));
+        }
+    }
 }
 
 type Rows = Vec<(&'static str, String)>;

@@ -91,13 +91,26 @@ async fn run_with_grant(
     command: &[String],
     signals: &mut Signals,
 ) -> anyhow::Result<u8> {
-    let credential = client.credentials(&grant.id).await?;
     let Some((program, arguments)) = command.split_first() else {
         anyhow::bail!("no command given: put it after `--`, e.g. `hallpass exec ROLE --reason TEXT -- psql`");
     };
     let mut child = tokio::process::Command::new(program);
+    child.args(arguments);
+    run_with_credential(client, grant, child, signals).await
+}
+
+/// Runs `child` with the grant's credential in its environment, passing on
+/// signals; returns its exit status as a shell reports it (127 when it is
+/// not found, 126 when it cannot be run).
+pub(super) async fn run_with_credential(
+    client: &Client,
+    grant: &AccessRequest,
+    mut child: tokio::process::Command,
+    signals: &mut Signals,
+) -> anyhow::Result<u8> {
+    let credential = client.credentials(&grant.id).await?;
+    let program = child.as_std().get_program().to_string_lossy().into_owned();
     child
-        .args(arguments)
         .envs(&credential.env)
         .env(GRANT_ID_ENV, &grant.id)
         .env(GRANT_EXPIRES_ENV, credential.expires_at.to_rfc3339())
@@ -128,7 +141,7 @@ async fn run_with_grant(
 }
 
 /// The signals `exec` passes on, listened to for its whole run.
-struct Signals {
+pub(super) struct Signals {
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
     usr1: tokio::signal::unix::Signal,
@@ -138,7 +151,7 @@ struct Signals {
 }
 
 impl Signals {
-    fn listen() -> anyhow::Result<Self> {
+    pub(super) fn listen() -> anyhow::Result<Self> {
         let listen = |kind| signal(kind).context("cannot listen for signals");
         Ok(Self {
             term: listen(SignalKind::terminate())?,
@@ -151,7 +164,7 @@ impl Signals {
     }
 
     /// The next signal received.
-    async fn next(&mut self) -> rustix::process::Signal {
+    pub(super) async fn next(&mut self) -> rustix::process::Signal {
         use rustix::process::Signal;
         loop {
             tokio::select! {
@@ -169,7 +182,7 @@ impl Signals {
 }
 
 /// The status for a signal that stopped `exec` while it waited: 128 + N.
-fn signal_exit(signal: rustix::process::Signal) -> u8 {
+pub(super) fn signal_exit(signal: rustix::process::Signal) -> u8 {
     u8::try_from(128 + signal.as_raw()).unwrap_or(EXIT_INTERRUPTED)
 }
 
@@ -218,7 +231,7 @@ fn exit_code_of(status: std::process::ExitStatus) -> u8 {
 
 /// Ends what this run asked for: releases the grant, or cancels the
 /// request still waiting. A failure is said loudly: the access may remain.
-async fn give_back(client: &Client, request: &AccessRequest) {
+pub(super) async fn give_back(client: &Client, request: &AccessRequest) {
     let id = &request.id;
     let outcome = match request.state {
         RequestState::Active => client.release(id).await.map(|ended| (ended, "released")),

@@ -16,6 +16,7 @@ pub mod requests;
 pub mod reviews;
 pub mod server;
 pub mod ssh;
+pub mod terraform;
 
 use std::process::ExitCode;
 
@@ -112,6 +113,7 @@ pub mod fixtures {
             policy: None,
             extensions: Vec::new(),
             review: None,
+            plan: None,
             version: 3,
         }
     }

@@ -31,11 +31,9 @@ use crate::output::{
     print_json, print_message, time, time_relative, truncate,
 };
 
-/// What every command that requests a role (`request`, `ssh`, `exec`) asks.
+/// How long and why: what every request of a role states.
 #[derive(Debug, Args)]
-pub struct RoleRequest {
-    /// Role to request.
-    pub role: String,
+pub struct RequestTerms {
     /// How long access should last once granted, e.g. `30m` or `1h30m`
     /// (default: the role's default duration).
     #[arg(long = "for", value_name = "DURATION", allow_hyphen_values = true)]
@@ -48,17 +46,27 @@ pub struct RoleRequest {
     pub ticket: Option<String>,
 }
 
+/// What every command that requests a role (`request`, `ssh`, `exec`) asks.
+#[derive(Debug, Args)]
+pub struct RoleRequest {
+    /// Role to request.
+    pub role: String,
+    #[command(flatten)]
+    pub terms: RequestTerms,
+}
+
 impl RoleRequest {
     /// The request body: now, not break-glass, with `ssh_public_key` to certify.
     pub fn body(&self, ssh_public_key: Option<String>) -> CreateRequest {
         CreateRequest {
             role: self.role.clone(),
-            duration: self.duration.clone(),
-            reason: self.reason.clone(),
-            ticket: self.ticket.clone(),
+            duration: self.terms.duration.clone(),
+            reason: self.terms.reason.clone(),
+            ticket: self.terms.ticket.clone(),
             emergency: false,
             scheduled_start: None,
             ssh_public_key,
+            plan: None,
         }
     }
 }

@@ -19,4 +19,5 @@ mod replicas;
 mod security;
 mod server_start;
 mod targets;
+mod terraform_plans;
 mod upgrade;

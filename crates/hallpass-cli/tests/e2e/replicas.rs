@@ -145,6 +145,7 @@ async fn create_load(addrs: Vec<String>, mut doomed: Server, token: &str, seed: 
                         emergency: false,
                         scheduled_start: None,
                         ssh_public_key: None,
+                        plan: None,
                     };
                     let live = if killed.load(Ordering::SeqCst) {
                         DOOMED

@@ -14,6 +14,7 @@ mod decisions;
 mod ending;
 mod extension;
 mod open;
+mod plan;
 mod review;
 pub mod transitions;
 
@@ -32,6 +33,7 @@ use crate::subject::{Principal, Subject};
 pub use crate::text::{MAX_COMMENT_CHARS, MAX_REASON_CHARS, MAX_TICKET_CHARS};
 pub use decisions::RoleCheck;
 pub use ending::revoke_backoff;
+pub use plan::{MAX_ADDRESS_CHARS, MAX_PLAN_ADDRESSES, TerraformPlan};
 pub use transitions::Action;
 
 /// How far ahead a request may be scheduled.
@@ -148,6 +150,8 @@ pub struct NewRequest {
     /// A public key to certify (SSH targets), as an `authorized_keys` line,
     /// already checked by the target's provider.
     pub public_key: Option<String>,
+    /// The Terraform plan the grant is for, already checked.
+    pub plan: Option<TerraformPlan>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,6 +286,10 @@ pub struct RequestRecord {
     /// out again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub one_time_delivered_at: Option<DateTime<Utc>>,
+    /// The Terraform plan the request is bound to: approvals are for
+    /// applying this file, known by its digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<TerraformPlan>,
 }
 
 pub(crate) fn seconds(value: u64) -> Duration {

@@ -108,6 +108,9 @@ impl RequestRecord {
         let reason = text::required(TextField::Reason, &input.reason)?;
         let ticket = text::optional(TextField::Ticket, &input.ticket)?;
         let scheduled_start = scheduled_start(input.scheduled_start, now)?;
+        if let Some(plan) = &input.plan {
+            plan.check()?;
+        }
         let route = match with_cap(
             route,
             above_cap(duration_seconds, input.policy_cap_seconds, "this request"),
@@ -150,6 +153,7 @@ impl RequestRecord {
             review: None,
             public_key: input.public_key,
             one_time_delivered_at: None,
+            plan: input.plan,
         };
         let kind = record.take_route(route, now);
         Ok((record, kind))

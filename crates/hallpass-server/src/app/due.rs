@@ -136,6 +136,7 @@ impl App {
             emergency: record.emergency,
             extension: false,
             scheduled_start: record.scheduled_start,
+            plan: record.plan.clone(),
         };
         let decided = self.decide(context, &record.requester, &asked, true).await?;
         let mut messages = match decided.route {

@@ -155,6 +155,7 @@ impl From<RuleError> for AppError {
             RuleError::GrantExpired { .. } => (K::Conflict, C::GrantExpired),
             RuleError::ExtensionPending { .. } => (K::Conflict, C::ExtensionPending),
             RuleError::NoOpenReview(_) => (K::Conflict, C::NoOpenReview),
+            RuleError::InvalidPlan(_) => (K::Invalid, C::InvalidPlan),
         };
         AppError::new(kind, code, message)
     }

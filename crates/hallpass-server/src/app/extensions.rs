@@ -106,6 +106,7 @@ impl App {
             emergency: grant.emergency,
             extension: true,
             scheduled_start: None,
+            plan: grant.plan.clone(),
         };
         let self_service = !context.rules.extension_requires_approval;
         let decided = self.decide(context, &caller.principal, &asked, self_service).await?;

@@ -14,7 +14,7 @@ use hallpass_api::{self as api, ErrorCode, RequestOutcome};
 use hallpass_core::audit::AuditDraft;
 use hallpass_core::documents::{Document, FlowDocument, RoleDocument, TargetDocument};
 use hallpass_core::flow::FlowRules;
-use hallpass_core::request::{NewRequest, PolicyRecord, RequestRecord, RoleApproval, RoleRules, Route};
+use hallpass_core::request::{NewRequest, PolicyRecord, RequestRecord, RoleApproval, RoleRules, Route, TerraformPlan};
 use hallpass_core::{AuditKind, Principal, RequestState, parse_duration};
 use hallpass_store::{ConfigKind, ReadTx, WriteTx};
 use serde_json::{Value, json};
@@ -262,6 +262,9 @@ impl App {
         body: api::CreateRequest,
     ) -> AppResult<api::CreateRequestResponse> {
         let duration_seconds = parse_request_duration(body.duration.as_deref(), "duration")?;
+        if let Some(plan) = &body.plan {
+            plan.check()?;
+        }
         for _ in 0..DECISION_ATTEMPTS {
             let context = self
                 .role_context(&body.role, caller.name())
@@ -278,6 +281,7 @@ impl App {
                         ),
                     ));
                 }
+                check_same_plan(open, body.plan.as_ref())?;
                 let answer = match open.state {
                     RequestState::Active => {
                         let wanted = duration_seconds.unwrap_or(context.rules.default_duration_seconds);
@@ -322,6 +326,7 @@ impl App {
             emergency: body.emergency,
             extension: false,
             scheduled_start: body.scheduled_start,
+            plan: body.plan.clone(),
         };
         let decided = self.decide(&context, &principal, &asked, false).await?;
         let input = NewRequest {
@@ -335,6 +340,7 @@ impl App {
             policy: Some(decided.policy.clone()),
             role_approvers: context.role_approvers(),
             public_key: body.ssh_public_key.clone(),
+            plan: body.plan.clone(),
         };
         // Check the rules before touching the target: bad input changes nothing.
         let (preview, _) = RequestRecord::open(
@@ -457,6 +463,30 @@ impl App {
     }
 }
 
+/// A request for a Terraform plan reuses an open request or grant of the
+/// role only when that one is for the same plan: an approval covers one
+/// plan file, so any other needs its own.
+fn check_same_plan(open: &RequestRecord, plan: Option<&TerraformPlan>) -> AppResult<()> {
+    let Some(plan) = plan else {
+        return Ok(());
+    };
+    if open.plan.as_ref().is_some_and(|held| held.sha256 == plan.sha256) {
+        return Ok(());
+    }
+    let held = match &open.plan {
+        Some(held) => format!("for plan {}", held.sha256),
+        None => "without a plan".to_string(),
+    };
+    Err(AppError::conflict(
+        ErrorCode::PlanMismatch,
+        format!(
+            "you already have {} request {} for role {} {held}; plan {} needs an approval of its own: \
+             end that one first (release the grant, or cancel the request)",
+            open.state, open.id, open.role, plan.sha256
+        ),
+    ))
+}
+
 /// The new request's audit data.
 fn created_data(record: &RequestRecord, principal: &Principal) -> Value {
     json!({
@@ -470,6 +500,7 @@ fn created_data(record: &RequestRecord, principal: &Principal) -> Value {
         "pending_expires_at": record.pending_expires_at,
         "denied": record.decision.as_ref().and_then(|d| d.comment.clone()),
         "policy": record.policy,
+        "plan": record.plan.as_ref().map(TerraformPlan::audit_data),
     })
 }
 
@@ -509,5 +540,6 @@ fn write_new_request(
 /// The `grant.activated` event's data.
 pub(crate) fn activation_data(record: &RequestRecord, metadata: &Value) -> Value {
     json!({"expires_at": record.expires_at, "credential": metadata, "emergency": record.emergency,
-           "duration_seconds": record.duration_seconds, "capped_from_seconds": record.capped_from_seconds})
+           "duration_seconds": record.duration_seconds, "capped_from_seconds": record.capped_from_seconds,
+           "plan_sha256": record.plan.as_ref().map(|plan| &plan.sha256)})
 }

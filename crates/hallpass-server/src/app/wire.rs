@@ -150,6 +150,7 @@ pub fn request_to_api(record: &RequestRecord, version: u64, now: DateTime<Utc>) 
             opened_at: r.opened_at,
             acknowledged: r.acknowledged.as_ref().map(decision),
         }),
+        plan: record.plan.clone(),
         version,
     }
 }

@@ -165,12 +165,7 @@ impl World {
 
     /// The last audit event of `kind` for request `id`.
     pub fn end_event(&self, id: &str, kind: &str) -> Value {
-        let export = self.server.run(&self.server.admin, &["audit", "export"]);
-        String::from_utf8_lossy(&export.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .rfind(|event| event["kind"] == kind && event["request_id"] == id)
-            .unwrap_or_else(|| panic!("no {kind} event for {id}"))
+        audit_event(&self.server, id, kind)
     }
 
     /// `hallpass target test NAME`: its exit code and what it printed.
@@ -389,4 +384,14 @@ pub fn private_file(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     std::fs::write(&path, text).expect("write");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     path
+}
+
+/// The last audit event of `kind` for request `id` on `server`.
+pub fn audit_event(server: &Server, id: &str, kind: &str) -> Value {
+    let export = server.run(&server.admin, &["audit", "export"]);
+    String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .rfind(|event| event["kind"] == kind && event["request_id"] == id)
+        .unwrap_or_else(|| panic!("no {kind} event for {id}"))
 }
