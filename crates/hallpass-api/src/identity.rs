@@ -119,3 +119,13 @@ pub struct LockInfo {
     #[serde(default)]
     pub revoke_failed: Vec<String>,
 }
+
+/// `POST /v1/auth/oidc`: a workload's OIDC token (from its CI system) to
+/// exchange for a short-lived API token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadTokenExchange {
+    /// The JWT, as the CI system issued it.
+    #[schema(max_length = 16384)]
+    pub token: String,
+}

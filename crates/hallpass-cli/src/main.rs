@@ -75,6 +75,13 @@ enum Command {
     Server(ServerArgs),
     /// Show who the token belongs to.
     Whoami,
+    /// Exchange a CI job's OIDC token for a short-lived Hallpass token,
+    /// printed on stdout: `export HALLPASS_TOKEN=$(hallpass login --oidc-token-file F)`.
+    Login {
+        /// The OIDC token (a JWT) the CI system gave the job; `-` reads stdin.
+        #[arg(long = "oidc-token-file", value_name = "FILE")]
+        oidc_token_file: std::path::PathBuf,
+    },
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -229,6 +236,7 @@ async fn run(cli: Cli) -> CmdResult {
     match cli.command {
         Command::Server(args) => commands::server::run(args).await,
         Command::Whoami => commands::identity::whoami(&ctx).await,
+        Command::Login { oidc_token_file } => commands::identity::login(&ctx, &oidc_token_file).await,
         Command::Token(command) => commands::identity::token(&ctx, command).await,
         Command::Apply(args) => commands::config::apply(&ctx, args).await,
         Command::Target(command) => commands::config::target(&ctx, command).await,

@@ -152,6 +152,14 @@ impl Client {
             .await
     }
 
+    /// Exchanges a workload's OIDC token (from its CI system) for a
+    /// short-lived API token; needs no token of its own.
+    pub async fn exchange_workload_token(&self, jwt: &str) -> Result<CreatedToken, ClientError> {
+        let body = hallpass_api::WorkloadTokenExchange { token: jwt.to_string() };
+        self.json(self.request(Method::POST, &["v1", "auth", "oidc"])?.json(&body))
+            .await
+    }
+
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {
         self.json(self.request(Method::GET, &["v1", "tokens"])?).await
     }

@@ -16,7 +16,9 @@ mod server;
 #[cfg(test)]
 mod testing;
 mod value;
+mod workload;
 
 pub use apply::{parse_apply_file, parse_apply_str};
 pub use error::{ConfigError, ConfigErrors};
 pub use server::{LogFormat, SealKey, ServerConfig, Storage, parse_server_config_file, parse_server_config_str};
+pub use workload::{ClaimRule, DEFAULT_TOKEN_TTL_SECONDS, JwksSource, WorkloadIdentity};

@@ -16,6 +16,7 @@ use hcl_edit::structure::{Block, BlockLabel};
 use crate::body::Shape;
 use crate::error::{ConfigErrors, Reporter, parse_body, read_file, start_of};
 use crate::value::Literal;
+use crate::workload::WorkloadIdentity;
 
 /// Request bodies smaller than this could not even hold an apply request.
 const MIN_BODY_BYTES: u64 = 1024;
@@ -36,7 +37,7 @@ const SERVER: Shape = Shape {
         "auth_failures_per_minute",
         "seal_key",
     ],
-    blocks: &["storage"],
+    blocks: &["storage", "workload_identity"],
     verbatim: &[],
 };
 const SQLITE: Shape = Shape {
@@ -71,6 +72,8 @@ pub struct ServerConfig {
     pub storage: Option<Storage>,
     /// Key-encryption key for secrets at rest.
     pub seal_key: Option<SealKey>,
+    /// OIDC issuers whose workload tokens are exchanged for API tokens.
+    pub workload_identities: Vec<WorkloadIdentity>,
 }
 
 /// Where the server keeps its state.
@@ -175,21 +178,11 @@ pub fn parse_server_config_str(source: &str, file_name: &str) -> Result<ServerCo
     let mut reporter = Reporter::new(source, file_name);
     let place = "in the server configuration".to_string();
     let (attrs, blocks) = reporter.walk(&body, &SERVER, place, 0);
-    let storage = match blocks.as_slice() {
-        [] => None,
-        [first, extras @ ..] => {
-            // Check the extra blocks too, so every mistake is reported at once.
-            for extra in extras {
-                let message = format!(
-                    "storage is configured twice in the server configuration (first at {}); keep one storage block",
-                    reporter.describe_position(start_of(&first.ident))
-                );
-                reporter.error(start_of(&extra.ident), message);
-                reporter.storage(extra);
-            }
-            reporter.storage(first)
-        }
-    };
+    let (identity_blocks, blocks): (Vec<_>, Vec<_>) = blocks
+        .into_iter()
+        .partition(|block| block.ident.as_str() == "workload_identity");
+    let workload_identities = reporter.workload_identities(&identity_blocks);
+    let storage = reporter.storage_blocks(&blocks);
     let r = &mut reporter;
     let config = ServerConfig {
         listen: attrs.optional(r, "listen", |r, literal, what| {
@@ -244,6 +237,7 @@ pub fn parse_server_config_str(source: &str, file_name: &str) -> Result<ServerCo
         seal_key: attrs.optional(r, "seal_key", |r, literal, what| {
             r.secret(literal, what, SealKey::parse)
         }),
+        workload_identities,
     };
     reporter.finish(config)
 }
@@ -274,6 +268,40 @@ impl Reporter<'_> {
 }
 
 impl Reporter<'_> {
+    /// The one `storage` block, if any.
+    fn storage_blocks(&mut self, blocks: &[&Block]) -> Option<Storage> {
+        let [first, extras @ ..] = blocks else {
+            return None;
+        };
+        // Check the extra blocks too, so every mistake is reported at once.
+        for extra in extras {
+            let message = format!(
+                "storage is configured twice in the server configuration (first at {}); keep one storage block",
+                self.describe_position(start_of(&first.ident))
+            );
+            self.error(start_of(&extra.ident), message);
+            self.storage(extra);
+        }
+        self.storage(first)
+    }
+
+    /// Every `workload_identity` block, each name once.
+    fn workload_identities(&mut self, blocks: &[&Block]) -> Vec<WorkloadIdentity> {
+        let mut identities: Vec<WorkloadIdentity> = Vec::new();
+        for block in blocks {
+            let Some(identity) = self.workload_identity(block) else {
+                continue;
+            };
+            if identities.iter().any(|known| known.name == identity.name) {
+                let message = format!("workload_identity \"{}\" is defined twice; keep one", identity.name);
+                self.error(start_of(&block.ident), message);
+                continue;
+            }
+            identities.push(identity);
+        }
+        identities
+    }
+
     /// A string holding a secret, checked by `check`; unlike
     /// [`parsed`](Self::parsed), errors do not show the value.
     fn secret<T>(&mut self, literal: &Literal, what: &str, check: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
@@ -345,10 +373,11 @@ impl Reporter<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn messages(source: &str) -> Vec<String> {
+    /// The errors of a server configuration, as `LINE:COLUMN: message`.
+    pub(crate) fn messages(source: &str) -> Vec<String> {
         let errors = parse_server_config_str(source, "server.hcl").unwrap_err();
         errors
             .errors()
@@ -376,6 +405,7 @@ mod tests {
                 url: "postgres://hallpass@db.internal:5432/hallpass".into(),
             }),
             seal_key: Some(SealKey(std::array::from_fn(|i| i as u8))),
+            workload_identities: Vec::new(),
         };
         assert_eq!(parse_server_config_str(&source, "server.hcl").unwrap(), expected);
         assert_eq!(
@@ -426,7 +456,7 @@ mod tests {
                 "2:3: unknown attribute \"lissen\" in the server configuration; expected one of: listen, data_dir, \
                  public_url, log_format, log_level, max_body_bytes, auth_failures_per_minute, seal_key; \
                  did you mean \"listen\"?",
-                "3:1: unknown block \"limits\" in the server configuration; expected one of: storage",
+                "3:1: unknown block \"limits\" in the server configuration; expected one of: storage, workload_identity",
                 "5:13: only literal values are supported here, but this is a template with ${...} interpolation \
                  or %{...} directives; write a plain string, number, bool, list or object instead",
             ]

@@ -350,7 +350,7 @@ type UnixClock = Arc<dyn Fn() -> i64 + Send + Sync>;
 /// Makes aws-lc-rs, the project's one crypto backend, the process's rustls
 /// provider unless the program already chose one: reqwest is built without a
 /// provider of its own and takes the process default. Idempotent.
-pub(crate) fn install_tls_crypto_provider() {
+pub fn install_tls_crypto_provider() {
     // An error only means a provider is installed already, which is the goal.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }

@@ -166,6 +166,9 @@ pub async fn serve(
         clock,
         deadlines: deadline_tx,
         auth_failures_per_minute: settings.auth_failures_per_minute,
+        workload_issuers: Arc::new(app::workload::WorkloadIssuers::new(
+            settings.workload_identities.clone(),
+        )?),
     });
     start_up(&app, &settings, &format!("{backend:?}")).await?;
 

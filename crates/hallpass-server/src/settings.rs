@@ -51,6 +51,8 @@ pub struct Settings {
     pub seal_key: Option<hallpass_config::SealKey>,
     /// Certificate chain and key files for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// OIDC issuers whose workload tokens are exchanged for API tokens.
+    pub workload_identities: Vec<hallpass_config::WorkloadIdentity>,
 }
 
 fn read_token_file(path: &Path) -> anyhow::Result<String> {
@@ -129,6 +131,7 @@ impl Settings {
             database_url,
             seal_key: config.seal_key,
             tls,
+            workload_identities: config.workload_identities,
         })
     }
 }

@@ -68,6 +68,7 @@ pub fn app_on(
         clock,
         deadlines,
         auth_failures_per_minute: crate::app::tokens::DEFAULT_AUTH_FAILURES_PER_MINUTE,
+        workload_issuers: Default::default(),
     });
     Ok((app, inbox))
 }
@@ -81,5 +82,115 @@ pub fn caller(name: &str, groups: &[&str]) -> Caller {
         },
         token_id: format!("tok_{name}"),
         token_expires_at: None,
+    }
+}
+
+/// A signing key of a made-up OIDC issuer, for tests of workload identity:
+/// signs JWTs as a CI system would, and gives its public JWK.
+pub struct TestIssuerKey {
+    kid: String,
+    key: IssuerKey,
+}
+
+enum IssuerKey {
+    Es256(aws_lc_rs::signature::EcdsaKeyPair),
+    Rs256(aws_lc_rs::rsa::KeyPair),
+}
+
+impl TestIssuerKey {
+    /// A new P-256 key (ES256).
+    pub fn es256(kid: &str) -> TestIssuerKey {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pair = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .and_then(|pkcs8| {
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+                    .map_err(|_| aws_lc_rs::error::Unspecified)
+            })
+            .expect("a P-256 key");
+        TestIssuerKey {
+            kid: kid.into(),
+            key: IssuerKey::Es256(pair),
+        }
+    }
+
+    /// A new 2048-bit RSA key (RS256).
+    pub fn rs256(kid: &str) -> TestIssuerKey {
+        let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("an RSA key");
+        TestIssuerKey {
+            kid: kid.into(),
+            key: IssuerKey::Rs256(pair),
+        }
+    }
+
+    pub fn alg(&self) -> &'static str {
+        match self.key {
+            IssuerKey::Es256(_) => "ES256",
+            IssuerKey::Rs256(_) => "RS256",
+        }
+    }
+
+    /// The public key as a JWK, as an issuer's JWKS lists it.
+    pub fn jwk(&self) -> serde_json::Value {
+        use aws_lc_rs::signature::KeyPair as _;
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        match &self.key {
+            IssuerKey::Es256(pair) => {
+                let point = pair.public_key().as_ref();
+                serde_json::json!({"kty": "EC", "crv": "P-256", "kid": self.kid, "alg": "ES256", "use": "sig",
+                    "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..65])})
+            }
+            IssuerKey::Rs256(pair) => {
+                let public = pair.public_key();
+                serde_json::json!({"kty": "RSA", "kid": self.kid, "alg": "RS256", "use": "sig",
+                    "n": URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero()),
+                    "e": URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero())})
+            }
+        }
+    }
+
+    /// A JWT of `claims` with the usual header (`alg`, `kid`, `typ`).
+    pub fn sign(&self, claims: &serde_json::Value) -> String {
+        let header = serde_json::json!({"alg": self.alg(), "kid": self.kid, "typ": "JWT"});
+        self.sign_with_header(&header, claims)
+    }
+
+    /// A JWT of `claims` under any header, signed with this key.
+    pub fn sign_with_header(&self, header: &serde_json::Value, claims: &serde_json::Value) -> String {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = match &self.key {
+            IssuerKey::Es256(pair) => pair.sign(&rng, signed.as_bytes()).expect("sign").as_ref().to_vec(),
+            IssuerKey::Rs256(pair) => {
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(
+                    &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                    &rng,
+                    signed.as_bytes(),
+                    &mut signature,
+                )
+                .expect("sign");
+                signature
+            }
+        };
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    /// A JWT of `claims` with `alg: none` and no signature.
+    pub fn unsigned(claims: &serde_json::Value) -> String {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        )
     }
 }

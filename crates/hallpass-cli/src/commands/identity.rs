@@ -1,5 +1,5 @@
-//! Who am I, API tokens and locks: `whoami`, `token create|list|revoke`,
-//! `lock`, `unlock`, `locks`.
+//! Who am I, API tokens and locks: `login` (a CI job's OIDC token for an
+//! API token), `whoami`, `token create|list|revoke`, `lock`, `unlock`, `locks`.
 
 use clap::Subcommand;
 use hallpass_api::CreateToken;
@@ -25,6 +25,31 @@ pub enum TokenCommand {
     List,
     /// Revoke an API token by id.
     Revoke { id: String },
+}
+
+/// `hallpass login --oidc-token-file F`: a CI job's OIDC token for a
+/// short-lived Hallpass token. Only the token goes to stdout, for
+/// `export HALLPASS_TOKEN=$(hallpass login ...)`; who it is for, on stderr.
+pub async fn login(ctx: &Ctx, oidc_token_file: &std::path::Path) -> CmdResult {
+    let jwt = if oidc_token_file == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(oidc_token_file)
+            .map_err(|e| anyhow::anyhow!("cannot read the OIDC token file {}: {e}", oidc_token_file.display()))?
+    };
+    let created = ctx.client()?.exchange_workload_token(jwt.trim()).await?;
+    eprint_message(&format!(
+        "logged in as {} (groups: {}) until {}",
+        created.principal,
+        join_or_dash(&created.groups),
+        opt_time(created.expires_at.as_ref())
+    ));
+    if ctx.json() {
+        print_json(&created)?;
+    } else {
+        println!("{}", created.token);
+    }
+    ok()
 }
 
 pub async fn whoami(ctx: &Ctx) -> CmdResult {

@@ -57,6 +57,9 @@ const MATRIX: &[(&str, [Outcome; 6])] = &[
     ("GET /.well-known/jwks.json", PUBLIC),
     ("GET /v1/openapi.json", PUBLIC),
     ("GET /v1/audit/public-key", PUBLIC),
+    // Public, the body's JWT is the credential; this server trusts no
+    // workload issuer, so every caller hears so (a token is not looked at).
+    ("POST /v1/auth/oidc", [E404; 6]),
     // Identity.
     ("GET /v1/whoami", ANY_TOKEN),
     ("POST /v1/tokens", ADMIN),
@@ -350,6 +353,7 @@ impl World {
                 Call::json("/v1/tokens", json!({"principal": "matrix-made", "groups": ["dev"]})),
                 none,
             ),
+            "POST /v1/auth/oidc" => (Call::json("/v1/auth/oidc", json!({"token": "a.b.c"})), none),
             "DELETE /v1/tokens/{id}" => {
                 let made = self.admin_ok(
                     "POST",

@@ -21,3 +21,4 @@ mod server_start;
 mod targets;
 mod terraform_plans;
 mod upgrade;
+mod workload_identity;

@@ -35,6 +35,7 @@ pub mod secrets;
 pub mod targets;
 pub mod tokens;
 pub(crate) mod wire;
+pub mod workload;
 
 use std::sync::Arc;
 
@@ -79,6 +80,8 @@ pub struct AppParts {
     pub deadlines: mpsc::UnboundedSender<(DateTime<Utc>, String)>,
     /// Failed authentications one address may make per minute.
     pub auth_failures_per_minute: u32,
+    /// The OIDC issuers whose workload tokens are exchanged for API tokens.
+    pub workload_issuers: Arc<workload::WorkloadIssuers>,
 }
 
 /// The broker's operations. Cheap to clone.
@@ -102,6 +105,7 @@ struct Inner {
     policies: PolicyCache,
     limits: tokens::Limits,
     revocation_lists: targets::RevocationListWriters,
+    workload_issuers: Arc<workload::WorkloadIssuers>,
 }
 
 fn new_request_id() -> String {
@@ -188,6 +192,7 @@ impl App {
                 policies: PolicyCache::default(),
                 limits,
                 revocation_lists: targets::RevocationListWriters::default(),
+                workload_issuers: parts.workload_issuers,
             }),
         }
     }

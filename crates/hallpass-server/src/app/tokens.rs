@@ -223,7 +223,7 @@ impl Limits {
 
 /// Whether a token is made whatever the store holds, or only as its first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TokenWhen {
+pub(crate) enum TokenWhen {
     Always,
     FirstOnly,
 }
@@ -233,13 +233,7 @@ impl App {
     /// fingerprint of what was presented and the address, never the
     /// secret) and limited per address.
     pub async fn authenticate(&self, secret: &str, remote: Option<IpAddr>) -> AppResult<Caller> {
-        if let Some(retry_after) = remote.and_then(|ip| self.inner.limits.auth_failures.blocked(ip)) {
-            return Err(AppError::rate_limited(
-                ErrorCode::TooManyFailures,
-                "too many failed authentications from this address; wait and try again",
-                retry_after,
-            ));
-        }
+        self.check_auth_failures(remote)?;
         let hash = hash_token(secret);
         if !secret.starts_with(TOKEN_PREFIX) {
             return Err(self.failed_authentication(None, &hash, remote, "malformed token"));
@@ -269,6 +263,26 @@ impl App {
         })
     }
 
+    /// Refuses an address that failed to authenticate too often lately.
+    pub(super) fn check_auth_failures(&self, remote: Option<IpAddr>) -> AppResult<()> {
+        match remote.and_then(|ip| self.inner.limits.auth_failures.blocked(ip)) {
+            Some(retry_after) => Err(AppError::rate_limited(
+                ErrorCode::TooManyFailures,
+                "too many failed authentications from this address; wait and try again",
+                retry_after,
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts one failed authentication, and holds it against the address.
+    pub(super) fn count_auth_failure(&self, remote: Option<IpAddr>) {
+        if let Some(ip) = remote {
+            self.inner.limits.auth_failures.record(ip);
+        }
+        metrics::counter!("hallpass_auth_failures_total").increment(1);
+    }
+
     /// Logs, counts and holds against the address one failed authentication.
     /// A known token is named by its id; anything else by the start of the
     /// SHA-256 of what was presented, which tells repeated guesses apart
@@ -282,10 +296,7 @@ impl App {
     ) -> AppError {
         let fingerprint = hash.get(..12).unwrap_or(hash);
         tracing::warn!(token_id, fingerprint, remote = ?remote, why, "authentication failed");
-        if let Some(ip) = remote {
-            self.inner.limits.auth_failures.record(ip);
-        }
-        metrics::counter!("hallpass_auth_failures_total").increment(1);
+        self.count_auth_failure(remote);
         let message = if why == "malformed token" {
             "the API token is malformed: Hallpass tokens start with `hp_`"
         } else {
@@ -307,7 +318,9 @@ impl App {
     /// Admins make tokens; the secret is returned once.
     pub async fn create_token(&self, caller: &Caller, body: api::CreateToken) -> AppResult<api::CreatedToken> {
         caller.require_admin()?;
-        let created = self.make_token(caller.name(), body, None, TokenWhen::Always).await?;
+        let created = self
+            .make_token(caller.name(), body, None, TokenWhen::Always, None)
+            .await?;
         created.ok_or_else(|| AppError::internal("a token made unconditionally was not made"))
     }
 
@@ -323,16 +336,19 @@ impl App {
         body: api::CreateToken,
         fixed_secret: Option<String>,
     ) -> AppResult<Option<api::CreatedToken>> {
-        self.make_token(created_by, body, fixed_secret, TokenWhen::FirstOnly)
+        self.make_token(created_by, body, fixed_secret, TokenWhen::FirstOnly, None)
             .await
     }
 
-    async fn make_token(
+    /// Makes a token with its `token.created` event; `origin` adds to the
+    /// event's data where the token came from (a workload's issuer).
+    pub(crate) async fn make_token(
         &self,
         created_by: &str,
         body: api::CreateToken,
         fixed_secret: Option<String>,
         when: TokenWhen,
+        origin: Option<serde_json::Value>,
     ) -> AppResult<Option<api::CreatedToken>> {
         check_principal_name(&body.principal)?;
         for group in &body.groups {
@@ -389,7 +405,7 @@ impl App {
                     AuditKind::TokenCreated,
                     None,
                     json!({"token_id": stored.id, "principal": stored.principal, "groups": stored.groups,
-                           "expires_at": stored.expires_at}),
+                           "expires_at": stored.expires_at, "origin": origin}),
                 ))?;
                 Ok(true)
             })

@@ -1,8 +1,8 @@
 //! Extractors whose rejections use the API's error shape and say what was
-//! wrong: the bearer token (to a [`Caller`]), JSON bodies, optional bodies,
-//! query strings and path segments.
+//! wrong: the bearer token (to a [`Caller`]), the caller's address, JSON
+//! bodies, optional bodies, query strings and path segments.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -23,14 +23,34 @@ fn invalid(code: ErrorCode, message: impl Into<String>) -> HttpError {
     HttpError(AppError::invalid(code, message))
 }
 
+/// The caller's address, when the listener recorded it (failed
+/// authentications are limited per address).
+pub struct Remote(pub Option<IpAddr>);
+
+impl Remote {
+    fn of(parts: &Parts) -> Remote {
+        Remote(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip()),
+        )
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Remote {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Remote::of(parts))
+    }
+}
+
 impl FromRequestParts<App> for Caller {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
-        let remote = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
+        let Remote(remote) = Remote::of(parts);
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
             HttpError(AppError::unauthenticated(
                 ErrorCode::MissingToken,

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use hallpass_api as api;
 
 use super::error::HttpResult;
-use super::extract::{JsonBody, Segment};
+use super::extract::{JsonBody, Remote, Segment};
 use crate::app::{App, Caller};
 
 #[utoipa::path(get, path = "/v1/whoami", tag = "identity", responses((status = 200, body = api::WhoAmI)))]
@@ -22,6 +22,33 @@ pub async fn create_token(
     JsonBody(body): JsonBody<api::CreateToken>,
 ) -> HttpResult<(StatusCode, Json<api::CreatedToken>)> {
     Ok((StatusCode::CREATED, Json(app.create_token(&caller, body).await?)))
+}
+
+/// Exchanges a workload's OIDC token (GitHub Actions, GitLab CI, ...) from an
+/// issuer the server configuration trusts for a short-lived API token: the
+/// first `workload_identity` rule whose claims match names its principal and
+/// groups. No bearer token: the JWT is the credential. Refusals (expired, not
+/// yet valid, wrong audience or issuer, `alg: none`, a bad signature, no
+/// matching rule) are 401 with the reason, and count as failed
+/// authentications of the caller's address.
+#[utoipa::path(post, path = "/v1/auth/oidc", tag = "identity", security(()), request_body = api::WorkloadTokenExchange,
+    responses(
+        (status = 201, body = api::CreatedToken),
+        (status = 400, description = "the body is not valid JSON", body = api::ErrorBody),
+        (status = 401, description = "the workload token was refused; the message says why", body = api::ErrorBody),
+        (status = 404, description = "the server trusts no workload identity issuer", body = api::ErrorBody),
+        (status = 429, description = "too many failed authentications from this address; see Retry-After", body = api::ErrorBody),
+        (status = 502, description = "the issuer's signing keys could not be fetched", body = api::ErrorBody),
+    ))]
+pub async fn exchange_workload_token(
+    State(app): State<App>,
+    Remote(remote): Remote,
+    JsonBody(body): JsonBody<api::WorkloadTokenExchange>,
+) -> HttpResult<(StatusCode, Json<api::CreatedToken>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(app.exchange_workload_token(&body.token, remote).await?),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/tokens", tag = "identity", responses((status = 200, body = Vec<api::TokenInfo>)))]

@@ -59,6 +59,7 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .route("/v1/whoami", get(identity::whoami))
         .route("/v1/tokens", get(identity::list_tokens).post(identity::create_token))
         .route("/v1/tokens/{id}", delete(identity::revoke_token))
+        .route("/v1/auth/oidc", post(identity::exchange_workload_token))
         .route("/v1/locks", get(identity::list_locks))
         .route(
             "/v1/principals/{name}/lock",

@@ -35,6 +35,7 @@ use hallpass_api as api;
         identity::create_token,
         identity::list_tokens,
         identity::revoke_token,
+        identity::exchange_workload_token,
         identity::list_locks,
         identity::lock,
         identity::unlock,
