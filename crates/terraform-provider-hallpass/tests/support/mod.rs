@@ -1,0 +1,249 @@
+//! What the acceptance tests share: finding `terraform` and the `hallpass`
+//! binary, a throwaway dev server, and a Terraform working directory whose
+//! CLI configuration points `hallpass/hallpass` at the provider under test.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The admin token of the dev server under test.
+pub const ROOT_TOKEN: &str = "hp_tfAccR00t-Lk3vN8xQw2Yb7Hc5Tz9Pm4Jd6Fg1Su0Rb";
+pub const COOKIE_KEY: &str = "TF_PLUGIN_MAGIC_COOKIE";
+pub const COOKIE_VALUE: &str = "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2";
+
+/// The provider binary Cargo built for these tests.
+pub fn provider_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_terraform-provider-hallpass"))
+}
+
+/// `terraform` from the PATH, or `None` (after saying so) to skip. Under
+/// `CI=true` a missing Terraform fails the test instead.
+pub fn terraform() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("terraform"))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        let ci = matches!(std::env::var("CI").as_deref(), Ok("true" | "1"));
+        assert!(
+            !ci,
+            "terraform is not on the PATH: CI=true needs Terraform >= 1.10 for the provider's acceptance tests"
+        );
+        eprintln!("note: skipping, terraform is not on the PATH (install Terraform >= 1.10 to run this test)");
+    }
+    found
+}
+
+/// The `hallpass` binary of this workspace, built (or found up to date) by
+/// Cargo first. A test cannot depend on another package's binary
+/// (`CARGO_BIN_EXE_*` names only this package's), so it asks Cargo to build
+/// it into the same target directory as the tests.
+pub fn hallpass_bin() -> PathBuf {
+    let cargo = option_env!("CARGO").unwrap_or("cargo");
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "hallpass-cli", "--bin", "hallpass"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build for the hallpass binary");
+    assert!(status.success(), "cargo build -p hallpass-cli failed");
+    // The tests' binary is target/<profile>/deps/acceptance-*; the
+    // `hallpass` binary lands in target/<profile>/.
+    let profile_dir = provider_bin()
+        .parent()
+        .map(Path::to_path_buf)
+        .expect("the provider binary has a directory");
+    let bin = profile_dir.join("hallpass");
+    assert!(bin.is_file(), "no hallpass binary at {}", bin.display());
+    bin
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+/// A `hallpass server --dev` on a free port; killed when dropped.
+pub struct HallpassServer {
+    child: Child,
+    pub addr: String,
+    _data: tempfile::TempDir,
+}
+
+impl HallpassServer {
+    pub fn start() -> Self {
+        let data = tempfile::tempdir().expect("temp dir");
+        let listen = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(hallpass_bin())
+            .args([
+                "server",
+                "--dev",
+                "--dev-root-token",
+                ROOT_TOKEN,
+                "--listen",
+                &listen,
+                "--data-dir",
+            ])
+            .arg(data.path().join("data"))
+            .env_remove("HALLPASS_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hallpass server");
+        let mut server = Self {
+            child,
+            addr: format!("http://{listen}"),
+            _data: data,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(&listen, "/healthz").is_none_or(|(status, _)| status != 200) {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("hallpass server exited during start-up: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "hallpass server did not become healthy within 30s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// GETs `path` (no token) and parses the JSON body.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let host = self.addr.trim_start_matches("http://");
+        let (status, body) = http_get(host, path).expect("the server answers");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).expect("a JSON body")
+    }
+}
+
+impl Drop for HallpassServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET, so that the expected values do not come through
+/// the provider's own client.
+fn http_get(host: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(host).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// A Terraform working directory with `main.tf`, its own CLI configuration
+/// (the dev override), home and log file.
+pub struct Workspace {
+    terraform: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// What a Terraform command did.
+pub struct Run {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// stderr with every run of whitespace made one space: Terraform wraps
+    /// diagnostic text to the terminal's width.
+    pub fn stderr_words(&self) -> String {
+        self.stderr.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    pub fn assert_success(&self, what: &str) {
+        assert!(self.success, "{what} failed:\n{}\n{}", self.stdout, self.stderr);
+    }
+}
+
+impl Workspace {
+    pub fn new(terraform: &Path, main_tf: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let provider_dir = provider_bin()
+            .parent()
+            .map(Path::to_path_buf)
+            .expect("the provider binary has a directory");
+        let cli_config = format!(
+            "provider_installation {{\n  dev_overrides {{\n    \"registry.terraform.io/hallpass/hallpass\" = {:?}\n  }}\n  direct {{}}\n}}\n",
+            provider_dir.display().to_string()
+        );
+        std::fs::write(dir.path().join("terraformrc"), cli_config).expect("write the CLI configuration");
+        std::fs::write(dir.path().join("main.tf"), main_tf).expect("write main.tf");
+        std::fs::create_dir(dir.path().join("home")).expect("create home");
+        Self {
+            terraform: terraform.to_path_buf(),
+            dir,
+        }
+    }
+
+    /// Runs `terraform ARGS` in the directory with `env` on top of a clean
+    /// Terraform environment; Terraform's debug log goes to `tf.log`.
+    pub fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let root = self.dir.path();
+        let output: Output = Command::new(&self.terraform)
+            .args(args)
+            .current_dir(root)
+            .env("TF_CLI_CONFIG_FILE", root.join("terraformrc"))
+            .env("TF_IN_AUTOMATION", "1")
+            .env("CHECKPOINT_DISABLE", "1")
+            .env("HOME", root.join("home"))
+            .env("TF_DATA_DIR", root.join(".terraform"))
+            .env("TF_LOG", "debug")
+            .env("TF_LOG_PATH", root.join("tf.log"))
+            .env_remove("HALLPASS_ADDR")
+            .env_remove("HALLPASS_TOKEN")
+            .env_remove("TF_DISABLE_PLUGIN_TLS")
+            .env_remove("TF_CLI_ARGS")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run terraform");
+        Run {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Terraform's debug log of every command run so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tf.log")).unwrap_or_default()
+    }
+}
+
+/// The provider binary started without Terraform's environment.
+pub fn run_provider_by_hand() -> Output {
+    Command::new(provider_bin())
+        .env_remove(COOKIE_KEY)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the provider")
+}
+
+/// The first line `child` writes to stdout (the handshake), within 10 s.
+pub fn first_line(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a handshake line within 10 s");
+    line.trim_end().to_string()
+}
