@@ -42,19 +42,32 @@ pub fn terraform() -> Option<PathBuf> {
 /// (`CARGO_BIN_EXE_*` names only this package's), so it asks Cargo to build
 /// it into the same target directory as the tests.
 pub fn hallpass_bin() -> PathBuf {
-    let cargo = option_env!("CARGO").unwrap_or("cargo");
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "hallpass-cli", "--bin", "hallpass"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("run cargo build for the hallpass binary");
-    assert!(status.success(), "cargo build -p hallpass-cli failed");
-    // The tests' binary is target/<profile>/deps/acceptance-*; the
-    // `hallpass` binary lands in target/<profile>/.
+    // The provider binary is target/<profile dir>/terraform-provider-hallpass;
+    // `hallpass` is built with the same profile, to land beside it.
     let profile_dir = provider_bin()
         .parent()
         .map(Path::to_path_buf)
         .expect("the provider binary has a directory");
+    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") | None => "dev".to_string(),
+        Some(name) => name.to_string(),
+    };
+    let cargo = option_env!("CARGO").unwrap_or("cargo");
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--profile",
+            &profile,
+            "-p",
+            "hallpass-cli",
+            "--bin",
+            "hallpass",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build for the hallpass binary");
+    assert!(status.success(), "cargo build -p hallpass-cli failed");
     let bin = profile_dir.join("hallpass");
     assert!(bin.is_file(), "no hallpass binary at {}", bin.display());
     bin
