@@ -165,6 +165,38 @@ fn an_unreachable_server_fails_the_read_with_a_diagnostic() {
 }
 
 #[test]
+fn ca_file_names_the_ca_to_trust() {
+    let Some(terraform) = terraform() else { return };
+    let (server, ca_pem) = HallpassServer::start_tls();
+    let token = [("HALLPASS_TOKEN", support::ROOT_TOKEN)];
+    let plan = ["plan", "-input=false", "-no-color"];
+
+    // The public web CAs do not know this server's CA.
+    let public_roots = Workspace::new(&terraform, &MAIN_TF.replace("ADDRESS", &server.addr));
+    let refused = public_roots.run(&plan, &token);
+    assert!(!refused.success, "{}", refused.stdout);
+    assert!(refused.stderr_words().contains("UnknownIssuer"), "{}", refused.stderr);
+
+    let with_ca = MAIN_TF.replace(
+        "  address = \"ADDRESS\"\n",
+        &format!("  address = \"{}\"\n  ca_file = \"ca.pem\"\n", server.addr),
+    );
+    let trusted = Workspace::new(&terraform, &with_ca);
+    trusted.write("ca.pem", &ca_pem);
+    trusted.run(&plan, &token).assert_success("terraform plan with ca_file");
+
+    trusted.write("ca.pem", "not a certificate");
+    let unusable = trusted.run(&plan, &token);
+    assert!(!unusable.success);
+    assert!(
+        unusable.stderr.contains("Error: Unusable CA file"),
+        "{}",
+        unusable.stderr
+    );
+    assert!(unusable.stderr.contains("ca_file = \"ca.pem\""), "{}", unusable.stderr);
+}
+
+#[test]
 fn run_by_hand_the_binary_explains_what_it_is() {
     let output = run_provider_by_hand();
     assert!(!output.status.success());

@@ -84,12 +84,38 @@ pub fn free_port() -> u16 {
 pub struct HallpassServer {
     child: Child,
     pub addr: String,
-    _data: tempfile::TempDir,
+    /// The data directory, and the certificate files of an HTTPS server.
+    _files: tempfile::TempDir,
 }
 
 impl HallpassServer {
+    /// A dev server on plain HTTP.
     pub fn start() -> Self {
-        let data = tempfile::tempdir().expect("temp dir");
+        let files = tempfile::tempdir().expect("temp dir");
+        let mut server = Self::spawn(files, &[], "http");
+        let listen = server.listen().to_string();
+        server.wait_until(|| http_get(&listen, "/healthz").is_some_and(|(status, _)| status == 200));
+        server
+    }
+
+    /// A dev server on HTTPS with a certificate for 127.0.0.1 from a CA of
+    /// its own; returns the server and the CA certificate's PEM.
+    pub fn start_tls() -> (Self, String) {
+        let (ca_pem, cert_pem, key_pem) = private_ca_certificate();
+        let files = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = (files.path().join("cert.pem"), files.path().join("key.pem"));
+        std::fs::write(&cert, cert_pem).expect("write cert.pem");
+        std::fs::write(&key, key_pem).expect("write key.pem");
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let mut server = Self::spawn(files, &["--tls-cert", &cert, "--tls-key", &key], "https");
+        // The listener is the last thing the server starts: once it takes
+        // connections, the server is up.
+        let listen = server.listen().to_string();
+        server.wait_until(|| TcpStream::connect(&listen).is_ok());
+        (server, ca_pem)
+    }
+
+    fn spawn(files: tempfile::TempDir, args: &[&str], scheme: &str) -> Self {
         let listen = format!("127.0.0.1:{}", free_port());
         let child = Command::new(hallpass_bin())
             .args([
@@ -101,36 +127,44 @@ impl HallpassServer {
                 &listen,
                 "--data-dir",
             ])
-            .arg(data.path().join("data"))
+            .arg(files.path().join("data"))
+            .args(args)
             .env_remove("HALLPASS_TOKEN")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start hallpass server");
-        let mut server = Self {
+        Self {
             child,
-            addr: format!("http://{listen}"),
-            _data: data,
-        };
+            addr: format!("{scheme}://{listen}"),
+            _files: files,
+        }
+    }
+
+    /// The `host:port` the server listens on.
+    fn listen(&self) -> &str {
+        self.addr.split_once("://").map_or(self.addr.as_str(), |(_, rest)| rest)
+    }
+
+    fn wait_until(&mut self, ready: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while http_get(&listen, "/healthz").is_none_or(|(status, _)| status != 200) {
-            if let Ok(Some(status)) = server.child.try_wait() {
+        while !ready() {
+            if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("hallpass server exited during start-up: {status}");
             }
             assert!(
                 Instant::now() < deadline,
-                "hallpass server did not become healthy within 30s"
+                "hallpass server did not become ready within 30s"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        server
     }
 
-    /// GETs `path` (no token) and parses the JSON body.
+    /// GETs `path` (no token) from a plain-HTTP server and parses the JSON
+    /// body.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
-        let host = self.addr.trim_start_matches("http://");
-        let (status, body) = http_get(host, path).expect("the server answers");
+        let (status, body) = http_get(self.listen(), path).expect("the server answers");
         assert_eq!(status, 200, "GET {path}: {body}");
         serde_json::from_str(&body).expect("a JSON body")
     }
@@ -141,6 +175,25 @@ impl Drop for HallpassServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA and a server certificate it signed for 127.0.0.1: (CA PEM, server
+/// certificate PEM, server key PEM).
+fn private_ca_certificate() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Hallpass test CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("server key");
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("server params");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &issuer).expect("server certificate");
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 
 /// A minimal HTTP/1.1 GET, so that the expected values do not come through
@@ -229,6 +282,11 @@ impl Workspace {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
+    }
+
+    /// Writes a file into the working directory.
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join(name), text).expect("write a file in the workspace");
     }
 
     /// Terraform's debug log of every command run so far.
