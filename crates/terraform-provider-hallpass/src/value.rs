@@ -42,10 +42,6 @@ impl<T> Known<T> {
             Known::Null | Known::Unknown => None,
         }
     }
-
-    pub fn is_unknown(&self) -> bool {
-        matches!(self, Known::Unknown)
-    }
 }
 
 /// An object value (a configuration block, a state), by attribute name.
