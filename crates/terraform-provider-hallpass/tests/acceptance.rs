@@ -77,7 +77,14 @@ fn the_audit_public_key_data_source_reads_what_the_server_serves() {
         !log.contains("plugin failed to exit gracefully"),
         "a provider had to be killed"
     );
-    assert!(!log.contains("[ERROR]"), "errors in Terraform's log:\n{log}");
+    // go-plugin races its own stdout reader against the exit of a plugin
+    // that leaves promptly ("read |0: file already closed"): that line is
+    // Terraform's, not a provider error.
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("[ERROR]") && !line.contains("error encountered while scanning stdout"))
+        .collect();
+    assert!(errors.is_empty(), "errors in Terraform's log:\n{}", errors.join("\n"));
 }
 
 #[test]
