@@ -193,3 +193,32 @@ deps_install_aws_tools() {
   AWS_TOOLS=$DEPS_VENV_BIN
   info "aws test tools: $("$AWS_TOOLS/python" -c 'import boto3, moto; print("moto", moto.__version__, "boto3", boto3.__version__)')"
 }
+
+# Terraform >= 1.10 on the PATH, for the provider's acceptance tests
+# (crates/terraform-provider-hallpass/tests), which drive the real binary.
+# Not installed here: Debian's archive has no Terraform. Under CI=true a
+# missing or older Terraform is an error; otherwise a loud warning, and those
+# tests skip with a note.
+deps_check_terraform() {
+  local version="" major minor problem=""
+  if command -v terraform >/dev/null 2>&1; then
+    # CHECKPOINT_DISABLE: no call home for an upgrade check.
+    version=$(CHECKPOINT_DISABLE=1 terraform version -json 2>/dev/null |
+      sed -n 's/^ *"terraform_version": *"\([0-9][0-9.]*\)".*/\1/p')
+    IFS=. read -r major minor _ <<<"$version"
+    if [[ -z $version ]]; then
+      problem="terraform is on the PATH but did not tell its version"
+    elif ((major < 1 || (major == 1 && minor < 10))); then
+      problem="terraform $version is on the PATH; the provider's acceptance tests need >= 1.10"
+    fi
+  else
+    problem="terraform is not on the PATH; the provider's acceptance tests need Terraform >= 1.10"
+  fi
+  if [[ -z $problem ]]; then
+    info "terraform: $version"
+  elif is_ci; then
+    die "CI=true: $problem"
+  else
+    loud_warning "$problem: they will be skipped"
+  fi
+}

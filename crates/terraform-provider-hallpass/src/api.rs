@@ -1,0 +1,231 @@
+//! The provider's HTTP client for the Hallpass server.
+//!
+//! A thin client of its own rather than `hallpass-client`, for one reason:
+//! the provider's `ca_file` must be able to name the CA to trust, and
+//! `hallpass-client` builds its `reqwest` client with the public web roots
+//! only, with no way to pass another. The wire types are `hallpass-api`'s
+//! and the error body is read the same way, so moving to `hallpass-client`
+//! once it takes a CA is a change inside this file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hallpass_api::{AuditPublicKey, ErrorBody, ErrorCode};
+use reqwest::{StatusCode, Url};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde::de::DeserializeOwned;
+
+/// Time allowed for one call, from connecting to the end of the body.
+const TIMEOUT: Duration = Duration::from_secs(60);
+/// Time allowed to open the TCP (and TLS) connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What can go wrong talking to Hallpass.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(
+        "{0:?} is not a Hallpass address: {1}; use something like https://hallpass.example.com or http://127.0.0.1:7070"
+    )]
+    InvalidAddress(String, String),
+    #[error("{0}")]
+    CaFile(String),
+    #[error("cannot set up the HTTP client: {0}")]
+    Setup(String),
+    #[error("cannot reach Hallpass at {addr}: {cause}")]
+    Transport { addr: String, cause: String },
+    /// The server answered with an error status; `message` is its own.
+    #[error("{message}")]
+    Api {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+    },
+    #[error("unexpected answer from Hallpass for {what}: {cause}")]
+    Decode { what: String, cause: String },
+}
+
+/// Parses a server address: a URL with `http` or `https`, or a bare
+/// `host:port`, which means `http://host:port`.
+pub fn parse_address(addr: &str) -> Result<Url, ApiError> {
+    let invalid = |why: &str| ApiError::InvalidAddress(addr.to_string(), why.to_string());
+    let trimmed = addr.trim();
+    if trimmed.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    let with_scheme = if trimmed.contains("://") {
+        trimmed.to_string()
+    } else {
+        format!("http://{trimmed}")
+    };
+    let url = Url::parse(&with_scheme).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("it names no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("it may not have a query or fragment"));
+    }
+    Ok(url)
+}
+
+/// The certificates of a PEM file's text; an error when there are none.
+pub fn parse_ca_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ApiError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::CaFile(format!("it is not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(ApiError::CaFile("it holds no PEM CERTIFICATE block".into()));
+    }
+    Ok(certs)
+}
+
+/// A handle on one Hallpass server with a bearer token.
+#[derive(Debug, Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: Url,
+    token: String,
+}
+
+impl Api {
+    /// `ca` replaces the public web roots as the only CAs trusted for an
+    /// `https` address.
+    pub fn new(address: &str, token: String, ca: Option<Vec<CertificateDer<'static>>>) -> Result<Self, ApiError> {
+        let base = parse_address(address)?;
+        let mut roots = rustls::RootCertStore::empty();
+        match ca {
+            Some(certs) => {
+                for cert in certs {
+                    roots
+                        .add(cert)
+                        .map_err(|e| ApiError::CaFile(format!("a certificate in it is unusable: {e}")))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        // The provider names aws-lc-rs itself rather than relying on a
+        // process-wide default: the project's one crypto backend.
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ApiError::Setup(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(TIMEOUT)
+            .user_agent(concat!("terraform-provider-hallpass/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Setup(root_cause(&e)))?;
+        Ok(Self { http, base, token })
+    }
+
+    /// The key that signs the server's audit checkpoints (needs no token).
+    pub async fn audit_public_key(&self) -> Result<AuditPublicKey, ApiError> {
+        self.get(&["v1", "audit", "public-key"]).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ApiError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| ApiError::InvalidAddress(self.base.to_string(), "it cannot carry a path".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        let what = url.path().to_string();
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| self.transport(&e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| self.transport(&e))?;
+        if !status.is_success() {
+            return Err(api_error(status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
+            what,
+            cause: e.to_string(),
+        })
+    }
+
+    fn transport(&self, error: &reqwest::Error) -> ApiError {
+        ApiError::Transport {
+            addr: self.base.as_str().trim_end_matches('/').to_string(),
+            cause: root_cause(error),
+        }
+    }
+}
+
+/// The error of a non-2xx answer: the server's `{"error": {...}}` body
+/// when it has one, else the status and the start of the text.
+fn api_error(status: StatusCode, body: &[u8]) -> ApiError {
+    if let Ok(ErrorBody { error }) = serde_json::from_slice::<ErrorBody>(body) {
+        return ApiError::Api {
+            status: status.as_u16(),
+            code: error.code,
+            message: error.message,
+        };
+    }
+    let text: String = String::from_utf8_lossy(body).trim().chars().take(300).collect();
+    ApiError::Api {
+        status: status.as_u16(),
+        code: ErrorCode::Other(format!("http_{}", status.as_u16())),
+        message: format!("Hallpass answered {status}: {text}"),
+    }
+}
+
+/// The innermost cause: reqwest's outer messages ("error sending request")
+/// say less than the I/O or TLS error underneath.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            parse_address("127.0.0.1:7070").unwrap().as_str(),
+            "http://127.0.0.1:7070/"
+        );
+        assert_eq!(
+            parse_address(" https://hallpass.example.com/base/ ").unwrap().as_str(),
+            "https://hallpass.example.com/base/"
+        );
+        for bad in ["", "ftp://h", "http://h/?q=1", "http://"] {
+            assert!(parse_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ca_files_must_hold_certificates() {
+        assert!(parse_ca_pem(b"nothing here").is_err());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["ca".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        assert_eq!(parse_ca_pem(cert.pem().as_bytes()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn error_bodies_are_read() {
+        let body = br#"{"error":{"code":"not_found","message":"no role \"x\""}}"#;
+        let error = api_error(StatusCode::NOT_FOUND, body);
+        assert_eq!(error.to_string(), "no role \"x\"");
+        let plain = api_error(StatusCode::BAD_GATEWAY, b"upstream down");
+        assert_eq!(plain.to_string(), "Hallpass answered 502 Bad Gateway: upstream down");
+    }
+}

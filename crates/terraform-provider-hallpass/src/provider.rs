@@ -1,0 +1,245 @@
+//! The `tfplugin6.Provider` service: schemas, the provider block, and
+//! dispatch to the data sources by type name.
+//!
+//! One process serves one Terraform phase. `ConfigureProvider` comes before
+//! any read and builds the HTTP client every later call uses; nothing is
+//! kept between processes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::api::{self, Api};
+use crate::config;
+use crate::data_sources::{self, DataSource};
+use crate::diag;
+use crate::proto::tfplugin6::provider_server::Provider;
+use crate::proto::tfplugin6::{
+    ConfigureProviderRequest, ConfigureProviderResponse, Diagnostic, GetMetadataRequest, GetMetadataResponse,
+    GetProviderSchemaRequest, GetProviderSchemaResponse, ReadDataSourceRequest, ReadDataSourceResponse,
+    ServerCapabilities, StopProviderRequest, StopProviderResponse, TypeName, ValidateDataResourceConfigRequest,
+    ValidateDataResourceConfigResponse, ValidateProviderConfigRequest, ValidateProviderConfigResponse,
+};
+use crate::value::Object;
+
+/// The provider: its data sources, and once configured, its client.
+pub struct HallpassProvider {
+    data_sources: BTreeMap<&'static str, Box<dyn DataSource>>,
+    api: Mutex<Option<Arc<Api>>>,
+    /// Raised by `StopProvider`: calls in flight give up.
+    stop: watch::Sender<bool>,
+}
+
+impl Default for HallpassProvider {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HallpassProvider {
+    pub fn new() -> Self {
+        Self {
+            data_sources: data_sources::all()
+                .into_iter()
+                .map(|source| (source.type_name(), source))
+                .collect(),
+            api: Mutex::new(None),
+            stop: watch::Sender::new(false),
+        }
+    }
+
+    fn capabilities() -> ServerCapabilities {
+        // No resources yet: nothing to plan a destroy for, and Terraform
+        // must fetch the schema in every process.
+        ServerCapabilities {
+            plan_destroy: false,
+            get_provider_schema_optional: false,
+            move_resource_state: false,
+        }
+    }
+
+    fn data_source(&self, type_name: &str) -> Result<&dyn DataSource, Diagnostic> {
+        self.data_sources
+            .get(type_name)
+            .map(|source| source.as_ref())
+            .ok_or_else(|| {
+                diag::error(
+                    "Unknown data source",
+                    format!("This provider has no data source {type_name:?}."),
+                )
+            })
+    }
+
+    fn configured(&self) -> Option<Arc<Api>> {
+        // A panic elsewhere while holding the lock leaves a usable value.
+        self.api.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The client for `settings`, reading `ca_file` when it is set.
+    async fn connect(settings: config::Settings) -> Result<Api, Diagnostic> {
+        let ca = match &settings.ca_file {
+            Some(path) => {
+                let shown = path.display().to_string();
+                let text = tokio::fs::read(path).await.map_err(|e| {
+                    diag::attribute_error(config::CA_FILE, "Cannot read the CA file", format!("{shown}: {e}"))
+                })?;
+                let certs = api::parse_ca_pem(&text)
+                    .map_err(|e| diag::attribute_error(config::CA_FILE, "Unusable CA file", format!("{shown}: {e}")))?;
+                Some(certs)
+            }
+            None => None,
+        };
+        Api::new(&settings.address, settings.token, ca).map_err(|error| match error {
+            api::ApiError::InvalidAddress(..) => {
+                diag::attribute_error(config::ADDRESS, "Invalid Hallpass address", error.to_string())
+            }
+            api::ApiError::CaFile(_) => diag::attribute_error(config::CA_FILE, "Unusable CA file", error.to_string()),
+            other => diag::error("Cannot set up the Hallpass client", other.to_string()),
+        })
+    }
+}
+
+/// A config object, or the diagnostic for one the provider cannot read.
+fn decode(value: Option<&crate::proto::tfplugin6::DynamicValue>) -> Result<Object, Vec<Diagnostic>> {
+    Object::decode(value).map_err(|error| vec![diag::error("Unreadable configuration", error.to_string())])
+}
+
+#[tonic::async_trait]
+impl Provider for HallpassProvider {
+    async fn get_metadata(
+        &self,
+        _request: Request<GetMetadataRequest>,
+    ) -> Result<Response<GetMetadataResponse>, Status> {
+        Ok(Response::new(GetMetadataResponse {
+            server_capabilities: Some(Self::capabilities()),
+            diagnostics: Vec::new(),
+            data_sources: self
+                .data_sources
+                .keys()
+                .map(|name| TypeName {
+                    type_name: (*name).to_string(),
+                })
+                .collect(),
+            resources: Vec::new(),
+        }))
+    }
+
+    async fn get_provider_schema(
+        &self,
+        _request: Request<GetProviderSchemaRequest>,
+    ) -> Result<Response<GetProviderSchemaResponse>, Status> {
+        let data_source_schemas: HashMap<String, _> = self
+            .data_sources
+            .values()
+            .map(|source| (source.type_name().to_string(), source.schema().to_proto()))
+            .collect();
+        Ok(Response::new(GetProviderSchemaResponse {
+            provider: Some(config::schema().to_proto()),
+            resource_schemas: HashMap::new(),
+            data_source_schemas,
+            diagnostics: Vec::new(),
+            server_capabilities: Some(Self::capabilities()),
+        }))
+    }
+
+    async fn validate_provider_config(
+        &self,
+        request: Request<ValidateProviderConfigRequest>,
+    ) -> Result<Response<ValidateProviderConfigResponse>, Status> {
+        let diagnostics = match decode(request.get_ref().config.as_ref()) {
+            Ok(config) => config::validate(&config),
+            Err(diagnostics) => diagnostics,
+        };
+        Ok(Response::new(ValidateProviderConfigResponse { diagnostics }))
+    }
+
+    async fn validate_data_resource_config(
+        &self,
+        request: Request<ValidateDataResourceConfigRequest>,
+    ) -> Result<Response<ValidateDataResourceConfigResponse>, Status> {
+        let request = request.into_inner();
+        let diagnostics = match (self.data_source(&request.type_name), decode(request.config.as_ref())) {
+            (Err(diagnostic), _) => vec![diagnostic],
+            (_, Err(diagnostics)) => diagnostics,
+            (Ok(source), Ok(config)) => source.validate(&config),
+        };
+        Ok(Response::new(ValidateDataResourceConfigResponse { diagnostics }))
+    }
+
+    async fn configure_provider(
+        &self,
+        request: Request<ConfigureProviderRequest>,
+    ) -> Result<Response<ConfigureProviderResponse>, Status> {
+        let request = request.into_inner();
+        crate::log::debug(
+            "configuring the provider",
+            &[("terraform_version", &request.terraform_version)],
+        );
+        let settings =
+            decode(request.config.as_ref()).and_then(|config| config::resolve(&config, |var| std::env::var(var).ok()));
+        let diagnostics = match settings {
+            Err(diagnostics) => diagnostics,
+            Ok(settings) => match Self::connect(settings).await {
+                Ok(api) => {
+                    *self.api.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(api));
+                    Vec::new()
+                }
+                Err(diagnostic) => vec![diagnostic],
+            },
+        };
+        Ok(Response::new(ConfigureProviderResponse { diagnostics }))
+    }
+
+    async fn read_data_source(
+        &self,
+        request: Request<ReadDataSourceRequest>,
+    ) -> Result<Response<ReadDataSourceResponse>, Status> {
+        let request = request.into_inner();
+        let failed = |diagnostics| {
+            Ok(Response::new(ReadDataSourceResponse {
+                state: None,
+                diagnostics,
+            }))
+        };
+        let source = match self.data_source(&request.type_name) {
+            Ok(source) => source,
+            Err(diagnostic) => return failed(vec![diagnostic]),
+        };
+        let config = match decode(request.config.as_ref()) {
+            Ok(config) => config,
+            Err(diagnostics) => return failed(diagnostics),
+        };
+        let Some(api) = self.configured() else {
+            return failed(vec![diag::error(
+                "Provider not configured",
+                "Terraform read a data source before configuring the provider.",
+            )]);
+        };
+        let mut stop = self.stop.subscribe();
+        let result = tokio::select! {
+            result = source.read(&api, &config) => result,
+            _ = stop.wait_for(|stopped| *stopped) => Err(vec![diag::error(
+                "Stopped",
+                "Terraform stopped the provider (interrupted) before the read finished.",
+            )]),
+        };
+        match result {
+            Ok(state) => Ok(Response::new(ReadDataSourceResponse {
+                state: Some(state),
+                diagnostics: Vec::new(),
+            })),
+            Err(diagnostics) => failed(diagnostics),
+        }
+    }
+
+    async fn stop_provider(
+        &self,
+        _request: Request<StopProviderRequest>,
+    ) -> Result<Response<StopProviderResponse>, Status> {
+        crate::log::info("Terraform asked the provider to stop its work", &[]);
+        self.stop.send_replace(true);
+        Ok(Response::new(StopProviderResponse { error: String::new() }))
+    }
+}

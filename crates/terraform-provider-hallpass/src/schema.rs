@@ -1,0 +1,208 @@
+//! Schemas: the attributes of the provider block, of each data source and
+//! (later) each resource, as the provider declares them and as Terraform
+//! receives them in `GetProviderSchema`.
+//!
+//! Attribute types travel as JSON in Terraform's type notation
+//! (`"string"`, `["list","string"]`, ...). Terraform does not survive a
+//! malformed one, so they are only ever made from [`Type`].
+
+use rmpv::Value;
+
+use crate::proto::tfplugin6::{self, DynamicValue, StringKind};
+use crate::value::to_dynamic;
+
+/// An attribute's type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Type {
+    String,
+    Number,
+    Bool,
+    List(Box<Type>),
+    Set(Box<Type>),
+    Map(Box<Type>),
+}
+
+impl Type {
+    /// The type in Terraform's JSON notation.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Type::String => "string".into(),
+            Type::Number => "number".into(),
+            Type::Bool => "bool".into(),
+            Type::List(element) => serde_json::json!(["list", element.to_json()]),
+            Type::Set(element) => serde_json::json!(["set", element.to_json()]),
+            Type::Map(element) => serde_json::json!(["map", element.to_json()]),
+        }
+    }
+}
+
+/// Who sets an attribute: the configuration, the provider, or either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Required,
+    Optional,
+    /// Set by the provider only.
+    Computed,
+    /// Set by the configuration, else by the provider.
+    OptionalComputed,
+}
+
+/// One attribute of a block.
+#[derive(Debug, Clone)]
+pub struct Attribute {
+    pub name: &'static str,
+    pub ty: Type,
+    pub presence: Presence,
+    /// Hidden in plan output and logs.
+    pub sensitive: bool,
+    /// Shown by editors and documentation generators; Markdown.
+    pub description: &'static str,
+}
+
+impl Attribute {
+    pub fn new(name: &'static str, ty: Type, presence: Presence, description: &'static str) -> Self {
+        Self {
+            name,
+            ty,
+            presence,
+            sensitive: false,
+            description,
+        }
+    }
+
+    pub fn sensitive(self) -> Self {
+        Self {
+            sensitive: true,
+            ..self
+        }
+    }
+
+    fn to_proto(&self) -> tfplugin6::SchemaAttribute {
+        use Presence::*;
+        tfplugin6::SchemaAttribute {
+            name: self.name.to_string(),
+            r#type: self.ty.to_json().to_string().into_bytes(),
+            description: self.description.to_string(),
+            required: self.presence == Required,
+            optional: matches!(self.presence, Optional | OptionalComputed),
+            computed: matches!(self.presence, Computed | OptionalComputed),
+            sensitive: self.sensitive,
+            description_kind: StringKind::Markdown.into(),
+            deprecated: false,
+            write_only: false,
+        }
+    }
+}
+
+/// A block: the schema of the provider, a data source or a resource.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// Bumped when a resource's stored state changes shape.
+    pub version: i64,
+    pub description: &'static str,
+    pub attributes: Vec<Attribute>,
+}
+
+impl Block {
+    pub fn to_proto(&self) -> tfplugin6::Schema {
+        tfplugin6::Schema {
+            version: self.version,
+            block: Some(tfplugin6::SchemaBlock {
+                version: self.version,
+                attributes: self.attributes.iter().map(Attribute::to_proto).collect(),
+                description: self.description.to_string(),
+                description_kind: StringKind::Markdown.into(),
+                deprecated: false,
+            }),
+        }
+    }
+
+    /// An object of this block with the given values and null for every
+    /// other attribute: Terraform wants every attribute present.
+    pub fn encode(&self, mut values: Vec<(&str, Value)>) -> DynamicValue {
+        debug_assert!(
+            values
+                .iter()
+                .all(|(name, _)| self.attributes.iter().any(|a| a.name == *name)),
+            "a value for an attribute outside the schema"
+        );
+        let entries = self
+            .attributes
+            .iter()
+            .map(|attribute| {
+                let value = values
+                    .iter()
+                    .position(|(name, _)| *name == attribute.name)
+                    .map(|index| values.swap_remove(index).1)
+                    .unwrap_or(Value::Nil);
+                (Value::from(attribute.name), value)
+            })
+            .collect();
+        to_dynamic(&Value::Map(entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::{Known, Object};
+
+    #[test]
+    fn types_in_terraforms_json_notation() {
+        assert_eq!(Type::String.to_json().to_string(), r#""string""#);
+        assert_eq!(
+            Type::Map(Box::new(Type::List(Box::new(Type::Number))))
+                .to_json()
+                .to_string(),
+            r#"["map",["list","number"]]"#
+        );
+        assert_eq!(
+            Type::Set(Box::new(Type::Bool)).to_json().to_string(),
+            r#"["set","bool"]"#
+        );
+    }
+
+    fn block() -> Block {
+        Block {
+            version: 0,
+            description: "test",
+            attributes: vec![
+                Attribute::new("a", Type::String, Presence::Required, "A."),
+                Attribute::new("b", Type::String, Presence::OptionalComputed, "B.").sensitive(),
+                Attribute::new("c", Type::String, Presence::Computed, "C."),
+            ],
+        }
+    }
+
+    #[test]
+    fn presence_maps_to_the_three_flags() {
+        let schema = block().to_proto();
+        let attributes = schema.block.unwrap().attributes;
+        let flags: Vec<_> = attributes
+            .iter()
+            .map(|a| (a.required, a.optional, a.computed, a.sensitive))
+            .collect();
+        assert_eq!(
+            flags,
+            [
+                (true, false, false, false),
+                (false, true, true, true),
+                (false, false, true, false)
+            ]
+        );
+        assert!(attributes.iter().all(|a| !a.description.is_empty()));
+    }
+
+    #[test]
+    fn encode_sends_every_attribute() {
+        let encoded = block().encode(vec![("c", Value::from("x"))]);
+        let mut bytes = encoded.msgpack.as_slice();
+        let Value::Map(entries) = rmpv::decode::read_value(&mut bytes).unwrap() else {
+            panic!("not a map");
+        };
+        assert_eq!(entries.len(), 3);
+        let object = Object::decode(Some(&encoded)).unwrap();
+        assert_eq!(object.string("a").unwrap(), Known::Null);
+        assert_eq!(object.string("c").unwrap(), Known::Value("x".into()));
+    }
+}

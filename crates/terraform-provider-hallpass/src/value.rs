@@ -1,0 +1,201 @@
+//! Terraform's values on the wire: `DynamicValue` holding MessagePack.
+//!
+//! An object is a MessagePack map from attribute name to value; null is nil;
+//! a value not known until apply is an extension (type 0, or type 12 for
+//! one with refinements — any extension reads as unknown here). Replies
+//! carry every attribute of the schema, null where unset (see
+//! [`crate::schema::Block::encode`]).
+
+use rmpv::Value;
+
+use crate::proto::tfplugin6::DynamicValue;
+
+/// A value Terraform sent that the provider cannot read.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ValueError {
+    #[error("Terraform sent no value")]
+    Missing,
+    #[error("Terraform sent the value as JSON only; this provider reads MessagePack")]
+    JsonOnly,
+    #[error("cannot read Terraform's MessagePack value: {0}")]
+    Decode(String),
+    #[error("expected an object, got {0}")]
+    NotAnObject(String),
+    #[error("attribute {name:?}: expected a string")]
+    NotAString { name: String },
+}
+
+/// One attribute's value as Terraform knows it at this point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Known<T> {
+    Null,
+    /// Decided later (at apply): nothing can be said about it yet.
+    Unknown,
+    Value(T),
+}
+
+impl<T> Known<T> {
+    /// The value, if it is known and not null.
+    pub fn value(self) -> Option<T> {
+        match self {
+            Known::Value(value) => Some(value),
+            Known::Null | Known::Unknown => None,
+        }
+    }
+}
+
+/// An object value (a configuration block, a state), by attribute name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Object {
+    fields: Vec<(String, Value)>,
+    /// The whole object is unknown (e.g. a provider block built from
+    /// values of resources not yet created).
+    unknown: bool,
+}
+
+impl Object {
+    /// Reads a `DynamicValue`. A null object reads as an object whose
+    /// attributes are all null.
+    pub fn decode(value: Option<&DynamicValue>) -> Result<Self, ValueError> {
+        let value = value.ok_or(ValueError::Missing)?;
+        if value.msgpack.is_empty() {
+            return Err(if value.json.is_empty() {
+                ValueError::Missing
+            } else {
+                ValueError::JsonOnly
+            });
+        }
+        let mut bytes = value.msgpack.as_slice();
+        let decoded = rmpv::decode::read_value(&mut bytes).map_err(|e| ValueError::Decode(e.to_string()))?;
+        match decoded {
+            Value::Nil => Ok(Self::default()),
+            Value::Ext(..) => Ok(Self {
+                fields: Vec::new(),
+                unknown: true,
+            }),
+            Value::Map(entries) => {
+                let mut fields = Vec::with_capacity(entries.len());
+                for (key, value) in entries {
+                    let Value::String(key) = key else {
+                        return Err(ValueError::NotAnObject("a map with a key that is not a string".into()));
+                    };
+                    let key = key
+                        .into_str()
+                        .ok_or_else(|| ValueError::NotAnObject("a map with a key that is not UTF-8".into()))?;
+                    fields.push((key, value));
+                }
+                Ok(Self { fields, unknown: false })
+            }
+            other => Err(ValueError::NotAnObject(kind(&other).into())),
+        }
+    }
+
+    fn get(&self, name: &str) -> Known<&Value> {
+        if self.unknown {
+            return Known::Unknown;
+        }
+        match self.fields.iter().find(|(key, _)| key == name).map(|(_, value)| value) {
+            None | Some(Value::Nil) => Known::Null,
+            Some(Value::Ext(..)) => Known::Unknown,
+            Some(value) => Known::Value(value),
+        }
+    }
+
+    /// A string attribute.
+    pub fn string(&self, name: &str) -> Result<Known<String>, ValueError> {
+        match self.get(name) {
+            Known::Null => Ok(Known::Null),
+            Known::Unknown => Ok(Known::Unknown),
+            Known::Value(Value::String(text)) => match text.as_str() {
+                Some(text) => Ok(Known::Value(text.to_string())),
+                None => Err(ValueError::NotAString { name: name.into() }),
+            },
+            Known::Value(_) => Err(ValueError::NotAString { name: name.into() }),
+        }
+    }
+}
+
+/// MessagePack bytes of `value`, wrapped for the wire.
+pub fn to_dynamic(value: &Value) -> DynamicValue {
+    let mut msgpack = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = rmpv::encode::write_value(&mut msgpack, value);
+    DynamicValue {
+        msgpack,
+        json: Vec::new(),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Nil => "null",
+        Value::Boolean(_) => "a bool",
+        Value::Integer(_) | Value::F32(_) | Value::F64(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Binary(_) => "binary data",
+        Value::Array(_) => "a list",
+        Value::Map(_) => "a map",
+        Value::Ext(..) => "an unknown value",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(entries: Vec<(&str, Value)>) -> DynamicValue {
+        to_dynamic(&Value::Map(
+            entries.into_iter().map(|(k, v)| (Value::from(k), v)).collect(),
+        ))
+    }
+
+    #[test]
+    fn strings_nulls_and_unknowns() {
+        let value = object(vec![
+            ("address", Value::from("http://127.0.0.1:7070")),
+            ("token", Value::Nil),
+            ("ca_file", Value::Ext(0, vec![0])),
+            // A refined unknown (extension 12) is unknown too.
+            ("other", Value::Ext(12, vec![0x81, 0x01, 0xc2])),
+            ("count", Value::from(3)),
+        ]);
+        let object = Object::decode(Some(&value)).unwrap();
+        assert_eq!(
+            object.string("address").unwrap(),
+            Known::Value("http://127.0.0.1:7070".into())
+        );
+        assert_eq!(object.string("token").unwrap(), Known::Null);
+        assert_eq!(object.string("absent").unwrap(), Known::Null);
+        assert_eq!(object.string("ca_file").unwrap(), Known::Unknown);
+        assert_eq!(object.string("other").unwrap(), Known::Unknown);
+        assert_eq!(
+            object.string("count").unwrap_err(),
+            ValueError::NotAString { name: "count".into() }
+        );
+    }
+
+    #[test]
+    fn whole_object_null_or_unknown() {
+        let null = Object::decode(Some(&to_dynamic(&Value::Nil))).unwrap();
+        assert_eq!(null.string("address").unwrap(), Known::Null);
+        let unknown = Object::decode(Some(&to_dynamic(&Value::Ext(0, vec![])))).unwrap();
+        assert_eq!(unknown.string("address").unwrap(), Known::Unknown);
+    }
+
+    #[test]
+    fn unreadable_values_are_errors() {
+        assert_eq!(Object::decode(None).unwrap_err(), ValueError::Missing);
+        let json = DynamicValue {
+            msgpack: vec![],
+            json: b"{}".to_vec(),
+        };
+        assert_eq!(Object::decode(Some(&json)).unwrap_err(), ValueError::JsonOnly);
+        let list = to_dynamic(&Value::Array(vec![]));
+        assert!(matches!(Object::decode(Some(&list)), Err(ValueError::NotAnObject(_))));
+        let truncated = DynamicValue {
+            msgpack: vec![0x81],
+            json: vec![],
+        };
+        assert!(matches!(Object::decode(Some(&truncated)), Err(ValueError::Decode(_))));
+    }
+}
