@@ -271,6 +271,15 @@ resource "hallpass_role" "main" {
   }
 }
 
+resource "hallpass_role" "cache" {
+  name           = "cache-read"
+  target         = "cache"
+  max_duration   = "1h"
+  requestable_by = ["group:dev"]
+  auto_approve   = true
+  grant_json     = jsonencode({ acl = "~app:* +@read" })
+}
+
 data "hallpass_role" "main" {
   name = hallpass_role.main.name
 }
@@ -347,11 +356,18 @@ fn a_role_through_its_whole_life() {
         "/v1/targets/demo",
         serde_json::json!({"name": "demo", "type": "jwt", "config": {"audience": "demo"}}),
     );
+    put(
+        &server,
+        "/v1/targets/cache",
+        serde_json::json!({"name": "cache", "type": "redis", "config": {"host": "127.0.0.1"}}),
+    );
 
     // Create: the server normalises, the state keeps the configuration.
     let workspace = Workspace::new(&terraform, &role_tf(&server, "first", "one"));
     let out = apply(&workspace);
-    assert!(out.contains("2 added") || out.contains("1 added"), "{out}");
+    assert!(out.contains("2 added, 0 changed, 0 destroyed"), "{out}");
+    let cache = server_role(&server, "cache-read").expect("the role with a grant was created");
+    assert_eq!(cache["grant"], serde_json::json!({"acl": "~app:* +@read"}));
     let role = server_role(&server, "first").expect("the role was created");
     assert_eq!(role["max_duration"], "4h");
     assert_eq!(role["requestable_by"], serde_json::json!(["group:dev", "user:alice"]));
@@ -432,6 +448,27 @@ fn a_role_through_its_whole_life() {
     );
     destroy.assert_success("terraform destroy");
     assert!(server_role(&server, "second").is_none(), "destroy deleted the role");
+    assert!(server_role(&server, "cache-read").is_none(), "destroy deleted the role");
+
+    // What only the server checks fails the apply with its message.
+    workspace.write("imported.tf", &IMPORTED_TF.replace("\"demo\"", "\"nowhere\""));
+    // main.tf keeps only its terraform and provider blocks.
+    let provider_only = role_tf(&server, "second", "two");
+    let provider_only = provider_only
+        .split("resource \"hallpass_role\"")
+        .next()
+        .unwrap_or_default();
+    workspace.write("main.tf", provider_only);
+    let refused = workspace.run(
+        &["apply", "-auto-approve", "-input=false", "-no-color"],
+        &[("HALLPASS_TOKEN", support::ROOT_TOKEN)],
+    );
+    let words = refused.stderr_words();
+    assert!(
+        !refused.success && words.contains("Cannot store role \"imported\""),
+        "{words}"
+    );
+    assert!(words.contains("nowhere"), "the server's message: {words}");
 }
 
 #[test]

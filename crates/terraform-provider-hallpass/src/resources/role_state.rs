@@ -315,3 +315,88 @@ pub fn server_values(role: &Role) -> Vec<(&'static str, Value)> {
         ("grant_json", Value::from(Json::Object(role.grant.clone()).to_string())),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::to_dynamic;
+
+    fn role() -> Role {
+        serde_json::from_value(serde_json::json!({
+            "name": "r", "target": "demo", "description": "",
+            "default_duration": "1h", "max_duration": "4h", "max_total_duration": "12h",
+            "requestable_by": ["group:dev", "user:alice"], "labels": {},
+            "approval": {"approvers": ["group:a"], "required": 1}, "approval_flow": null,
+            "auto_approve": false, "emergency_access": false, "extension_requires_approval": true,
+            "grant": {}, "default_duration_seconds": 3600, "max_duration_seconds": 14400,
+            "max_total_duration_seconds": 43200,
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    fn state(values: Vec<(&str, Value)>) -> Object {
+        Object::decode(Some(&to_dynamic(&super::super::role::schema().object(values)))).unwrap()
+    }
+
+    fn value<'a>(values: &'a [(&str, Value)], name: &str) -> &'a Value {
+        &values.iter().find(|(n, _)| *n == name).unwrap().1
+    }
+
+    #[test]
+    fn the_configurations_spelling_stays_when_the_meaning_is_the_same() {
+        let approval = Value::Map(vec![
+            (Value::from("approvers"), Value::Array(vec![Value::from("group:a")])),
+            (Value::from("required"), Value::Nil),
+        ]);
+        let prior = state(vec![
+            ("max_duration", Value::from("240m")),
+            (
+                "requestable_by",
+                Value::Array(vec![Value::from("user:alice"), Value::from("group:dev")]),
+            ),
+            ("approval", approval.clone()),
+        ]);
+        let values = from_role(&role(), &prior);
+        assert_eq!(value(&values, "max_duration"), &Value::from("240m"));
+        assert_eq!(value(&values, "requestable_by"), &prior.raw("requestable_by"));
+        assert_eq!(value(&values, "approval"), &approval);
+        for unset in [
+            "description",
+            "default_duration",
+            "max_total_duration",
+            "labels",
+            "auto_approve",
+        ] {
+            assert_eq!(value(&values, unset), &Value::Nil, "{unset}");
+        }
+    }
+
+    #[test]
+    fn a_different_meaning_takes_the_servers_value() {
+        let prior = state(vec![
+            ("max_duration", Value::from("2h")),
+            ("description", Value::from("old")),
+            ("default_duration", Value::from("30m")),
+        ]);
+        let values = from_role(&role(), &prior);
+        assert_eq!(value(&values, "max_duration"), &Value::from("4h"));
+        assert_eq!(
+            value(&values, "description"),
+            &Value::Nil,
+            "the server's empty description"
+        );
+        // The server's 1h is its default for a 4h maximum: null.
+        assert_eq!(value(&values, "default_duration"), &Value::Nil);
+    }
+
+    #[test]
+    fn an_import_reads_defaults_as_null() {
+        let values = from_role(&role(), &state(vec![("id", Value::from("r"))]));
+        assert_eq!(value(&values, "target"), &Value::from("demo"));
+        assert_eq!(value(&values, "max_duration"), &Value::from("4h"));
+        assert_eq!(value(&values, "max_total_duration"), &Value::Nil);
+        assert_eq!(value(&values, "extension_requires_approval"), &Value::Nil);
+        assert_eq!(value(&values, "grant_json"), &Value::Nil);
+    }
+}
