@@ -379,6 +379,13 @@ fn a_role_through_its_whole_life() {
     assert_eq!(outputs["data_approval_required"]["value"], 2);
     let (code, out) = plan_exit(&workspace);
     assert_eq!(code, 0, "no changes after apply:\n{out}");
+    // The same values spelled differently: still nothing to do.
+    let respelled = role_tf(&server, "first", "one")
+        .replace("\"240m\"", "\"4h\"")
+        .replace("[\"user:alice\", \"group:dev\"]", "[\"group:dev\", \"user:alice\"]");
+    workspace.write("main.tf", &respelled);
+    let (code, out) = plan_exit(&workspace);
+    assert_eq!(code, 0, "a new spelling of the same values changes nothing:\n{out}");
 
     // Update in place.
     workspace.write("main.tf", &role_tf(&server, "first", "two"));

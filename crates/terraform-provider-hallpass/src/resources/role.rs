@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use hallpass_api::{ApprovalSpec, RoleSpec};
 use rmpv::Value;
 
-use super::role_state::from_role;
+use super::role_state::{self, from_role};
 use super::{Planned, Resource};
 use crate::api::Api;
 use crate::diag;
@@ -190,8 +190,16 @@ impl Resource for Role {
             };
         }
         let replace = !prior.is_null() && prior.raw("name") != proposed.raw("name");
+        let mut planned = proposed.clone().with("id", proposed.raw("name"));
+        // A value rewritten to the same meaning (`4h` for `240m`) keeps the
+        // prior one: Terraform allows it, and there is nothing to change.
+        for name in role_state::SPELLED_FREELY {
+            if role_state::same_meaning(prior, proposed, name) {
+                planned = planned.with(name, prior.raw(name));
+            }
+        }
         Planned {
-            state: proposed.clone().with("id", proposed.raw("name")).to_value(),
+            state: planned.to_value(),
             requires_replace: if replace {
                 vec![diag::path(&["name"])]
             } else {
@@ -351,6 +359,12 @@ mod tests {
         let planned = Role.plan(&prior, &proposed);
         assert_eq!(planned.requires_replace, [diag::path(&["name"])]);
         assert!(Role.plan(&proposed, &proposed).requires_replace.is_empty());
+        let rewritten = Role.plan(
+            &config(vec![("name", Value::from("a")), ("max_duration", Value::from("240m"))]),
+            &config(vec![("name", Value::from("a")), ("max_duration", Value::from("4h"))]),
+        );
+        let planned = Object::decode(Some(&to_dynamic(&rewritten.state))).unwrap();
+        assert_eq!(planned.string("max_duration").unwrap(), Known::Value("240m".into()));
         let deleted = Role.plan(&prior, &Object::default());
         assert_eq!(deleted.state, Value::Nil);
     }

@@ -76,6 +76,31 @@ fn subject_set(items: &[String]) -> Json {
     Json::from(canonical)
 }
 
+/// The attributes a plan compares in meaning rather than spelling.
+pub const SPELLED_FREELY: [&str; 5] = [
+    "default_duration",
+    "max_duration",
+    "max_total_duration",
+    "requestable_by",
+    "grant_json",
+];
+
+/// Whether `name` is set in both objects, known, and means the same in
+/// each (one of [`SPELLED_FREELY`]).
+pub fn same_meaning(a: &Object, b: &Object, name: &str) -> bool {
+    let meaning = |object: &Object| -> Option<Json> {
+        match name {
+            "requestable_by" => Some(subject_set(&object.strings(name).ok()?.value()?)),
+            "grant_json" => serde_json::from_str(&object.string(name).ok()?.value()?).ok(),
+            _ => seconds(object, name).map(Json::from),
+        }
+    };
+    match (meaning(a), meaning(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
 fn seconds(prior: &Object, name: &str) -> Option<u64> {
     let text = prior.string(name).ok()?.value()?;
     parse_duration(&text).ok()
