@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hallpass_api::{AuditPublicKey, ErrorBody, ErrorCode};
-use reqwest::{StatusCode, Url};
+use hallpass_api::{AuditPublicKey, ErrorBody, ErrorCode, Role, RoleSpec};
+use reqwest::{Method, StatusCode, Url};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde::de::DeserializeOwned;
@@ -129,29 +129,64 @@ impl Api {
         self.get(&["v1", "audit", "public-key"]).await
     }
 
+    /// A role, or `None` when the server has none of that name.
+    pub async fn get_role(&self, name: &str) -> Result<Option<Role>, ApiError> {
+        match self.get(&["v1", "roles", name]).await {
+            Ok(role) => Ok(Some(role)),
+            Err(ApiError::Api { status: 404, .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Creates or replaces a role; the server answers with it normalised.
+    pub async fn put_role(&self, spec: &RoleSpec) -> Result<Role, ApiError> {
+        let body = self.call(Method::PUT, &["v1", "roles", &spec.name], Some(spec)).await?;
+        self.decode("PUT /v1/roles", &body)
+    }
+
+    /// Deletes a role; one already gone counts as deleted.
+    pub async fn delete_role(&self, name: &str) -> Result<(), ApiError> {
+        match self.call::<()>(Method::DELETE, &["v1", "roles", name], None).await {
+            Ok(_) | Err(ApiError::Api { status: 404, .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     async fn get<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ApiError> {
+        let body = self.call::<()>(Method::GET, segments, None).await?;
+        self.decode(&segments.join("/"), &body)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, what: &str, body: &[u8]) -> Result<T, ApiError> {
+        serde_json::from_slice(body).map_err(|e| ApiError::Decode {
+            what: what.to_string(),
+            cause: e.to_string(),
+        })
+    }
+
+    /// One call; the body of a 2xx answer, else the server's error.
+    async fn call<B: serde::Serialize>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&B>,
+    ) -> Result<Vec<u8>, ApiError> {
         let mut url = self.base.clone();
         url.path_segments_mut()
             .map_err(|()| ApiError::InvalidAddress(self.base.to_string(), "it cannot carry a path".into()))?
             .pop_if_empty()
             .extend(segments);
-        let what = url.path().to_string();
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| self.transport(&e))?;
+        let mut request = self.http.request(method, url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| self.transport(&e))?;
         let status = response.status();
         let body = response.bytes().await.map_err(|e| self.transport(&e))?;
         if !status.is_success() {
             return Err(api_error(status, &body));
         }
-        serde_json::from_slice(&body).map_err(|e| ApiError::Decode {
-            what,
-            cause: e.to_string(),
-        })
+        Ok(body.to_vec())
     }
 
     fn transport(&self, error: &reqwest::Error) -> ApiError {

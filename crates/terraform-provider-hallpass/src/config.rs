@@ -44,6 +44,7 @@ pub fn schema() -> Block {
                  the public web CAs.",
             ),
         ],
+        blocks: Vec::new(),
     }
 }
 

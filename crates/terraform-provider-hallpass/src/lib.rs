@@ -13,8 +13,9 @@
 //! - [`api`]: the HTTP client for the Hallpass server.
 //! - [`config`]: the provider block (`address`, `token`, `ca_file`).
 //! - [`data_sources`]: one module per data source behind the
-//!   [`data_sources::DataSource`] trait; resources will get a trait of their
-//!   own beside it.
+//!   [`data_sources::DataSource`] trait.
+//! - [`resources`]: one module per managed resource behind the
+//!   [`resources::Resource`] trait.
 //! - [`provider`]: the `tfplugin6.Provider` service, dispatching by type name.
 //! - [`plugin`], [`tls`], [`handshake`], [`serve`], [`log`]: what go-plugin
 //!   expects of a plugin process: the environment check, the handshake line,
@@ -30,6 +31,7 @@ pub mod log;
 pub mod plugin;
 pub mod proto;
 pub mod provider;
+pub mod resources;
 pub mod schema;
 pub mod serve;
 pub mod tls;

@@ -1,5 +1,5 @@
 //! The `tfplugin6.Provider` service: schemas, the provider block, and
-//! dispatch to the data sources by type name.
+//! dispatch to the data sources and resources by type name.
 //!
 //! One process serves one Terraform phase. `ConfigureProvider` comes before
 //! any read and builds the HTTP client every later call uses; nothing is
@@ -17,16 +17,23 @@ use crate::data_sources::{self, DataSource};
 use crate::diag;
 use crate::proto::tfplugin6::provider_server::Provider;
 use crate::proto::tfplugin6::{
-    ConfigureProviderRequest, ConfigureProviderResponse, Diagnostic, GetMetadataRequest, GetMetadataResponse,
-    GetProviderSchemaRequest, GetProviderSchemaResponse, ReadDataSourceRequest, ReadDataSourceResponse,
-    ServerCapabilities, StopProviderRequest, StopProviderResponse, TypeName, ValidateDataResourceConfigRequest,
+    ApplyResourceChangeRequest, ApplyResourceChangeResponse, ConfigureProviderRequest, ConfigureProviderResponse,
+    Diagnostic, DynamicValue, GetMetadataRequest, GetMetadataResponse, GetProviderSchemaRequest,
+    GetProviderSchemaResponse, ImportResourceStateRequest, ImportResourceStateResponse, ImportedResource,
+    PlanResourceChangeRequest, PlanResourceChangeResponse, ReadDataSourceRequest, ReadDataSourceResponse,
+    ReadResourceRequest, ReadResourceResponse, ServerCapabilities, StopProviderRequest, StopProviderResponse, TypeName,
+    UpgradeResourceStateRequest, UpgradeResourceStateResponse, ValidateDataResourceConfigRequest,
     ValidateDataResourceConfigResponse, ValidateProviderConfigRequest, ValidateProviderConfigResponse,
+    ValidateResourceConfigRequest, ValidateResourceConfigResponse,
 };
+use crate::resources::{self, Resource};
 use crate::value::Object;
+use crate::value::to_dynamic;
 
 /// The provider: its data sources, and once configured, its client.
 pub struct HallpassProvider {
     data_sources: BTreeMap<&'static str, Box<dyn DataSource>>,
+    resources: BTreeMap<&'static str, Box<dyn Resource>>,
     api: Mutex<Option<Arc<Api>>>,
     /// Raised by `StopProvider`: calls in flight give up.
     stop: watch::Sender<bool>,
@@ -45,14 +52,18 @@ impl HallpassProvider {
                 .into_iter()
                 .map(|source| (source.type_name(), source))
                 .collect(),
+            resources: resources::all()
+                .into_iter()
+                .map(|resource| (resource.type_name(), resource))
+                .collect(),
             api: Mutex::new(None),
             stop: watch::Sender::new(false),
         }
     }
 
     fn capabilities() -> ServerCapabilities {
-        // No resources yet: nothing to plan a destroy for, and Terraform
-        // must fetch the schema in every process.
+        // Without `plan_destroy` Terraform plans a destroy itself (no
+        // call); the schema is fetched in every process.
         ServerCapabilities {
             plan_destroy: false,
             get_provider_schema_optional: false,
@@ -70,6 +81,43 @@ impl HallpassProvider {
                     format!("This provider has no data source {type_name:?}."),
                 )
             })
+    }
+
+    fn resource(&self, type_name: &str) -> Result<&dyn Resource, Vec<Diagnostic>> {
+        self.resources
+            .get(type_name)
+            .map(|resource| resource.as_ref())
+            .ok_or_else(|| {
+                vec![diag::error(
+                    "Unknown resource type",
+                    format!("This provider has no resource type {type_name:?}."),
+                )]
+            })
+    }
+
+    /// The client, or the diagnostic for a call before `ConfigureProvider`.
+    fn client(&self) -> Result<Arc<Api>, Vec<Diagnostic>> {
+        self.configured().ok_or_else(|| {
+            vec![diag::error(
+                "Provider not configured",
+                "Terraform called the provider before configuring it.",
+            )]
+        })
+    }
+
+    /// Runs `work` unless Terraform stops the provider first.
+    async fn unless_stopped<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, Vec<Diagnostic>>>,
+    ) -> Result<T, Vec<Diagnostic>> {
+        let mut stop = self.stop.subscribe();
+        tokio::select! {
+            result = work => result,
+            _ = stop.wait_for(|stopped| *stopped) => Err(vec![diag::error(
+                "Stopped",
+                "Terraform stopped the provider (interrupted) before the call finished.",
+            )]),
+        }
     }
 
     fn configured(&self) -> Option<Arc<Api>> {
@@ -122,7 +170,13 @@ impl Provider for HallpassProvider {
                     type_name: (*name).to_string(),
                 })
                 .collect(),
-            resources: Vec::new(),
+            resources: self
+                .resources
+                .keys()
+                .map(|name| TypeName {
+                    type_name: (*name).to_string(),
+                })
+                .collect(),
         }))
     }
 
@@ -135,9 +189,14 @@ impl Provider for HallpassProvider {
             .values()
             .map(|source| (source.type_name().to_string(), source.schema().to_proto()))
             .collect();
+        let resource_schemas: HashMap<String, _> = self
+            .resources
+            .values()
+            .map(|resource| (resource.type_name().to_string(), resource.schema().to_proto()))
+            .collect();
         Ok(Response::new(GetProviderSchemaResponse {
             provider: Some(config::schema().to_proto()),
-            resource_schemas: HashMap::new(),
+            resource_schemas,
             data_source_schemas,
             diagnostics: Vec::new(),
             server_capabilities: Some(Self::capabilities()),
@@ -211,20 +270,11 @@ impl Provider for HallpassProvider {
             Ok(config) => config,
             Err(diagnostics) => return failed(diagnostics),
         };
-        let Some(api) = self.configured() else {
-            return failed(vec![diag::error(
-                "Provider not configured",
-                "Terraform read a data source before configuring the provider.",
-            )]);
+        let api = match self.client() {
+            Ok(api) => api,
+            Err(diagnostics) => return failed(diagnostics),
         };
-        let mut stop = self.stop.subscribe();
-        let result = tokio::select! {
-            result = source.read(&api, &config) => result,
-            _ = stop.wait_for(|stopped| *stopped) => Err(vec![diag::error(
-                "Stopped",
-                "Terraform stopped the provider (interrupted) before the read finished.",
-            )]),
-        };
+        let result = self.unless_stopped(source.read(&api, &config)).await;
         match result {
             Ok(state) => Ok(Response::new(ReadDataSourceResponse {
                 state: Some(state),
@@ -232,6 +282,150 @@ impl Provider for HallpassProvider {
             })),
             Err(diagnostics) => failed(diagnostics),
         }
+    }
+
+    async fn validate_resource_config(
+        &self,
+        request: Request<ValidateResourceConfigRequest>,
+    ) -> Result<Response<ValidateResourceConfigResponse>, Status> {
+        let request = request.into_inner();
+        let diagnostics = match (self.resource(&request.type_name), decode(request.config.as_ref())) {
+            (Err(diagnostics), _) | (_, Err(diagnostics)) => diagnostics,
+            (Ok(resource), Ok(config)) => resource.validate(&config),
+        };
+        Ok(Response::new(ValidateResourceConfigResponse { diagnostics }))
+    }
+
+    async fn upgrade_resource_state(
+        &self,
+        request: Request<UpgradeResourceStateRequest>,
+    ) -> Result<Response<UpgradeResourceStateResponse>, Status> {
+        // Every resource is at schema version 0: the stored JSON is the
+        // state as it is, and Terraform reads a JSON reply.
+        let request = request.into_inner();
+        let reply = match self.resource(&request.type_name) {
+            Err(diagnostics) => UpgradeResourceStateResponse {
+                upgraded_state: None,
+                diagnostics,
+            },
+            Ok(_) => UpgradeResourceStateResponse {
+                upgraded_state: Some(DynamicValue {
+                    msgpack: Vec::new(),
+                    json: request.raw_state.map(|raw| raw.json).unwrap_or_default(),
+                }),
+                diagnostics: Vec::new(),
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn read_resource(
+        &self,
+        request: Request<ReadResourceRequest>,
+    ) -> Result<Response<ReadResourceResponse>, Status> {
+        let request = request.into_inner();
+        let result = async {
+            let resource = self.resource(&request.type_name)?;
+            let state = decode(request.current_state.as_ref())?;
+            let api = self.client()?;
+            self.unless_stopped(resource.read(&api, &state)).await
+        }
+        .await;
+        Ok(Response::new(match result {
+            Ok(state) => ReadResourceResponse {
+                new_state: Some(to_dynamic(&state)),
+                diagnostics: Vec::new(),
+                private: request.private,
+            },
+            Err(diagnostics) => ReadResourceResponse {
+                new_state: request.current_state,
+                diagnostics,
+                private: request.private,
+            },
+        }))
+    }
+
+    async fn plan_resource_change(
+        &self,
+        request: Request<PlanResourceChangeRequest>,
+    ) -> Result<Response<PlanResourceChangeResponse>, Status> {
+        let request = request.into_inner();
+        let result = (|| {
+            let resource = self.resource(&request.type_name)?;
+            let prior = decode(request.prior_state.as_ref())?;
+            let proposed = decode(request.proposed_new_state.as_ref())?;
+            Ok(resource.plan(&prior, &proposed))
+        })();
+        Ok(Response::new(match result {
+            Ok(planned) => PlanResourceChangeResponse {
+                planned_state: Some(to_dynamic(&planned.state)),
+                requires_replace: planned.requires_replace,
+                planned_private: request.prior_private,
+                diagnostics: Vec::new(),
+            },
+            Err(diagnostics) => PlanResourceChangeResponse {
+                planned_state: None,
+                requires_replace: Vec::new(),
+                planned_private: Vec::new(),
+                diagnostics,
+            },
+        }))
+    }
+
+    async fn apply_resource_change(
+        &self,
+        request: Request<ApplyResourceChangeRequest>,
+    ) -> Result<Response<ApplyResourceChangeResponse>, Status> {
+        let request = request.into_inner();
+        let result = async {
+            let resource = self.resource(&request.type_name)?;
+            let prior = decode(request.prior_state.as_ref())?;
+            let planned = decode(request.planned_state.as_ref())?;
+            if planned.has_unknowns() {
+                return Err(vec![diag::error(
+                    "Unknown values at apply",
+                    "Terraform sent a planned state with values still unknown.",
+                )]);
+            }
+            let api = self.client()?;
+            self.unless_stopped(resource.apply(&api, &prior, &planned)).await
+        }
+        .await;
+        Ok(Response::new(match result {
+            Ok(state) => ApplyResourceChangeResponse {
+                new_state: Some(to_dynamic(&state)),
+                private: request.planned_private,
+                diagnostics: Vec::new(),
+            },
+            // A failed create or update leaves the object as it was.
+            Err(diagnostics) => ApplyResourceChangeResponse {
+                new_state: request.prior_state,
+                private: request.planned_private,
+                diagnostics,
+            },
+        }))
+    }
+
+    async fn import_resource_state(
+        &self,
+        request: Request<ImportResourceStateRequest>,
+    ) -> Result<Response<ImportResourceStateResponse>, Status> {
+        let request = request.into_inner();
+        let reply = match self.resource(&request.type_name) {
+            Err(diagnostics) => ImportResourceStateResponse {
+                imported_resources: Vec::new(),
+                diagnostics,
+            },
+            Ok(resource) => ImportResourceStateResponse {
+                imported_resources: vec![ImportedResource {
+                    type_name: request.type_name.clone(),
+                    state: Some(to_dynamic(&resource.import(&request.id))),
+                    private: Vec::new(),
+                }],
+                diagnostics: Vec::new(),
+            },
+        };
+        Ok(Response::new(reply))
     }
 
     async fn stop_provider(

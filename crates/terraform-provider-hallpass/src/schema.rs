@@ -20,6 +20,8 @@ pub enum Type {
     List(Box<Type>),
     Set(Box<Type>),
     Map(Box<Type>),
+    /// An object with exactly these attributes.
+    Object(Vec<(&'static str, Type)>),
 }
 
 impl Type {
@@ -32,6 +34,13 @@ impl Type {
             Type::List(element) => serde_json::json!(["list", element.to_json()]),
             Type::Set(element) => serde_json::json!(["set", element.to_json()]),
             Type::Map(element) => serde_json::json!(["map", element.to_json()]),
+            Type::Object(attributes) => {
+                let attributes: serde_json::Map<String, serde_json::Value> = attributes
+                    .iter()
+                    .map(|(name, ty)| ((*name).to_string(), ty.to_json()))
+                    .collect();
+                serde_json::json!(["object", attributes])
+            }
         }
     }
 }
@@ -101,44 +110,79 @@ pub struct Block {
     pub version: i64,
     pub description: &'static str,
     pub attributes: Vec<Attribute>,
+    /// Blocks nested in this one, each at most once (`approval { ... }`).
+    pub blocks: Vec<SingleBlock>,
+}
+
+/// A nested block that appears at most once: an object, or null when the
+/// configuration leaves it out.
+#[derive(Debug, Clone)]
+pub struct SingleBlock {
+    pub name: &'static str,
+    pub block: Block,
 }
 
 impl Block {
     pub fn to_proto(&self) -> tfplugin6::Schema {
         tfplugin6::Schema {
             version: self.version,
-            block: Some(tfplugin6::SchemaBlock {
-                version: self.version,
-                attributes: self.attributes.iter().map(Attribute::to_proto).collect(),
-                description: self.description.to_string(),
-                description_kind: StringKind::Markdown.into(),
-                deprecated: false,
-            }),
+            block: Some(self.block_proto()),
         }
+    }
+
+    fn block_proto(&self) -> tfplugin6::SchemaBlock {
+        tfplugin6::SchemaBlock {
+            version: self.version,
+            attributes: self.attributes.iter().map(Attribute::to_proto).collect(),
+            block_types: self
+                .blocks
+                .iter()
+                .map(|nested| tfplugin6::NestedBlock {
+                    type_name: nested.name.to_string(),
+                    block: Some(nested.block.block_proto()),
+                    nesting: tfplugin6::nested_block::NestingMode::Single.into(),
+                    min_items: 0,
+                    max_items: 0,
+                })
+                .collect(),
+            description: self.description.to_string(),
+            description_kind: StringKind::Markdown.into(),
+            deprecated: false,
+        }
+    }
+
+    /// The names of the attributes and nested blocks, in schema order.
+    fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.attributes
+            .iter()
+            .map(|a| a.name)
+            .chain(self.blocks.iter().map(|b| b.name))
     }
 
     /// An object of this block with the given values and null for every
     /// other attribute: Terraform wants every attribute present.
-    pub fn encode(&self, mut values: Vec<(&str, Value)>) -> DynamicValue {
+    pub fn encode(&self, values: Vec<(&str, Value)>) -> DynamicValue {
+        to_dynamic(&self.object(values))
+    }
+
+    /// [`Block::encode`] before the wire: the MessagePack object.
+    pub fn object(&self, mut values: Vec<(&str, Value)>) -> Value {
         debug_assert!(
-            values
-                .iter()
-                .all(|(name, _)| self.attributes.iter().any(|a| a.name == *name)),
+            values.iter().all(|(name, _)| self.names().any(|n| n == *name)),
             "a value for an attribute outside the schema"
         );
         let entries = self
-            .attributes
-            .iter()
+            .names()
             .map(|attribute| {
                 let value = values
                     .iter()
-                    .position(|(name, _)| *name == attribute.name)
+                    .position(|(name, _)| *name == attribute)
                     .map(|index| values.swap_remove(index).1)
                     .unwrap_or(Value::Nil);
-                (Value::from(attribute.name), value)
+                (Value::from(attribute), value)
             })
             .collect();
-        to_dynamic(&Value::Map(entries))
+        Value::Map(entries)
     }
 }
 
@@ -171,6 +215,7 @@ mod tests {
                 Attribute::new("b", Type::String, Presence::OptionalComputed, "B.").sensitive(),
                 Attribute::new("c", Type::String, Presence::Computed, "C."),
             ],
+            blocks: Vec::new(),
         }
     }
 

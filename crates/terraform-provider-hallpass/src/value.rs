@@ -23,6 +23,8 @@ pub enum ValueError {
     NotAnObject(String),
     #[error("attribute {name:?}: expected a string")]
     NotAString { name: String },
+    #[error("attribute {name:?}: expected {expected}")]
+    WrongType { name: String, expected: &'static str },
 }
 
 /// One attribute's value as Terraform knows it at this point.
@@ -112,6 +114,138 @@ impl Object {
             },
             Known::Value(_) => Err(ValueError::NotAString { name: name.into() }),
         }
+    }
+}
+
+impl Object {
+    /// Whether the whole object is null (a resource that does not exist,
+    /// or is to be deleted): Terraform always sends every attribute of a
+    /// non-null object, so one without fields is null.
+    pub fn is_null(&self) -> bool {
+        !self.unknown && self.fields.is_empty()
+    }
+
+    /// Whether any part of the value is still unknown.
+    pub fn has_unknowns(&self) -> bool {
+        self.unknown || self.fields.iter().any(|(_, value)| contains_unknown(value))
+    }
+
+    /// An attribute's raw value (nil when absent).
+    pub fn raw(&self, name: &str) -> Value {
+        if self.unknown {
+            return Value::Ext(0, vec![0]);
+        }
+        self.fields
+            .iter()
+            .find(|(key, _)| key == name)
+            .map_or(Value::Nil, |(_, value)| value.clone())
+    }
+
+    /// The object with `name` set to `value`.
+    pub fn with(mut self, name: &str, value: Value) -> Self {
+        match self.fields.iter_mut().find(|(key, _)| key == name) {
+            Some(field) => field.1 = value,
+            None => self.fields.push((name.to_string(), value)),
+        }
+        self
+    }
+
+    /// The object as one MessagePack value.
+    pub fn to_value(&self) -> Value {
+        if self.unknown {
+            return Value::Ext(0, vec![0]);
+        }
+        if self.fields.is_empty() {
+            return Value::Nil;
+        }
+        Value::Map(
+            self.fields
+                .iter()
+                .map(|(key, value)| (Value::from(key.as_str()), value.clone()))
+                .collect(),
+        )
+    }
+
+    fn typed<T>(
+        &self,
+        name: &str,
+        expected: &'static str,
+        read: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Known<T>, ValueError> {
+        match self.get(name) {
+            Known::Null => Ok(Known::Null),
+            Known::Unknown => Ok(Known::Unknown),
+            Known::Value(value) if contains_unknown(value) => Ok(Known::Unknown),
+            Known::Value(value) => read(value).map(Known::Value).ok_or_else(|| ValueError::WrongType {
+                name: name.into(),
+                expected,
+            }),
+        }
+    }
+
+    /// A bool attribute.
+    pub fn bool(&self, name: &str) -> Result<Known<bool>, ValueError> {
+        self.typed(name, "a bool", Value::as_bool)
+    }
+
+    /// A whole-number attribute (Terraform may send a float or a decimal
+    /// string for a number).
+    pub fn integer(&self, name: &str) -> Result<Known<i64>, ValueError> {
+        self.typed(name, "a whole number", |value| match value {
+            Value::Integer(n) => n.as_i64(),
+            Value::F64(f) if f.fract() == 0.0 => Some(*f as i64),
+            Value::F32(f) if f.fract() == 0.0 => Some(*f as i64),
+            Value::String(text) => text.as_str().and_then(|t| t.parse().ok()),
+            _ => None,
+        })
+    }
+
+    /// A list (or set) of strings; unknown if any element is.
+    pub fn strings(&self, name: &str) -> Result<Known<Vec<String>>, ValueError> {
+        self.typed(name, "a list of strings", |value| {
+            value
+                .as_array()?
+                .iter()
+                .map(|item| item.as_str().map(str::to_string))
+                .collect()
+        })
+    }
+
+    /// A map of strings; unknown if any value is.
+    pub fn string_map(&self, name: &str) -> Result<Known<Vec<(String, String)>>, ValueError> {
+        self.typed(name, "a map of strings", |value| {
+            value
+                .as_map()?
+                .iter()
+                .map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+                .collect()
+        })
+    }
+
+    /// A nested object (a single nested block, an object attribute).
+    pub fn object(&self, name: &str) -> Result<Known<Object>, ValueError> {
+        match self.get(name) {
+            Known::Null => Ok(Known::Null),
+            Known::Unknown => Ok(Known::Unknown),
+            Known::Value(value) => {
+                let dynamic = to_dynamic(value);
+                Object::decode(Some(&dynamic))
+                    .map(Known::Value)
+                    .map_err(|_| ValueError::WrongType {
+                        name: name.into(),
+                        expected: "an object",
+                    })
+            }
+        }
+    }
+}
+
+fn contains_unknown(value: &Value) -> bool {
+    match value {
+        Value::Ext(..) => true,
+        Value::Array(items) => items.iter().any(contains_unknown),
+        Value::Map(entries) => entries.iter().any(|(_, v)| contains_unknown(v)),
+        _ => false,
     }
 }
 

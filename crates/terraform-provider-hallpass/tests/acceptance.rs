@@ -246,3 +246,254 @@ fn the_handshake_line_and_sigint() {
     child.kill().expect("kill the provider");
     let _ = child.wait();
 }
+
+const ROLE_TF: &str = r#"
+terraform {
+  required_providers {
+    hallpass = { source = "hallpass/hallpass" }
+  }
+}
+
+provider "hallpass" {
+  address = "ADDRESS"
+}
+
+resource "hallpass_role" "main" {
+  name           = "NAME"
+  target         = "demo"
+  description    = "DESCRIPTION"
+  max_duration   = "240m"
+  requestable_by = ["user:alice", "group:dev"]
+  labels         = { env = "dev" }
+  approval {
+    approvers = ["user:carol", "group:approvers"]
+    required  = 2
+  }
+}
+
+resource "hallpass_role" "cache" {
+  name           = "cache-read"
+  target         = "cache"
+  max_duration   = "1h"
+  requestable_by = ["group:dev"]
+  auto_approve   = true
+  grant_json     = jsonencode({ acl = "~app:* +@read" })
+}
+
+data "hallpass_role" "main" {
+  name = hallpass_role.main.name
+}
+
+output "data_max_duration" {
+  value = data.hallpass_role.main.max_duration
+}
+
+output "data_approval_required" {
+  value = data.hallpass_role.main.approval.required
+}
+"#;
+
+const IMPORTED_TF: &str = r#"
+resource "hallpass_role" "imported" {
+  name                        = "imported"
+  target                      = "demo"
+  default_duration            = "30m"
+  max_duration                = "2h"
+  requestable_by              = ["group:dev"]
+  auto_approve                = true
+  extension_requires_approval = false
+}
+"#;
+
+fn role_tf(server: &support::HallpassServer, name: &str, description: &str) -> String {
+    ROLE_TF
+        .replace("ADDRESS", &server.addr)
+        .replace("NAME", name)
+        .replace("DESCRIPTION", description)
+}
+
+/// The role `name` as the server has it, or `None` when it has none.
+fn server_role(server: &support::HallpassServer, name: &str) -> Option<serde_json::Value> {
+    let (status, body) = server.call("GET", &format!("/v1/roles/{name}"), None);
+    match status {
+        200 => Some(serde_json::from_str(&body).expect("a role as JSON")),
+        404 => None,
+        other => panic!("GET /v1/roles/{name}: {other} {body}"),
+    }
+}
+
+fn put(server: &support::HallpassServer, path: &str, body: serde_json::Value) {
+    let (status, answer) = server.call("PUT", path, Some(&body));
+    assert_eq!(status, 200, "PUT {path}: {answer}");
+}
+
+/// `terraform plan -detailed-exitcode`: 0 no changes, 2 changes.
+fn plan_exit(workspace: &Workspace) -> (i32, String) {
+    let plan = workspace.run(
+        &["plan", "-detailed-exitcode", "-input=false", "-no-color"],
+        &[("HALLPASS_TOKEN", support::ROOT_TOKEN)],
+    );
+    let code = plan.code.expect("terraform exited");
+    assert!(code != 1, "terraform plan failed:\n{}\n{}", plan.stdout, plan.stderr);
+    (code, plan.stdout)
+}
+
+fn apply(workspace: &Workspace) -> String {
+    let apply = workspace.run(
+        &["apply", "-auto-approve", "-input=false", "-no-color"],
+        &[("HALLPASS_TOKEN", support::ROOT_TOKEN)],
+    );
+    apply.assert_success("terraform apply");
+    apply.stdout
+}
+
+#[test]
+fn a_role_through_its_whole_life() {
+    let Some(terraform) = terraform() else { return };
+    let server = HallpassServer::start();
+    put(
+        &server,
+        "/v1/targets/demo",
+        serde_json::json!({"name": "demo", "type": "jwt", "config": {"audience": "demo"}}),
+    );
+    put(
+        &server,
+        "/v1/targets/cache",
+        serde_json::json!({"name": "cache", "type": "redis", "config": {"host": "127.0.0.1"}}),
+    );
+
+    // Create: the server normalises, the state keeps the configuration.
+    let workspace = Workspace::new(&terraform, &role_tf(&server, "first", "one"));
+    let out = apply(&workspace);
+    assert!(out.contains("2 added, 0 changed, 0 destroyed"), "{out}");
+    let cache = server_role(&server, "cache-read").expect("the role with a grant was created");
+    assert_eq!(cache["grant"], serde_json::json!({"acl": "~app:* +@read"}));
+    let role = server_role(&server, "first").expect("the role was created");
+    assert_eq!(role["max_duration"], "4h");
+    assert_eq!(role["requestable_by"], serde_json::json!(["group:dev", "user:alice"]));
+    assert_eq!(role["approval"]["required"], 2);
+    assert_eq!(role["labels"]["env"], "dev");
+    let outputs = workspace.run(&["output", "-json"], &[]);
+    let outputs: serde_json::Value = serde_json::from_str(&outputs.stdout).expect("outputs as JSON");
+    assert_eq!(outputs["data_max_duration"]["value"], "4h");
+    assert_eq!(outputs["data_approval_required"]["value"], 2);
+    let (code, out) = plan_exit(&workspace);
+    assert_eq!(code, 0, "no changes after apply:\n{out}");
+    // The same values spelled differently: still nothing to do.
+    let respelled = role_tf(&server, "first", "one")
+        .replace("\"240m\"", "\"4h\"")
+        .replace("[\"user:alice\", \"group:dev\"]", "[\"group:dev\", \"user:alice\"]");
+    workspace.write("main.tf", &respelled);
+    let (code, out) = plan_exit(&workspace);
+    assert_eq!(code, 0, "a new spelling of the same values changes nothing:\n{out}");
+
+    // Update in place.
+    workspace.write("main.tf", &role_tf(&server, "first", "two"));
+    let out = apply(&workspace);
+    assert!(out.contains("0 added, 1 changed, 0 destroyed"), "{out}");
+    assert_eq!(server_role(&server, "first").unwrap()["description"], "two");
+
+    // A new name replaces the role.
+    workspace.write("main.tf", &role_tf(&server, "second", "two"));
+    let out = apply(&workspace);
+    assert!(out.contains("must be replaced"), "{out}");
+    assert!(out.contains("1 added, 0 changed, 1 destroyed"), "{out}");
+    assert!(server_role(&server, "first").is_none(), "the old role is gone");
+    assert!(server_role(&server, "second").is_some());
+
+    // Import a role made through the API: the configuration matches it.
+    put(
+        &server,
+        "/v1/roles/imported",
+        serde_json::json!({"name": "imported", "target": "demo", "default_duration": "30m",
+            "max_duration": "120m", "requestable_by": ["group:dev"], "auto_approve": true,
+            "extension_requires_approval": false}),
+    );
+    workspace.write("imported.tf", IMPORTED_TF);
+    let import = workspace.run(
+        &[
+            "import",
+            "-input=false",
+            "-no-color",
+            "hallpass_role.imported",
+            "imported",
+        ],
+        &[("HALLPASS_TOKEN", support::ROOT_TOKEN)],
+    );
+    import.assert_success("terraform import");
+    let (code, out) = plan_exit(&workspace);
+    assert_eq!(code, 0, "the imported role matches its configuration:\n{out}");
+
+    // Drift: a change on the server shows in the next plan.
+    put(
+        &server,
+        "/v1/roles/imported",
+        serde_json::json!({"name": "imported", "target": "demo", "description": "changed by hand",
+            "max_duration": "3h", "requestable_by": ["group:dev"], "auto_approve": true}),
+    );
+    let (code, out) = plan_exit(&workspace);
+    assert_eq!(code, 2, "the plan shows the drift:\n{out}");
+    for change in ["changed by hand", "\"3h\" -> \"2h\"", "extension_requires_approval"] {
+        assert!(out.contains(change), "{change} in:\n{out}");
+    }
+    apply(&workspace);
+    assert_eq!(server_role(&server, "imported").unwrap()["max_duration"], "2h");
+
+    // Deleted on the server: the plan creates it again.
+    let (status, _) = server.call("DELETE", "/v1/roles/imported", None);
+    assert_eq!(status, 204);
+    let (code, out) = plan_exit(&workspace);
+    assert!(
+        code == 2 && out.contains("1 to add, 0 to change, 0 to destroy"),
+        "{out}"
+    );
+
+    // Destroy.
+    let destroy = workspace.run(
+        &["destroy", "-auto-approve", "-input=false", "-no-color"],
+        &[("HALLPASS_TOKEN", support::ROOT_TOKEN)],
+    );
+    destroy.assert_success("terraform destroy");
+    assert!(server_role(&server, "second").is_none(), "destroy deleted the role");
+    assert!(server_role(&server, "cache-read").is_none(), "destroy deleted the role");
+
+    // What only the server checks fails the apply with its message.
+    workspace.write("imported.tf", &IMPORTED_TF.replace("\"demo\"", "\"nowhere\""));
+    // main.tf keeps only its terraform and provider blocks.
+    let provider_only = role_tf(&server, "second", "two");
+    let provider_only = provider_only
+        .split("resource \"hallpass_role\"")
+        .next()
+        .unwrap_or_default();
+    workspace.write("main.tf", provider_only);
+    let refused = workspace.run(
+        &["apply", "-auto-approve", "-input=false", "-no-color"],
+        &[("HALLPASS_TOKEN", support::ROOT_TOKEN)],
+    );
+    let words = refused.stderr_words();
+    assert!(
+        !refused.success && words.contains("Cannot store role \"imported\""),
+        "{words}"
+    );
+    assert!(words.contains("nowhere"), "the server's message: {words}");
+}
+
+#[test]
+fn a_bad_duration_is_reported_at_its_attribute() {
+    let Some(terraform) = terraform() else { return };
+    let config = ROLE_TF
+        .replace("ADDRESS", "http://127.0.0.1:1")
+        .replace("NAME", "r")
+        .replace("DESCRIPTION", "d")
+        .replace("\"240m\"", "\"4 hours\"");
+    let workspace = Workspace::new(&terraform, &config);
+    let validate = workspace.run(&["validate", "-no-color"], &[]);
+    assert!(!validate.success, "validate should fail:\n{}", validate.stdout);
+    let words = validate.stderr_words();
+    assert!(words.contains("Error: Invalid duration"), "{words}");
+    assert!(
+        words.contains(r#"max_duration = "4 hours""#),
+        "points at the attribute: {words}"
+    );
+    assert!(words.contains("use whole numbers with the units"), "{words}");
+}

@@ -46,6 +46,7 @@ impl DataSource for AuditPublicKey {
                      `jsondecode()` it for its members.",
                 ),
             ],
+            blocks: Vec::new(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! provider service can list their schemas and dispatch by type name.
 
 mod audit_public_key;
+mod role;
 
 use futures::future::BoxFuture;
 
@@ -28,5 +29,5 @@ pub trait DataSource: Send + Sync {
 
 /// Every data source of the provider.
 pub fn all() -> Vec<Box<dyn DataSource>> {
-    vec![Box::new(audit_public_key::AuditPublicKey)]
+    vec![Box::new(audit_public_key::AuditPublicKey), Box::new(role::Role)]
 }

@@ -196,6 +196,31 @@ fn private_ca_certificate() -> (String, String, String) {
     (ca_cert.pem(), cert.pem(), key.serialize_pem())
 }
 
+impl HallpassServer {
+    /// A call with the root token to a plain-HTTP server, past the
+    /// provider: (status, body).
+    pub fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, String) {
+        let host = self.listen();
+        let body = body.map(ToString::to_string).unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {ROOT_TOKEN}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut stream = TcpStream::connect(host).expect("connect to the server");
+        stream.write_all(request.as_bytes()).expect("send the request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read the answer");
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status");
+        (status, body.to_string())
+    }
+}
+
 /// A minimal HTTP/1.1 GET, so that the expected values do not come through
 /// the provider's own client.
 fn http_get(host: &str, path: &str) -> Option<(u16, String)> {
@@ -219,6 +244,8 @@ pub struct Workspace {
 /// What a Terraform command did.
 pub struct Run {
     pub success: bool,
+    /// The exit status (`None`: killed by a signal).
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -279,6 +306,7 @@ impl Workspace {
             .expect("run terraform");
         Run {
             success: output.status.success(),
+            code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }

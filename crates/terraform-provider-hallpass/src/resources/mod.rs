@@ -1,0 +1,61 @@
+//! Managed resources: one module each, all behind [`Resource`], so that
+//! the provider service can list their schemas and dispatch by type name.
+//!
+//! The protocol's rules the provider service relies on: a plan keeps every
+//! configured value; an apply returns a wholly known object, or null after
+//! a delete; a read returns null when the object is gone (Terraform then
+//! plans to create it again).
+
+pub mod role;
+pub mod role_state;
+
+use futures::future::BoxFuture;
+use rmpv::Value;
+
+use crate::api::Api;
+use crate::proto::tfplugin6::{AttributePath, Diagnostic};
+use crate::schema::Block;
+use crate::value::Object;
+
+/// A planned change: the new state (null to delete) and the attributes
+/// whose change replaces the object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub state: Value,
+    pub requires_replace: Vec<AttributePath>,
+}
+
+/// What the provider needs of a managed resource.
+pub trait Resource: Send + Sync {
+    /// The name in configurations, e.g. `hallpass_role`.
+    fn type_name(&self) -> &'static str;
+
+    fn schema(&self) -> Block;
+
+    /// Checks the configuration; values may still be unknown here.
+    fn validate(&self, config: &Object) -> Vec<Diagnostic>;
+
+    /// The planned state for `proposed` (Terraform's merge of the
+    /// configuration and the prior state); `prior` is null on create,
+    /// `proposed` null on destroy.
+    fn plan(&self, prior: &Object, proposed: &Object) -> Planned;
+
+    /// Carries out a plan: the new state, or null once deleted.
+    fn apply<'a>(
+        &'a self,
+        api: &'a Api,
+        prior: &'a Object,
+        planned: &'a Object,
+    ) -> BoxFuture<'a, Result<Value, Vec<Diagnostic>>>;
+
+    /// The state as the server has it now, or null when the object is gone.
+    fn read<'a>(&'a self, api: &'a Api, state: &'a Object) -> BoxFuture<'a, Result<Value, Vec<Diagnostic>>>;
+
+    /// The stub state `terraform import` starts from; a read follows.
+    fn import(&self, id: &str) -> Value;
+}
+
+/// Every managed resource of the provider.
+pub fn all() -> Vec<Box<dyn Resource>> {
+    vec![Box::new(role::Role)]
+}
