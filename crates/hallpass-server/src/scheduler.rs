@@ -91,13 +91,18 @@ pub async fn run(
 ) {
     let mut heap: BinaryHeap<Reverse<Deadline>> = initial.into_iter().map(Reverse).collect();
     let mut running = Running::default();
-    // Whether the last claim may have left due records behind (it took as
-    // many as it asked for): then a task ending is reason to claim again.
+    // Whether due records may be waiting unclaimed: a deadline came, or
+    // the last claim took as many as it asked for.
     let mut more_due = true;
     loop {
         let room = running.room();
         if room > 0 && more_due {
             let limit = u32::try_from(room).unwrap_or(CLAIM_BATCH).min(CLAIM_BATCH);
+            // Deadlines up to the moment the claim was asked are in it (or
+            // in hand already); one that passes while the claim is written
+            // stays on the heap, to wake the next claim, instead of
+            // waiting for the poll.
+            let asked = app.now();
             match app.claim_due(limit).await {
                 Ok(claimed) => {
                     more_due = claimed.len() >= limit as usize;
@@ -110,19 +115,24 @@ pub async fn run(
                     tracing::error!(%error, "cannot claim due grants; retrying");
                 }
             }
-        }
-        let now = app.now();
-        while heap.peek().is_some_and(|Reverse((at, _))| *at <= now) {
-            heap.pop();
+            while heap.peek().is_some_and(|Reverse((at, _))| *at <= asked) {
+                heap.pop();
+            }
         }
         if more_due && running.room() > 0 {
             continue;
         }
-        let sleep = heap
-            .peek()
-            .map(|Reverse((at, _))| (*at - now).to_std().unwrap_or_default())
-            .unwrap_or(POLL_INTERVAL)
-            .min(POLL_INTERVAL);
+        // With every slot taken, a task ending is what lets work start;
+        // deadlines that pass meanwhile stay on the heap until then.
+        let sleep = if running.room() == 0 {
+            POLL_INTERVAL
+        } else {
+            let now = app.now();
+            heap.peek()
+                .map(|Reverse((at, _))| (*at - now).to_std().unwrap_or_default())
+                .unwrap_or(POLL_INTERVAL)
+                .min(POLL_INTERVAL)
+        };
         tokio::select! {
             _ = tokio::time::sleep(sleep) => more_due = true,
             () = running.next(&app), if !running.tasks.is_empty() => {}
