@@ -9,16 +9,20 @@
 //! A min-heap of this server's own deadlines (rebuilt from the store at
 //! start-up, fed as grants activate or fail) says when to wake; between
 //! deadlines the scheduler also polls, to see other servers' grants and
-//! lapsed claims. Claimed work runs with bounded concurrency, so a burst of
-//! expiries shares the store's group commits.
+//! lapsed claims. Claimed work runs as tasks, at most [`CONCURRENCY`] at
+//! once, so a burst of expiries shares the store's group commits; the
+//! scheduler claims again whenever a deadline comes, while earlier work
+//! still runs, so one slow revoke never holds back grants that fall due
+//! after it.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
+use tokio::task::{Id, JoinSet};
 
 use crate::app::App;
 use crate::app::audit::CHECKPOINT_INTERVAL;
@@ -32,6 +36,53 @@ const POLL_INTERVAL: StdDuration = StdDuration::from_secs(1);
 
 pub type Deadline = (DateTime<Utc>, String);
 
+/// The records this server is working on, each in its own task.
+#[derive(Default)]
+struct Running {
+    tasks: JoinSet<()>,
+    ids: HashMap<Id, String>,
+    /// The same ids, to tell a record already in hand.
+    records: HashSet<String>,
+}
+
+impl Running {
+    fn room(&self) -> usize {
+        CONCURRENCY.saturating_sub(self.records.len())
+    }
+
+    /// Starts work on `id`, unless a task of this server has it already:
+    /// a revoke that outlives its claim's lease can be claimed again, and
+    /// must not be run twice at once.
+    fn start(&mut self, app: &App, id: String) {
+        if !self.records.insert(id.clone()) {
+            return;
+        }
+        let app = app.clone();
+        let task_id = id.clone();
+        let handle = self.tasks.spawn(async move { process_one(&app, task_id).await });
+        self.ids.insert(handle.id(), id);
+    }
+
+    /// Waits for the next task to end. A task that panicked has its record
+    /// retried like one whose work failed.
+    async fn next(&mut self, app: &App) {
+        let Some(done) = self.tasks.join_next_with_id().await else {
+            return;
+        };
+        let task = match &done {
+            Ok((task, ())) => *task,
+            Err(error) => error.id(),
+        };
+        if let Some(id) = self.ids.remove(&task) {
+            self.records.remove(&id);
+            if let Err(error) = done {
+                tracing::error!(request_id = %id, %error, "scheduled work panicked; retrying in 5s");
+                app.retry_later(id);
+            }
+        }
+    }
+}
+
 pub async fn run(
     app: App,
     initial: Vec<Deadline>,
@@ -39,44 +90,78 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut heap: BinaryHeap<Reverse<Deadline>> = initial.into_iter().map(Reverse).collect();
+    let mut running = Running::default();
+    // Whether due records may be waiting unclaimed: a deadline came, or
+    // the last claim took as many as it asked for.
+    let mut more_due = true;
     loop {
-        match app.claim_due(CLAIM_BATCH).await {
-            Ok(claimed) if !claimed.is_empty() => {
-                process(&app, claimed).await;
-                continue;
+        let room = running.room();
+        if room > 0 && more_due {
+            let limit = u32::try_from(room).unwrap_or(CLAIM_BATCH).min(CLAIM_BATCH);
+            // Deadlines up to the moment the claim was asked are in it (or
+            // in hand already); one that passes while the claim is written
+            // stays on the heap, to wake the next claim, instead of
+            // waiting for the poll.
+            let asked = app.now();
+            match app.claim_due(limit).await {
+                Ok(claimed) => {
+                    more_due = claimed.len() >= limit as usize;
+                    for id in claimed {
+                        running.start(&app, id);
+                    }
+                }
+                Err(error) => {
+                    more_due = false;
+                    tracing::error!(%error, "cannot claim due grants; retrying");
+                }
             }
-            Ok(_) => {}
-            Err(error) => tracing::error!(%error, "cannot claim due grants; retrying"),
+            while heap.peek().is_some_and(|Reverse((at, _))| *at <= asked) {
+                heap.pop();
+            }
         }
-        let now = app.now();
-        while heap.peek().is_some_and(|Reverse((at, _))| *at <= now) {
-            heap.pop();
+        if more_due && running.room() > 0 {
+            continue;
         }
-        let sleep = heap
-            .peek()
-            .map(|Reverse((at, _))| (*at - now).to_std().unwrap_or_default())
-            .unwrap_or(POLL_INTERVAL)
-            .min(POLL_INTERVAL);
+        // With every slot taken, a task ending is what lets work start;
+        // deadlines that pass meanwhile stay on the heap until then.
+        let sleep = if running.room() == 0 {
+            POLL_INTERVAL
+        } else {
+            let now = app.now();
+            heap.peek()
+                .map(|Reverse((at, _))| (*at - now).to_std().unwrap_or_default())
+                .unwrap_or(POLL_INTERVAL)
+                .min(POLL_INTERVAL)
+        };
         tokio::select! {
-            _ = tokio::time::sleep(sleep) => {}
+            _ = tokio::time::sleep(sleep) => more_due = true,
+            () = running.next(&app), if !running.tasks.is_empty() => {}
             entry = incoming.recv() => match entry {
                 Some(entry) => heap.push(Reverse(entry)),
-                None => return,
+                None => break,
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         }
+    }
+    // Work already claimed is finished, not dropped half way.
+    while !running.tasks.is_empty() {
+        running.next(&app).await;
     }
 }
 
-/// Processes claimed records; failures are logged and retried.
+/// Acts on one claimed record; a failure is logged and retried.
+async fn process_one(app: &App, id: String) {
+    if let Err(error) = app.process_due(id.clone()).await {
+        tracing::error!(request_id = %id, error = %error, "scheduled work failed; retrying in 5s");
+        app.retry_later(id);
+    }
+}
+
+/// Processes claimed records, [`CONCURRENCY`] at a time, until all are
+/// done; failures are logged and retried.
 pub async fn process(app: &App, due: Vec<String>) {
     futures::stream::iter(due)
-        .for_each_concurrent(CONCURRENCY, |id| async move {
-            if let Err(error) = app.process_due(id.clone()).await {
-                tracing::error!(request_id = %id, error = %error, "scheduled work failed; retrying in 5s");
-                app.retry_later(id);
-            }
-        })
+        .for_each_concurrent(CONCURRENCY, |id| process_one(app, id))
         .await;
 }
 

@@ -3,15 +3,17 @@
 //!
 //! A raw cycle sends, over one connection as the target's admin, what the
 //! postgres provider sends for one grant (crates/hallpass-providers/src/
-//! postgres/{issue,revoke}.rs): issuing (in one transaction: the advisory
-//! lock on the login's name, the role lookup, `CREATE ROLE ... PASSWORD
-//! <SCRAM verifier> VALID UNTIL ...`, `COMMENT ON ROLE`, `GRANT`, the
-//! lookup again), revoking (lookup, `ALTER ROLE ... NOLOGIN`,
-//! `pg_terminate_backend` of its sessions, `REVOKE`, then in one
-//! transaction the lock, `GRANT <login> TO CURRENT_USER`, `REASSIGN OWNED`,
-//! `DROP OWNED`, `DROP ROLE`) and verifying (lookup, session count), each
-//! through the same client calls (`batch_execute` for statements, `query`
-//! for catalog queries). The SCRAM verifier of a fresh random password is
+//! postgres/{issue,revoke,login}.rs), through the same client calls
+//! (`batch_execute` for statements, `query_typed` for catalog queries, one
+//! round trip each) and with the same requests sent together: issuing (in
+//! one transaction: the advisory lock on the login's name, the role
+//! lookup, `CREATE ROLE ... PASSWORD <SCRAM verifier> VALID UNTIL ...`,
+//! `COMMENT ON ROLE`, `GRANT`, the lookup again), revoking (the lookup;
+//! `ALTER ROLE ... NOLOGIN` and `pg_terminate_backend` of its sessions,
+//! sent together; then the `REVOKE` in a transaction and, in another, the
+//! lock, `GRANT <login> TO CURRENT_USER`, `REASSIGN OWNED`, `DROP OWNED`,
+//! `DROP ROLE`, sent together) and verifying (the lookup with the session
+//! count, one query). The SCRAM verifier of a fresh random password is
 //! computed in the cycle, as Hallpass computes one per issue.
 //!
 //! A Hallpass cycle is `POST /v1/requests` (auto-approved: issued and
@@ -25,6 +27,7 @@ use chrono::Utc;
 use hallpass_api::RequestState;
 use serde::Serialize;
 use tokio_postgres::NoTls;
+use tokio_postgres::types::{ToSql, Type};
 
 use super::issue::Setup;
 use super::pg::{Pg, describe, ident};
@@ -38,8 +41,16 @@ const LOOKUP: &str = "SELECT r.oid, shobj_description(r.oid, 'pg_authid'), r.rol
      ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid \
      WHERE m.member = r.oid ORDER BY 1) FROM pg_roles r WHERE r.rolname = $1";
 const LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
-const SESSIONS: &str = "FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
-     AND (usename = $1 OR (usesysid = $2 AND usename IS NULL))";
+/// The sessions of role oid `$2` (login `$1`), as the provider finds them.
+const SESSIONS: &str = "FROM pg_stat_get_backend_idset() AS b(id) WHERE pg_stat_get_backend_userid(b.id) = $2 \
+     AND pg_stat_get_backend_pid(b.id) <> pg_backend_pid() \
+     AND NOT EXISTS (SELECT 1 FROM pg_roles o WHERE o.oid = $2 AND o.rolname <> $1)";
+/// The verification: the role named `$1` (NULLs when there is none) and
+/// the count of its sessions.
+const LOOK: &str = "SELECT r.oid, (SELECT count(*) FROM pg_stat_get_backend_idset() AS b(id) \
+     WHERE pg_stat_get_backend_userid(b.id) = COALESCE(r.oid, $2) AND pg_stat_get_backend_pid(b.id) <> pg_backend_pid() \
+     AND NOT EXISTS (SELECT 1 FROM pg_roles o WHERE o.oid = COALESCE(r.oid, $2) AND o.rolname <> $1)) \
+     FROM (VALUES (1)) AS one LEFT JOIN pg_roles r ON r.rolname = $1";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BaselineReport {
@@ -123,9 +134,10 @@ pub async fn raw_cycle(client: &tokio_postgres::Client, read_role: &str, login: 
         .format("%Y-%m-%d %H:%M:%S%.6f+00")
         .to_string();
     let (quoted, read) = (ident(login), ident(read_role));
+    let name = [(&login as &(dyn ToSql + Sync), Type::TEXT)];
     execute(client, "BEGIN").await?;
-    client.query(LOCK, &[&login]).await.map_err(db)?;
-    if !client.query(LOOKUP, &[&login]).await.map_err(db)?.is_empty() {
+    client.query_typed(LOCK, &name).await.map_err(db)?;
+    if !client.query_typed(LOOKUP, &name).await.map_err(db)?.is_empty() {
         bail!("raw cycle: role {login} exists already");
     }
     execute(
@@ -142,37 +154,35 @@ pub async fn raw_cycle(client: &tokio_postgres::Client, read_role: &str, login: 
     )
     .await?;
     execute(client, &format!("GRANT {read} TO {quoted}")).await?;
-    let rows = client.query(LOOKUP, &[&login]).await.map_err(db)?;
+    let rows = client.query_typed(LOOKUP, &name).await.map_err(db)?;
     let oid: u32 = rows.first().context("raw cycle: the new role is missing")?.try_get(0)?;
     execute(client, "COMMIT").await?;
     // Revoke.
-    client.query(LOOKUP, &[&login]).await.map_err(db)?;
-    execute(client, &format!("ALTER ROLE {quoted} WITH NOLOGIN")).await?;
+    client.query_typed(LOOKUP, &name).await.map_err(db)?;
     let oid = Some(oid);
-    client
-        .query(&format!("SELECT pg_terminate_backend(pid) {SESSIONS}"), &[&login, &oid])
-        .await
-        .map_err(db)?;
-    execute(client, &format!("REVOKE {read} FROM {quoted}")).await?;
-    execute(client, "BEGIN").await?;
-    client.query(LOCK, &[&login]).await.map_err(db)?;
-    for statement in [
-        format!("GRANT {quoted} TO CURRENT_USER"),
-        format!("REASSIGN OWNED BY {quoted} TO CURRENT_USER"),
-        format!("DROP OWNED BY {quoted}"),
-        format!("DROP ROLE {quoted}"),
-    ] {
-        execute(client, &statement).await?;
-    }
-    execute(client, "COMMIT").await?;
+    let sessions = [(&login as &(dyn ToSql + Sync), Type::TEXT), (&oid, Type::OID)];
+    let terminate = format!("SELECT pg_terminate_backend(pg_stat_get_backend_pid(b.id)) {SESSIONS}");
+    let no_login = format!("ALTER ROLE {quoted} WITH NOLOGIN");
+    let (altered, terminated) = tokio::join!(execute(client, &no_login), client.query_typed(&terminate, &sessions));
+    altered?;
+    terminated.map_err(db)?;
+    // No session was signalled, so the provider sends no second look.
+    let revoke = format!("BEGIN; REVOKE {read} FROM {quoted}; COMMIT");
+    // The login is the benchmark's own `hp_raw_...` name: no quote in it.
+    let drop = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('{login}', 0)); \
+         GRANT {quoted} TO CURRENT_USER; REASSIGN OWNED BY {quoted} TO CURRENT_USER; \
+         DROP OWNED BY {quoted}; DROP ROLE {quoted}; COMMIT"
+    );
+    let (revoked, dropped) = tokio::join!(execute(client, &revoke), execute(client, &drop));
+    revoked?;
+    dropped?;
     // Verify.
-    if !client.query(LOOKUP, &[&login]).await.map_err(db)?.is_empty() {
-        bail!("raw cycle: role {login} is still there");
+    let rows = client.query_typed(LOOK, &sessions).await.map_err(db)?;
+    let row = rows.first().context("raw cycle: the verification returned no row")?;
+    if row.try_get::<_, Option<u32>>(0)?.is_some() || row.try_get::<_, i64>(1)? > 0 {
+        bail!("raw cycle: role {login} or a session of it is still there");
     }
-    client
-        .query(&format!("SELECT pid {SESSIONS}"), &[&login, &oid])
-        .await
-        .map_err(db)?;
     Ok(started.elapsed())
 }
 

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Row};
 
 use super::errors::{Failures, connect_failure, describe, is_auth_failure};
@@ -201,6 +201,9 @@ pub(super) async fn connect(
     }
 }
 
+/// A bind parameter and its type.
+pub(super) type Param<'p> = (&'p (dyn ToSql + Sync), Type);
+
 /// One admin connection in use. Returned to its pool only by
 /// [`Admin::release`]; dropped otherwise (after an error or a timeout),
 /// which closes it, so the server rolls back whatever was half done.
@@ -259,23 +262,25 @@ impl<'a> Admin<'a> {
         self.within_deadline(self.client()?.batch_execute(sql)).await
     }
 
-    pub(super) async fn query(
-        &self,
-        what: &str,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Row>, ProviderError> {
+    /// Runs one query with its parameters' types given, in one round trip
+    /// (no separate prepare); `what` names the step for errors.
+    pub(super) async fn query(&self, what: &str, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, ProviderError> {
         self.try_query(sql, params)
             .await?
             .map_err(|error| self.failures.error(format!("{what} failed: {}", describe(&error))))
     }
 
+    /// `Client::query` would prepare the statement first, a round trip of
+    /// its own; with the types given, parse, bind and execute go out
+    /// together. Requests on one connection are answered in the order they
+    /// were sent, so a caller may have several in flight at once
+    /// (`tokio::join!`) and still rely on that order.
     pub(super) async fn try_query(
         &self,
         sql: &str,
-        params: &[&(dyn ToSql + Sync)],
+        params: &[Param<'_>],
     ) -> Result<Result<Vec<Row>, tokio_postgres::Error>, ProviderError> {
-        self.within_deadline(self.client()?.query(sql, params)).await
+        self.within_deadline(self.client()?.query_typed(sql, params)).await
     }
 
     /// Puts the connection back in its pool for the next call, and has it

@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 
 use super::admin::{Admin, Pools};
 use super::errors::{Failures, describe};
@@ -59,7 +60,11 @@ async fn make_login(
 ) -> Result<u32, ProviderError> {
     admin.execute("starting a transaction", "BEGIN").await?;
     admin
-        .query("locking the login's name", sql::LOCK_LOGIN, &[&login.name])
+        .query(
+            "locking the login's name",
+            sql::LOCK_LOGIN,
+            &[(&login.name, Type::TEXT)],
+        )
         .await?;
     let existing = login.find(admin).await?;
     let statement = match &existing {

@@ -89,6 +89,15 @@ impl LoginSpec<'_> {
 /// to create or drop the same role. Bind parameter `$1`: the login.
 pub(super) const LOCK_LOGIN: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
 
+/// [`LOCK_LOGIN`] with the login as a literal, for a multi-statement
+/// string (which takes no bind parameters); the same lock.
+pub(super) fn lock_login(login: &str) -> Result<String, ProviderError> {
+    Ok(format!(
+        "SELECT pg_advisory_xact_lock(hashtextextended({}, 0))",
+        literal(login)?
+    ))
+}
+
 /// Marks a login as Hallpass's, for this grant: checked before any change.
 pub(super) fn comment(login: &str, text: &str) -> Result<String, ProviderError> {
     Ok(format!("COMMENT ON ROLE {} IS {}", ident(login)?, literal(text)?))
