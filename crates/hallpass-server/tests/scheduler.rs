@@ -44,6 +44,7 @@ impl CredentialProvider for HoldingProvider {
                 credential_type: "holding".into(),
                 token: "secret".into(),
                 env: Default::default(),
+                once: Default::default(),
             })
         }
         .boxed()
@@ -90,6 +91,7 @@ async fn ask(app: &App, alice: &Caller, role: &str, duration: &str) -> String {
         emergency: false,
         scheduled_start: None,
         ssh_public_key: None,
+        plan: None,
     };
     let created = app.create_request(alice, request).await.unwrap().request;
     assert_eq!(created.state, RequestState::Active);
