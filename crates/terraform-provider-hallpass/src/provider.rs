@@ -381,6 +381,12 @@ impl Provider for HallpassProvider {
             let resource = self.resource(&request.type_name)?;
             let prior = decode(request.prior_state.as_ref())?;
             let planned = decode(request.planned_state.as_ref())?;
+            // A delete comes with a null configuration, or none at all.
+            let config = if planned.is_null() {
+                Object::default()
+            } else {
+                decode(request.config.as_ref())?
+            };
             if planned.has_unknowns() {
                 return Err(vec![diag::error(
                     "Unknown values at apply",
@@ -388,7 +394,8 @@ impl Provider for HallpassProvider {
                 )]);
             }
             let api = self.client()?;
-            self.unless_stopped(resource.apply(&api, &prior, &planned)).await
+            self.unless_stopped(resource.apply(&api, &prior, &planned, &config))
+                .await
         }
         .await;
         Ok(Response::new(match result {

@@ -6,6 +6,8 @@
 //! a delete; a read returns null when the object is gone (Terraform then
 //! plans to create it again).
 
+pub mod approval_flow;
+pub mod common;
 pub mod role;
 pub mod role_state;
 
@@ -40,12 +42,15 @@ pub trait Resource: Send + Sync {
     /// `proposed` null on destroy.
     fn plan(&self, prior: &Object, proposed: &Object) -> Planned;
 
-    /// Carries out a plan: the new state, or null once deleted.
+    /// Carries out a plan: the new state, or null once deleted. `config`
+    /// is the configuration (null on delete): the only place Terraform
+    /// puts the values of write-only attributes.
     fn apply<'a>(
         &'a self,
         api: &'a Api,
         prior: &'a Object,
         planned: &'a Object,
+        config: &'a Object,
     ) -> BoxFuture<'a, Result<Value, Vec<Diagnostic>>>;
 
     /// The state as the server has it now, or null when the object is gone.
@@ -57,5 +62,5 @@ pub trait Resource: Send + Sync {
 
 /// Every managed resource of the provider.
 pub fn all() -> Vec<Box<dyn Resource>> {
-    vec![Box::new(role::Role)]
+    vec![Box::new(role::Role), Box::new(approval_flow::ApprovalFlowResource)]
 }

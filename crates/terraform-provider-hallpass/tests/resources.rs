@@ -1,0 +1,146 @@
+//! Acceptance tests of the resources beyond `hallpass_role`: approval
+//! flows, policies, targets and tokens, each through create, a plan with
+//! no change, an update, drift, import and destroy, with the real
+//! `terraform` against a live `hallpass server --dev` (see
+//! `acceptance.rs`; skipped without Terraform except under `CI=true`).
+
+#[allow(dead_code)]
+mod support;
+
+use support::{HallpassServer, ROOT_TOKEN, Workspace, terraform};
+
+const PROVIDER: &str = r#"
+terraform {
+  required_providers {
+    hallpass = { source = "hallpass/hallpass" }
+  }
+}
+
+provider "hallpass" {
+  address = "ADDRESS"
+}
+"#;
+
+const TOKEN: [(&str, &str); 1] = [("HALLPASS_TOKEN", ROOT_TOKEN)];
+
+/// The provider block for `server`, then `resources`.
+fn config(server: &HallpassServer, resources: &str) -> String {
+    format!("{}{resources}", PROVIDER.replace("ADDRESS", &server.addr))
+}
+
+/// `GET path` on the server: the JSON, or `None` on 404.
+fn server_get(server: &HallpassServer, path: &str) -> Option<serde_json::Value> {
+    let (status, body) = server.call("GET", path, None);
+    match status {
+        200 => Some(serde_json::from_str(&body).expect("JSON")),
+        404 => None,
+        other => panic!("GET {path}: {other} {body}"),
+    }
+}
+
+fn put(server: &HallpassServer, path: &str, body: serde_json::Value) {
+    let (status, answer) = server.call("PUT", path, Some(&body));
+    assert_eq!(status, 200, "PUT {path}: {answer}");
+}
+
+/// `terraform plan -detailed-exitcode`: 0 no changes, 2 changes.
+fn plan_exit(workspace: &Workspace) -> (i32, String) {
+    let plan = workspace.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"], &TOKEN);
+    let code = plan.code.expect("terraform exited");
+    assert!(code != 1, "terraform plan failed:\n{}\n{}", plan.stdout, plan.stderr);
+    (code, plan.stdout)
+}
+
+fn apply(workspace: &Workspace) -> String {
+    let apply = workspace.run(&["apply", "-auto-approve", "-input=false", "-no-color"], &TOKEN);
+    apply.assert_success("terraform apply");
+    apply.stdout
+}
+
+fn destroy(workspace: &Workspace) {
+    workspace
+        .run(&["destroy", "-auto-approve", "-input=false", "-no-color"], &TOKEN)
+        .assert_success("terraform destroy");
+}
+
+fn import(workspace: &Workspace, address: &str, id: &str) {
+    workspace
+        .run(&["import", "-input=false", "-no-color", address, id], &TOKEN)
+        .assert_success("terraform import");
+}
+
+const FLOW_TF: &str = r#"
+resource "hallpass_approval_flow" "main" {
+  name        = "peer-then-security"
+  description = "DESCRIPTION"
+  pending_ttl = "120m"
+
+  stage {
+    approvers   = ["group:dev-leads", "user:carol"]
+    timeout     = "15m"
+    escalate_to = ["group:security"]
+  }
+  stage {
+    approvers = ["group:security"]
+    required  = 2
+  }
+}
+"#;
+
+#[test]
+fn an_approval_flow_through_its_whole_life() {
+    let Some(terraform) = terraform() else { return };
+    let server = HallpassServer::start();
+    let flow_tf = |description: &str| config(&server, &FLOW_TF.replace("DESCRIPTION", description));
+    let path = "/v1/approval-flows/peer-then-security";
+
+    let workspace = Workspace::new(&terraform, &flow_tf("one"));
+    let out = apply(&workspace);
+    assert!(out.contains("1 added, 0 changed, 0 destroyed"), "{out}");
+    let flow = server_get(&server, path).expect("the flow was created");
+    assert_eq!(flow["pending_ttl"], "2h");
+    assert_eq!(flow["stages"][0]["escalate_to"], serde_json::json!(["group:security"]));
+    assert_eq!(flow["stages"][1]["required"], 2);
+    let (code, out) = plan_exit(&workspace);
+    assert_eq!(code, 0, "no changes after apply:\n{out}");
+    workspace.write("main.tf", &flow_tf("one").replace("\"120m\"", "\"2h\""));
+    let (code, out) = plan_exit(&workspace);
+    assert_eq!(code, 0, "a new spelling of the same values changes nothing:\n{out}");
+
+    // Update in place.
+    workspace.write("main.tf", &flow_tf("two"));
+    let out = apply(&workspace);
+    assert!(out.contains("0 added, 1 changed, 0 destroyed"), "{out}");
+    assert_eq!(server_get(&server, path).unwrap()["description"], "two");
+
+    // Drift: a stage changed by hand shows in the plan, and apply puts it back.
+    let mut changed = server_get(&server, path).unwrap();
+    changed["stages"][1]["required"] = 3.into();
+    let spec = serde_json::json!({"name": "peer-then-security", "description": "two",
+        "pending_ttl": "2h", "stages": changed["stages"]});
+    put(&server, path, spec);
+    let (code, out) = plan_exit(&workspace);
+    assert!(code == 2 && out.contains("3 -> 2"), "the plan shows the drift:\n{out}");
+    apply(&workspace);
+    assert_eq!(server_get(&server, path).unwrap()["stages"][1]["required"], 2);
+
+    // Import, by name, into a fresh state: it matches its configuration.
+    let imported = Workspace::new(&terraform, &flow_tf("two"));
+    import(&imported, "hallpass_approval_flow.main", "peer-then-security");
+    let (code, out) = plan_exit(&imported);
+    assert_eq!(code, 0, "the imported flow matches its configuration:\n{out}");
+
+    // A stage problem is found at validate, at the stage's attribute.
+    workspace.write(
+        "main.tf",
+        &flow_tf("two").replace("    escalate_to = [\"group:security\"]\n", ""),
+    );
+    let validate = workspace.run(&["validate", "-no-color"], &[]);
+    let words = validate.stderr_words();
+    assert!(!validate.success && words.contains("Invalid stage"), "{words}");
+    assert!(words.contains(r#"timeout = "15m""#), "points at the attribute: {words}");
+
+    workspace.write("main.tf", &flow_tf("two"));
+    destroy(&workspace);
+    assert!(server_get(&server, path).is_none(), "destroy deleted the flow");
+}
