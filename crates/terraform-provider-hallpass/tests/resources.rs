@@ -144,3 +144,96 @@ fn an_approval_flow_through_its_whole_life() {
     destroy(&workspace);
     assert!(server_get(&server, path).is_none(), "destroy deleted the flow");
 }
+
+const POLICY_TF: &str = r#"
+resource "hallpass_policy" "oncall" {
+  name   = "oncall"
+  source = file("oncall.rego")
+}
+"#;
+
+const ONCALL: &str = "package hallpass.request\n\nimport rego.v1\n\nauto_approve if {\n\t\"oncall\" in input.principal.groups\n\tinput.request.duration_seconds <= SECONDS\n}\n";
+
+#[test]
+fn a_policy_through_its_whole_life() {
+    let Some(terraform) = terraform() else { return };
+    let server = HallpassServer::start();
+    let path = "/v1/policies/oncall";
+    let workspace = Workspace::new(&terraform, &config(&server, POLICY_TF));
+    workspace.write("oncall.rego", &ONCALL.replace("SECONDS", "3600"));
+
+    let out = apply(&workspace);
+    assert!(out.contains("1 added, 0 changed, 0 destroyed"), "{out}");
+    let policy = server_get(&server, path).expect("the policy was created");
+    assert!(policy["source"].as_str().unwrap().contains("3600"));
+    let state = workspace.read("terraform.tfstate");
+    assert!(
+        state.contains(policy["source_hash"].as_str().unwrap()),
+        "the state has the server's hash"
+    );
+    let (code, out) = plan_exit(&workspace);
+    assert_eq!(code, 0, "no changes after apply:\n{out}");
+
+    // Update in place.
+    workspace.write("oncall.rego", &ONCALL.replace("SECONDS", "1800"));
+    let out = apply(&workspace);
+    assert!(out.contains("0 added, 1 changed, 0 destroyed"), "{out}");
+    assert!(
+        server_get(&server, path).unwrap()["source"]
+            .as_str()
+            .unwrap()
+            .contains("1800")
+    );
+
+    // Drift: the source changed by hand shows in the plan.
+    put(
+        &server,
+        path,
+        serde_json::json!({"source": ONCALL.replace("SECONDS", "60")}),
+    );
+    let (code, out) = plan_exit(&workspace);
+    assert!(code == 2 && out.contains("60"), "the plan shows the drift:\n{out}");
+    apply(&workspace);
+    assert!(
+        server_get(&server, path).unwrap()["source"]
+            .as_str()
+            .unwrap()
+            .contains("1800")
+    );
+
+    // Import by name into a fresh state.
+    let imported = Workspace::new(&terraform, &config(&server, POLICY_TF));
+    imported.write("oncall.rego", &ONCALL.replace("SECONDS", "1800"));
+    import(&imported, "hallpass_policy.oncall", "oncall");
+    let (code, out) = plan_exit(&imported);
+    assert_eq!(code, 0, "the imported policy matches its configuration:\n{out}");
+
+    // Rego that does not parse: an error at validate, on `source`, with its place.
+    workspace.write("oncall.rego", "package hallpass.request\n\nauto_approve if {\n");
+    let validate = workspace.run(&["validate", "-no-color"], &[]);
+    let words = validate.stderr_words();
+    assert!(!validate.success && words.contains("Error: Invalid Rego"), "{words}");
+    assert!(words.contains("oncall:"), "the module, line and column: {words}");
+    assert!(
+        words.contains("source = file(\"oncall.rego\")"),
+        "points at source: {words}"
+    );
+
+    // A module only the server refuses: the apply fails with its message on `source`.
+    workspace.write("oncall.rego", "package elsewhere\n\nimport rego.v1\n\nx := 1\n");
+    let refused = workspace.run(&["apply", "-auto-approve", "-input=false", "-no-color"], &TOKEN);
+    let words = refused.stderr_words();
+    assert!(
+        !refused.success && words.contains("Cannot store policy \"oncall\""),
+        "{words}"
+    );
+    assert!(words.contains("oncall:1:"), "the server's line and column: {words}");
+    assert!(
+        words.contains("source = file(\"oncall.rego\")"),
+        "points at source: {words}"
+    );
+
+    workspace.write("oncall.rego", &ONCALL.replace("SECONDS", "1800"));
+    destroy(&workspace);
+    assert!(server_get(&server, path).is_none(), "destroy deleted the policy");
+}

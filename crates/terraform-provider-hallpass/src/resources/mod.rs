@@ -8,6 +8,7 @@
 
 pub mod approval_flow;
 pub mod common;
+pub mod policy;
 pub mod role;
 pub mod role_state;
 
@@ -62,5 +63,9 @@ pub trait Resource: Send + Sync {
 
 /// Every managed resource of the provider.
 pub fn all() -> Vec<Box<dyn Resource>> {
-    vec![Box::new(role::Role), Box::new(approval_flow::ApprovalFlowResource)]
+    vec![
+        Box::new(role::Role),
+        Box::new(approval_flow::ApprovalFlowResource),
+        Box::new(policy::PolicyResource),
+    ]
 }
