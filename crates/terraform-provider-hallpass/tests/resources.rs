@@ -45,21 +45,35 @@ fn put(server: &HallpassServer, path: &str, body: serde_json::Value) {
 
 /// `terraform plan -detailed-exitcode`: 0 no changes, 2 changes.
 fn plan_exit(workspace: &Workspace) -> (i32, String) {
-    let plan = workspace.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"], &TOKEN);
+    plan_exit_with(workspace, &TOKEN)
+}
+
+/// [`plan_exit`] with `env` (the token and more).
+fn plan_exit_with(workspace: &Workspace, env: &[(&str, &str)]) -> (i32, String) {
+    let plan = workspace.run(&["plan", "-detailed-exitcode", "-input=false", "-no-color"], env);
     let code = plan.code.expect("terraform exited");
     assert!(code != 1, "terraform plan failed:\n{}\n{}", plan.stdout, plan.stderr);
     (code, plan.stdout)
 }
 
 fn apply(workspace: &Workspace) -> String {
-    let apply = workspace.run(&["apply", "-auto-approve", "-input=false", "-no-color"], &TOKEN);
+    apply_with(workspace, &TOKEN)
+}
+
+/// [`apply`] with `env` (the token and more).
+fn apply_with(workspace: &Workspace, env: &[(&str, &str)]) -> String {
+    let apply = workspace.run(&["apply", "-auto-approve", "-input=false", "-no-color"], env);
     apply.assert_success("terraform apply");
     apply.stdout
 }
 
 fn destroy(workspace: &Workspace) {
+    destroy_with(workspace, &TOKEN);
+}
+
+fn destroy_with(workspace: &Workspace, env: &[(&str, &str)]) {
     workspace
-        .run(&["destroy", "-auto-approve", "-input=false", "-no-color"], &TOKEN)
+        .run(&["destroy", "-auto-approve", "-input=false", "-no-color"], env)
         .assert_success("terraform destroy");
 }
 
@@ -236,4 +250,178 @@ fn a_policy_through_its_whole_life() {
     workspace.write("oncall.rego", &ONCALL.replace("SECONDS", "1800"));
     destroy(&workspace);
     assert!(server_get(&server, path).is_none(), "destroy deleted the policy");
+}
+
+const TARGET_TF: &str = r#"
+variable "hmac_secret" {
+  type      = string
+  ephemeral = true
+}
+
+resource "hallpass_target" "panel" {
+  name            = "panel"
+  type            = "webhook"
+  config_json     = jsonencode({ url = "https://panel.internal/hallpass", timeout_seconds = TIMEOUT })
+  secrets         = { hmac_secret = var.hmac_secret }
+  secrets_version = VERSION
+}
+
+resource "hallpass_target" "web" {
+  name = "web"
+  type = "ssh"
+}
+
+data "hallpass_target" "panel" {
+  name = hallpass_target.panel.name
+}
+
+data "hallpass_target" "web" {
+  name = hallpass_target.web.name
+}
+
+output "panel_secret_names" {
+  value = data.hallpass_target.panel.secret_names
+}
+
+output "web_ca" {
+  value = data.hallpass_target.web.ca_public_key
+}
+"#;
+
+/// A webhook signing key: `whsec_` and the base64 of 32 bytes.
+const SECRET_ONE: &str = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const SECRET_TWO: &str = "whsec_ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+
+fn target_tf(server: &HallpassServer, timeout: u32, version: u32) -> String {
+    config(
+        server,
+        &TARGET_TF
+            .replace("TIMEOUT", &timeout.to_string())
+            .replace("VERSION", &version.to_string()),
+    )
+}
+
+/// The token, and the secret for the ephemeral variable.
+fn secret_env(secret: &str) -> [(&'static str, &str); 2] {
+    [("HALLPASS_TOKEN", ROOT_TOKEN), ("TF_VAR_hmac_secret", secret)]
+}
+
+/// When the server last stored the panel's `hmac_secret`.
+fn secret_updated_at(server: &HallpassServer) -> serde_json::Value {
+    let target = server_get(server, "/v1/targets/panel").expect("the panel target");
+    assert_eq!(target["secrets"][0]["name"], "hmac_secret", "{target}");
+    target["secrets"][0]["updated_at"].clone()
+}
+
+#[test]
+fn a_target_with_a_write_only_secret_through_its_whole_life() {
+    let Some(terraform) = terraform() else { return };
+    let server = HallpassServer::start();
+    let workspace = Workspace::new(&terraform, &target_tf(&server, 5, 1));
+    let one = secret_env(SECRET_ONE);
+    let two = secret_env(SECRET_TWO);
+
+    // The saved plan holds no secret, nor does the state after apply.
+    workspace
+        .run(&["plan", "-out=create.tfplan", "-input=false", "-no-color"], &one)
+        .assert_success("terraform plan -out");
+    let shown = workspace.run(&["show", "-json", "create.tfplan"], &[]);
+    shown.assert_success("terraform show -json");
+    assert!(
+        shown.stdout.contains("panel.internal"),
+        "the plan is there:\n{}",
+        shown.stdout
+    );
+    assert!(
+        !shown.stdout.contains(SECRET_ONE),
+        "the secret is in the plan:\n{}",
+        shown.stdout
+    );
+    let out = apply_with(&workspace, &one);
+    assert!(out.contains("2 added, 0 changed, 0 destroyed"), "{out}");
+    let state = workspace.read("terraform.tfstate");
+    assert!(state.contains("panel.internal"), "{state}");
+    assert!(!state.contains(SECRET_ONE), "the secret is in the state:\n{state}");
+    let stored = secret_updated_at(&server);
+    let outputs = workspace.run(&["output", "-json"], &[]);
+    let outputs: serde_json::Value = serde_json::from_str(&outputs.stdout).expect("outputs as JSON");
+    assert_eq!(
+        outputs["panel_secret_names"]["value"],
+        serde_json::json!(["hmac_secret"])
+    );
+    let ca = outputs["web_ca"]["value"].as_str().unwrap_or_default();
+    assert!(ca.starts_with("ssh-ed25519 "), "the ssh target's CA: {outputs}");
+    let (code, out) = plan_exit_with(&workspace, &one);
+    assert_eq!(code, 0, "no changes after apply:\n{out}");
+
+    // A new secret value alone plans nothing: Terraform cannot see it.
+    workspace.write("main.tf", &target_tf(&server, 5, 1));
+    let (code, out) = plan_exit_with(&workspace, &two);
+    assert_eq!(code, 0, "a write-only value is not compared:\n{out}");
+
+    // An update without a new version keeps the stored secret as it was.
+    workspace.write("main.tf", &target_tf(&server, 7, 1));
+    let out = apply_with(&workspace, &two);
+    assert!(out.contains("0 added, 1 changed, 0 destroyed"), "{out}");
+    let target = server_get(&server, "/v1/targets/panel").unwrap();
+    assert_eq!(target["config"]["timeout_seconds"], 7);
+    assert_eq!(secret_updated_at(&server), stored, "the secret was not sent again");
+
+    // A new secrets_version sends the secrets again.
+    workspace.write("main.tf", &target_tf(&server, 7, 2));
+    let out = apply_with(&workspace, &two);
+    assert!(out.contains("0 added, 1 changed, 0 destroyed"), "{out}");
+    assert_ne!(secret_updated_at(&server), stored, "the secret was sent again");
+    assert!(!workspace.read("terraform.tfstate").contains(SECRET_TWO));
+
+    // Drift: settings changed by hand show in the plan; the secret stays.
+    put(
+        &server,
+        "/v1/targets/panel",
+        serde_json::json!({"name": "panel", "type": "webhook",
+            "config": {"url": "https://elsewhere.internal/hook"}}),
+    );
+    let (code, out) = plan_exit_with(&workspace, &two);
+    assert!(
+        code == 2 && out.contains("elsewhere.internal"),
+        "the plan shows the drift:\n{out}"
+    );
+    apply_with(&workspace, &two);
+    let target = server_get(&server, "/v1/targets/panel").unwrap();
+    assert_eq!(target["config"]["url"], "https://panel.internal/hallpass");
+    assert_eq!(target["secrets"][0]["name"], "hmac_secret");
+
+    // A new type replaces the target.
+    let ssh_to_jwt = target_tf(&server, 7, 2).replace(
+        "type = \"ssh\"",
+        "type = \"jwt\"\n  config_json = jsonencode({ audience = \"web\" })",
+    );
+    workspace.write("main.tf", &ssh_to_jwt);
+    let out = apply_with(&workspace, &two);
+    assert!(
+        out.contains("must be replaced") && out.contains("1 added, 0 changed, 1 destroyed"),
+        "{out}"
+    );
+
+    // Import by name: a target without secrets matches its configuration.
+    let imported = Workspace::new(
+        &terraform,
+        &config(
+            &server,
+            "resource \"hallpass_target\" \"web\" {\n  name = \"web\"\n  type = \"jwt\"\n  config_json = jsonencode({ audience = \"web\" })\n}\n",
+        ),
+    );
+    import(&imported, "hallpass_target.web", "web");
+    let (code, out) = plan_exit(&imported);
+    assert_eq!(code, 0, "the imported target matches its configuration:\n{out}");
+
+    destroy_with(&workspace, &two);
+    assert!(
+        server_get(&server, "/v1/targets/panel").is_none(),
+        "destroy deleted the target"
+    );
+    assert!(
+        server_get(&server, "/v1/targets/web").is_none(),
+        "destroy deleted the target"
+    );
 }

@@ -11,6 +11,7 @@ pub mod common;
 pub mod policy;
 pub mod role;
 pub mod role_state;
+pub mod target;
 
 use futures::future::BoxFuture;
 use rmpv::Value;
@@ -67,5 +68,6 @@ pub fn all() -> Vec<Box<dyn Resource>> {
         Box::new(role::Role),
         Box::new(approval_flow::ApprovalFlowResource),
         Box::new(policy::PolicyResource),
+        Box::new(target::TargetResource),
     ]
 }
