@@ -387,10 +387,12 @@ impl Provider for HallpassProvider {
             } else {
                 decode(request.config.as_ref())?
             };
-            if planned.has_unknowns() {
+            // Computed values (a token's secret) may still be unknown in the
+            // plan; what the configuration gives is known by now.
+            if config.has_unknowns() {
                 return Err(vec![diag::error(
                     "Unknown values at apply",
-                    "Terraform sent a planned state with values still unknown.",
+                    "Terraform sent a configuration with values still unknown.",
                 )]);
             }
             let api = self.client()?;
@@ -418,15 +420,18 @@ impl Provider for HallpassProvider {
         request: Request<ImportResourceStateRequest>,
     ) -> Result<Response<ImportResourceStateResponse>, Status> {
         let request = request.into_inner();
-        let reply = match self.resource(&request.type_name) {
+        let reply = match self
+            .resource(&request.type_name)
+            .and_then(|resource| resource.import(&request.id))
+        {
             Err(diagnostics) => ImportResourceStateResponse {
                 imported_resources: Vec::new(),
                 diagnostics,
             },
-            Ok(resource) => ImportResourceStateResponse {
+            Ok(state) => ImportResourceStateResponse {
                 imported_resources: vec![ImportedResource {
                     type_name: request.type_name.clone(),
-                    state: Some(to_dynamic(&resource.import(&request.id))),
+                    state: Some(to_dynamic(&state)),
                     private: Vec::new(),
                 }],
                 diagnostics: Vec::new(),

@@ -425,3 +425,106 @@ fn a_target_with_a_write_only_secret_through_its_whole_life() {
         "destroy deleted the target"
     );
 }
+
+const TOKEN_TF: &str = r#"
+resource "hallpass_token" "ci" {
+  principal = "ci-deploy"
+  groups    = ["ci"]
+  ttl       = "TTL"
+}
+
+output "token" {
+  value     = hallpass_token.ci.token
+  sensitive = true
+}
+
+output "id" {
+  value = hallpass_token.ci.id
+}
+"#;
+
+/// The token `id` as `GET /v1/tokens` lists it.
+fn server_token(server: &HallpassServer, id: &str) -> serde_json::Value {
+    let tokens = server_get(server, "/v1/tokens").expect("the token list");
+    tokens
+        .as_array()
+        .and_then(|all| all.iter().find(|token| token["id"] == id))
+        .cloned()
+        .unwrap_or_else(|| panic!("no token {id} in {tokens}"))
+}
+
+/// `terraform output -json`.
+fn outputs(workspace: &Workspace) -> serde_json::Value {
+    let run = workspace.run(&["output", "-json"], &[]);
+    run.assert_success("terraform output");
+    serde_json::from_str(&run.stdout).expect("outputs as JSON")
+}
+
+#[test]
+fn a_token_through_its_whole_life() {
+    let Some(terraform) = terraform() else { return };
+    let server = HallpassServer::start();
+    let token_tf = |ttl: &str| config(&server, &TOKEN_TF.replace("TTL", ttl));
+    let workspace = Workspace::new(&terraform, &token_tf("30d"));
+
+    let out = apply(&workspace);
+    assert!(out.contains("1 added, 0 changed, 0 destroyed"), "{out}");
+    let first = outputs(&workspace);
+    let id = first["id"]["value"].as_str().expect("an id").to_string();
+    assert!(
+        first["token"]["value"].as_str().is_some_and(|t| t.starts_with("hp_")),
+        "{first}"
+    );
+    let listed = server_token(&server, &id);
+    assert_eq!(listed["principal"], "ci-deploy");
+    assert_eq!(listed["groups"], serde_json::json!(["ci"]));
+    assert!(
+        listed["expires_at"].is_string() && listed["revoked_at"].is_null(),
+        "{listed}"
+    );
+    let (code, out) = plan_exit(&workspace);
+    assert_eq!(code, 0, "no changes after apply:\n{out}");
+
+    // Any change replaces the token: a new one, the old one revoked.
+    workspace.write("main.tf", &token_tf("7d"));
+    let out = apply(&workspace);
+    assert!(
+        out.contains("must be replaced") && out.contains("1 added, 0 changed, 1 destroyed"),
+        "{out}"
+    );
+    assert!(
+        server_token(&server, &id)["revoked_at"].is_string(),
+        "the old token was revoked"
+    );
+    let second = outputs(&workspace)["id"]["value"].as_str().unwrap().to_string();
+    assert_ne!(second, id);
+
+    // Revoked outside Terraform: the plan makes a new one.
+    let (status, body) = server.call("DELETE", &format!("/v1/tokens/{second}"), None);
+    assert_eq!(status, 204, "{body}");
+    let (code, out) = plan_exit(&workspace);
+    assert!(
+        code == 2 && out.contains("1 to add, 0 to change, 0 to destroy"),
+        "{out}"
+    );
+    apply(&workspace);
+
+    // Import is refused, with the reason.
+    let fresh = Workspace::new(&terraform, &token_tf("7d"));
+    let import = fresh.run(
+        &["import", "-input=false", "-no-color", "hallpass_token.ci", &id],
+        &TOKEN,
+    );
+    let words = import.stderr_words();
+    assert!(
+        !import.success && words.contains("hallpass_token cannot be imported"),
+        "{words}"
+    );
+
+    let third = outputs(&workspace)["id"]["value"].as_str().unwrap().to_string();
+    destroy(&workspace);
+    assert!(
+        server_token(&server, &third)["revoked_at"].is_string(),
+        "destroy revoked the token"
+    );
+}

@@ -207,8 +207,8 @@ impl Resource for ApprovalFlowResource {
         })
     }
 
-    fn import(&self, id: &str) -> Value {
-        schema().object(vec![("id", Value::from(id)), ("name", Value::from(id))])
+    fn import(&self, id: &str) -> Result<Value, Vec<Diagnostic>> {
+        Ok(schema().object(vec![("id", Value::from(id)), ("name", Value::from(id))]))
     }
 }
 

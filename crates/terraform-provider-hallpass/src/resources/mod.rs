@@ -12,6 +12,7 @@ pub mod policy;
 pub mod role;
 pub mod role_state;
 pub mod target;
+pub mod token;
 
 use futures::future::BoxFuture;
 use rmpv::Value;
@@ -58,8 +59,9 @@ pub trait Resource: Send + Sync {
     /// The state as the server has it now, or null when the object is gone.
     fn read<'a>(&'a self, api: &'a Api, state: &'a Object) -> BoxFuture<'a, Result<Value, Vec<Diagnostic>>>;
 
-    /// The stub state `terraform import` starts from; a read follows.
-    fn import(&self, id: &str) -> Value;
+    /// The stub state `terraform import` starts from (a read follows), or
+    /// why the resource cannot be imported.
+    fn import(&self, id: &str) -> Result<Value, Vec<Diagnostic>>;
 }
 
 /// Every managed resource of the provider.
@@ -69,5 +71,6 @@ pub fn all() -> Vec<Box<dyn Resource>> {
         Box::new(approval_flow::ApprovalFlowResource),
         Box::new(policy::PolicyResource),
         Box::new(target::TargetResource),
+        Box::new(token::TokenResource),
     ]
 }

@@ -247,8 +247,8 @@ impl Resource for Role {
         })
     }
 
-    fn import(&self, id: &str) -> Value {
-        schema().object(vec![("id", Value::from(id)), ("name", Value::from(id))])
+    fn import(&self, id: &str) -> Result<Value, Vec<Diagnostic>> {
+        Ok(schema().object(vec![("id", Value::from(id)), ("name", Value::from(id))]))
     }
 }
 

@@ -159,8 +159,8 @@ impl Resource for TargetResource {
         })
     }
 
-    fn import(&self, id: &str) -> Value {
-        schema().object(vec![("id", Value::from(id)), ("name", Value::from(id))])
+    fn import(&self, id: &str) -> Result<Value, Vec<Diagnostic>> {
+        Ok(schema().object(vec![("id", Value::from(id)), ("name", Value::from(id))]))
     }
 }
 
