@@ -74,3 +74,45 @@ pub fn all() -> Vec<Box<dyn Resource>> {
         Box::new(token::TokenResource),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Presence;
+
+    fn described(block: &Block, owner: &str) {
+        assert!(!block.description.is_empty(), "{owner} has no description");
+        for attribute in &block.attributes {
+            assert!(
+                !attribute.description.is_empty(),
+                "{owner}.{} has no description",
+                attribute.name
+            );
+        }
+        for nested in &block.blocks {
+            described(&nested.block, &format!("{owner}.{}", nested.name));
+        }
+    }
+
+    #[test]
+    fn every_attribute_is_described_and_only_target_secrets_are_write_only() {
+        let mut write_only = Vec::new();
+        for resource in all() {
+            let schema = resource.schema();
+            described(&schema, resource.type_name());
+            for attribute in schema.attributes.iter().filter(|a| a.write_only) {
+                assert_ne!(
+                    attribute.presence,
+                    Presence::Computed,
+                    "write-only is set by the configuration"
+                );
+                assert!(attribute.sensitive);
+                write_only.push(format!("{}.{}", resource.type_name(), attribute.name));
+            }
+        }
+        for source in crate::data_sources::all() {
+            described(&source.schema(), source.type_name());
+        }
+        assert_eq!(write_only, ["hallpass_target.secrets"]);
+    }
+}
