@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hallpass_api::{AuditPublicKey, ErrorBody, ErrorCode, Role, RoleSpec};
+use hallpass_api::{AuditPublicKey, CreateToken, CreatedToken, ErrorBody, ErrorCode, Role, RoleSpec, TokenInfo};
 use reqwest::{Method, StatusCode, Url};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -131,25 +131,58 @@ impl Api {
 
     /// A role, or `None` when the server has none of that name.
     pub async fn get_role(&self, name: &str) -> Result<Option<Role>, ApiError> {
-        match self.get(&["v1", "roles", name]).await {
-            Ok(role) => Ok(Some(role)),
+        self.get_named("roles", name).await
+    }
+
+    /// Creates or replaces a role; the server answers with it normalised.
+    pub async fn put_role(&self, spec: &RoleSpec) -> Result<Role, ApiError> {
+        self.put_named("roles", &spec.name, spec).await
+    }
+
+    /// Deletes a role; one already gone counts as deleted.
+    pub async fn delete_role(&self, name: &str) -> Result<(), ApiError> {
+        self.delete_named("roles", name).await
+    }
+
+    /// `GET /v1/{collection}/{name}`, or `None` on 404 (`collection` is
+    /// e.g. `approval-flows`).
+    pub async fn get_named<T: DeserializeOwned>(&self, collection: &str, name: &str) -> Result<Option<T>, ApiError> {
+        match self.get(&["v1", collection, name]).await {
+            Ok(found) => Ok(Some(found)),
             Err(ApiError::Api { status: 404, .. }) => Ok(None),
             Err(error) => Err(error),
         }
     }
 
-    /// Creates or replaces a role; the server answers with it normalised.
-    pub async fn put_role(&self, spec: &RoleSpec) -> Result<Role, ApiError> {
-        let body = self.call(Method::PUT, &["v1", "roles", &spec.name], Some(spec)).await?;
-        self.decode("PUT /v1/roles", &body)
+    /// `PUT /v1/{collection}/{name}`: creates or replaces; the server
+    /// answers with what it stored.
+    pub async fn put_named<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        name: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        let answer = self.call(Method::PUT, &["v1", collection, name], Some(body)).await?;
+        self.decode(&format!("PUT /v1/{collection}"), &answer)
     }
 
-    /// Deletes a role; one already gone counts as deleted.
-    pub async fn delete_role(&self, name: &str) -> Result<(), ApiError> {
-        match self.call::<()>(Method::DELETE, &["v1", "roles", name], None).await {
+    /// `DELETE /v1/{collection}/{name}`; one already gone counts as deleted.
+    pub async fn delete_named(&self, collection: &str, name: &str) -> Result<(), ApiError> {
+        match self.call::<()>(Method::DELETE, &["v1", collection, name], None).await {
             Ok(_) | Err(ApiError::Api { status: 404, .. }) => Ok(()),
             Err(error) => Err(error),
         }
+    }
+
+    /// Creates a token (`POST /v1/tokens`): the only answer with its secret.
+    pub async fn create_token(&self, request: &CreateToken) -> Result<CreatedToken, ApiError> {
+        let answer = self.call(Method::POST, &["v1", "tokens"], Some(request)).await?;
+        self.decode("POST /v1/tokens", &answer)
+    }
+
+    /// Every token the server knows, revoked ones included.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, ApiError> {
+        self.get(&["v1", "tokens"]).await
     }
 
     async fn get<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ApiError> {

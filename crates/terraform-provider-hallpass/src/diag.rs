@@ -45,6 +45,29 @@ pub fn path(attributes: &[&str]) -> AttributePath {
     }
 }
 
+/// The path of `attribute` in the `index`th block of the repeated block
+/// `block` (`stage[1].timeout`).
+pub fn element_path(block: &str, index: usize, attribute: &str) -> AttributePath {
+    let step = |selector| Step {
+        selector: Some(selector),
+    };
+    AttributePath {
+        steps: vec![
+            step(Selector::AttributeName(block.to_string())),
+            step(Selector::ElementKeyInt(i64::try_from(index).unwrap_or(i64::MAX))),
+            step(Selector::AttributeName(attribute.to_string())),
+        ],
+    }
+}
+
+/// An error about the value at `path`.
+pub fn path_error(path: AttributePath, summary: impl Into<String>, detail: impl Into<String>) -> Diagnostic {
+    Diagnostic {
+        attribute: Some(path),
+        ..error(summary, detail)
+    }
+}
+
 /// Whether any of `diagnostics` is an error (warnings let work go on).
 pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
     diagnostics

@@ -381,14 +381,23 @@ impl Provider for HallpassProvider {
             let resource = self.resource(&request.type_name)?;
             let prior = decode(request.prior_state.as_ref())?;
             let planned = decode(request.planned_state.as_ref())?;
-            if planned.has_unknowns() {
+            // A delete comes with a null configuration, or none at all.
+            let config = if planned.is_null() {
+                Object::default()
+            } else {
+                decode(request.config.as_ref())?
+            };
+            // Computed values (a token's secret) may still be unknown in the
+            // plan; what the configuration gives is known by now.
+            if config.has_unknowns() {
                 return Err(vec![diag::error(
                     "Unknown values at apply",
-                    "Terraform sent a planned state with values still unknown.",
+                    "Terraform sent a configuration with values still unknown.",
                 )]);
             }
             let api = self.client()?;
-            self.unless_stopped(resource.apply(&api, &prior, &planned)).await
+            self.unless_stopped(resource.apply(&api, &prior, &planned, &config))
+                .await
         }
         .await;
         Ok(Response::new(match result {
@@ -411,15 +420,18 @@ impl Provider for HallpassProvider {
         request: Request<ImportResourceStateRequest>,
     ) -> Result<Response<ImportResourceStateResponse>, Status> {
         let request = request.into_inner();
-        let reply = match self.resource(&request.type_name) {
+        let reply = match self
+            .resource(&request.type_name)
+            .and_then(|resource| resource.import(&request.id))
+        {
             Err(diagnostics) => ImportResourceStateResponse {
                 imported_resources: Vec::new(),
                 diagnostics,
             },
-            Ok(resource) => ImportResourceStateResponse {
+            Ok(state) => ImportResourceStateResponse {
                 imported_resources: vec![ImportedResource {
                     type_name: request.type_name.clone(),
-                    state: Some(to_dynamic(&resource.import(&request.id))),
+                    state: Some(to_dynamic(&state)),
                     private: Vec::new(),
                 }],
                 diagnostics: Vec::new(),

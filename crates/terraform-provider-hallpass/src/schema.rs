@@ -64,6 +64,9 @@ pub struct Attribute {
     pub presence: Presence,
     /// Hidden in plan output and logs.
     pub sensitive: bool,
+    /// Only in the configuration: never in a plan or a state (Terraform
+    /// sends it to the provider in `config` alone).
+    pub write_only: bool,
     /// Shown by editors and documentation generators; Markdown.
     pub description: &'static str,
 }
@@ -75,7 +78,15 @@ impl Attribute {
             ty,
             presence,
             sensitive: false,
+            write_only: false,
             description,
+        }
+    }
+
+    pub fn write_only(self) -> Self {
+        Self {
+            write_only: true,
+            ..self
         }
     }
 
@@ -98,7 +109,7 @@ impl Attribute {
             sensitive: self.sensitive,
             description_kind: StringKind::Markdown.into(),
             deprecated: false,
-            write_only: false,
+            write_only: self.write_only,
         }
     }
 }
@@ -110,16 +121,20 @@ pub struct Block {
     pub version: i64,
     pub description: &'static str,
     pub attributes: Vec<Attribute>,
-    /// Blocks nested in this one, each at most once (`approval { ... }`).
-    pub blocks: Vec<SingleBlock>,
+    /// Blocks nested in this one (`approval { ... }`, `stage { ... }`).
+    pub blocks: Vec<NestedBlock>,
 }
 
-/// A nested block that appears at most once: an object, or null when the
-/// configuration leaves it out.
+/// A nested block: at most once (an object, or null when the configuration
+/// leaves it out), or repeated (a list of objects, in order).
 #[derive(Debug, Clone)]
-pub struct SingleBlock {
+pub struct NestedBlock {
     pub name: &'static str,
     pub block: Block,
+    /// Repeated, as a list; else a single block.
+    pub list: bool,
+    /// For a list: the fewest blocks the configuration must have.
+    pub min_items: i64,
 }
 
 impl Block {
@@ -140,8 +155,12 @@ impl Block {
                 .map(|nested| tfplugin6::NestedBlock {
                     type_name: nested.name.to_string(),
                     block: Some(nested.block.block_proto()),
-                    nesting: tfplugin6::nested_block::NestingMode::Single.into(),
-                    min_items: 0,
+                    nesting: if nested.list {
+                        tfplugin6::nested_block::NestingMode::List.into()
+                    } else {
+                        tfplugin6::nested_block::NestingMode::Single.into()
+                    },
+                    min_items: nested.min_items,
                     max_items: 0,
                 })
                 .collect(),

@@ -240,6 +240,26 @@ impl Object {
     }
 }
 
+impl Object {
+    /// A list of nested objects (a repeated block); unknown if the list is.
+    pub fn objects(&self, name: &str) -> Result<Known<Vec<Object>>, ValueError> {
+        let wrong = || ValueError::WrongType {
+            name: name.into(),
+            expected: "a list of objects",
+        };
+        match self.get(name) {
+            Known::Null => Ok(Known::Null),
+            Known::Unknown => Ok(Known::Unknown),
+            Known::Value(Value::Array(items)) => items
+                .iter()
+                .map(|item| Object::decode(Some(&to_dynamic(item))).map_err(|_| wrong()))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Known::Value),
+            Known::Value(_) => Err(wrong()),
+        }
+    }
+}
+
 fn contains_unknown(value: &Value) -> bool {
     match value {
         Value::Ext(..) => true,

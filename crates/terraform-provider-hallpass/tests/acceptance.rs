@@ -5,6 +5,7 @@
 //! Terraform is looked for on the PATH. Without it the Terraform tests are
 //! skipped with a note, except under `CI=true`, where that is a failure.
 
+#[allow(dead_code)]
 mod support;
 
 use std::process::{Command, Stdio};

@@ -3,6 +3,7 @@
 
 mod audit_public_key;
 mod role;
+mod target;
 
 use futures::future::BoxFuture;
 
@@ -29,5 +30,9 @@ pub trait DataSource: Send + Sync {
 
 /// Every data source of the provider.
 pub fn all() -> Vec<Box<dyn DataSource>> {
-    vec![Box::new(audit_public_key::AuditPublicKey), Box::new(role::Role)]
+    vec![
+        Box::new(audit_public_key::AuditPublicKey),
+        Box::new(role::Role),
+        Box::new(target::TargetData),
+    ]
 }

@@ -6,8 +6,13 @@
 //! a delete; a read returns null when the object is gone (Terraform then
 //! plans to create it again).
 
+pub mod approval_flow;
+pub mod common;
+pub mod policy;
 pub mod role;
 pub mod role_state;
+pub mod target;
+pub mod token;
 
 use futures::future::BoxFuture;
 use rmpv::Value;
@@ -40,22 +45,74 @@ pub trait Resource: Send + Sync {
     /// `proposed` null on destroy.
     fn plan(&self, prior: &Object, proposed: &Object) -> Planned;
 
-    /// Carries out a plan: the new state, or null once deleted.
+    /// Carries out a plan: the new state, or null once deleted. `config`
+    /// is the configuration (null on delete): the only place Terraform
+    /// puts the values of write-only attributes.
     fn apply<'a>(
         &'a self,
         api: &'a Api,
         prior: &'a Object,
         planned: &'a Object,
+        config: &'a Object,
     ) -> BoxFuture<'a, Result<Value, Vec<Diagnostic>>>;
 
     /// The state as the server has it now, or null when the object is gone.
     fn read<'a>(&'a self, api: &'a Api, state: &'a Object) -> BoxFuture<'a, Result<Value, Vec<Diagnostic>>>;
 
-    /// The stub state `terraform import` starts from; a read follows.
-    fn import(&self, id: &str) -> Value;
+    /// The stub state `terraform import` starts from (a read follows), or
+    /// why the resource cannot be imported.
+    fn import(&self, id: &str) -> Result<Value, Vec<Diagnostic>>;
 }
 
 /// Every managed resource of the provider.
 pub fn all() -> Vec<Box<dyn Resource>> {
-    vec![Box::new(role::Role)]
+    vec![
+        Box::new(role::Role),
+        Box::new(approval_flow::ApprovalFlowResource),
+        Box::new(policy::PolicyResource),
+        Box::new(target::TargetResource),
+        Box::new(token::TokenResource),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::Presence;
+
+    fn described(block: &Block, owner: &str) {
+        assert!(!block.description.is_empty(), "{owner} has no description");
+        for attribute in &block.attributes {
+            assert!(
+                !attribute.description.is_empty(),
+                "{owner}.{} has no description",
+                attribute.name
+            );
+        }
+        for nested in &block.blocks {
+            described(&nested.block, &format!("{owner}.{}", nested.name));
+        }
+    }
+
+    #[test]
+    fn every_attribute_is_described_and_only_target_secrets_are_write_only() {
+        let mut write_only = Vec::new();
+        for resource in all() {
+            let schema = resource.schema();
+            described(&schema, resource.type_name());
+            for attribute in schema.attributes.iter().filter(|a| a.write_only) {
+                assert_ne!(
+                    attribute.presence,
+                    Presence::Computed,
+                    "write-only is set by the configuration"
+                );
+                assert!(attribute.sensitive);
+                write_only.push(format!("{}.{}", resource.type_name(), attribute.name));
+            }
+        }
+        for source in crate::data_sources::all() {
+            described(&source.schema(), source.type_name());
+        }
+        assert_eq!(write_only, ["hallpass_target.secrets"]);
+    }
 }

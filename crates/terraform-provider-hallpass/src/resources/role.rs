@@ -17,7 +17,7 @@ use super::{Planned, Resource};
 use crate::api::Api;
 use crate::diag;
 use crate::proto::tfplugin6::Diagnostic;
-use crate::schema::{Attribute, Block, Presence, SingleBlock, Type};
+use crate::schema::{Attribute, Block, NestedBlock, Presence, Type};
 use crate::value::{Known, Object, ValueError};
 
 pub struct Role;
@@ -135,10 +135,10 @@ fn who_and_how() -> Vec<Attribute> {
 }
 
 /// `approval { approvers, required }`.
-fn approval_block() -> SingleBlock {
+fn approval_block() -> NestedBlock {
     use Presence::{Optional, Required};
     let attribute = Attribute::new;
-    SingleBlock {
+    NestedBlock {
         name: "approval",
         block: Block {
             version: 0,
@@ -149,6 +149,8 @@ fn approval_block() -> SingleBlock {
             ],
             blocks: Vec::new(),
         },
+        list: false,
+        min_items: 0,
     }
 }
 
@@ -213,6 +215,7 @@ impl Resource for Role {
         api: &'a Api,
         prior: &'a Object,
         planned: &'a Object,
+        _config: &'a Object,
     ) -> BoxFuture<'a, Result<Value, Vec<Diagnostic>>> {
         Box::pin(async move {
             if planned.is_null() {
@@ -244,8 +247,8 @@ impl Resource for Role {
         })
     }
 
-    fn import(&self, id: &str) -> Value {
-        schema().object(vec![("id", Value::from(id)), ("name", Value::from(id))])
+    fn import(&self, id: &str) -> Result<Value, Vec<Diagnostic>> {
+        Ok(schema().object(vec![("id", Value::from(id)), ("name", Value::from(id))]))
     }
 }
 

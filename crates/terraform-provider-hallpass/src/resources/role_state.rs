@@ -63,7 +63,7 @@ fn strings(items: &[String]) -> Value {
 }
 
 /// Subjects as the server stores them: canonical spelling, sorted, once.
-fn subject_set(items: &[String]) -> Json {
+pub fn subject_set(items: &[String]) -> Json {
     let mut canonical: Vec<String> = items
         .iter()
         .map(|item| {

@@ -317,6 +317,11 @@ impl Workspace {
         std::fs::write(self.dir.path().join(name), text).expect("write a file in the workspace");
     }
 
+    /// A file of the working directory (`terraform.tfstate`), or "".
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
     /// Terraform's debug log of every command run so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("tf.log")).unwrap_or_default()
