@@ -26,6 +26,7 @@ pub mod api;
 pub mod config;
 pub mod data_sources;
 pub mod diag;
+pub mod ephemeral;
 pub mod handshake;
 pub mod log;
 pub mod plugin;
