@@ -24,7 +24,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hallpass_api::{AccessRequest, CreateRequest, RequestOutcome, RequestState};
+use hallpass_api::{AccessRequest, CreateRequest, Credential, RequestOutcome, RequestState};
 use rmpv::Value;
 use serde::{Deserialize, Serialize};
 
@@ -162,24 +162,9 @@ fn optional(config: &Object, name: &str) -> Option<String> {
 /// Requests the role and waits for the grant; `stopped` resolves when
 /// Terraform stops the provider.
 pub async fn open(api: &Api, config: &Object, stopped: impl Future<Output = ()>) -> Result<Opened, Vec<Diagnostic>> {
-    let problems = validate(config);
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    let role = required(config, "role")?;
-    let reason = required(config, "reason")?;
-    let timeout_text = optional(config, "timeout").unwrap_or_else(|| DEFAULT_TIMEOUT.to_string());
+    let (body, timeout_text) = request_body(config)?;
+    let role = body.role.clone();
     let timeout = hallpass_core::parse_duration(&timeout_text).unwrap_or(600);
-    let body = CreateRequest {
-        role: role.clone(),
-        duration: optional(config, "duration"),
-        reason,
-        ticket: optional(config, "ticket"),
-        emergency: false,
-        scheduled_start: None,
-        ssh_public_key: None,
-        plan: None,
-    };
     let created = api
         .create_request(&body)
         .await
@@ -228,6 +213,36 @@ pub async fn open(api: &Api, config: &Object, stopped: impl Future<Output = ()>)
             return Err(diagnostics);
         }
     };
+    let result = result_value(config, &id, &credential);
+    Ok(Opened {
+        result,
+        renew_at: renew_at(Utc::now(), credential.expires_at),
+        private: Private { request_id: id, owned },
+    })
+}
+
+/// The request a configuration asks for, and its `timeout` text.
+fn request_body(config: &Object) -> Result<(CreateRequest, String), Vec<Diagnostic>> {
+    let problems = validate(config);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let body = CreateRequest {
+        role: required(config, "role")?,
+        duration: optional(config, "duration"),
+        reason: required(config, "reason")?,
+        ticket: optional(config, "ticket"),
+        emergency: false,
+        scheduled_start: None,
+        ssh_public_key: None,
+        plan: None,
+    };
+    let timeout = optional(config, "timeout").unwrap_or_else(|| DEFAULT_TIMEOUT.to_string());
+    Ok((body, timeout))
+}
+
+/// The object other blocks read: the configuration and the credential.
+fn result_value(config: &Object, id: &str, credential: &Credential) -> DynamicValue {
     let env = Value::Map(
         credential
             .env
@@ -235,24 +250,19 @@ pub async fn open(api: &Api, config: &Object, stopped: impl Future<Output = ()>)
             .map(|(k, v)| (Value::from(k.as_str()), Value::from(v.as_str())))
             .collect(),
     );
-    let text = |name: &str| config.raw(name);
-    let result = schema().encode(vec![
-        ("role", text("role")),
-        ("reason", text("reason")),
-        ("duration", text("duration")),
-        ("ticket", text("ticket")),
-        ("timeout", text("timeout")),
-        ("request_id", Value::from(id.as_str())),
+    let given = |name: &str| config.raw(name);
+    schema().encode(vec![
+        ("role", given("role")),
+        ("reason", given("reason")),
+        ("duration", given("duration")),
+        ("ticket", given("ticket")),
+        ("timeout", given("timeout")),
+        ("request_id", Value::from(id)),
         ("type", Value::from(credential.credential_type.as_str())),
         ("expires_at", Value::from(credential.expires_at.to_rfc3339().as_str())),
         ("token", Value::from(credential.token.as_str())),
         ("env", env),
-    ]);
-    Ok(Opened {
-        result,
-        renew_at: renew_at(Utc::now(), credential.expires_at),
-        private: Private { request_id: id, owned },
-    })
+    ])
 }
 
 /// Half-way from `now` to `expires_at`; none when that is under 10 s away
