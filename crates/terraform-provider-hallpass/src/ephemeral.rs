@@ -281,7 +281,10 @@ pub async fn renew(api: &Api, private: &Private) -> Result<Option<DateTime<Utc>>
         .await
         .map_err(|e| vec![diag::error(format!("Cannot read grant {id}"), e.to_string())])?;
     match (request.state, request.expires_at) {
-        (RequestState::Active, Some(expires_at)) => Ok(renew_at(Utc::now(), expires_at)),
+        (RequestState::Active, Some(expires_at)) => {
+            crate::log::info("renewal: the grant is still active", &[("request_id", id)]);
+            Ok(renew_at(Utc::now(), expires_at))
+        }
         _ => Err(vec![diag::error(
             format!("The grant of role {:?} has ended", request.role),
             ended_without_access(&request),

@@ -190,6 +190,28 @@ fn ephemeral_admin_credentials_manage_a_role_and_are_released_unstored() {
 }
 
 #[test]
+fn terraform_renews_while_the_run_lasts_and_the_grant_is_re_read() {
+    let Some(terraform) = terraform() else { return };
+    let server = HallpassServer::start();
+    let pipeline = world(&server);
+    // A one-minute grant: Terraform renews at 30 s, while the provisioner
+    // still runs.
+    let config = main_tf(&server, "pipeline-admin", None)
+        .replace("duration = \"15m\"", "duration = \"1m\"")
+        .replace("> credential.txt", "> credential.txt; sleep 33");
+    let workspace = Workspace::new(&terraform, &config);
+    let env = [("HALLPASS_TOKEN", pipeline.as_str())];
+    let apply = workspace.run(&["apply", "-auto-approve", "-input=false", "-no-color"], &env);
+    apply.assert_success("terraform apply");
+    assert!(
+        workspace.log().contains("renewal: the grant is still active"),
+        "Terraform called Renew"
+    );
+    let grants = requests(&server, &pipeline, "pipeline-admin");
+    assert!(grants.iter().all(|g| g["state"] == "released"), "{grants:?}");
+}
+
+#[test]
 fn a_grant_the_pipeline_already_held_is_used_and_not_released() {
     let Some(terraform) = terraform() else { return };
     let server = HallpassServer::start();
