@@ -69,6 +69,8 @@ pub struct Opened {
     pub result: DynamicValue,
     pub renew_at: Option<DateTime<Utc>>,
     pub private: Private,
+    /// Said alongside the result (e.g. a held grant shorter than asked).
+    pub warnings: Vec<Diagnostic>,
 }
 
 pub fn schema() -> Block {
@@ -170,6 +172,7 @@ pub async fn open(api: &Api, config: &Object, stopped: impl Future<Output = ()>)
         .await
         .map_err(|e| vec![diag::error(format!("Cannot request role {role:?}"), e.to_string())])?;
     let owned = created.outcome == RequestOutcome::Created;
+    let warnings = held_shorter(&created.outcome, &created.request);
     let request = created.request;
     let id = request.id.clone();
     crate::log::info(
@@ -218,7 +221,28 @@ pub async fn open(api: &Api, config: &Object, stopped: impl Future<Output = ()>)
         result,
         renew_at: renew_at(Utc::now(), credential.expires_at),
         private: Private { request_id: id, owned },
+        warnings,
     })
+}
+
+/// The warning for a grant already held that the server did not (yet)
+/// lengthen to the asked duration: the run uses it as it is.
+fn held_shorter(outcome: &RequestOutcome, request: &AccessRequest) -> Vec<Diagnostic> {
+    let why = match outcome {
+        RequestOutcome::ExtensionRequested => "an extension to the asked duration awaits approval",
+        RequestOutcome::ExtensionDenied => "the policies refused to extend it to the asked duration",
+        _ => return Vec::new(),
+    };
+    let until = request.expires_at.map(|at| at.to_rfc3339()).unwrap_or_default();
+    vec![diag::attribute_warning(
+        "duration",
+        format!("Using the grant of role {:?} already held", request.role),
+        format!(
+            "Grant {} is held until {until}; {why}. This run uses the grant as it is, and leaves it in \
+             place afterwards.",
+            request.id
+        ),
+    )]
 }
 
 /// The request a configuration asks for, and its `timeout` text.

@@ -500,7 +500,7 @@ impl Provider for HallpassProvider {
         .await;
         Ok(Response::new(match result {
             Ok(opened) => OpenEphemeralResponse {
-                diagnostics: Vec::new(),
+                diagnostics: opened.warnings,
                 renew_at: opened.renew_at.map(timestamp),
                 result: Some(opened.result),
                 private: Some(opened.private.to_bytes()),

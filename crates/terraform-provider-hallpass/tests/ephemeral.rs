@@ -220,7 +220,7 @@ fn a_grant_the_pipeline_already_held_is_used_and_not_released() {
         &pipeline,
         "POST",
         "/v1/requests",
-        Some(&json!({ "role": "pipeline-admin", "reason": "held before the run", "duration": "30m" })),
+        Some(&json!({ "role": "pipeline-admin", "reason": "held before the run", "duration": "5m" })),
     );
     assert_eq!(status, 201, "{held}");
     let held: serde_json::Value = serde_json::from_str(&held).expect("JSON");
@@ -230,6 +230,8 @@ fn a_grant_the_pipeline_already_held_is_used_and_not_released() {
     let env = [("HALLPASS_TOKEN", pipeline.as_str())];
     let apply = workspace.run(&["apply", "-auto-approve", "-input=false", "-no-color"], &env);
     apply.assert_success("terraform apply");
+    // The run asked for 15m: the server extended the held grant (the role
+    // is auto-approved) rather than making a second one.
     let grants = requests(&server, &pipeline, "pipeline-admin");
     assert_eq!(grants.len(), 1, "no new request: {grants:?}");
     assert_eq!(grants[0]["id"], held["id"]);
