@@ -10,7 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use hallpass_api::{AuditPublicKey, CreateToken, CreatedToken, ErrorBody, ErrorCode, Role, RoleSpec, TokenInfo};
+use hallpass_api::{
+    AccessRequest, AuditPublicKey, CreateRequest, CreateRequestResponse, CreateToken, CreatedToken, Credential,
+    ErrorBody, ErrorCode, Role, RoleSpec, TokenInfo,
+};
 use reqwest::{Method, StatusCode, Url};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -185,6 +188,69 @@ impl Api {
         self.get(&["v1", "tokens"]).await
     }
 
+    /// Asks for a role (`POST /v1/requests`): a new request, or the
+    /// caller's open request or grant for the role (`outcome` says which).
+    pub async fn create_request(&self, body: &CreateRequest) -> Result<CreateRequestResponse, ApiError> {
+        let answer = self.call(Method::POST, &["v1", "requests"], Some(body)).await?;
+        self.decode("POST /v1/requests", &answer)
+    }
+
+    /// A request as it is now.
+    pub async fn get_request(&self, id: &str) -> Result<AccessRequest, ApiError> {
+        self.get(&["v1", "requests", id]).await
+    }
+
+    /// Long-polls a request: answers once its `version` passes
+    /// `after_version`, or after `seconds` (at most 25) with it unchanged.
+    pub async fn wait_request(&self, id: &str, after_version: u64, seconds: u64) -> Result<AccessRequest, ApiError> {
+        let mut url = self.url(&["v1", "requests", id])?;
+        url.query_pairs_mut()
+            .append_pair("wait_version", &after_version.to_string())
+            .append_pair("timeout", &seconds.min(25).to_string());
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| self.transport(&e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| self.transport(&e))?;
+        if !status.is_success() {
+            return Err(api_error(status, &body));
+        }
+        self.decode("GET /v1/requests/{id}", &body)
+    }
+
+    /// The secret credential of an active grant (the requester's only).
+    pub async fn credentials(&self, id: &str) -> Result<Credential, ApiError> {
+        self.get(&["v1", "requests", id, "credentials"]).await
+    }
+
+    /// Gives an active grant back before it expires.
+    pub async fn release(&self, id: &str) -> Result<AccessRequest, ApiError> {
+        let answer = self
+            .call(
+                Method::POST,
+                &["v1", "grants", id, "release"],
+                Some(&serde_json::json!({})),
+            )
+            .await?;
+        self.decode("POST /v1/grants/release", &answer)
+    }
+
+    /// Withdraws a request still waiting for approval.
+    pub async fn cancel(&self, id: &str) -> Result<AccessRequest, ApiError> {
+        let answer = self
+            .call(
+                Method::POST,
+                &["v1", "requests", id, "cancel"],
+                Some(&serde_json::json!({})),
+            )
+            .await?;
+        self.decode("POST /v1/requests/cancel", &answer)
+    }
+
     async fn get<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T, ApiError> {
         let body = self.call::<()>(Method::GET, segments, None).await?;
         self.decode(&segments.join("/"), &body)
@@ -204,11 +270,7 @@ impl Api {
         segments: &[&str],
         body: Option<&B>,
     ) -> Result<Vec<u8>, ApiError> {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .map_err(|()| ApiError::InvalidAddress(self.base.to_string(), "it cannot carry a path".into()))?
-            .pop_if_empty()
-            .extend(segments);
+        let url = self.url(segments)?;
         let mut request = self.http.request(method, url).bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(body);
@@ -220,6 +282,16 @@ impl Api {
             return Err(api_error(status, &body));
         }
         Ok(body.to_vec())
+    }
+
+    /// The server's base address with `segments` appended, each escaped.
+    fn url(&self, segments: &[&str]) -> Result<Url, ApiError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| ApiError::InvalidAddress(self.base.to_string(), "it cannot carry a path".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
     }
 
     fn transport(&self, error: &reqwest::Error) -> ApiError {

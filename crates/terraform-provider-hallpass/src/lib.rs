@@ -16,6 +16,8 @@
 //!   [`data_sources::DataSource`] trait.
 //! - [`resources`]: one module per managed resource behind the
 //!   [`resources::Resource`] trait.
+//! - [`ephemeral`]: the ephemeral resource `hallpass_credentials` (open,
+//!   renew, close).
 //! - [`provider`]: the `tfplugin6.Provider` service, dispatching by type name.
 //! - [`plugin`], [`tls`], [`handshake`], [`serve`], [`log`]: what go-plugin
 //!   expects of a plugin process: the environment check, the handshake line,
@@ -26,6 +28,7 @@ pub mod api;
 pub mod config;
 pub mod data_sources;
 pub mod diag;
+pub mod ephemeral;
 pub mod handshake;
 pub mod log;
 pub mod plugin;

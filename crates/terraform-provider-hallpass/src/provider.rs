@@ -15,15 +15,18 @@ use crate::api::{self, Api};
 use crate::config;
 use crate::data_sources::{self, DataSource};
 use crate::diag;
+use crate::ephemeral;
 use crate::proto::tfplugin6::provider_server::Provider;
 use crate::proto::tfplugin6::{
-    ApplyResourceChangeRequest, ApplyResourceChangeResponse, ConfigureProviderRequest, ConfigureProviderResponse,
-    Diagnostic, DynamicValue, GetMetadataRequest, GetMetadataResponse, GetProviderSchemaRequest,
-    GetProviderSchemaResponse, ImportResourceStateRequest, ImportResourceStateResponse, ImportedResource,
+    ApplyResourceChangeRequest, ApplyResourceChangeResponse, CloseEphemeralRequest, CloseEphemeralResponse,
+    ConfigureProviderRequest, ConfigureProviderResponse, Diagnostic, DynamicValue, GetMetadataRequest,
+    GetMetadataResponse, GetProviderSchemaRequest, GetProviderSchemaResponse, ImportResourceStateRequest,
+    ImportResourceStateResponse, ImportedResource, OpenEphemeralRequest, OpenEphemeralResponse,
     PlanResourceChangeRequest, PlanResourceChangeResponse, ReadDataSourceRequest, ReadDataSourceResponse,
-    ReadResourceRequest, ReadResourceResponse, ServerCapabilities, StopProviderRequest, StopProviderResponse, TypeName,
-    UpgradeResourceStateRequest, UpgradeResourceStateResponse, ValidateDataResourceConfigRequest,
-    ValidateDataResourceConfigResponse, ValidateProviderConfigRequest, ValidateProviderConfigResponse,
+    ReadResourceRequest, ReadResourceResponse, RenewEphemeralRequest, RenewEphemeralResponse, ServerCapabilities,
+    StopProviderRequest, StopProviderResponse, TypeName, UpgradeResourceStateRequest, UpgradeResourceStateResponse,
+    ValidateDataResourceConfigRequest, ValidateDataResourceConfigResponse, ValidateEphemeralConfigRequest,
+    ValidateEphemeralConfigResponse, ValidateProviderConfigRequest, ValidateProviderConfigResponse,
     ValidateResourceConfigRequest, ValidateResourceConfigResponse,
 };
 use crate::resources::{self, Resource};
@@ -149,6 +152,26 @@ impl HallpassProvider {
     }
 }
 
+/// Nothing for the one ephemeral resource type, else the diagnostic.
+fn ephemeral_type(type_name: &str) -> Result<(), Vec<Diagnostic>> {
+    if type_name == ephemeral::TYPE_NAME {
+        Ok(())
+    } else {
+        Err(vec![diag::error(
+            "Unknown ephemeral resource type",
+            format!("This provider has no ephemeral resource type {type_name:?}."),
+        )])
+    }
+}
+
+/// A time as the protocol's timestamp.
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> crate::proto::tfplugin6::Timestamp {
+    crate::proto::tfplugin6::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
 /// A config object, or the diagnostic for one the provider cannot read.
 fn decode(value: Option<&crate::proto::tfplugin6::DynamicValue>) -> Result<Object, Vec<Diagnostic>> {
     Object::decode(value).map_err(|error| vec![diag::error("Unreadable configuration", error.to_string())])
@@ -177,6 +200,9 @@ impl Provider for HallpassProvider {
                     type_name: (*name).to_string(),
                 })
                 .collect(),
+            ephemeral_resources: vec![TypeName {
+                type_name: ephemeral::TYPE_NAME.to_string(),
+            }],
         }))
     }
 
@@ -200,6 +226,10 @@ impl Provider for HallpassProvider {
             data_source_schemas,
             diagnostics: Vec::new(),
             server_capabilities: Some(Self::capabilities()),
+            ephemeral_resource_schemas: HashMap::from([(
+                ephemeral::TYPE_NAME.to_string(),
+                ephemeral::schema().to_proto(),
+            )]),
         }))
     }
 
@@ -438,6 +468,93 @@ impl Provider for HallpassProvider {
             },
         };
         Ok(Response::new(reply))
+    }
+
+    async fn validate_ephemeral_resource_config(
+        &self,
+        request: Request<ValidateEphemeralConfigRequest>,
+    ) -> Result<Response<ValidateEphemeralConfigResponse>, Status> {
+        let request = request.into_inner();
+        let diagnostics = match (ephemeral_type(&request.type_name), decode(request.config.as_ref())) {
+            (Err(diagnostics), _) | (_, Err(diagnostics)) => diagnostics,
+            (Ok(()), Ok(config)) => ephemeral::validate(&config),
+        };
+        Ok(Response::new(ValidateEphemeralConfigResponse { diagnostics }))
+    }
+
+    async fn open_ephemeral_resource(
+        &self,
+        request: Request<OpenEphemeralRequest>,
+    ) -> Result<Response<OpenEphemeralResponse>, Status> {
+        let request = request.into_inner();
+        let result = async {
+            ephemeral_type(&request.type_name)?;
+            let config = decode(request.config.as_ref())?;
+            let api = self.client()?;
+            let mut stop = self.stop.subscribe();
+            let stopped = async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            };
+            ephemeral::open(&api, &config, stopped).await
+        }
+        .await;
+        Ok(Response::new(match result {
+            Ok(opened) => OpenEphemeralResponse {
+                diagnostics: opened.warnings,
+                renew_at: opened.renew_at.map(timestamp),
+                result: Some(opened.result),
+                private: Some(opened.private.to_bytes()),
+            },
+            Err(diagnostics) => OpenEphemeralResponse {
+                diagnostics,
+                renew_at: None,
+                result: None,
+                private: None,
+            },
+        }))
+    }
+
+    async fn renew_ephemeral_resource(
+        &self,
+        request: Request<RenewEphemeralRequest>,
+    ) -> Result<Response<RenewEphemeralResponse>, Status> {
+        let request = request.into_inner();
+        let result = async {
+            ephemeral_type(&request.type_name)?;
+            let private = ephemeral::Private::from_bytes(request.private.as_deref().unwrap_or_default())?;
+            let api = self.client()?;
+            ephemeral::renew(&api, &private).await
+        }
+        .await;
+        Ok(Response::new(match result {
+            Ok(renew_at) => RenewEphemeralResponse {
+                diagnostics: Vec::new(),
+                renew_at: renew_at.map(timestamp),
+                private: request.private,
+            },
+            Err(diagnostics) => RenewEphemeralResponse {
+                diagnostics,
+                renew_at: None,
+                private: request.private,
+            },
+        }))
+    }
+
+    async fn close_ephemeral_resource(
+        &self,
+        request: Request<CloseEphemeralRequest>,
+    ) -> Result<Response<CloseEphemeralResponse>, Status> {
+        let request = request.into_inner();
+        let result = async {
+            ephemeral_type(&request.type_name)?;
+            let private = ephemeral::Private::from_bytes(request.private.as_deref().unwrap_or_default())?;
+            let api = self.client()?;
+            ephemeral::close(&api, &private).await
+        }
+        .await;
+        Ok(Response::new(CloseEphemeralResponse {
+            diagnostics: result.err().unwrap_or_default(),
+        }))
     }
 
     async fn stop_provider(

@@ -200,10 +200,15 @@ impl HallpassServer {
     /// A call with the root token to a plain-HTTP server, past the
     /// provider: (status, body).
     pub fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, String) {
+        self.call_as(ROOT_TOKEN, method, path, body)
+    }
+
+    /// A call with `token` to a plain-HTTP server: (status, body).
+    pub fn call_as(&self, token: &str, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, String) {
         let host = self.listen();
         let body = body.map(ToString::to_string).unwrap_or_default();
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {ROOT_TOKEN}\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
