@@ -261,7 +261,7 @@ variable "hmac_secret" {
 resource "hallpass_target" "panel" {
   name            = "panel"
   type            = "webhook"
-  config_json     = jsonencode({ url = "https://panel.internal/hallpass", timeout_seconds = TIMEOUT })
+  config          = { url = "https://panel.internal/hallpass", timeout_seconds = TIMEOUT }
   secrets         = { hmac_secret = var.hmac_secret }
   secrets_version = VERSION
 }
@@ -281,6 +281,10 @@ data "hallpass_target" "web" {
 
 output "panel_secret_names" {
   value = data.hallpass_target.panel.secret_names
+}
+
+output "panel_timeout" {
+  value = data.hallpass_target.panel.config.timeout_seconds
 }
 
 output "web_ca" {
@@ -349,6 +353,10 @@ fn a_target_with_a_write_only_secret_through_its_whole_life() {
         outputs["panel_secret_names"]["value"],
         serde_json::json!(["hmac_secret"])
     );
+    assert_eq!(
+        outputs["panel_timeout"]["value"], 5,
+        "the data source's config: {outputs}"
+    );
     let ca = outputs["web_ca"]["value"].as_str().unwrap_or_default();
     assert!(ca.starts_with("ssh-ed25519 "), "the ssh target's CA: {outputs}");
     let (code, out) = plan_exit_with(&workspace, &one);
@@ -392,10 +400,8 @@ fn a_target_with_a_write_only_secret_through_its_whole_life() {
     assert_eq!(target["secrets"][0]["name"], "hmac_secret");
 
     // A new type replaces the target.
-    let ssh_to_jwt = target_tf(&server, 7, 2).replace(
-        "type = \"ssh\"",
-        "type = \"jwt\"\n  config_json = jsonencode({ audience = \"web\" })",
-    );
+    let ssh_to_jwt =
+        target_tf(&server, 7, 2).replace("type = \"ssh\"", "type = \"jwt\"\n  config = { audience = \"web\" }");
     workspace.write("main.tf", &ssh_to_jwt);
     let out = apply_with(&workspace, &two);
     assert!(
@@ -408,7 +414,7 @@ fn a_target_with_a_write_only_secret_through_its_whole_life() {
         &terraform,
         &config(
             &server,
-            "resource \"hallpass_target\" \"web\" {\n  name = \"web\"\n  type = \"jwt\"\n  config_json = jsonencode({ audience = \"web\" })\n}\n",
+            "resource \"hallpass_target\" \"web\" {\n  name = \"web\"\n  type = \"jwt\"\n  config = { audience = \"web\" }\n}\n",
         ),
     );
     import(&imported, "hallpass_target.web", "web");
