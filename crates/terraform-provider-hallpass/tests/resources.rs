@@ -534,3 +534,77 @@ fn a_token_through_its_whole_life() {
         "destroy revoked the token"
     );
 }
+
+const MISSING_FLOW_TF: &str = r#"
+resource "hallpass_role" "gated" {
+  name           = "gated"
+  target         = "demo"
+  max_duration   = "1h"
+  requestable_by = ["group:dev"]
+  approval_flow  = "FLOW"
+}
+"#;
+
+const CREATED_FLOW_TF: &str = r#"
+resource "hallpass_approval_flow" "created" {
+  name = "created-here"
+  stage {
+    approvers = ["group:leads"]
+  }
+}
+"#;
+
+#[test]
+fn a_role_naming_a_flow_the_server_lacks_warns_at_plan_and_fails_at_apply() {
+    let Some(terraform) = terraform() else { return };
+    let server = HallpassServer::start();
+    put(
+        &server,
+        "/v1/targets/demo",
+        serde_json::json!({"name": "demo", "type": "jwt", "config": {"audience": "demo"}}),
+    );
+    let workspace = Workspace::new(
+        &terraform,
+        &config(&server, &MISSING_FLOW_TF.replace("FLOW", "nowhere")),
+    );
+    let plan = workspace.run(&["plan", "-input=false", "-no-color"], &TOKEN);
+    plan.assert_success("terraform plan");
+    let words = format!("{} {}", plan.stdout, plan.stderr)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        words.contains(r#"Warning: No approval flow "nowhere" on the server"#) && words.contains("approval_flow"),
+        "{words}"
+    );
+    assert!(words.contains("will fail unless the same run creates it"), "{words}");
+    assert!(!words.contains("No target"), "the target exists: {words}");
+    let failed = workspace.run(&["apply", "-auto-approve", "-input=false", "-no-color"], &TOKEN);
+    assert!(!failed.success, "the apply fails:\n{}", failed.stdout);
+    assert!(
+        failed.stderr_words().contains(r#"Cannot store role "gated""#),
+        "{}",
+        failed.stderr
+    );
+    assert!(server_get(&server, "/v1/roles/gated").is_none());
+
+    // A flow the same run creates: the warning, then an apply that works.
+    workspace.write(
+        "main.tf",
+        &config(
+            &server,
+            &(MISSING_FLOW_TF.replace("\"FLOW\"", "hallpass_approval_flow.created.name") + CREATED_FLOW_TF),
+        ),
+    );
+    let out = apply(&workspace);
+    assert!(out.contains("2 added") && out.contains("No approval flow"), "{out}");
+    assert!(server_get(&server, "/v1/roles/gated").is_some());
+    let plan = workspace.run(&["plan", "-input=false", "-no-color"], &TOKEN);
+    plan.assert_success("terraform plan");
+    assert!(
+        !plan.stdout.contains("No approval flow"),
+        "the flow exists now:\n{}",
+        plan.stdout
+    );
+    destroy(&workspace);
+}

@@ -215,6 +215,36 @@ impl Resource for Role {
         }
     }
 
+    /// A `target` or `approval_flow` the server does not have: the apply
+    /// fails unless the same run creates it first, which the provider
+    /// cannot tell (its name is known at plan time either way).
+    fn plan_warnings<'a>(&'a self, api: &'a Api, planned: &'a Object) -> BoxFuture<'a, Vec<Diagnostic>> {
+        Box::pin(async move {
+            let mut warnings = Vec::new();
+            for (attribute, collection, what) in [
+                ("target", "targets", "target"),
+                ("approval_flow", "approval-flows", "approval flow"),
+            ] {
+                let Ok(Known::Value(name)) = planned.string(attribute) else {
+                    continue;
+                };
+                // Any other answer (no permission, unreachable) says nothing.
+                if let Ok(None) = api.get_named::<serde_json::Value>(collection, &name).await {
+                    warnings.push(diag::attribute_warning(
+                        attribute,
+                        format!("No {what} {name:?} on the server"),
+                        format!(
+                            "The server has no {what} named {name:?}. The apply will fail unless the same run \
+                             creates it before this role (e.g. a resource of this configuration that the role \
+                             refers to)."
+                        ),
+                    ));
+                }
+            }
+            warnings
+        })
+    }
+
     fn apply<'a>(
         &'a self,
         api: &'a Api,
