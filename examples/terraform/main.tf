@@ -57,11 +57,12 @@ resource "hallpass_target" "orders_db" {
   provider = hallpass.admin
   name     = "orders-db"
   type     = "postgres"
-  config_json = jsonencode({
+  config = {
     host     = "orders-db.internal"
+    port     = 5432
     database = "orders"
     username = "hallpass_admin"
-  })
+  }
   # Write-only: sent to Hallpass, never stored by Terraform.
   secrets         = { password = var.orders_db_admin_password }
   secrets_version = var.orders_db_password_version
@@ -87,7 +88,7 @@ resource "hallpass_role" "orders_read" {
   max_duration   = "8h"
   requestable_by = ["group:engineering"]
   auto_approve   = true
-  grant_json     = jsonencode({ roles = ["app_read"], connection_limit = 2 })
+  grant          = { roles = ["app_read"], connection_limit = 2 }
 }
 
 resource "hallpass_role" "orders_write" {
@@ -98,7 +99,7 @@ resource "hallpass_role" "orders_write" {
   requestable_by = ["group:orders"]
   approval_flow  = hallpass_approval_flow.db_write.name
   labels         = { env = "prod" }
-  grant_json     = jsonencode({ roles = ["app_write"], connection_limit = 1 })
+  grant          = { roles = ["app_write"], connection_limit = 1 }
 }
 
 resource "hallpass_policy" "prod_weekdays" {

@@ -386,12 +386,21 @@ impl Provider for HallpassProvider {
             let proposed = decode(request.proposed_new_state.as_ref())?;
             Ok(resource.plan(&prior, &proposed))
         })();
+        let warnings = match (&result, self.resource(&request.type_name), self.configured()) {
+            (Ok(planned), Ok(resource), Some(api)) if planned.state != rmpv::Value::Nil => {
+                match Object::decode(Some(&to_dynamic(&planned.state))) {
+                    Ok(planned) => resource.plan_warnings(&api, &planned).await,
+                    Err(_) => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        };
         Ok(Response::new(match result {
             Ok(planned) => PlanResourceChangeResponse {
                 planned_state: Some(to_dynamic(&planned.state)),
                 requires_replace: planned.requires_replace,
                 planned_private: request.prior_private,
-                diagnostics: Vec::new(),
+                diagnostics: warnings,
             },
             Err(diagnostics) => PlanResourceChangeResponse {
                 planned_state: None,

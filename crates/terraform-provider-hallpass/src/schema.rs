@@ -22,6 +22,9 @@ pub enum Type {
     Map(Box<Type>),
     /// An object with exactly these attributes.
     Object(Vec<(&'static str, Type)>),
+    /// Any type, decided by the value (sent as `[type, value]`: see
+    /// [`crate::value::Object::json`]).
+    Dynamic,
 }
 
 impl Type {
@@ -31,6 +34,7 @@ impl Type {
             Type::String => "string".into(),
             Type::Number => "number".into(),
             Type::Bool => "bool".into(),
+            Type::Dynamic => "dynamic".into(),
             Type::List(element) => serde_json::json!(["list", element.to_json()]),
             Type::Set(element) => serde_json::json!(["set", element.to_json()]),
             Type::Map(element) => serde_json::json!(["map", element.to_json()]),

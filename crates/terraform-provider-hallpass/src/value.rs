@@ -7,6 +7,7 @@
 //! [`crate::schema::Block::encode`]).
 
 use rmpv::Value;
+use serde_json::Value as Json;
 
 use crate::proto::tfplugin6::DynamicValue;
 
@@ -260,6 +261,151 @@ impl Object {
     }
 }
 
+impl Object {
+    /// A `dynamic` attribute as JSON: Terraform sends a known value of
+    /// type `dynamic` as `[type as JSON bytes, value]`. Unknown if any part
+    /// of it is.
+    pub fn json(&self, name: &str) -> Result<Known<Json>, ValueError> {
+        let wrong = || ValueError::WrongType {
+            name: name.into(),
+            expected: "a value with its type",
+        };
+        match self.get(name) {
+            Known::Null => Ok(Known::Null),
+            Known::Unknown => Ok(Known::Unknown),
+            Known::Value(value) if contains_unknown(value) => Ok(Known::Unknown),
+            Known::Value(Value::Array(pair)) if pair.len() == 2 => {
+                let ty: Json = match &pair[0] {
+                    Value::Binary(bytes) => serde_json::from_slice(bytes).map_err(|_| wrong())?,
+                    Value::String(text) => serde_json::from_slice(text.as_bytes()).map_err(|_| wrong())?,
+                    _ => return Err(wrong()),
+                };
+                match to_json(&ty, &pair[1]) {
+                    Some(Json::Null) => Ok(Known::Null),
+                    Some(json) => Ok(Known::Value(json)),
+                    None => Err(wrong()),
+                }
+            }
+            Known::Value(_) => Err(wrong()),
+        }
+    }
+}
+
+/// A value of cty type `ty` (in Terraform's JSON type notation) as JSON;
+/// whole numbers as integers, so that `5432` and `5432.0` compare equal.
+fn to_json(ty: &Json, value: &Value) -> Option<Json> {
+    let element = |index: usize| -> Option<&Json> {
+        match ty {
+            Json::Array(parts) => parts.get(1),
+            _ => None,
+        }
+        .and_then(|inner| match inner {
+            Json::Array(types) => types.get(index),
+            other => Some(other),
+        })
+    };
+    Some(match value {
+        Value::Nil => Json::Null,
+        Value::Boolean(b) => Json::Bool(*b),
+        Value::Integer(n) => n.as_i64().map(Json::from).or_else(|| n.as_u64().map(Json::from))?,
+        Value::F32(f) => number(f64::from(*f))?,
+        Value::F64(f) => number(*f)?,
+        Value::String(text) => {
+            let text = text.as_str()?;
+            if ty == "number" {
+                match text.parse::<i64>() {
+                    Ok(n) => Json::from(n),
+                    Err(_) => number(text.parse().ok()?)?,
+                }
+            } else {
+                Json::from(text)
+            }
+        }
+        Value::Array(items) => Json::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(index, item)| to_json(element(index)?, item))
+                .collect::<Option<_>>()?,
+        ),
+        Value::Map(entries) => {
+            let mut map = serde_json::Map::new();
+            for (key, item) in entries {
+                let key = key.as_str()?;
+                let item_type = match ty {
+                    Json::Array(parts) if parts.first().is_some_and(|k| k == "object") => parts.get(1)?.get(key)?,
+                    Json::Array(parts) => parts.get(1)?,
+                    _ => return None,
+                };
+                map.insert(key.to_string(), to_json(item_type, item)?);
+            }
+            Json::Object(map)
+        }
+        Value::Binary(_) | Value::Ext(..) => return None,
+    })
+}
+
+/// `json` with whole numbers as integers, comparable with what
+/// [`Object::json`] reads (`5432.0` means `5432`).
+pub fn json_meaning(json: &Json) -> Json {
+    match json {
+        Json::Number(n) if n.as_i64().is_none() && n.as_u64().is_none() => {
+            n.as_f64().and_then(number).unwrap_or_else(|| json.clone())
+        }
+        Json::Array(items) => Json::Array(items.iter().map(json_meaning).collect()),
+        Json::Object(map) => Json::Object(map.iter().map(|(k, v)| (k.clone(), json_meaning(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+fn number(f: f64) -> Option<Json> {
+    if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        Some(Json::from(f as i64))
+    } else {
+        serde_json::Number::from_f64(f).map(Json::Number)
+    }
+}
+
+/// A JSON value as a `dynamic` attribute's value: `[type, value]`, with
+/// objects as cty objects and arrays as tuples (what HCL's `{ }` and
+/// `[ ]` make).
+pub fn dynamic_from_json(json: &Json) -> Value {
+    let (ty, value) = typed(json);
+    Value::Array(vec![Value::Binary(ty.to_string().into_bytes()), value])
+}
+
+fn typed(json: &Json) -> (Json, Value) {
+    match json {
+        Json::Null => (Json::from("dynamic"), Value::Nil),
+        Json::Bool(b) => (Json::from("bool"), Value::from(*b)),
+        Json::Number(n) => {
+            let value = if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(n.as_f64().unwrap_or_default())
+            };
+            (Json::from("number"), value)
+        }
+        Json::String(text) => (Json::from("string"), Value::from(text.as_str())),
+        Json::Array(items) => {
+            let (types, values): (Vec<_>, Vec<_>) = items.iter().map(typed).unzip();
+            (serde_json::json!(["tuple", types]), Value::Array(values))
+        }
+        Json::Object(map) => {
+            let mut types = serde_json::Map::new();
+            let mut entries = Vec::with_capacity(map.len());
+            for (key, item) in map {
+                let (ty, value) = typed(item);
+                types.insert(key.clone(), ty);
+                entries.push((Value::from(key.as_str()), value));
+            }
+            (serde_json::json!(["object", types]), Value::Map(entries))
+        }
+    }
+}
+
 fn contains_unknown(value: &Value) -> bool {
     match value {
         Value::Ext(..) => true,
@@ -351,5 +497,33 @@ mod tests {
             json: vec![],
         };
         assert!(matches!(Object::decode(Some(&truncated)), Err(ValueError::Decode(_))));
+    }
+
+    #[test]
+    fn dynamic_values_round_trip_as_json_with_numbers_as_numbers() {
+        let json = serde_json::json!({"host": "db", "port": 5432, "tls": true, "users": ["a", "b"],
+            "nested": {"ratio": 0.5, "none": null}});
+        let read = Object::decode(Some(&object(vec![("config", dynamic_from_json(&json))]))).unwrap();
+        assert_eq!(read.json("config").unwrap(), Known::Value(json.clone()));
+        // Terraform's own spelling: the type as a string, a number as a
+        // float or a decimal string.
+        let terraform = Value::Array(vec![
+            Value::from(r#"["object",{"a":"number","b":"number"}]"#),
+            Value::Map(vec![
+                (Value::from("a"), Value::F64(5432.0)),
+                (Value::from("b"), Value::from("12345678901234567890")),
+            ]),
+        ]);
+        let read = Object::decode(Some(&object(vec![("config", terraform)]))).unwrap();
+        let read = read.json("config").unwrap().value().unwrap();
+        assert_eq!(read["a"], serde_json::json!(5432));
+        assert_eq!(
+            read,
+            json_meaning(&serde_json::json!({"a": 5432.0, "b": 1.2345678901234567e19}))
+        );
+        let unknown = Object::decode(Some(&object(vec![("config", Value::Ext(0, vec![0]))]))).unwrap();
+        assert_eq!(unknown.json("config").unwrap(), Known::Unknown);
+        let bare = Object::decode(Some(&object(vec![("config", Value::from("x"))]))).unwrap();
+        assert!(bare.json("config").is_err());
     }
 }

@@ -278,7 +278,7 @@ resource "hallpass_role" "cache" {
   max_duration   = "1h"
   requestable_by = ["group:dev"]
   auto_approve   = true
-  grant_json     = jsonencode({ acl = "~app:* +@read" })
+  grant          = { acl = "~app:* +@read" }
 }
 
 data "hallpass_role" "main" {
@@ -368,6 +368,23 @@ fn a_role_through_its_whole_life() {
     let out = apply(&workspace);
     assert!(out.contains("2 added, 0 changed, 0 destroyed"), "{out}");
     let cache = server_role(&server, "cache-read").expect("the role with a grant was created");
+    assert_eq!(cache["grant"], serde_json::json!({"acl": "~app:* +@read"}));
+    let (code, out) = plan_exit(&workspace);
+    assert_eq!(code, 0, "the grant as the server holds it plans no change:\n{out}");
+    // A grant changed by hand shows in the plan; the apply puts it back.
+    put(
+        &server,
+        "/v1/roles/cache-read",
+        serde_json::json!({"name": "cache-read", "target": "cache", "max_duration": "1h",
+            "requestable_by": ["group:dev"], "auto_approve": true, "grant": {"acl": "~app:* +@write"}}),
+    );
+    let (code, out) = plan_exit(&workspace);
+    assert!(
+        code == 2 && out.contains("+@write"),
+        "the plan shows the grant's drift:\n{out}"
+    );
+    apply(&workspace);
+    let cache = server_role(&server, "cache-read").unwrap();
     assert_eq!(cache["grant"], serde_json::json!({"acl": "~app:* +@read"}));
     let role = server_role(&server, "first").expect("the role was created");
     assert_eq!(role["max_duration"], "4h");
@@ -497,4 +514,27 @@ fn a_bad_duration_is_reported_at_its_attribute() {
         "points at the attribute: {words}"
     );
     assert!(words.contains("use whole numbers with the units"), "{words}");
+}
+
+#[test]
+fn a_grant_that_is_not_an_object_is_reported_at_its_attribute() {
+    let Some(terraform) = terraform() else { return };
+    let config = ROLE_TF
+        .replace("ADDRESS", "http://127.0.0.1:1")
+        .replace("NAME", "r")
+        .replace("DESCRIPTION", "d")
+        .replace(
+            r#"grant          = { acl = "~app:* +@read" }"#,
+            r#"grant          = ["~app:* +@read"]"#,
+        );
+    let workspace = Workspace::new(&terraform, &config);
+    let validate = workspace.run(&["validate", "-no-color"], &[]);
+    assert!(!validate.success, "validate should fail:\n{}", validate.stdout);
+    let words = validate.stderr_words();
+    assert!(words.contains("Error: Invalid grant"), "{words}");
+    assert!(words.contains("grant must be an object"), "{words}");
+    assert!(
+        words.contains(r#"grant = ["~app:* +@read"]"#),
+        "points at the attribute: {words}"
+    );
 }

@@ -80,7 +80,7 @@ resource "hallpass_role" "deploy" {
   max_duration   = "30m"
   requestable_by = ["group:ci"]
   auto_approve   = true
-  grant_json     = jsonencode({ groups = ["ops"] })
+  grant          = { groups = ["ops"] }
 }
 
 # Keeps the apply's credential for the test to check, outside Terraform's

@@ -261,7 +261,7 @@ variable "hmac_secret" {
 resource "hallpass_target" "panel" {
   name            = "panel"
   type            = "webhook"
-  config_json     = jsonencode({ url = "https://panel.internal/hallpass", timeout_seconds = TIMEOUT })
+  config          = { url = "https://panel.internal/hallpass", timeout_seconds = TIMEOUT }
   secrets         = { hmac_secret = var.hmac_secret }
   secrets_version = VERSION
 }
@@ -281,6 +281,10 @@ data "hallpass_target" "web" {
 
 output "panel_secret_names" {
   value = data.hallpass_target.panel.secret_names
+}
+
+output "panel_timeout" {
+  value = data.hallpass_target.panel.config.timeout_seconds
 }
 
 output "web_ca" {
@@ -349,6 +353,10 @@ fn a_target_with_a_write_only_secret_through_its_whole_life() {
         outputs["panel_secret_names"]["value"],
         serde_json::json!(["hmac_secret"])
     );
+    assert_eq!(
+        outputs["panel_timeout"]["value"], 5,
+        "the data source's config: {outputs}"
+    );
     let ca = outputs["web_ca"]["value"].as_str().unwrap_or_default();
     assert!(ca.starts_with("ssh-ed25519 "), "the ssh target's CA: {outputs}");
     let (code, out) = plan_exit_with(&workspace, &one);
@@ -392,10 +400,8 @@ fn a_target_with_a_write_only_secret_through_its_whole_life() {
     assert_eq!(target["secrets"][0]["name"], "hmac_secret");
 
     // A new type replaces the target.
-    let ssh_to_jwt = target_tf(&server, 7, 2).replace(
-        "type = \"ssh\"",
-        "type = \"jwt\"\n  config_json = jsonencode({ audience = \"web\" })",
-    );
+    let ssh_to_jwt =
+        target_tf(&server, 7, 2).replace("type = \"ssh\"", "type = \"jwt\"\n  config = { audience = \"web\" }");
     workspace.write("main.tf", &ssh_to_jwt);
     let out = apply_with(&workspace, &two);
     assert!(
@@ -408,7 +414,7 @@ fn a_target_with_a_write_only_secret_through_its_whole_life() {
         &terraform,
         &config(
             &server,
-            "resource \"hallpass_target\" \"web\" {\n  name = \"web\"\n  type = \"jwt\"\n  config_json = jsonencode({ audience = \"web\" })\n}\n",
+            "resource \"hallpass_target\" \"web\" {\n  name = \"web\"\n  type = \"jwt\"\n  config = { audience = \"web\" }\n}\n",
         ),
     );
     import(&imported, "hallpass_target.web", "web");
@@ -527,4 +533,78 @@ fn a_token_through_its_whole_life() {
         server_token(&server, &third)["revoked_at"].is_string(),
         "destroy revoked the token"
     );
+}
+
+const MISSING_FLOW_TF: &str = r#"
+resource "hallpass_role" "gated" {
+  name           = "gated"
+  target         = "demo"
+  max_duration   = "1h"
+  requestable_by = ["group:dev"]
+  approval_flow  = "FLOW"
+}
+"#;
+
+const CREATED_FLOW_TF: &str = r#"
+resource "hallpass_approval_flow" "created" {
+  name = "created-here"
+  stage {
+    approvers = ["group:leads"]
+  }
+}
+"#;
+
+#[test]
+fn a_role_naming_a_flow_the_server_lacks_warns_at_plan_and_fails_at_apply() {
+    let Some(terraform) = terraform() else { return };
+    let server = HallpassServer::start();
+    put(
+        &server,
+        "/v1/targets/demo",
+        serde_json::json!({"name": "demo", "type": "jwt", "config": {"audience": "demo"}}),
+    );
+    let workspace = Workspace::new(
+        &terraform,
+        &config(&server, &MISSING_FLOW_TF.replace("FLOW", "nowhere")),
+    );
+    let plan = workspace.run(&["plan", "-input=false", "-no-color"], &TOKEN);
+    plan.assert_success("terraform plan");
+    let words = format!("{} {}", plan.stdout, plan.stderr)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        words.contains(r#"Warning: No approval flow "nowhere" on the server"#) && words.contains("approval_flow"),
+        "{words}"
+    );
+    assert!(words.contains("will fail unless the same run creates it"), "{words}");
+    assert!(!words.contains("No target"), "the target exists: {words}");
+    let failed = workspace.run(&["apply", "-auto-approve", "-input=false", "-no-color"], &TOKEN);
+    assert!(!failed.success, "the apply fails:\n{}", failed.stdout);
+    assert!(
+        failed.stderr_words().contains(r#"Cannot store role "gated""#),
+        "{}",
+        failed.stderr
+    );
+    assert!(server_get(&server, "/v1/roles/gated").is_none());
+
+    // A flow the same run creates: the warning, then an apply that works.
+    workspace.write(
+        "main.tf",
+        &config(
+            &server,
+            &(MISSING_FLOW_TF.replace("\"FLOW\"", "hallpass_approval_flow.created.name") + CREATED_FLOW_TF),
+        ),
+    );
+    let out = apply(&workspace);
+    assert!(out.contains("2 added") && out.contains("No approval flow"), "{out}");
+    assert!(server_get(&server, "/v1/roles/gated").is_some());
+    let plan = workspace.run(&["plan", "-input=false", "-no-color"], &TOKEN);
+    plan.assert_success("terraform plan");
+    assert!(
+        !plan.stdout.contains("No approval flow"),
+        "the flow exists now:\n{}",
+        plan.stdout
+    );
+    destroy(&workspace);
 }

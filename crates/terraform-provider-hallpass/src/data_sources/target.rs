@@ -31,10 +31,10 @@ impl DataSource for TargetData {
                 attribute("id", Type::String, Computed, "The target's name."),
                 attribute("type", Type::String, Computed, "The kind of system, e.g. `ssh`."),
                 attribute(
-                    "config_json",
-                    Type::String,
+                    "config",
+                    Type::Dynamic,
                     Computed,
-                    "The settings as a JSON object string (`{}` for none); `jsondecode()` it.",
+                    "The settings as an object (`{}` for none), as in the HCL of `hallpass apply`.",
                 ),
                 attribute(
                     "secret_names",
@@ -93,8 +93,8 @@ fn values(target: &Target) -> Vec<(&'static str, Value)> {
         ("id", Value::from(target.name.as_str())),
         ("type", Value::from(target.target_type.as_str())),
         (
-            "config_json",
-            Value::from(serde_json::Value::Object(target.config.clone()).to_string()),
+            "config",
+            crate::value::dynamic_from_json(&serde_json::Value::Object(target.config.clone())),
         ),
         (
             "secret_names",

@@ -45,6 +45,13 @@ pub trait Resource: Send + Sync {
     /// `proposed` null on destroy.
     fn plan(&self, prior: &Object, proposed: &Object) -> Planned;
 
+    /// Warnings about a planned (non-null) state that only the server can
+    /// give, e.g. a role naming a flow the server does not have; none by
+    /// default. They never fail the plan.
+    fn plan_warnings<'a>(&'a self, _api: &'a Api, _planned: &'a Object) -> BoxFuture<'a, Vec<Diagnostic>> {
+        Box::pin(async { Vec::new() })
+    }
+
     /// Carries out a plan: the new state, or null once deleted. `config`
     /// is the configuration (null on delete): the only place Terraform
     /// puts the values of write-only attributes.

@@ -5,8 +5,8 @@
 //! sorted, a missing `description` is `""`). Terraform wants the
 //! configuration's values kept, so the state holds what the configuration
 //! said, and a read replaces a value only when the server's differs in
-//! meaning (see [`super::role_state`]). The grant block travels as a JSON
-//! string, `grant_json`.
+//! meaning (see [`super::role_state`]). The grant is the attribute `grant`,
+//! typed `dynamic` (any object HCL writes), sent as the JSON object it is.
 
 use futures::future::BoxFuture;
 use hallpass_api::{ApprovalSpec, RoleSpec};
@@ -125,11 +125,12 @@ fn who_and_how() -> Vec<Attribute> {
             "Whether extending a grant needs approval again. Default `true`.",
         ),
         attribute(
-            "grant_json",
-            Type::String,
+            "grant",
+            Type::Dynamic,
             Optional,
-            "What the role gives on its target, by target type, as a JSON object: write \
-             `jsonencode({ roles = [\"app_read\"] })`. Checked against the target's type when applied.",
+            "What the role gives on its target, by target type, as an object, exactly as in the HCL of \
+             `hallpass apply`: `grant = { roles = [\"app_read\"] }`. Checked against the target's type when \
+             applied.",
         ),
     ]
 }
@@ -176,10 +177,14 @@ impl Resource for Role {
                 Err(error) => diagnostics.push(diag::attribute_error(name, "Invalid value", error.to_string())),
             }
         }
-        if let Ok(Known::Value(text)) = config.string("grant_json")
-            && let Err(problem) = grant(&text)
-        {
-            diagnostics.push(diag::attribute_error("grant_json", "Invalid grant", problem));
+        match config.json("grant") {
+            Ok(Known::Value(json)) => {
+                if let Err(problem) = grant(json) {
+                    diagnostics.push(diag::attribute_error("grant", "Invalid grant", problem));
+                }
+            }
+            Ok(_) => {}
+            Err(error) => diagnostics.push(diag::attribute_error("grant", "Invalid grant", error.to_string())),
         }
         diagnostics
     }
@@ -208,6 +213,36 @@ impl Resource for Role {
                 Vec::new()
             },
         }
+    }
+
+    /// A `target` or `approval_flow` the server does not have: the apply
+    /// fails unless the same run creates it first, which the provider
+    /// cannot tell (its name is known at plan time either way).
+    fn plan_warnings<'a>(&'a self, api: &'a Api, planned: &'a Object) -> BoxFuture<'a, Vec<Diagnostic>> {
+        Box::pin(async move {
+            let mut warnings = Vec::new();
+            for (attribute, collection, what) in [
+                ("target", "targets", "target"),
+                ("approval_flow", "approval-flows", "approval flow"),
+            ] {
+                let Ok(Known::Value(name)) = planned.string(attribute) else {
+                    continue;
+                };
+                // Any other answer (no permission, unreachable) says nothing.
+                if let Ok(None) = api.get_named::<serde_json::Value>(collection, &name).await {
+                    warnings.push(diag::attribute_warning(
+                        attribute,
+                        format!("No {what} {name:?} on the server"),
+                        format!(
+                            "The server has no {what} named {name:?}. The apply will fail unless the same run \
+                             creates it before this role (e.g. a resource of this configuration that the role \
+                             refers to)."
+                        ),
+                    ));
+                }
+            }
+            warnings
+        })
     }
 
     fn apply<'a>(
@@ -261,12 +296,11 @@ fn required(object: &Object, name: &str) -> Result<String, Vec<Diagnostic>> {
         .ok_or_else(|| vec![diag::error("Missing value", format!("The role's {name} is not known."))])
 }
 
-/// The `grant` object of a `grant_json` text.
-fn grant(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    match serde_json::from_str(text) {
-        Ok(serde_json::Value::Object(map)) => Ok(map),
-        Ok(_) => Err("grant_json must be a JSON object, e.g. jsonencode({ roles = [\"app_read\"] })".into()),
-        Err(e) => Err(format!("grant_json is not JSON: {e}")),
+/// The `grant` object of a `grant` value.
+fn grant(json: serde_json::Value) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match json {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => Err("grant must be an object, e.g. grant = { roles = [\"app_read\"] }".into()),
     }
 }
 
@@ -309,8 +343,8 @@ fn spec(planned: &Object) -> Result<RoleSpec, String> {
         auto_approve: flag("auto_approve", false).map_err(error)?,
         emergency_access: flag("emergency_access", false).map_err(error)?,
         extension_requires_approval: flag("extension_requires_approval", true).map_err(error)?,
-        grant: match text("grant_json").map_err(error)? {
-            Some(json) => grant(&json)?,
+        grant: match planned.json("grant").map_err(error)?.value() {
+            Some(json) => grant(json)?,
             None => serde_json::Map::new(),
         },
     })
@@ -319,7 +353,7 @@ fn spec(planned: &Object) -> Result<RoleSpec, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::to_dynamic;
+    use crate::value::{dynamic_from_json, to_dynamic};
 
     fn config(values: Vec<(&str, Value)>) -> Object {
         Object::decode(Some(&to_dynamic(&schema().object(values)))).unwrap()
@@ -330,10 +364,10 @@ mod tests {
         let diagnostics = Role.validate(&config(vec![
             ("max_duration", Value::from("4 hours")),
             ("default_duration", Value::from("1h")),
-            ("grant_json", Value::from("[1]")),
+            ("grant", dynamic_from_json(&serde_json::json!([1]))),
         ]));
         let paths: Vec<_> = diagnostics.iter().map(|d| d.attribute.clone().unwrap()).collect();
-        assert_eq!(paths, [diag::path(&["max_duration"]), diag::path(&["grant_json"])]);
+        assert_eq!(paths, [diag::path(&["max_duration"]), diag::path(&["grant"])]);
     }
 
     #[test]
@@ -346,7 +380,7 @@ mod tests {
             ("name", Value::from("r")),
             ("max_duration", Value::from("240m")),
             ("approval", approval),
-            ("grant_json", Value::from(r#"{"roles":["x"]}"#)),
+            ("grant", dynamic_from_json(&serde_json::json!({"roles": ["x"]}))),
         ]))
         .unwrap();
         assert_eq!(spec.max_duration, "240m");

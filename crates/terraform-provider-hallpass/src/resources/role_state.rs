@@ -18,7 +18,7 @@ use hallpass_core::role::RoleRules;
 use rmpv::Value;
 use serde_json::Value as Json;
 
-use crate::value::{Known, Object};
+use crate::value::{Known, Object, dynamic_from_json};
 
 /// The server's `default_duration` when a role names none, at most
 /// `max_duration`.
@@ -82,7 +82,7 @@ pub const SPELLED_FREELY: [&str; 5] = [
     "max_duration",
     "max_total_duration",
     "requestable_by",
-    "grant_json",
+    "grant",
 ];
 
 /// Whether `name` is set in both objects, known, and means the same in
@@ -91,7 +91,7 @@ pub fn same_meaning(a: &Object, b: &Object, name: &str) -> bool {
     let meaning = |object: &Object| -> Option<Json> {
         match name {
             "requestable_by" => Some(subject_set(&object.strings(name).ok()?.value()?)),
-            "grant_json" => serde_json::from_str(&object.string(name).ok()?.value()?).ok(),
+            "grant" => object.json(name).ok()?.value(),
             _ => seconds(object, name).map(Json::from),
         }
     };
@@ -117,7 +117,7 @@ fn compared(role: &Role, prior: &Object) -> Vec<(&'static str, Server)> {
         ("requestable_by", requestable_by(role, prior)),
         ("labels", labels(role, prior)),
         ("approval", approval(role, prior)),
-        ("grant_json", grant(role, prior)),
+        ("grant", grant(role, prior)),
         ("auto_approve", flag(prior, "auto_approve", role.auto_approve, false)),
         (
             "emergency_access",
@@ -233,18 +233,19 @@ fn approval(role: &Role, prior: &Object) -> Server {
 }
 
 fn grant(role: &Role, prior: &Object) -> Server {
-    let prior = match prior.string("grant_json").ok().and_then(Known::value) {
-        Some(text) => serde_json::from_str(&text).unwrap_or(Json::String(text)),
+    let prior = match prior.json("grant").ok().and_then(Known::value) {
+        Some(json) => json,
         None => Json::Object(serde_json::Map::new()),
     };
+    let server = Json::Object(role.grant.clone());
     let value = if role.grant.is_empty() {
         Value::Nil
     } else {
-        Value::from(Json::Object(role.grant.clone()).to_string())
+        dynamic_from_json(&server)
     };
     Server {
         prior_meaning: Some(prior),
-        meaning: Json::Object(role.grant.clone()),
+        meaning: crate::value::json_meaning(&server),
         value,
     }
 }
@@ -337,7 +338,7 @@ pub fn server_values(role: &Role) -> Vec<(&'static str, Value)> {
             "extension_requires_approval",
             Value::from(role.extension_requires_approval),
         ),
-        ("grant_json", Value::from(Json::Object(role.grant.clone()).to_string())),
+        ("grant", dynamic_from_json(&Json::Object(role.grant.clone()))),
     ]
 }
 
@@ -422,6 +423,6 @@ mod tests {
         assert_eq!(value(&values, "max_duration"), &Value::from("4h"));
         assert_eq!(value(&values, "max_total_duration"), &Value::Nil);
         assert_eq!(value(&values, "extension_requires_approval"), &Value::Nil);
-        assert_eq!(value(&values, "grant_json"), &Value::Nil);
+        assert_eq!(value(&values, "grant"), &Value::Nil);
     }
 }

@@ -1,6 +1,6 @@
 //! `resource "hallpass_target"`: a target (`PUT/GET/DELETE
 //! /v1/targets/{name}`), with its settings as the JSON string
-//! `config_json` and its credentials as the **write-only** map `secrets`.
+//! `config` (typed `dynamic`) and its credentials as the **write-only** map `secrets`.
 //!
 //! Terraform never puts a write-only value in a plan or a state: it sends
 //! `secrets` only in the configuration, at validate, plan and apply. The
@@ -19,7 +19,7 @@ use crate::api::Api;
 use crate::diag;
 use crate::proto::tfplugin6::Diagnostic;
 use crate::schema::{Attribute, Block, Presence, Type};
-use crate::value::{Known, Object, ValueError};
+use crate::value::{Known, Object, ValueError, dynamic_from_json, json_meaning};
 
 pub struct TargetResource;
 
@@ -48,11 +48,12 @@ pub fn schema() -> Block {
                  changing it replaces the target.",
             ),
             attribute(
-                "config_json",
-                Type::String,
+                "config",
+                Type::Dynamic,
                 Optional,
-                "The type's settings as a JSON object: write `jsonencode({ audience = \"demo\" })`. Readable by \
-                 anyone who may read targets; no credentials here.",
+                "The type's settings as an object, as in the HCL of `hallpass apply`: \
+                 `config = { host = \"db\", port = 5432 }`. Readable by anyone who may read targets; no \
+                 credentials here.",
             ),
             attribute(
                 "secrets",
@@ -87,10 +88,14 @@ impl Resource for TargetResource {
 
     fn validate(&self, config: &Object) -> Vec<Diagnostic> {
         let mut diagnostics = Vec::new();
-        if let Ok(Known::Value(text)) = config.string("config_json")
-            && let Err(problem) = settings(&text)
-        {
-            diagnostics.push(diag::attribute_error("config_json", "Invalid config_json", problem));
+        match config.json("config") {
+            Ok(Known::Value(json)) => {
+                if let Err(problem) = settings(json) {
+                    diagnostics.push(diag::attribute_error("config", "Invalid config", problem));
+                }
+            }
+            Ok(_) => {}
+            Err(error) => diagnostics.push(diag::attribute_error("config", "Invalid config", error.to_string())),
         }
         if let Err(error) = config.string_map("secrets") {
             diagnostics.push(diag::attribute_error("secrets", "Invalid secrets", error.to_string()));
@@ -107,7 +112,7 @@ impl Resource for TargetResource {
             .with("id", proposed.raw("name"))
             .with("secrets", Value::Nil);
         if same_settings(prior, proposed) {
-            planned = planned.with("config_json", prior.raw("config_json"));
+            planned = planned.with("config", prior.raw("config"));
         }
         Planned {
             state: planned.to_value(),
@@ -164,50 +169,38 @@ impl Resource for TargetResource {
     }
 }
 
-/// The state after reading `target`: the prior `config_json` while it
-/// means the same as the server's settings; never a secret.
+/// The state after reading `target`: the prior `config` while it means
+/// the same as the server's settings; never a secret.
 fn from_target(target: &Target, prior: &Object) -> Value {
     let server = serde_json::Value::Object(target.config.clone());
-    let prior_settings = prior
-        .string("config_json")
-        .ok()
-        .and_then(Known::value)
-        .and_then(|text| settings(&text).ok())
-        .map(serde_json::Value::Object);
-    let config_json = match prior_settings {
-        Some(prior_settings) if prior_settings == server => prior.raw("config_json"),
+    let prior_settings = prior.json("config").ok().and_then(Known::value);
+    let config = match prior_settings {
+        Some(prior_settings) if prior_settings == json_meaning(&server) => prior.raw("config"),
         // An empty config reads as unset, so that an import matches a
-        // configuration without `config_json`.
+        // configuration without `config`.
         None if target.config.is_empty() => Value::Nil,
-        _ => Value::from(server.to_string()),
+        _ => dynamic_from_json(&server),
     };
     schema().object(vec![
         ("id", Value::from(target.name.as_str())),
         ("name", Value::from(target.name.as_str())),
         ("type", Value::from(target.target_type.as_str())),
-        ("config_json", config_json),
+        ("config", config),
         ("secrets_version", prior.raw("secrets_version")),
     ])
 }
 
-/// Whether both objects have a `config_json` meaning the same settings.
+/// Whether both objects have a `config` meaning the same settings.
 fn same_settings(a: &Object, b: &Object) -> bool {
-    let parsed = |object: &Object| {
-        object
-            .string("config_json")
-            .ok()
-            .and_then(Known::value)
-            .and_then(|text| settings(&text).ok())
-    };
+    let parsed = |object: &Object| object.json("config").ok().and_then(Known::value);
     matches!((parsed(a), parsed(b)), (Some(a), Some(b)) if a == b)
 }
 
-/// The settings object of a `config_json` text.
-fn settings(text: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
-    match serde_json::from_str(text) {
-        Ok(serde_json::Value::Object(map)) => Ok(map),
-        Ok(_) => Err("config_json must be a JSON object, e.g. jsonencode({ audience = \"demo\" })".into()),
-        Err(e) => Err(format!("config_json is not JSON: {e}")),
+/// The settings object of a `config` value.
+fn settings(json: serde_json::Value) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match json {
+        serde_json::Value::Object(map) => Ok(map),
+        _ => Err("config must be an object, e.g. config = { audience = \"demo\" }".into()),
     }
 }
 
@@ -230,8 +223,8 @@ fn spec(planned: &Object, config: &Object, send_secrets: bool) -> Result<TargetS
     Ok(TargetSpec {
         name: planned.string("name").map_err(error)?.value().unwrap_or_default(),
         target_type: planned.string("type").map_err(error)?.value().unwrap_or_default(),
-        config: match planned.string("config_json").map_err(error)?.value() {
-            Some(text) => settings(&text)?,
+        config: match planned.json("config").map_err(error)?.value() {
+            Some(json) => settings(json)?,
             None => serde_json::Map::new(),
         },
         secrets,
@@ -268,22 +261,28 @@ mod tests {
     }
 
     #[test]
-    fn name_and_type_replace_and_config_json_is_compared_in_meaning() {
+    fn name_and_type_replace_and_config_is_compared_in_meaning() {
         let prior = object(vec![
             ("name", Value::from("t")),
             ("type", Value::from("jwt")),
-            ("config_json", Value::from(r#"{"audience":"a"}"#)),
+            (
+                "config",
+                dynamic_from_json(&serde_json::json!({"audience": "a", "port": 5432.0})),
+            ),
         ]);
         let proposed = object(vec![
             ("name", Value::from("t")),
             ("type", Value::from("webhook")),
-            ("config_json", Value::from(r#"{ "audience": "a" }"#)),
+            (
+                "config",
+                dynamic_from_json(&serde_json::json!({"audience": "a", "port": 5432})),
+            ),
         ]);
         let planned = TargetResource.plan(&prior, &proposed);
         assert_eq!(planned.requires_replace, [diag::path(&["type"])]);
         let state = Object::decode(Some(&to_dynamic(&planned.state))).unwrap();
-        assert_eq!(state.raw("config_json"), prior.raw("config_json"));
-        let bad = TargetResource.validate(&object(vec![("config_json", Value::from("[1]"))]));
-        assert_eq!(bad[0].attribute, Some(diag::path(&["config_json"])));
+        assert_eq!(state.raw("config"), prior.raw("config"));
+        let bad = TargetResource.validate(&object(vec![("config", dynamic_from_json(&serde_json::json!("x")))]));
+        assert_eq!(bad[0].attribute, Some(diag::path(&["config"])));
     }
 }
