@@ -30,6 +30,11 @@ impl Default for Controller {
 }
 
 impl Controller {
+    /// Whether Terraform has asked for shutdown.
+    pub fn shutdown_requested(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     /// Resolves once Terraform has asked for shutdown.
     pub fn wait_for_shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut receiver = self.shutdown.subscribe();

@@ -63,6 +63,7 @@ pub async fn run(env: PluginEnv, print: impl FnOnce(&str) -> std::io::Result<()>
     let incoming = incoming(listener, acceptor);
 
     let controller = Controller::default();
+    let requested = controller.clone();
     let shutdown = controller.wait_for_shutdown();
     let server_shutdown = controller.wait_for_shutdown();
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -81,9 +82,13 @@ pub async fn run(env: PluginEnv, print: impl FnOnce(&str) -> std::io::Result<()>
     crate::log::info("serving Terraform", &[("address", &addr.to_string())]);
 
     tokio::select! {
-        // The server stopped before anyone asked it to: that is a failure.
+        // Both branches wake on Terraform's Shutdown, in either order; only
+        // a server that stopped before anyone asked it to has failed.
         ended = &mut serving => {
             ended.map_err(|e| ServeError::Task(e.to_string()))??;
+            if requested.shutdown_requested() {
+                return Ok(());
+            }
             return Err(ServeError::Task("the gRPC server stopped by itself".into()));
         }
         () = shutdown => {}
