@@ -37,7 +37,7 @@ const MAX_CLAIM_CHARS: usize = 1024;
 const MAX_CLAIMS: usize = 32;
 
 const IDENTITY: Shape = Shape {
-    attributes: &["issuer", "audience", "jwks_url", "jwks_file", "token_ttl"],
+    attributes: &["issuer", "audience", "jwks_url", "jwks_file", "jwks", "token_ttl"],
     blocks: &["rule"],
     verbatim: &[],
 };
@@ -70,6 +70,8 @@ pub enum JwksSource {
     Url(String),
     /// A JWKS document on disk, read at start-up.
     File(PathBuf),
+    /// A JWKS document written in the configuration (`jwks = <<-EOT ... EOT`).
+    Inline(String),
 }
 
 /// Which tokens become which principal.
@@ -140,25 +142,51 @@ impl Reporter<'_> {
         })
     }
 
-    /// `jwks_url` or `jwks_file`, exactly one.
+    /// `jwks_url`, `jwks_file` or `jwks`, exactly one.
     fn jwks_source(&mut self, attrs: &Attrs, place: &str, at: usize) -> Option<JwksSource> {
-        let jwks_url = attrs.optional(self, "jwks_url", Self::http_url);
-        let jwks_file = attrs.optional(self, "jwks_file", |r, l, w| r.string(l, w).map(PathBuf::from));
-        match (jwks_url, jwks_file) {
-            (Some(url), None) => Some(JwksSource::Url(url)),
-            (None, Some(file)) => Some(JwksSource::File(file)),
-            (Some(_), Some(_)) => {
-                self.error(at, format!("{place} sets both jwks_url and jwks_file; keep one"));
-                None
-            }
-            (None, None) if attrs.get("jwks_url").is_none() && attrs.get("jwks_file").is_none() => {
+        let url = attrs.optional(self, "jwks_url", Self::http_url).map(JwksSource::Url);
+        let file = attrs
+            .optional(self, "jwks_file", |r, l, w| r.string(l, w).map(PathBuf::from))
+            .map(JwksSource::File);
+        let inline = attrs
+            .optional(self, "jwks", Self::jwks_document)
+            .map(JwksSource::Inline);
+        let given = ["jwks_url", "jwks_file", "jwks"]
+            .into_iter()
+            .filter(|name| attrs.get(name).is_some())
+            .count();
+        match given {
+            0 => {
                 let message = format!(
-                    "{place} says nowhere to find the issuer's keys; add jwks_url = \"https://.../jwks\" (or jwks_file)"
+                    "{place} says nowhere to find the issuer's keys; add jwks_url = \"https://.../jwks\" (or jwks_file, \
+                     or the document itself as jwks)"
                 );
                 self.error(at, message);
                 None
             }
-            (None, None) => None,
+            1 => url.or(file).or(inline),
+            _ => {
+                self.error(
+                    at,
+                    format!("{place} sets more than one of jwks_url, jwks_file and jwks; keep one"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `jwks`: a JWKS document, `{"keys": [...]}`.
+    fn jwks_document(&mut self, literal: &Literal, what: &str) -> Option<String> {
+        let text = self.string(literal, what)?;
+        let keys = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|document| document.get("keys").map(serde_json::Value::is_array));
+        if keys == Some(true) {
+            Some(text)
+        } else {
+            let message = format!("{what} must be a JWKS document, {{\"keys\": [...]}} (e.g. in a heredoc)");
+            self.error(literal.at, message);
+            None
         }
     }
 
@@ -300,9 +328,20 @@ workload_identity "gitlab" {
     principal = "ci-gitlab"
   }
 }
+workload_identity "local" {
+  issuer   = "https://ci.internal"
+  audience = "hallpass"
+  jwks     = <<-EOT
+    {"keys": []}
+  EOT
+  rule {
+    claims    = { sub = "build" }
+    principal = "ci-local"
+  }
+}
 "#,
         );
-        let [github, gitlab] = config.workload_identities.as_slice() else {
+        let [github, gitlab, local] = config.workload_identities.as_slice() else {
             panic!("{:?}", config.workload_identities)
         };
         assert_eq!(github.name, "github");
@@ -316,6 +355,7 @@ workload_identity "gitlab" {
         assert_eq!(gitlab.token_ttl_seconds, DEFAULT_TOKEN_TTL_SECONDS);
         assert_eq!(gitlab.jwks, JwksSource::File("/etc/hallpass/gitlab-jwks.json".into()));
         assert!(gitlab.rules[0].groups.is_empty());
+        assert_eq!(local.jwks, JwksSource::Inline("{\"keys\": []}\n".into()));
     }
 
     #[test]
@@ -355,12 +395,21 @@ workload_identity "empty" {
   issuer   = "https://e"
   audience = "a"
 }
+workload_identity "inline" {
+  issuer   = "https://i"
+  audience = "a"
+  jwks     = "{\"not\": \"keys\"}"
+  rule {
+    claims    = { sub = "x" }
+    principal = "x"
+  }
+}
 "#,
         );
         let text = errors.join("\n");
         for expected in [
             "3:15: attribute \"issuer\" in workload_identity \"ci\" must be an http(s) URL",
-            "sets both jwks_url and jwks_file",
+            "sets more than one of jwks_url, jwks_file and jwks",
             "7:15: attribute \"token_ttl\" in workload_identity \"ci\" must be from 1m to 12h",
             "9:17: attribute \"claims\" in rule 1 of workload_identity \"ci\" must name at least one claim",
             "10:17: attribute \"principal\" in rule 1 of workload_identity \"ci\" must be 1-64 letters",
@@ -368,6 +417,7 @@ workload_identity "empty" {
             "key \"sub\" must be a value",
             "workload_identity \"empty\" says nowhere to find the issuer's keys",
             "workload_identity \"empty\" has no rule",
+            "attribute \"jwks\" in workload_identity \"inline\" must be a JWKS document",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }

@@ -1,7 +1,8 @@
 //! Workload identity end to end: a CI job's OIDC token, from an issuer the
 //! server configuration trusts, becomes a short-lived Hallpass token
-//! through `hallpass login --oidc-token-file`. Keys from a JWKS file
-//! (ES256) and from a JWKS URL served here (RS256); every bad token —
+//! through `hallpass login --oidc-token-file`. Keys from a JWKS file and
+//! from the configuration itself (ES256), and from a JWKS URL served here
+//! (RS256); every bad token —
 //! expired, not yet valid, wrong audience, untrusted issuer, `alg: none`,
 //! a bad signature, no matching rule — is refused with its reason.
 
@@ -48,6 +49,7 @@ struct Setup {
     dir: tempfile::TempDir,
     file_key: TestIssuerKey,
     url_key: TestIssuerKey,
+    inline_key: TestIssuerKey,
     url_issuer: String,
     fetches: Arc<AtomicUsize>,
 }
@@ -56,6 +58,8 @@ fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("temp dir");
     let file_key = TestIssuerKey::es256("file-1");
     let url_key = TestIssuerKey::rs256("url-1");
+    let inline_key = TestIssuerKey::es256("inline-1");
+    let inline_jwks = json!({"keys": [inline_key.jwk()]}).to_string();
     let jwks_file = dir.path().join("jwks.json");
     std::fs::write(&jwks_file, json!({"keys": [file_key.jwk()]}).to_string()).expect("jwks");
     let (port, fetches) = jwks_server(json!({"keys": [url_key.jwk()]}).to_string());
@@ -75,6 +79,17 @@ workload_identity "ci-file" {{
   rule {{
     claims    = {{ repository = "acme/*" }}
     principal = "ci-acme"
+  }}
+}}
+workload_identity "ci-inline" {{
+  issuer   = "https://inline.example"
+  audience = "{AUDIENCE}"
+  jwks     = <<-EOT
+    {inline_jwks}
+  EOT
+  rule {{
+    claims    = {{ sub = "inline-job" }}
+    principal = "ci-inline"
   }}
 }}
 workload_identity "ci-url" {{
@@ -97,6 +112,7 @@ workload_identity "ci-url" {{
         dir,
         file_key,
         url_key,
+        inline_key,
         url_issuer,
         fetches,
     }
@@ -174,6 +190,13 @@ fn ci_tokens_become_short_lived_hallpass_tokens_by_the_first_matching_rule() {
         json!({"repository": "acme/web", "ref": "refs/heads/dev"}),
     );
     assert_eq!(logged_in(&setup, &setup.file_key.sign(&web))["principal"], "ci-acme");
+
+    // Keys written in the configuration itself.
+    let inline = claims("https://inline.example", json!({"sub": "inline-job"}));
+    assert_eq!(
+        logged_in(&setup, &setup.inline_key.sign(&inline))["principal"],
+        "ci-inline"
+    );
 
     // Keys from the URL, fetched once and then cached.
     let gitlab = claims(&setup.url_issuer, json!({"project_path": "acme/app"}));

@@ -6,7 +6,8 @@
 //! ordinary token row, made with its `token.created` event (actor
 //! `oidc:NAME`, the CI token's subject in the data).
 //!
-//! Keys come from the issuer's JWKS: a file read at start-up, or a URL
+//! Keys come from the issuer's JWKS: a file read at start-up, the document
+//! written in the configuration, or a URL
 //! fetched on first use, again every [`JWKS_MAX_AGE`], and again (at most
 //! every [`JWKS_REFETCH_GAP`]) when a token names a key not seen yet, as
 //! issuers rotate keys.
@@ -75,6 +76,10 @@ impl WorkloadIssuers {
                     })?;
                     Keys::Fixed(jwks)
                 }
+                JwksSource::Inline(text) => Keys::Fixed(
+                    Jwks::parse(text.as_bytes())
+                        .map_err(|e| anyhow::anyhow!("workload_identity {:?}: jwks: {e}", config.name))?,
+                ),
                 JwksSource::Url(url) => {
                     needs_client = true;
                     Keys::Fetched {
