@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use hallpass_api::{
     AccessRequest, AuditPublicKey, CreateRequest, CreateRequestResponse, CreateToken, CreatedToken, Credential,
-    ErrorBody, ErrorCode, Role, RoleSpec, TokenInfo,
+    ErrorBody, ErrorCode, ExtendBody, Role, RoleSpec, TokenInfo,
 };
 use reqwest::{Method, StatusCode, Url};
 use rustls::pki_types::CertificateDer;
@@ -237,6 +237,16 @@ impl Api {
             )
             .await?;
         self.decode("POST /v1/grants/release", &answer)
+    }
+
+    /// Asks for more time on an active grant (`POST /v1/requests/{id}/extend`):
+    /// the grant with the extension last in `extensions`, extended at once,
+    /// awaiting approval or denied by policy.
+    pub async fn extend(&self, id: &str, body: &ExtendBody) -> Result<AccessRequest, ApiError> {
+        let answer = self
+            .call(Method::POST, &["v1", "requests", id, "extend"], Some(body))
+            .await?;
+        self.decode("POST /v1/requests/extend", &answer)
     }
 
     /// Withdraws a request still waiting for approval.

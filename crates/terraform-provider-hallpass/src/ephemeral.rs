@@ -8,11 +8,15 @@
 //! uses it without owning it: Close then leaves it alone, as
 //! `hallpass exec` does.
 //!
-//! Renewal re-reads, it never extends: `renew_at` is set half-way to the
-//! grant's expiry, and Renew checks that the grant is still active (an
-//! error otherwise, which tells Terraform the value is no longer live).
-//! Extending can need approval, which a Renew call cannot wait for; ask
-//! for a `duration` that covers the run instead.
+//! Renewal re-reads, and extends a grant this run created once it nears its
+//! end: `renew_at` is set half-way to the grant's expiry, and Renew checks
+//! that the grant is still active (an error otherwise, which tells
+//! Terraform the value is no longer live). With under [`EXTEND_MARGIN`]
+//! left it asks for an extension (`POST /v1/requests/{id}/extend`, by the
+//! resource's `duration`): extended at once, the next `renew_at` follows
+//! the new expiry; awaiting approval, Renew keeps re-reading (the grant is
+//! live until its current expiry) without asking again; refused, Renew
+//! fails with why. A grant held before the run is only re-read.
 //!
 //! Close releases the grant Open created (`POST /v1/grants/{id}/release`),
 //! or cancels it if it is somehow still waiting. Renew and Close reach the
@@ -24,7 +28,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hallpass_api::{AccessRequest, CreateRequest, Credential, RequestOutcome, RequestState};
+use hallpass_api::{
+    AccessRequest, CreateRequest, Credential, ErrorCode, ExtendBody, ExtensionRecord, ExtensionState, RequestOutcome,
+    RequestState,
+};
 use rmpv::Value;
 use serde::{Deserialize, Serialize};
 
@@ -40,12 +47,28 @@ pub const TYPE_NAME: &str = "hallpass_credentials";
 /// How long Open waits for approval when `timeout` is not set.
 pub const DEFAULT_TIMEOUT: &str = "10m";
 
+/// Renew asks for an extension once the grant has less than this left.
+pub const EXTEND_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
+
 /// What Open hands to Renew and Close.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Private {
     pub request_id: String,
     /// This Open created the request: Close releases it.
     pub owned: bool,
+    /// How much longer to ask for when the grant nears its end (e.g.
+    /// `30m`); none: Renew never extends (a grant held before the run, or
+    /// `extend = false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extend_by: Option<String>,
+    /// The resource's reason and ticket, for the extension.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// The number of the extension a Renew asked for that awaited approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_extension: Option<u32>,
 }
 
 impl Private {
@@ -93,8 +116,17 @@ pub fn schema() -> Block {
             given(
                 "duration",
                 Presence::Optional,
-                "How long the access should last, e.g. `30m` or `1h`; the role's default when unset. It is not \
-                 extended during the run: choose one that covers it.",
+                "How long the access should last, e.g. `30m` or `1h`; the role's default when unset. With \
+                 `extend`, also how much longer Renew asks for when the grant nears its end.",
+            ),
+            Attribute::new(
+                "extend",
+                Type::Bool,
+                Presence::Optional,
+                "Whether to extend the grant this resource created when a long run nears its end (under 5 \
+                 minutes left at a renewal), by `duration` (the grant's own length when unset): at once when \
+                 the role lets extensions skip approval, else once approved; a refused extension fails the \
+                 renewal. `true` when unset. A grant already held before the run is never extended.",
             ),
             given(
                 "ticket",
@@ -172,6 +204,7 @@ pub async fn open(api: &Api, config: &Object, stopped: impl Future<Output = ()>)
         .await
         .map_err(|e| vec![diag::error(format!("Cannot request role {role:?}"), e.to_string())])?;
     let owned = created.outcome == RequestOutcome::Created;
+    let extend = !matches!(config.bool("extend"), Ok(Known::Value(false)));
     let warnings = held_shorter(&created.outcome, &created.request);
     let request = created.request;
     let id = request.id.clone();
@@ -217,10 +250,24 @@ pub async fn open(api: &Api, config: &Object, stopped: impl Future<Output = ()>)
         }
     };
     let result = result_value(config, &id, &credential);
+    let extend_by = (owned && extend).then(|| {
+        body.duration.clone().unwrap_or_else(|| {
+            let started = request.activated_at.unwrap_or_else(Utc::now);
+            let length = (credential.expires_at - started).num_seconds().max(60);
+            hallpass_core::format_duration(u64::try_from(length).unwrap_or(60))
+        })
+    });
     Ok(Opened {
         result,
         renew_at: renew_at(Utc::now(), credential.expires_at),
-        private: Private { request_id: id, owned },
+        private: Private {
+            request_id: id,
+            owned,
+            extend_by,
+            reason: body.reason.clone(),
+            ticket: body.ticket.clone(),
+            pending_extension: None,
+        },
         warnings,
     })
 }
@@ -279,6 +326,7 @@ fn result_value(config: &Object, id: &str, credential: &Credential) -> DynamicVa
         ("role", given("role")),
         ("reason", given("reason")),
         ("duration", given("duration")),
+        ("extend", given("extend")),
         ("ticket", given("ticket")),
         ("timeout", given("timeout")),
         ("request_id", Value::from(id)),
@@ -296,24 +344,143 @@ pub fn renew_at(now: DateTime<Utc>, expires_at: DateTime<Utc>) -> Option<DateTim
     (left > chrono::Duration::seconds(20)).then(|| now + left / 2)
 }
 
+/// What a Renew hands back to Terraform.
+pub struct Renewed {
+    pub renew_at: Option<DateTime<Utc>>,
+    pub private: Private,
+}
+
 /// Re-reads the grant: the next `renew_at` while it is active, an error
-/// once it has ended (revoked, expired, released elsewhere).
-pub async fn renew(api: &Api, private: &Private) -> Result<Option<DateTime<Utc>>, Vec<Diagnostic>> {
+/// once it has ended (revoked, expired, released elsewhere). A grant this
+/// run created with under [`EXTEND_MARGIN`] left is extended (see the
+/// module's documentation).
+pub async fn renew(api: &Api, private: &Private) -> Result<Renewed, Vec<Diagnostic>> {
     let id = &private.request_id;
     let request = api
         .get_request(id)
         .await
         .map_err(|e| vec![diag::error(format!("Cannot read grant {id}"), e.to_string())])?;
-    match (request.state, request.expires_at) {
-        (RequestState::Active, Some(expires_at)) => {
-            crate::log::info("renewal: the grant is still active", &[("request_id", id)]);
-            Ok(renew_at(Utc::now(), expires_at))
+    let expires_at = match (request.state, request.expires_at) {
+        (RequestState::Active, Some(expires_at)) => expires_at,
+        _ => {
+            return Err(vec![diag::error(
+                format!("The grant of role {:?} has ended", request.role),
+                ended_without_access(&request),
+            )]);
         }
-        _ => Err(vec![diag::error(
-            format!("The grant of role {:?} has ended", request.role),
-            ended_without_access(&request),
-        )]),
+    };
+    let mut private = private.clone();
+    let now = Utc::now();
+    let by = match (&private.extend_by, private.owned) {
+        (Some(by), true) => by.clone(),
+        _ => return live(private, "renewal: the grant is still active", expires_at),
+    };
+    // The extension an earlier Renew asked for.
+    if let Some(number) = private.pending_extension {
+        match request.extensions.iter().find(|e| e.number == number) {
+            Some(ext) if ext.state == ExtensionState::Pending => {
+                return live(
+                    private,
+                    "renewal: the grant is still active; its extension awaits approval",
+                    expires_at,
+                );
+            }
+            Some(ext) if ext.state == ExtensionState::Denied => {
+                return Err(vec![extension_refused(&request, expires_at, &denied_why(ext))]);
+            }
+            _ => private.pending_extension = None,
+        }
     }
+    if expires_at - now > EXTEND_MARGIN {
+        return live(private, "renewal: the grant is still active", expires_at);
+    }
+    ask_extension(api, &request, expires_at, private, by).await
+}
+
+/// Asks for an extension of a grant near its end, unless one is already
+/// pending: the next `renew_at`, or why it was refused.
+async fn ask_extension(
+    api: &Api,
+    request: &AccessRequest,
+    expires_at: DateTime<Utc>,
+    mut private: Private,
+    by: String,
+) -> Result<Renewed, Vec<Diagnostic>> {
+    let id = &request.id;
+    // One extension may be pending at a time: one asked for elsewhere
+    // (`hallpass extend`) counts as this run's.
+    if let Some(pending) = request.extensions.iter().find(|e| e.state == ExtensionState::Pending) {
+        private.pending_extension = Some(pending.number);
+        return live(
+            private,
+            "renewal: the grant is still active; its extension awaits approval",
+            expires_at,
+        );
+    }
+    let body = ExtendBody {
+        by,
+        reason: format!("{} (extended by Terraform)", private.reason),
+        ticket: private.ticket.clone(),
+    };
+    match api.extend(id, &body).await {
+        Ok(extended) => match extended.extensions.last() {
+            Some(ext) if ext.state == ExtensionState::Approved => {
+                let until = extended.expires_at.unwrap_or(expires_at);
+                live(private, "renewal: extended the grant", until)
+            }
+            Some(ext) if ext.state == ExtensionState::Pending => {
+                private.pending_extension = Some(ext.number);
+                live(
+                    private,
+                    "renewal: asked for an extension of the grant, which awaits approval",
+                    expires_at,
+                )
+            }
+            Some(ext) => Err(vec![extension_refused(request, expires_at, &denied_why(ext))]),
+            None => live(private, "renewal: the grant is still active", expires_at),
+        },
+        Err(ApiError::Api {
+            code: ErrorCode::ExtensionPending,
+            ..
+        }) => live(
+            private,
+            "renewal: the grant is still active; its extension awaits approval",
+            expires_at,
+        ),
+        Err(e) => Err(vec![extension_refused(request, expires_at, &e.to_string())]),
+    }
+}
+
+/// A Renew that finds the grant live until `expires_at`: logs `message`
+/// and sets the next `renew_at`.
+fn live(private: Private, message: &str, expires_at: DateTime<Utc>) -> Result<Renewed, Vec<Diagnostic>> {
+    crate::log::info(message, &[("request_id", &private.request_id)]);
+    Ok(Renewed {
+        renew_at: renew_at(Utc::now(), expires_at),
+        private,
+    })
+}
+
+/// Why an extension was denied, with who decided.
+fn denied_why(ext: &ExtensionRecord) -> String {
+    let by = ext.decision.as_ref().map(|d| d.by.as_str()).unwrap_or("hallpass");
+    match ext.decision.as_ref().and_then(|d| d.comment.as_deref()) {
+        Some(comment) if !comment.is_empty() => format!("extension {} was denied by {by}: {comment}", ext.number),
+        _ => format!("extension {} was {}", ext.number, state_name(ext.state)),
+    }
+}
+
+/// The error of a Renew whose extension was refused.
+fn extension_refused(request: &AccessRequest, expires_at: DateTime<Utc>, why: &str) -> Diagnostic {
+    diag::error(
+        format!("Cannot extend the grant of role {:?}", request.role),
+        format!(
+            "Grant {} ends at {}: {why}. Choose a `duration` that covers the run, or have the extension \
+             approved.",
+            request.id,
+            expires_at.to_rfc3339()
+        ),
+    )
 }
 
 /// Releases the grant this Open created; leaves one it found alone.
@@ -405,7 +572,8 @@ async fn wait_settled(api: &Api, mut request: AccessRequest, timeout: Duration) 
     Ok(request)
 }
 
-fn state_name(state: RequestState) -> String {
+/// A request's or an extension's state as the API spells it.
+fn state_name<S: Serialize + std::fmt::Debug + Copy>(state: S) -> String {
     serde_json::to_value(state)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
@@ -467,7 +635,14 @@ mod tests {
         let private = Private {
             request_id: "req_1".into(),
             owned: true,
+            extend_by: Some("30m".into()),
+            reason: "why".into(),
+            ticket: None,
+            pending_extension: Some(2),
         };
+        // What an older provider wrote still reads.
+        let old = Private::from_bytes(br#"{"request_id":"req_1","owned":false}"#).unwrap();
+        assert_eq!(old.extend_by, None);
         assert_eq!(Private::from_bytes(&private.to_bytes()).unwrap(), private);
         assert!(Private::from_bytes(b"junk").is_err());
     }

@@ -536,10 +536,10 @@ impl Provider for HallpassProvider {
         }
         .await;
         Ok(Response::new(match result {
-            Ok(renew_at) => RenewEphemeralResponse {
+            Ok(renewed) => RenewEphemeralResponse {
                 diagnostics: Vec::new(),
-                renew_at: renew_at.map(timestamp),
-                private: request.private,
+                renew_at: renewed.renew_at.map(timestamp),
+                private: Some(renewed.private.to_bytes()),
             },
             Err(diagnostics) => RenewEphemeralResponse {
                 diagnostics,

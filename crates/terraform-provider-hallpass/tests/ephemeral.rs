@@ -195,9 +195,9 @@ fn terraform_renews_while_the_run_lasts_and_the_grant_is_re_read() {
     let server = HallpassServer::start();
     let pipeline = world(&server);
     // A one-minute grant: Terraform renews at 30 s, while the provisioner
-    // still runs.
+    // still runs; `extend = false`: Renew only re-reads.
     let config = main_tf(&server, "pipeline-admin", None)
-        .replace("duration = \"15m\"", "duration = \"1m\"")
+        .replace("duration = \"15m\"", "duration = \"1m\"\n  extend   = false")
         .replace("> credential.txt", "> credential.txt; sleep 33");
     let workspace = Workspace::new(&terraform, &config);
     let env = [("HALLPASS_TOKEN", pipeline.as_str())];
@@ -209,6 +209,53 @@ fn terraform_renews_while_the_run_lasts_and_the_grant_is_re_read() {
     );
     let grants = requests(&server, &pipeline, "pipeline-admin");
     assert!(grants.iter().all(|g| g["state"] == "released"), "{grants:?}");
+}
+
+#[test]
+fn a_grant_near_its_end_is_extended_at_renewal_and_released() {
+    let Some(terraform) = terraform() else { return };
+    let server = HallpassServer::start();
+    let pipeline = world(&server);
+    let (status, answer) = server.call(
+        "PUT",
+        "/v1/roles/pipeline-extend",
+        Some(&json!({
+            "name": "pipeline-extend", "target": "hallpass", "max_duration": "1h",
+            "requestable_by": ["group:ci"], "auto_approve": true, "extension_requires_approval": false,
+            "grant": { "groups": ["admins"] },
+        })),
+    );
+    assert_eq!(status, 200, "{answer}");
+    // A one-minute grant and a run of 33 s: at the renewal (30 s left,
+    // under the margin) the grant is extended by a minute.
+    let config = main_tf(&server, "pipeline-extend", None)
+        .replace("duration = \"15m\"", "duration = \"1m\"")
+        .replace("> credential.txt", "> credential.txt; sleep 33");
+    let workspace = Workspace::new(&terraform, &config);
+    let env = [("HALLPASS_TOKEN", pipeline.as_str())];
+    let apply = workspace.run(&["apply", "-auto-approve", "-input=false", "-no-color"], &env);
+    apply.assert_success("terraform apply");
+    assert!(
+        workspace.log().contains("renewal: extended the grant"),
+        "Terraform called Renew, which extended the grant"
+    );
+    // One grant for the plan phase, one (newest, the long one) for the apply.
+    let grants = requests(&server, &pipeline, "pipeline-extend");
+    assert_eq!(grants.len(), 2, "{grants:?}");
+    assert!(grants.iter().all(|g| g["state"] == "released"), "{grants:?}");
+    let id = grants[0]["id"].as_str().expect("an id");
+    let (status, grant) = server.call("GET", &format!("/v1/requests/{id}"), None);
+    assert_eq!(status, 200, "{grant}");
+    let grant: serde_json::Value = serde_json::from_str(&grant).expect("JSON");
+    assert_eq!(grant["state"], "released", "Close released it: {grant}");
+    let extensions = grant["extensions"].as_array().expect("extensions");
+    assert_eq!(extensions.len(), 1, "one extension: {grant}");
+    assert_eq!(extensions[0]["state"], "approved", "{grant}");
+    assert_eq!(extensions[0]["by_seconds"], 60, "{grant}");
+    assert_eq!(
+        extensions[0]["reason"], "terraform run of the access configuration (extended by Terraform)",
+        "{grant}"
+    );
 }
 
 #[test]
