@@ -213,12 +213,11 @@ pub(crate) fn secret_credential(
     token: String,
     env: impl IntoIterator<Item = (&'static str, String)>,
 ) -> SecretCredential {
-    SecretCredential {
-        credential_type: credential_type.to_string(),
+    SecretCredential::new(
+        credential_type.to_string(),
         token,
-        env: env.into_iter().map(|(name, value)| (name.to_string(), value)).collect(),
-        once: std::collections::BTreeMap::new(),
-    }
+        env.into_iter().map(|(name, value)| (name.to_string(), value)).collect(),
+    )
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, for

@@ -377,12 +377,7 @@ fn credential_of(config: &AwsConfig, session: Session) -> SecretCredential {
     if let Some(endpoint) = &config.endpoint_url {
         env.insert("AWS_ENDPOINT_URL".to_string(), endpoint.to_string());
     }
-    SecretCredential {
-        credential_type: TARGET_TYPE.into(),
-        token: session.session_token.expose().to_string(),
-        env,
-        once: BTreeMap::new(),
-    }
+    SecretCredential::new(TARGET_TYPE, session.session_token.expose().to_string(), env)
 }
 
 /// The harmless policy `test` puts and deletes: it denies sessions issued

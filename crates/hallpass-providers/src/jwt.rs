@@ -218,12 +218,7 @@ impl CredentialProvider for JwtProvider {
         async move {
             let token = self.signer.sign(&self.claims(grant)?)?;
             let env = [("HALLPASS_JWT".to_string(), token.clone())].into_iter().collect();
-            Ok(SecretCredential {
-                credential_type: "jwt".into(),
-                token,
-                env,
-                once: std::collections::BTreeMap::new(),
-            })
+            Ok(SecretCredential::new("jwt", token, env))
         }
         .boxed()
     }

@@ -134,6 +134,18 @@ pub struct SecretCredential {
     pub once: BTreeMap<String, String>,
 }
 
+impl SecretCredential {
+    /// A credential with nothing handed out once (most types).
+    pub fn new(credential_type: impl Into<String>, token: impl Into<String>, env: BTreeMap<String, String>) -> Self {
+        Self {
+            credential_type: credential_type.into(),
+            token: token.into(),
+            env,
+            once: BTreeMap::new(),
+        }
+    }
+}
+
 impl std::fmt::Debug for SecretCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecretCredential")

@@ -126,12 +126,7 @@ fn credential(grant: &GrantContext) -> Result<SecretCredential, ProviderError> {
     .into_iter()
     .map(|(name, value)| (name.to_string(), value))
     .collect();
-    Ok(SecretCredential {
-        credential_type: TARGET_TYPE.into(),
-        token,
-        env,
-        once: BTreeMap::new(),
-    })
+    Ok(SecretCredential::new(TARGET_TYPE, token, env))
 }
 
 impl CredentialProvider for PostgresProvider {

@@ -537,12 +537,7 @@ impl CredentialProvider for WebhookProvider {
             let env = [("HALLPASS_GRANT_ID".to_string(), grant.grant_id.clone())]
                 .into_iter()
                 .collect();
-            Ok(SecretCredential {
-                credential_type: TARGET_TYPE.into(),
-                token: String::new(),
-                env,
-                once: std::collections::BTreeMap::new(),
-            })
+            Ok(SecretCredential::new(TARGET_TYPE, String::new(), env))
         }
         .boxed()
     }

@@ -423,12 +423,7 @@ async fn rotation_changes_the_admin_password_once_and_keeps_its_rules() {
     let new = SecretValue::new("New-Secret-2");
     provider.rotate(&target, &new).await.unwrap();
     let login = |password: &str| {
-        let mut credential = SecretCredential {
-            credential_type: "redis".into(),
-            token: String::new(),
-            env: Default::default(),
-            once: Default::default(),
-        };
+        let mut credential = SecretCredential::new("redis", String::new(), Default::default());
         for (name, value) in [
             ("REDIS_HOST", server.host.clone()),
             ("REDIS_PORT", server.port.to_string()),

@@ -278,12 +278,7 @@ impl CredentialProvider for HallpassProvider {
             if let Some(address) = address(&grant.target.config)? {
                 env.insert(ADDRESS_ENV.to_string(), address);
             }
-            Ok(SecretCredential {
-                credential_type: TARGET_TYPE.into(),
-                token,
-                env,
-                once: std::collections::BTreeMap::new(),
-            })
+            Ok(SecretCredential::new(TARGET_TYPE, token, env))
         }
         .boxed()
     }

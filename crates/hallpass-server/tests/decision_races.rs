@@ -73,15 +73,7 @@ impl CredentialProvider for WaitingProvider {
         _grant: &'a GrantContext,
         _metadata: &'a Value,
     ) -> BoxFuture<'a, Result<SecretCredential, ProviderError>> {
-        async move {
-            Ok(SecretCredential {
-                credential_type: "waiting".into(),
-                token: "secret".into(),
-                env: Default::default(),
-                once: Default::default(),
-            })
-        }
-        .boxed()
+        async move { Ok(SecretCredential::new("waiting", "secret", Default::default())) }.boxed()
     }
 
     fn revoke<'a>(

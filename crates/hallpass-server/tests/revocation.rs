@@ -40,15 +40,7 @@ impl CredentialProvider for FlakyProvider {
         _grant: &'a GrantContext,
         _metadata: &'a Value,
     ) -> BoxFuture<'a, Result<SecretCredential, ProviderError>> {
-        async move {
-            Ok(SecretCredential {
-                credential_type: "flaky".into(),
-                token: "secret".into(),
-                env: Default::default(),
-                once: Default::default(),
-            })
-        }
-        .boxed()
+        async move { Ok(SecretCredential::new("flaky", "secret", Default::default())) }.boxed()
     }
     fn revoke<'a>(&'a self, grant: &'a GrantContext, _metadata: &'a Value) -> BoxFuture<'a, Result<(), ProviderError>> {
         let attempt = self.revokes.fetch_add(1, Ordering::SeqCst) + 1;

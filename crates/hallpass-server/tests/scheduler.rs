@@ -39,15 +39,7 @@ impl CredentialProvider for HoldingProvider {
         _grant: &'a GrantContext,
         _metadata: &'a Value,
     ) -> BoxFuture<'a, Result<SecretCredential, ProviderError>> {
-        async move {
-            Ok(SecretCredential {
-                credential_type: "holding".into(),
-                token: "secret".into(),
-                env: Default::default(),
-                once: Default::default(),
-            })
-        }
-        .boxed()
+        async move { Ok(SecretCredential::new("holding", "secret", Default::default())) }.boxed()
     }
     fn revoke<'a>(&'a self, grant: &'a GrantContext, _metadata: &'a Value) -> BoxFuture<'a, Result<(), ProviderError>> {
         async move {
