@@ -10,10 +10,12 @@
 //! from the same `config`.
 
 pub mod routing;
+pub mod slack;
 pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use hallpass_api::Notification;
@@ -145,6 +147,36 @@ pub fn optional_str<'a>(
             format!("`{key}` must be a non-empty string"),
         )),
     }
+}
+
+/// The HTTP client a notifier type sends with: rustls on aws-lc-rs, a
+/// connect timeout, and no redirects (one could lead a credential
+/// elsewhere).
+pub fn http_client(notifier_type: &str) -> Result<reqwest::Client, NotifyError> {
+    hallpass_providers::webhook::install_tls_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(hallpass_providers::webhook::CONNECT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("hallpass/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| NotifyError::Failed(format!("cannot build the {notifier_type} HTTP client: {e}")))
+}
+
+/// Reads `timeout_seconds`: a whole number from 1 to 60; `default` when
+/// absent.
+pub fn timeout_setting(
+    notifier_type: &str,
+    config: &Map<String, Value>,
+    default: Duration,
+) -> Result<Duration, NotifyError> {
+    let Some(value) = config.get("timeout_seconds") else {
+        return Ok(default);
+    };
+    value
+        .as_u64()
+        .filter(|seconds| (1..=60).contains(seconds))
+        .map(Duration::from_secs)
+        .ok_or_else(|| NotifyError::invalid(notifier_type, "`timeout_seconds` must be a whole number from 1 to 60"))
 }
 
 /// Reads a required string setting.
