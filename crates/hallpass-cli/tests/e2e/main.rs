@@ -13,6 +13,7 @@ mod exec;
 mod flows;
 mod identity;
 mod lifecycle;
+mod notifications;
 mod policies;
 mod real_targets;
 mod replicas;
