@@ -12,7 +12,8 @@
 //! [`policies`], [`requests`] (making requests and extensions),
 //! [`decisions`] (approve, deny, cancel), [`grants`] (issue, credentials,
 //! ending, due work, introspection), [`listing`] (who sees which
-//! requests), [`reviews`] (break-glass), [`audit`]. Beneath them:
+//! requests), [`reviews`] (break-glass), [`audit`], [`events`] (the live
+//! audit stream). Beneath them:
 //! [`access_config`] (validating and normalising targets, roles and flows),
 //! [`seal`] (key material and secrets at rest) and `wire` (records and
 //! documents to API types).
@@ -24,6 +25,7 @@ pub mod config;
 pub mod decisions;
 pub mod due;
 pub mod error;
+pub mod events;
 pub mod extensions;
 pub mod grants;
 pub mod listing;
@@ -106,6 +108,7 @@ struct Inner {
     limits: tokens::Limits,
     revocation_lists: targets::RevocationListWriters,
     workload_issuers: Arc<workload::WorkloadIssuers>,
+    event_streams: events::StreamSlots,
 }
 
 fn new_request_id() -> String {
@@ -193,6 +196,7 @@ impl App {
                 limits,
                 revocation_lists: targets::RevocationListWriters::default(),
                 workload_issuers: parts.workload_issuers,
+                event_streams: events::StreamSlots::default(),
             }),
         }
     }
