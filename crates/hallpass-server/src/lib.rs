@@ -16,6 +16,7 @@ mod dev;
 mod gate;
 pub mod hallpass_target;
 pub mod http;
+pub mod notify;
 pub mod scheduler;
 pub mod settings;
 pub mod telemetry;
@@ -169,6 +170,8 @@ pub async fn serve(
         workload_issuers: Arc::new(app::workload::WorkloadIssuers::new(
             settings.workload_identities.clone(),
         )?),
+        notifier_types: notify::notifier_types()?,
+        public_url: Some(settings.issuer.clone()),
     });
     start_up(&app, &settings, &format!("{backend:?}")).await?;
 
@@ -178,7 +181,8 @@ pub async fn serve(
         .context("cannot load grant deadlines")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let scheduler = tokio::spawn(scheduler::run(app.clone(), deadlines, deadline_rx, stop_rx.clone()));
-    let checkpoints = tokio::spawn(scheduler::checkpoints(app.clone(), stop_rx));
+    let checkpoints = tokio::spawn(scheduler::checkpoints(app.clone(), stop_rx.clone()));
+    let notifications = notify::spawn(&app, stop_rx);
     let router = http::router(
         app.clone(),
         http::HttpSettings {
@@ -191,6 +195,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
     let _ = checkpoints.await;
+    notifications.stop().await;
     // The log ends signed, so an export of a stopped server proves itself.
     if let Err(error) = app.write_checkpoint().await {
         tracing::error!(%error, "cannot write the closing audit checkpoint");
@@ -230,6 +235,9 @@ async fn start_up(app: &App, settings: &Settings, storage: &str) -> anyhow::Resu
     } else {
         dev::bootstrap_admin(app).await?;
     }
+    app.init_outbox()
+        .await
+        .context("cannot start the notification outbox")?;
     let ended = scheduler::drain_due(app).await?;
     if ended > 0 {
         tracing::info!(count = ended, "ended grants that became due while the server was down");
