@@ -145,6 +145,9 @@ const MATRIX: &[(&str, [Outcome; 6])] = &[
     ("GET /v1/audit", AUDIT),
     ("GET /v1/audit/export", AUDIT),
     ("GET /v1/audit/verify", AUDIT),
+    // The live stream answers every token; each caller gets only the
+    // events it may see (tests in `events.rs`).
+    ("GET /v1/events", ANY_TOKEN),
 ];
 
 /// Outcome of a status, if it is one the matrix speaks of.
@@ -265,6 +268,11 @@ impl World {
             }
             let response = request.send().await.expect("http request");
             let status = response.status().as_u16();
+            // An event stream does not end: its status is the answer.
+            let content_type = response.headers().get("content-type");
+            if content_type.is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream")) {
+                return (status, Value::Null);
+            }
             let bytes = response.bytes().await.expect("body");
             (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
         })
@@ -361,6 +369,7 @@ impl World {
             | "GET /v1/audit"
             | "GET /v1/audit/export"
             | "GET /v1/audit/verify"
+            | "GET /v1/events"
             | "GET /v1/notifiers"
             | "GET /v1/notifications/failed" => (Call::to(operation.split_once(' ').expect("label").1), none),
             "GET /v1/notifiers/{name}" => {
