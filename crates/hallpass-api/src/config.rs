@@ -363,6 +363,8 @@ pub struct ApplyRequest {
     pub approval_flows: Vec<ApprovalFlowSpec>,
     #[serde(default)]
     pub policies: Vec<PolicySpec>,
+    #[serde(default)]
+    pub notifiers: Vec<crate::NotifierSpec>,
     /// Compute and return the changes without making them.
     #[serde(default)]
     pub dry_run: bool,
@@ -384,6 +386,7 @@ pub enum ConfigKind {
     Role,
     ApprovalFlow,
     Policy,
+    Notifier,
 }
 
 impl ConfigKind {
@@ -393,6 +396,7 @@ impl ConfigKind {
             ConfigKind::Role => "role",
             ConfigKind::ApprovalFlow => "approval_flow",
             ConfigKind::Policy => "policy",
+            ConfigKind::Notifier => "notifier",
         }
     }
 }

@@ -84,6 +84,11 @@ error_codes! {
     InvalidApprovalFlow => "invalid_approval_flow",
     InvalidTargetConfig => "invalid_target_config",
     UnsupportedTargetType => "unsupported_target_type",
+    /// A notifier's type, settings or secrets that its type refuses.
+    InvalidNotifierConfig => "invalid_notifier_config",
+    /// A signed callback (a Slack button) whose signature, age or sender
+    /// does not check out.
+    InvalidSignature => "invalid_signature",
     UnknownTarget => "unknown_target",
     UnknownApprovalFlow => "unknown_approval_flow",
     Duplicate => "duplicate",

@@ -14,6 +14,7 @@ mod config;
 mod errors;
 pub mod formats;
 mod identity;
+mod notifications;
 mod requests;
 mod secret;
 
@@ -21,6 +22,7 @@ pub use audit::*;
 pub use config::*;
 pub use errors::*;
 pub use identity::*;
+pub use notifications::*;
 pub use requests::*;
 pub use secret::WriteOnly;
 

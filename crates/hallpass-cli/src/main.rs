@@ -99,6 +99,12 @@ enum Command {
     /// Store, inspect, test and evaluate Rego policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Inspect and delete notifiers (where people are told; `apply` sets them).
+    #[command(subcommand)]
+    Notifier(commands::notifications::NotifierCommand),
+    /// Notification deliveries that gave up, and sending one again.
+    #[command(subcommand)]
+    Notifications(commands::notifications::NotificationsCommand),
     /// Request access to a role.
     Request(RequestArgs),
     /// SSH with a just-in-time certificate: request the role (or use the
@@ -241,6 +247,8 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Apply(args) => commands::config::apply(&ctx, args).await,
         Command::Target(command) => commands::config::target(&ctx, command).await,
         Command::Role(command) => commands::config::role(&ctx, command).await,
+        Command::Notifier(command) => commands::notifications::notifier(&ctx, command).await,
+        Command::Notifications(command) => commands::notifications::notifications(&ctx, command).await,
         Command::Request(args) => commands::requests::request(&ctx, args).await,
         Command::Ssh(args) => commands::ssh::run(&ctx, args).await,
         Command::Exec(args) => commands::exec::run(&ctx, args).await,

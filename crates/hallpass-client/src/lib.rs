@@ -188,6 +188,36 @@ impl Client {
             .await
     }
 
+    pub async fn list_notifiers(&self) -> Result<Vec<hallpass_api::Notifier>, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "notifiers"])?).await
+    }
+
+    pub async fn get_notifier(&self, name: &str) -> Result<hallpass_api::Notifier, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "notifiers", name])?).await
+    }
+
+    pub async fn put_notifier(&self, spec: &hallpass_api::NotifierSpec) -> Result<hallpass_api::Notifier, ClientError> {
+        let req = self.request(Method::PUT, &["v1", "notifiers", &spec.name])?;
+        self.json(req.json(spec)).await
+    }
+
+    pub async fn delete_notifier(&self, name: &str) -> Result<(), ClientError> {
+        self.empty(self.request(Method::DELETE, &["v1", "notifiers", name])?)
+            .await
+    }
+
+    /// Dead-lettered notification deliveries, oldest first (admins, auditors).
+    pub async fn failed_notifications(&self) -> Result<hallpass_api::DeliveryList, ClientError> {
+        self.json(self.request(Method::GET, &["v1", "notifications", "failed"])?)
+            .await
+    }
+
+    /// Sends a dead-lettered delivery again (admins).
+    pub async fn retry_notification(&self, id: &str) -> Result<hallpass_api::Delivery, ClientError> {
+        self.json(self.request(Method::POST, &["v1", "notifications", id, "retry"])?)
+            .await
+    }
+
     /// Checks what the target's admin credentials can do (admins).
     pub async fn test_target(&self, name: &str) -> Result<hallpass_api::TargetTest, ClientError> {
         let req = self.request_untimed(Method::POST, &["v1", "targets", name, "test"])?;

@@ -1,11 +1,11 @@
 //! Access configuration files (`hallpass apply -f FILE.hcl`): `target`,
-//! `role`, `approval_flow` and `policy` blocks, checked here so mistakes are
+//! `role`, `approval_flow`, `policy` and `notifier` blocks, checked here so mistakes are
 //! reported with their position before anything is sent to the server.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use hallpass_api::{ApplyRequest, ApprovalSpec, RoleSpec, TargetSpec};
+use hallpass_api::{ApplyRequest, ApprovalSpec, NotifierSpec, RoleSpec, TargetSpec};
 use hallpass_core::Subject;
 use hallpass_core::subject::is_valid_name;
 use hcl_edit::structure::{Block, BlockLabel, Structure};
@@ -16,7 +16,7 @@ use crate::value::{Literal, LiteralValue};
 
 const TOP: Shape = Shape {
     attributes: &[],
-    blocks: &["target", "role", "approval_flow", "policy"],
+    blocks: &["target", "role", "approval_flow", "policy", "notifier"],
     verbatim: &[],
 };
 const TARGET: Shape = Shape {
@@ -81,6 +81,7 @@ pub fn parse_apply_str(source: &str, file_name: &str) -> Result<ApplyRequest, Co
             "target" => request.targets.extend(reporter.target(block, name, base_dir)),
             "role" => request.roles.extend(reporter.role(block, name)),
             "approval_flow" => request.approval_flows.extend(reporter.approval_flow(block, name)),
+            "notifier" => request.notifiers.extend(reporter.notifier(block, name, base_dir)),
             _ => request.policies.extend(reporter.policy(block, name, base_dir)),
         }
     }
@@ -135,12 +136,30 @@ impl Reporter<'_> {
         let target_type = attrs.required(self, "type", "type = \"jwt\"", Self::string);
         let config = attrs.optional(self, "config", Self::json_object);
         let secrets = match attrs.get("secrets") {
-            Some(_) => Some(self.secrets(block, &name, base_dir)?),
+            Some(_) => Some(self.secrets(block, &format!("target \"{name}\""), base_dir)?),
             None => None,
         };
         Some(TargetSpec {
             name,
             target_type: target_type?,
+            config: config.unwrap_or_default(),
+            secrets,
+        })
+    }
+
+    /// A `notifier` block: the same shape as a target's.
+    fn notifier(&mut self, block: &Block, name: String, base_dir: &Path) -> Option<NotifierSpec> {
+        let place = format!("in notifier \"{name}\"");
+        let (attrs, _) = self.walk(&block.body, &TARGET, place, start_of(&block.ident));
+        let notifier_type = attrs.required(self, "type", "type = \"webhook\"", Self::string);
+        let config = attrs.optional(self, "config", Self::json_object);
+        let secrets = match attrs.get("secrets") {
+            Some(_) => Some(self.secrets(block, &format!("notifier \"{name}\""), base_dir)?),
+            None => None,
+        };
+        Some(NotifierSpec {
+            name,
+            notifier_type: notifier_type?,
             config: config.unwrap_or_default(),
             secrets,
         })
@@ -456,6 +475,7 @@ mod tests {
             ],
             approval_flows: vec![],
             policies: vec![],
+            notifiers: vec![],
             dry_run: false,
         };
         assert_eq!(parse_apply_str(&documented_example(), "access.hcl").unwrap(), expected);

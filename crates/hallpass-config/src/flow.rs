@@ -181,6 +181,7 @@ mod tests {
                 }],
                 approval_flows: vec![expected_flow],
                 policies: vec![],
+                notifiers: vec![],
                 dry_run: false,
             }
         );

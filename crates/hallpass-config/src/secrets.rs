@@ -33,7 +33,7 @@ impl Reporter<'_> {
     pub(crate) fn secrets(
         &mut self,
         block: &Block,
-        target: &str,
+        owner: &str,
         base_dir: &Path,
     ) -> Option<BTreeMap<String, WriteOnly>> {
         let expr = block.body.iter().find_map(|structure| match structure {
@@ -41,10 +41,7 @@ impl Reporter<'_> {
             _ => None,
         })?;
         let Expression::Object(object) = expr else {
-            self.error(
-                start_of(expr),
-                format!("secrets in target \"{target}\" must be an object; {USAGE}"),
-            );
+            self.error(start_of(expr), format!("secrets in {owner} must be an object; {USAGE}"));
             return None;
         };
         let mut secrets = BTreeMap::new();
@@ -55,12 +52,12 @@ impl Reporter<'_> {
                 ObjectKey::Ident(ident) => ident.as_str().to_string(),
                 ObjectKey::Expression(Expression::String(text)) => text.value().clone(),
                 ObjectKey::Expression(_) => {
-                    self.error(at, format!("secret names in target \"{target}\" must be plain names"));
+                    self.error(at, format!("secret names in {owner} must be plain names"));
                     ok = false;
                     continue;
                 }
             };
-            let what = format!("secret \"{name}\" of target \"{target}\"");
+            let what = format!("secret \"{name}\" of {owner}");
             match self.secret_value(value.expr(), &what, base_dir, "export it before `hallpass apply`") {
                 Some(secret) => {
                     secrets.insert(name, WriteOnly::new(secret));

@@ -81,6 +81,22 @@ impl Document for TargetDocument {
     const KIND: &'static str = "target";
 }
 
+/// Where people are told about requests and decisions; its secrets are
+/// sealed apart, like a target's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifierDocument {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub notifier_type: String,
+    #[serde(default)]
+    pub config: Map<String, Value>,
+}
+
+impl Document for NotifierDocument {
+    const KIND: &'static str = "notifier";
+}
+
 /// A role's one-stage approval block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

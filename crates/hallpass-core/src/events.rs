@@ -100,11 +100,18 @@ audit_kinds! {
     PolicyCreated => "policy.created",
     PolicyUpdated => "policy.updated",
     PolicyDeleted => "policy.deleted",
+    NotifierCreated => "notifier.created",
+    NotifierUpdated => "notifier.updated",
+    NotifierDeleted => "notifier.deleted",
+    /// A notification's delivery gave up after its retry budget.
+    NotificationDeadLettered => "notification.dead_lettered",
+    /// An admin sent a dead-lettered notification again.
+    NotificationRetried => "notification.retried",
     /// A signed statement of the chain head (see docs/audit.md).
     AuditCheckpoint => "audit.checkpoint",
 }
 
-/// The three configuration changes, for the four kinds of configuration.
+/// The three configuration changes, for the five kinds of configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigChange {
     Created,
@@ -119,6 +126,7 @@ pub enum ConfigSubject {
     Role,
     ApprovalFlow,
     Policy,
+    Notifier,
 }
 
 impl AuditKind {
@@ -140,6 +148,9 @@ impl AuditKind {
             (S::Policy, C::Created) => K::PolicyCreated,
             (S::Policy, C::Updated) => K::PolicyUpdated,
             (S::Policy, C::Deleted) => K::PolicyDeleted,
+            (S::Notifier, C::Created) => K::NotifierCreated,
+            (S::Notifier, C::Updated) => K::NotifierUpdated,
+            (S::Notifier, C::Deleted) => K::NotifierDeleted,
         }
     }
 }

@@ -105,7 +105,7 @@ impl SessionPoll {
     }
 }
 
-pub use secrets::{SecretSpec, SecretValue, TargetSecrets, check_secret_names};
+pub use secrets::{SecretSpec, SecretValue, TargetSecrets, check_secret_names, check_secret_names_of};
 
 pub use context::{GrantContext, RevokedGrant, Seed, TargetContext};
 pub use naming::login_name;

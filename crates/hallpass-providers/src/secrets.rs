@@ -99,10 +99,20 @@ pub fn check_secret_names(
     specs: &[SecretSpec],
     secrets: &TargetSecrets,
 ) -> Result<(), ProviderError> {
-    let invalid = |message: String| ProviderError::InvalidConfig {
+    check_secret_names_of("target", target_type, specs, secrets).map_err(|message| ProviderError::InvalidConfig {
         target_type: target_type.to_string(),
         message,
-    };
+    })
+}
+
+/// [`check_secret_names`] for anything with secrets (`owner`: "target",
+/// "notifier"); the message names the owner's kind.
+pub fn check_secret_names_of(
+    owner: &str,
+    owner_type: &str,
+    specs: &[SecretSpec],
+    secrets: &TargetSecrets,
+) -> Result<(), String> {
     let known = || {
         if specs.is_empty() {
             "none".to_string()
@@ -111,16 +121,16 @@ pub fn check_secret_names(
         }
     };
     if let Some(unknown) = secrets.names().find(|name| !specs.iter().any(|s| s.name == *name)) {
-        return Err(invalid(format!(
-            "unknown secret `{unknown}`; {target_type} targets take these secrets: {}",
+        return Err(format!(
+            "unknown secret `{unknown}`; {owner_type} {owner}s take these secrets: {}",
             known()
-        )));
+        ));
     }
     if let Some(missing) = specs.iter().find(|s| s.required && secrets.get(s.name).is_none()) {
-        return Err(invalid(format!(
-            "secret `{}` is required ({}); set it in the target's `secrets`",
+        return Err(format!(
+            "secret `{}` is required ({}); set it in the {owner}'s `secrets`",
             missing.name, missing.description
-        )));
+        ));
     }
     Ok(())
 }

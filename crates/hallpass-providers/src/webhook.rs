@@ -434,7 +434,7 @@ impl WebhookProvider {
     }
 }
 
-fn describe_status(status: StatusCode) -> String {
+pub fn describe_status(status: StatusCode) -> String {
     match status.canonical_reason() {
         Some(reason) => format!("{} {reason}", status.as_u16()),
         None => status.as_u16().to_string(),
@@ -443,7 +443,7 @@ fn describe_status(status: StatusCode) -> String {
 
 /// Why a request got no answer, without the URL (reqwest's own message
 /// includes it, credentials and query string included).
-fn describe_send_error(error: &reqwest::Error, timeout: Duration) -> String {
+pub fn describe_send_error(error: &reqwest::Error, timeout: Duration) -> String {
     if error.is_timeout() {
         let limit = if error.is_connect() {
             CONNECT_TIMEOUT.min(timeout)

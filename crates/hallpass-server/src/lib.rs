@@ -18,6 +18,7 @@ mod dev;
 mod gate;
 pub mod hallpass_target;
 pub mod http;
+pub mod notify;
 pub mod scheduler;
 pub mod settings;
 pub mod telemetry;
@@ -45,6 +46,7 @@ use crate::hallpass_target::HallpassProvider;
 pub use settings::{DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, ServerOptions, Settings};
 
 /// How long the audit sinks get at shutdown to send the rest of the log.
+/// They drain after the closing checkpoint, so their copies end signed.
 const SINK_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -176,6 +178,8 @@ pub async fn serve(
         workload_issuers: Arc::new(app::workload::WorkloadIssuers::new(
             settings.workload_identities.clone(),
         )?),
+        notifier_types: notify::notifier_types()?,
+        public_url: Some(settings.issuer.clone()),
     });
     start_up(&app, &settings, &format!("{backend:?}")).await?;
 
@@ -185,7 +189,8 @@ pub async fn serve(
         .context("cannot load grant deadlines")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let scheduler = tokio::spawn(scheduler::run(app.clone(), deadlines, deadline_rx, stop_rx.clone()));
-    let checkpoints = tokio::spawn(scheduler::checkpoints(app.clone(), stop_rx));
+    let checkpoints = tokio::spawn(scheduler::checkpoints(app.clone(), stop_rx.clone()));
+    let notifications = notify::spawn(&app, stop_rx);
     let sinks = audit_sinks::AuditSinks::start(sinks, &store).await?;
     let router = http::router(
         app.clone(),
@@ -199,11 +204,11 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let _ = scheduler.await;
     let _ = checkpoints.await;
+    notifications.stop().await;
     // The log ends signed, so an export of a stopped server proves itself.
     if let Err(error) = app.write_checkpoint().await {
         tracing::error!(%error, "cannot write the closing audit checkpoint");
     }
-    // After the closing checkpoint, so the sinks' copies end signed.
     sinks.drain(SINK_DRAIN_TIME).await;
     store.close();
     drop(temp_dir);
@@ -240,6 +245,9 @@ async fn start_up(app: &App, settings: &Settings, storage: &str) -> anyhow::Resu
     } else {
         dev::bootstrap_admin(app).await?;
     }
+    app.init_outbox()
+        .await
+        .context("cannot start the notification outbox")?;
     let ended = scheduler::drain_due(app).await?;
     if ended > 0 {
         tracing::info!(count = ended, "ended grants that became due while the server was down");

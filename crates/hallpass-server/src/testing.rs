@@ -69,6 +69,8 @@ pub fn app_on(
         deadlines,
         auth_failures_per_minute: crate::app::tokens::DEFAULT_AUTH_FAILURES_PER_MINUTE,
         workload_issuers: Default::default(),
+        notifier_types: crate::notify::notifier_types()?,
+        public_url: None,
     });
     Ok((app, inbox))
 }

@@ -14,6 +14,7 @@
 //! store does not interpret targets or roles, it only keeps them.
 
 mod engine;
+mod outbox;
 mod pg;
 mod schema;
 pub mod sql;
@@ -21,6 +22,7 @@ mod sqlite;
 mod tx;
 
 pub use engine::{Backend, Store};
+pub use outbox::{DeliveryOutcome, DeliveryRow, NewDelivery};
 pub use sqlite::prepare_data_dir;
 pub use tx::{ReadTx, WriteTx, open_key};
 
@@ -95,10 +97,11 @@ pub struct ConfigRow {
     pub version: u64,
 }
 
-/// One sealed secret of a target. `sealed` is ciphertext; the store never
-/// sees the value.
+/// One sealed secret of a target (or a notifier). `sealed` is ciphertext;
+/// the store never sees the value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretRow {
+    /// The target's or notifier's name.
     pub target: String,
     pub name: String,
     pub sealed: String,
@@ -130,6 +133,7 @@ pub enum ConfigKind {
     Role,
     ApprovalFlow,
     Policy,
+    Notifier,
 }
 
 impl ConfigKind {
@@ -139,6 +143,24 @@ impl ConfigKind {
             ConfigKind::Role => "roles",
             ConfigKind::ApprovalFlow => "approval_flows",
             ConfigKind::Policy => "policies",
+            ConfigKind::Notifier => "notifiers",
+        }
+    }
+}
+
+/// Whose secrets: a target's or a notifier's (each kind in its own table;
+/// the owner's name is in the `target` column of both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretOwner {
+    Target,
+    Notifier,
+}
+
+impl SecretOwner {
+    fn table(self) -> &'static str {
+        match self {
+            SecretOwner::Target => "target_secrets",
+            SecretOwner::Notifier => "notifier_secrets",
         }
     }
 }

@@ -147,6 +147,53 @@ CREATE TABLE revocations (
 );
 CREATE INDEX revocations_by_expiry ON revocations (target, expires_at);
 "#,
+    // Notifiers (configuration, with sealed secrets like targets'); the
+    // deliveries the notification dispatcher derives from the audit log
+    // (its cursor is in `meta`), sent in order per `order_key`, retried,
+    // dead-lettered; and the replay register of signed callbacks (Slack).
+    r#"
+CREATE TABLE notifiers (
+    name       TEXT PRIMARY KEY,
+    reference  TEXT NOT NULL,
+    document   TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    version    BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE notifier_secrets (
+    target     TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    sealed     TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (target, name)
+);
+CREATE TABLE deliveries (
+    id              TEXT PRIMARY KEY,
+    notifier        TEXT NOT NULL,
+    event_seq       BIGINT NOT NULL,
+    topic           TEXT NOT NULL,
+    request_id      TEXT,
+    order_key       TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        BIGINT NOT NULL,
+    next_attempt_at TEXT NOT NULL,
+    last_error      TEXT,
+    claimed_by      TEXT,
+    claim_until     TEXT,
+    created_at      TEXT NOT NULL,
+    delivered_at    TEXT
+);
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX deliveries_in_order ON deliveries (notifier, order_key, event_seq) WHERE state = 'pending';
+CREATE INDEX deliveries_dead ON deliveries (created_at) WHERE state = 'dead';
+CREATE INDEX deliveries_finished ON deliveries (created_at) WHERE state IN ('delivered', 'dropped');
+CREATE TABLE seen_nonces (
+    nonce      TEXT PRIMARY KEY,
+    expires_at TEXT NOT NULL
+);
+CREATE INDEX seen_nonces_by_expiry ON seen_nonces (expires_at);
+"#,
 ];
 
 pub fn migrate(conn: &mut dyn Conn) -> Result<(), StoreError> {

@@ -8,8 +8,8 @@ use hallpass_core::{Clock, RequestState};
 
 use crate::sql::{Conn, Row, SqlValue};
 use crate::{
-    ConfigKind, ConfigRow, LockRow, RequestFilter, RevocationRow, SecretRow, StoreError, TokenRow, format_time,
-    sql_params,
+    ConfigKind, ConfigRow, LockRow, RequestFilter, RevocationRow, SecretOwner, SecretRow, StoreError, TokenRow,
+    format_time, sql_params,
 };
 
 /// The key that allows one open request or grant per requester and role.
@@ -31,14 +31,14 @@ pub struct ChainHead {
 
 /// What a write closure works with: the open transaction and the audit head.
 pub struct WriteTx<'a> {
-    conn: &'a mut dyn Conn,
+    pub(crate) conn: &'a mut dyn Conn,
     head: ChainHead,
-    clock: &'a dyn Clock,
+    pub(crate) clock: &'a dyn Clock,
 }
 
 /// What a read closure works with.
 pub struct ReadTx<'a> {
-    conn: &'a mut dyn Conn,
+    pub(crate) conn: &'a mut dyn Conn,
 }
 
 fn json_text<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
@@ -248,9 +248,18 @@ impl<'a> WriteTx<'a> {
 
     /// Stores one sealed secret of a target.
     pub fn put_target_secret(&mut self, secret: &SecretRow) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO target_secrets (target, name, sealed, updated_at) VALUES ($1, $2, $3, $4)
+        self.put_secret(SecretOwner::Target, secret)
+    }
+
+    /// Stores one sealed secret of a target or notifier.
+    pub fn put_secret(&mut self, owner: SecretOwner, secret: &SecretRow) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO {} (target, name, sealed, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (target, name) DO UPDATE SET sealed = excluded.sealed, updated_at = excluded.updated_at",
+            owner.table()
+        );
+        self.conn.execute(
+            &sql,
             sql_params![
                 &secret.target,
                 &secret.name,
@@ -262,11 +271,12 @@ impl<'a> WriteTx<'a> {
     }
 
     pub fn delete_target_secret(&mut self, target: &str, name: &str) -> Result<bool, StoreError> {
-        let deleted = self.conn.execute(
-            "DELETE FROM target_secrets WHERE target = $1 AND name = $2",
-            sql_params![target, name],
-        )?;
-        Ok(deleted == 1)
+        self.delete_secret(SecretOwner::Target, target, name)
+    }
+
+    pub fn delete_secret(&mut self, owner: SecretOwner, target: &str, name: &str) -> Result<bool, StoreError> {
+        let sql = format!("DELETE FROM {} WHERE target = $1 AND name = $2", owner.table());
+        Ok(self.conn.execute(&sql, sql_params![target, name])? == 1)
     }
 
     /// Lists a grant as revoked on its target (again: no change), and drops
@@ -295,8 +305,12 @@ impl<'a> WriteTx<'a> {
     }
 
     pub fn delete_target_secrets(&mut self, target: &str) -> Result<u64, StoreError> {
-        self.conn
-            .execute("DELETE FROM target_secrets WHERE target = $1", sql_params![target])
+        self.delete_secrets(SecretOwner::Target, target)
+    }
+
+    pub fn delete_secrets(&mut self, owner: SecretOwner, target: &str) -> Result<u64, StoreError> {
+        let sql = format!("DELETE FROM {} WHERE target = $1", owner.table());
+        self.conn.execute(&sql, sql_params![target])
     }
 
     pub fn put_lock(&mut self, lock: &LockRow) -> Result<(), StoreError> {
@@ -434,7 +448,7 @@ fn audit_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
     })
 }
 
-fn all<T>(rows: Vec<Row>, convert: fn(&Row) -> Result<T, StoreError>) -> Result<Vec<T>, StoreError> {
+pub(crate) fn all<T>(rows: Vec<Row>, convert: fn(&Row) -> Result<T, StoreError>) -> Result<Vec<T>, StoreError> {
     rows.iter().map(convert).collect()
 }
 
@@ -608,13 +622,15 @@ impl<'a> ReadTx<'a> {
     }
 
     pub fn target_secrets(&mut self, target: &str) -> Result<Vec<SecretRow>, StoreError> {
-        all(
-            self.conn.query(
-                "SELECT target, name, sealed, updated_at FROM target_secrets WHERE target = $1 ORDER BY name",
-                sql_params![target],
-            )?,
-            secret_from_row,
-        )
+        self.secrets(SecretOwner::Target, target)
+    }
+
+    pub fn secrets(&mut self, owner: SecretOwner, target: &str) -> Result<Vec<SecretRow>, StoreError> {
+        let sql = format!(
+            "SELECT target, name, sealed, updated_at FROM {} WHERE target = $1 ORDER BY name",
+            owner.table()
+        );
+        all(self.conn.query(&sql, sql_params![target])?, secret_from_row)
     }
 
     pub fn lock(&mut self, principal: &str) -> Result<Option<LockRow>, StoreError> {

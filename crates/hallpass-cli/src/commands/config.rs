@@ -14,7 +14,7 @@ use crate::output::{
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
-    /// HCL file with `target`, `role`, `approval_flow` and `policy` blocks.
+    /// HCL file with `target`, `role`, `approval_flow`, `policy` and `notifier` blocks.
     #[arg(short = 'f', long = "file", value_name = "FILE.hcl")]
     pub file: PathBuf,
     /// Show what would change without changing anything.

@@ -3,17 +3,23 @@
 //! one transaction every write goes through, so a file applied twice
 //! changes nothing the second time and every change has its audit event.
 
+use std::collections::BTreeMap;
+
 use hallpass_api::{self as api, ChangeAction, ConfigKind as ApiKind, ErrorCode};
 use hallpass_core::AuditKind;
 use hallpass_core::audit::AuditDraft;
 use hallpass_core::documents::{Document, FlowDocument, RoleDocument, TargetDocument};
 use hallpass_core::events::{ConfigChange, ConfigSubject};
+use hallpass_notifiers::NotifierTypes;
 use hallpass_providers::{Registry, SecretValue, TargetSecrets};
-use hallpass_store::{ConfigKind, ConfigRow, WriteTx};
+use hallpass_store::{ConfigKind, ConfigRow, SecretOwner, WriteTx};
 use serde_json::json;
 
+use super::notifiers::normalize_notifier;
 use super::policies::{CheckedPolicies, record_policy_set_hash};
-use super::secrets::{changed_names, forget_rotated_from, keep_rotated, unseal_all, write_changed};
+use super::secrets::{
+    changed_names, forget_rotated_from, keep_rotated, unseal_all, unseal_all_of, write_changed, write_changed_of,
+};
 use super::{App, AppError, AppResult, Caller, unknown_config, unknown_role};
 use crate::app::access_config::{changed_fields, check_name, normalize_flow, normalize_role, normalize_target};
 use crate::app::seal::Sealer;
@@ -30,6 +36,7 @@ pub(crate) fn store_kind(kind: ApiKind) -> ConfigKind {
         ApiKind::Role => ConfigKind::Role,
         ApiKind::ApprovalFlow => ConfigKind::ApprovalFlow,
         ApiKind::Policy => ConfigKind::Policy,
+        ApiKind::Notifier => ConfigKind::Notifier,
     }
 }
 
@@ -39,6 +46,7 @@ fn subject(kind: ApiKind) -> ConfigSubject {
         ApiKind::Role => ConfigSubject::Role,
         ApiKind::ApprovalFlow => ConfigSubject::ApprovalFlow,
         ApiKind::Policy => ConfigSubject::Policy,
+        ApiKind::Notifier => ConfigSubject::Notifier,
     }
 }
 
@@ -48,6 +56,7 @@ struct Prepared {
     flows: Vec<FlowDocument>,
     roles: Vec<RoleDocument>,
     policies: CheckedPolicies,
+    notifiers: Vec<(api::NotifierSpec, Option<TargetSecrets>)>,
 }
 
 fn check_unique<'a>(kind: &str, names: impl Iterator<Item = &'a str>) -> AppResult<()> {
@@ -63,8 +72,8 @@ fn check_unique<'a>(kind: &str, names: impl Iterator<Item = &'a str>) -> AppResu
     Ok(())
 }
 
-fn desired_secrets(spec: &api::TargetSpec) -> Option<TargetSecrets> {
-    spec.secrets.as_ref().map(|secrets| {
+fn desired_secrets(secrets: Option<&BTreeMap<String, api::WriteOnly>>) -> Option<TargetSecrets> {
+    secrets.map(|secrets| {
         secrets
             .iter()
             .map(|(name, value)| (name.clone(), SecretValue::new(value.expose())))
@@ -185,6 +194,7 @@ impl App {
         for _ in 0..APPLY_ATTEMPTS {
             let actor = caller.name().to_string();
             let (registry, sealer) = (self.inner.registry.clone(), self.inner.sealer.clone());
+            let notifier_types = self.inner.notifier_types.clone();
             let job = prepared;
             let outcome = self
                 .inner
@@ -199,6 +209,7 @@ impl App {
                         dry_run,
                         registry: &registry,
                         sealer: &sealer,
+                        notifier_types: &notifier_types,
                     };
                     apply_in_transaction(wtx, &context, &job).map(Ok)
                 })
@@ -236,7 +247,16 @@ impl App {
             .iter()
             .map(|spec| {
                 check_name("target", &spec.name)?;
-                Ok((spec.clone(), desired_secrets(spec)))
+                Ok((spec.clone(), desired_secrets(spec.secrets.as_ref())))
+            })
+            .collect::<AppResult<Vec<_>>>()?;
+        check_unique("notifier", request.notifiers.iter().map(|n| n.name.as_str()))?;
+        let notifiers = request
+            .notifiers
+            .iter()
+            .map(|spec| {
+                check_name("notifier", &spec.name)?;
+                Ok((spec.clone(), desired_secrets(spec.secrets.as_ref())))
             })
             .collect::<AppResult<Vec<_>>>()?;
         let policies = self.check_policies(request.policies.clone()).await?;
@@ -245,6 +265,7 @@ impl App {
             flows,
             roles,
             policies,
+            notifiers,
         })
     }
 
@@ -283,6 +304,10 @@ impl App {
                 }
                 if kind == ApiKind::Policy {
                     record_policy_set_hash(wtx)?;
+                }
+                if kind == ApiKind::Notifier {
+                    wtx.delete_secrets(SecretOwner::Notifier, &name)?;
+                    wtx.drop_deliveries_of(&name)?;
                 }
                 let event = AuditKind::config(subject(kind), ConfigChange::Deleted);
                 wtx.append_audit(AuditDraft::new(actor, event, None, json!({"name": name})))?;
@@ -331,7 +356,7 @@ fn check_unused(wtx: &mut WriteTx<'_>, kind: ApiKind, name: &str) -> AppResult<(
                 ));
             }
         }
-        ApiKind::Role | ApiKind::Policy => {}
+        ApiKind::Role | ApiKind::Policy | ApiKind::Notifier => {}
     }
     Ok(())
 }
@@ -341,6 +366,7 @@ struct ApplyContext<'a> {
     dry_run: bool,
     registry: &'a Registry,
     sealer: &'a Sealer,
+    notifier_types: &'a NotifierTypes,
 }
 
 fn apply_in_transaction(
@@ -381,6 +407,9 @@ fn apply_in_transaction(
     }
     if policies_changed && !context.dry_run {
         record_policy_set_hash(wtx)?;
+    }
+    for (spec, secrets) in &job.notifiers {
+        changes.push(apply_notifier(wtx, context, spec, secrets.as_ref())?);
     }
     Ok(changes)
 }
@@ -473,6 +502,41 @@ fn apply_target(
     if !context.dry_run && !secret_changes.is_empty() {
         write_changed(wtx, context.sealer, &spec.name, in_effect, &secret_changes)?;
         forget_rotated_from(wtx, &spec.name, &secret_changes)?;
+    }
+    change.secrets = secret_changes;
+    Ok(change)
+}
+
+/// Creates or updates a notifier and its sealed secrets; its settings are
+/// checked against the secrets it will have.
+fn apply_notifier(
+    wtx: &mut WriteTx<'_>,
+    context: &ApplyContext<'_>,
+    spec: &api::NotifierSpec,
+    desired: Option<&TargetSecrets>,
+) -> AppResult<api::Change> {
+    let stored = unseal_all_of(&mut wtx.read(), context.sealer, SecretOwner::Notifier, &spec.name)?;
+    let secret_changes = desired.map(|d| changed_names(&stored, d)).unwrap_or_default();
+    let in_effect = desired.unwrap_or(&stored);
+    let document = normalize_notifier(spec, in_effect, context.notifier_types)?;
+    let mut change = apply_document_with(
+        wtx,
+        context,
+        ApiKind::Notifier,
+        &spec.name,
+        &document.notifier_type,
+        &document,
+        &secret_changes,
+    )?;
+    if !context.dry_run && !secret_changes.is_empty() {
+        write_changed_of(
+            wtx,
+            context.sealer,
+            SecretOwner::Notifier,
+            &spec.name,
+            in_effect,
+            &secret_changes,
+        )?;
     }
     change.secrets = secret_changes;
     Ok(change)

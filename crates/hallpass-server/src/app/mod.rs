@@ -27,6 +27,8 @@ pub mod error;
 pub mod extensions;
 pub mod grants;
 pub mod listing;
+pub mod notifiers;
+pub mod outbox;
 pub mod policies;
 pub mod requests;
 pub mod reviews;
@@ -44,12 +46,13 @@ use hallpass_api as api;
 use hallpass_core::audit::{AuditDraft, CheckpointSigner};
 use hallpass_core::request::RequestRecord;
 use hallpass_core::{AuditKind, Clock, RequestState};
+use hallpass_notifiers::NotifierTypes;
 use hallpass_policy::Evaluator;
 use hallpass_providers::Registry;
 use hallpass_providers::jwt::JwtSigner;
 use hallpass_store::{Store, WriteTx};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use zeroize::Zeroizing;
 
 pub use caller::{AUDITOR_GROUP, Caller, SYSTEM_ACTOR};
@@ -82,6 +85,10 @@ pub struct AppParts {
     pub auth_failures_per_minute: u32,
     /// The OIDC issuers whose workload tokens are exchanged for API tokens.
     pub workload_issuers: Arc<workload::WorkloadIssuers>,
+    /// The notifier types this server sends with.
+    pub notifier_types: NotifierTypes,
+    /// The server's own URL, for links in notifications.
+    pub public_url: Option<String>,
 }
 
 /// The broker's operations. Cheap to clone.
@@ -106,6 +113,10 @@ struct Inner {
     limits: tokens::Limits,
     revocation_lists: targets::RevocationListWriters,
     workload_issuers: Arc<workload::WorkloadIssuers>,
+    notifier_types: NotifierTypes,
+    public_url: Option<String>,
+    /// Wakes the outbox worker (a delivery was put back in line).
+    outbox_wake: Arc<Notify>,
 }
 
 fn new_request_id() -> String {
@@ -127,6 +138,7 @@ fn unknown_config(kind: api::ConfigKind, name: &str) -> AppError {
         api::ConfigKind::Role => return unknown_role(name),
         api::ConfigKind::ApprovalFlow => "approval flow",
         api::ConfigKind::Policy => "policy",
+        api::ConfigKind::Notifier => "notifier",
     };
     AppError::not_found(format!("no {what} {name:?}"))
 }
@@ -193,6 +205,9 @@ impl App {
                 limits,
                 revocation_lists: targets::RevocationListWriters::default(),
                 workload_issuers: parts.workload_issuers,
+                notifier_types: parts.notifier_types,
+                public_url: parts.public_url,
+                outbox_wake: Arc::new(Notify::new()),
             }),
         }
     }

@@ -17,16 +17,27 @@ use hallpass_core::AuditKind;
 use hallpass_core::audit::AuditDraft;
 use hallpass_core::documents::{Document, TargetDocument};
 use hallpass_providers::{SecretValue, TargetSecrets};
-use hallpass_store::{ConfigKind, ConfigRow, ReadTx, SecretRow, WriteTx};
+use hallpass_store::{ConfigKind, ConfigRow, ReadTx, SecretOwner, SecretRow, WriteTx};
 use serde_json::json;
 
 use super::caller::SYSTEM_ACTOR;
 use super::{App, AppError, AppResult};
 use crate::app::seal::Sealer;
 
-/// The associated data a secret is sealed with.
-fn seal_label(target: &str, name: &str) -> String {
-    format!("target-secret:{target}:{name}")
+/// The associated data a secret is sealed with: its owner's kind and name
+/// and its own name, so a sealed value cannot be moved to another owner.
+fn seal_label(owner: SecretOwner, target: &str, name: &str) -> String {
+    match owner {
+        SecretOwner::Target => format!("target-secret:{target}:{name}"),
+        SecretOwner::Notifier => format!("notifier-secret:{target}:{name}"),
+    }
+}
+
+fn owner_word(owner: SecretOwner) -> &'static str {
+    match owner {
+        SecretOwner::Target => "target",
+        SecretOwner::Notifier => "notifier",
+    }
 }
 
 /// Meta key of the value a rotation of `secret` replaced (sealed; an empty
@@ -104,18 +115,29 @@ pub(crate) fn keep_rotated(
 
 /// Unseals every secret of `target`.
 pub(crate) fn unseal_all(r: &mut ReadTx<'_>, sealer: &Sealer, target: &str) -> AppResult<TargetSecrets> {
+    unseal_all_of(r, sealer, SecretOwner::Target, target)
+}
+
+/// Unseals every secret of a target or notifier.
+pub(crate) fn unseal_all_of(
+    r: &mut ReadTx<'_>,
+    sealer: &Sealer,
+    owner: SecretOwner,
+    target: &str,
+) -> AppResult<TargetSecrets> {
     let mut secrets = TargetSecrets::new();
-    for row in r.target_secrets(target)? {
+    let word = owner_word(owner);
+    for row in r.secrets(owner, target)? {
         let plain = sealer
-            .open(&seal_label(target, &row.name), &row.sealed)
+            .open(&seal_label(owner, target, &row.name), &row.sealed)
             .ok_or_else(|| {
                 AppError::internal(format!(
-                    "secret {:?} of target {target:?} cannot be unsealed with this seal key",
+                    "secret {:?} of {word} {target:?} cannot be unsealed with this seal key",
                     row.name
                 ))
             })?;
         let text = String::from_utf8(plain)
-            .map_err(|_| AppError::internal(format!("secret {:?} of target {target:?} is not text", row.name)))?;
+            .map_err(|_| AppError::internal(format!("secret {:?} of {word} {target:?} is not text", row.name)))?;
         secrets.insert(row.name, SecretValue::new(text));
     }
     Ok(secrets)
@@ -148,22 +170,37 @@ pub(crate) fn write_changed(
     desired: &TargetSecrets,
     changed: &[String],
 ) -> AppResult<()> {
+    write_changed_of(wtx, sealer, SecretOwner::Target, target, desired, changed)
+}
+
+/// [`write_changed`] for a target's or a notifier's secrets.
+pub(crate) fn write_changed_of(
+    wtx: &mut WriteTx<'_>,
+    sealer: &Sealer,
+    owner: SecretOwner,
+    target: &str,
+    desired: &TargetSecrets,
+    changed: &[String],
+) -> AppResult<()> {
     let now = wtx.now();
     for name in changed {
         match desired.get(name) {
             Some(value) => {
                 let sealed = sealer
-                    .seal(&seal_label(target, name), value.expose().as_bytes())
+                    .seal(&seal_label(owner, target, name), value.expose().as_bytes())
                     .map_err(AppError::internal)?;
-                wtx.put_target_secret(&SecretRow {
-                    target: target.to_string(),
-                    name: name.clone(),
-                    sealed,
-                    updated_at: now,
-                })?;
+                wtx.put_secret(
+                    owner,
+                    &SecretRow {
+                        target: target.to_string(),
+                        name: name.clone(),
+                        sealed,
+                        updated_at: now,
+                    },
+                )?;
             }
             None => {
-                wtx.delete_target_secret(target, name)?;
+                wtx.delete_secret(owner, target, name)?;
             }
         }
     }

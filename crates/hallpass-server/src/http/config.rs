@@ -11,7 +11,7 @@ use super::error::{HttpError, HttpResult};
 use super::extract::{JsonBody, Segment};
 use crate::app::{App, AppError, Caller};
 
-fn check_path_name(path: &str, body: &str) -> HttpResult<()> {
+pub(super) fn check_path_name(path: &str, body: &str) -> HttpResult<()> {
     if path == body {
         Ok(())
     } else {

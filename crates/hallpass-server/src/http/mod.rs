@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod identity;
 pub mod listener;
+pub mod notifications;
 pub mod openapi;
 pub mod requests;
 
@@ -130,6 +131,15 @@ fn config_routes() -> Router<App> {
             "/v1/approval-flows/{name}",
             get(config::get_flow).put(config::put_flow).delete(config::delete_flow),
         )
+        .route("/v1/notifiers", get(notifications::list_notifiers))
+        .route(
+            "/v1/notifiers/{name}",
+            get(notifications::get_notifier)
+                .put(notifications::put_notifier)
+                .delete(notifications::delete_notifier),
+        )
+        .route("/v1/notifications/failed", get(notifications::failed_notifications))
+        .route("/v1/notifications/{id}/retry", post(notifications::retry_notification))
         .route("/v1/policies", get(config::list_policies))
         .route("/v1/policies/eval", post(config::eval_policy))
         .route(

@@ -15,7 +15,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required};
 
 use super::error::REQUEST_ID_HEADER;
-use super::{audit, config, identity, requests};
+use super::{audit, config, identity, notifications, requests};
 use hallpass_api as api;
 
 #[derive(OpenApi)]
@@ -60,6 +60,12 @@ use hallpass_api as api;
         config::delete_policy,
         config::eval_policy,
         config::apply,
+        notifications::list_notifiers,
+        notifications::get_notifier,
+        notifications::put_notifier,
+        notifications::delete_notifier,
+        notifications::failed_notifications,
+        notifications::retry_notification,
         requests::create_request,
         requests::list_requests,
         requests::get_request,
@@ -227,6 +233,13 @@ const LINKS: &[(&str, &str, &str, &str, &[&str])] = &[
         "name",
         "name",
         &["get_policy", "delete_policy"],
+    ),
+    (
+        "/v1/notifiers/{name}",
+        "put",
+        "name",
+        "name",
+        &["get_notifier", "delete_notifier"],
     ),
 ];
 
