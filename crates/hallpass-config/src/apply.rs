@@ -576,7 +576,7 @@ role "r2" {
         assert_error(
             "polcy \"p\" {}\n",
             "1:1",
-            "unknown block \"polcy\" at the top level; expected one of: target, role, approval_flow, policy; \
+            "unknown block \"polcy\" at the top level; expected one of: target, role, approval_flow, policy, notifier; \
              did you mean \"policy\"?",
         );
         assert_error(
@@ -818,7 +818,7 @@ role "r2" {
         let error = parse_apply_str(source, "f.hcl").unwrap_err();
         assert_eq!(
             error.to_string(),
-            "f.hcl:1:1: unexpected attribute \"oops\" at the top level; no attributes are allowed here, only the blocks: target, role, approval_flow, policy\n\
+            "f.hcl:1:1: unexpected attribute \"oops\" at the top level; no attributes are allowed here, only the blocks: target, role, approval_flow, policy, notifier\n\
              f.hcl:3:12: attribute \"target\" in role \"a\" must be a string, found a number"
         );
     }
