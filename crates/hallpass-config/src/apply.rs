@@ -97,7 +97,7 @@ pub fn parse_apply_file(path: &Path) -> Result<ApplyRequest, ConfigErrors> {
 impl Reporter<'_> {
     /// The single quoted label of a top-level block, if it is one and a valid
     /// name.
-    fn block_name(&mut self, block: &Block) -> Option<(String, usize)> {
+    pub(crate) fn block_name(&mut self, block: &Block) -> Option<(String, usize)> {
         let kind = block.ident.as_str();
         let usage = format!("write it as {kind} \"NAME\" {{ ... }}");
         match block.labels.as_slice() {
