@@ -506,7 +506,8 @@ fn a_webhook_notifier_with_a_write_only_secret_through_its_whole_life() {
     assert_eq!(read["secret_names"], serde_json::json!(["signing_secret"]), "{read}");
     assert_eq!(read["config"]["url"], "https://bot.internal/hallpass", "{read}");
     assert_eq!(read["type"], "webhook", "{read}");
-    assert_eq!(read["created_at"], stored["created_at"], "{read}");
+    let instant = |time: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(time.as_str().unwrap()).unwrap();
+    assert_eq!(instant(&read["created_at"]), instant(&stored["created_at"]), "{read}");
     let (code, out) = plan_exit_with(&workspace, &env);
     assert_eq!(code, 0, "no changes after apply:\n{out}");
 
