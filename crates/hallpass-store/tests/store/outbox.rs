@@ -84,8 +84,11 @@ async fn a_request_s_deliveries_go_out_one_after_the_other_in_event_order(db: Db
 
 async fn a_claimed_delivery_is_nobody_else_s_until_its_lease_lapses(db: Db) {
     let f = Fixture::open(db);
-    f.insert(vec![delivery("d1", "hook", 1, "r1", 0), delivery("later", "hook", 2, "r2", 30)])
-        .await;
+    f.insert(vec![
+        delivery("d1", "hook", 1, "r1", 0),
+        delivery("later", "hook", 2, "r2", 30),
+    ])
+    .await;
     assert_eq!(f.claim("a").await, ["d1"], "not what is due later");
     assert!(f.claim("a").await.is_empty());
     assert!(f.claim("b").await.is_empty());
@@ -95,15 +98,22 @@ async fn a_claimed_delivery_is_nobody_else_s_until_its_lease_lapses(db: Db) {
 
 async fn failures_wait_for_their_time_and_dead_ones_come_back_only_when_revived(db: Db) {
     let f = Fixture::open(db);
-    f.insert(vec![delivery("d1", "hook", 1, "r1", 0), delivery("d2", "hook", 2, "r1", 0)])
-        .await;
+    f.insert(vec![
+        delivery("d1", "hook", 1, "r1", 0),
+        delivery("d2", "hook", 2, "r1", 0),
+    ])
+    .await;
     assert_eq!(f.claim("a").await, ["d1"]);
     assert!(f.finish("d1", DeliveryOutcome::RetryAt(at(10), "503".into())).await);
-    assert!(f.claim("a").await.is_empty(), "not before its time, and d2 waits behind it");
+    assert!(
+        f.claim("a").await.is_empty(),
+        "not before its time, and d2 waits behind it"
+    );
     f.advance(10);
     assert_eq!(f.claim("a").await, ["d1"]);
     assert!(f.finish("d1", DeliveryOutcome::Dead("503 again".into())).await);
     assert_eq!(f.claim("a").await, ["d2"], "a dead delivery holds nothing back");
+    assert!(f.finish("d2", DeliveryOutcome::Delivered).await);
     let dead = f
         .store
         .read(|r| r.deliveries("dead", None, 10))
@@ -120,7 +130,13 @@ async fn failures_wait_for_their_time_and_dead_ones_come_back_only_when_revived(
         .expect("revive")
         .expect("was dead");
     assert_eq!((revived.state.as_str(), revived.attempts), ("pending", 0));
-    assert!(f.store.write(|w| w.revive_delivery("d1")).await.expect("revive").is_none());
+    assert!(
+        f.store
+            .write(|w| w.revive_delivery("d1"))
+            .await
+            .expect("revive")
+            .is_none()
+    );
     assert_eq!(f.claim("b").await, ["d1"]);
     let dropped = f.store.write(|w| w.drop_deliveries_of("hook")).await.expect("drop");
     assert_eq!(dropped, 1, "d1 (claimed, pending) is dropped with its notifier");
@@ -128,13 +144,13 @@ async fn failures_wait_for_their_time_and_dead_ones_come_back_only_when_revived(
 
 async fn a_nonce_is_accepted_once_until_it_expires(db: Db) {
     let f = Fixture::open(db);
-    let remember = |nonce: &'static str, until: i64| {
-        f.store
-            .write(move |w| w.remember_nonce(nonce, at(until)))
-    };
+    let remember = |nonce: &'static str, until: i64| f.store.write(move |w| w.remember_nonce(nonce, at(until)));
     assert!(remember("sig-1", 300).await.expect("first"));
     assert!(!remember("sig-1", 300).await.expect("replay"), "a replay is refused");
     assert!(remember("sig-2", 300).await.expect("another"));
     f.advance(301);
-    assert!(remember("sig-1", 600).await.expect("expired"), "forgotten after it expired");
+    assert!(
+        remember("sig-1", 600).await.expect("expired"),
+        "forgotten after it expired"
+    );
 }
