@@ -6,13 +6,16 @@ mod harness;
 
 mod access_config;
 mod audit;
+mod audit_sinks;
 mod authz_matrix;
 mod bad_input;
 mod crash;
+mod events;
 mod exec;
 mod flows;
 mod identity;
 mod lifecycle;
+mod notifications;
 mod policies;
 mod real_targets;
 mod replicas;

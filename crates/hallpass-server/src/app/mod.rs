@@ -12,8 +12,8 @@
 //! [`policies`], [`requests`] (making requests and extensions),
 //! [`decisions`] (approve, deny, cancel), [`grants`] (issue, credentials,
 //! ending, due work, introspection), [`listing`] (who sees which
-//! requests), [`reviews`] (break-glass), [`audit`], [`slack`] (clicks on
-//! Slack's buttons). Beneath them:
+//! requests), [`reviews`] (break-glass), [`audit`], [`events`] (the live
+//! audit stream), [`slack`] (clicks on Slack's buttons). Beneath them:
 //! [`access_config`] (validating and normalising targets, roles and flows),
 //! [`seal`] (key material and secrets at rest) and `wire` (records and
 //! documents to API types).
@@ -25,6 +25,7 @@ pub mod config;
 pub mod decisions;
 pub mod due;
 pub mod error;
+pub mod events;
 pub mod extensions;
 pub mod grants;
 pub mod listing;
@@ -119,6 +120,7 @@ struct Inner {
     public_url: Option<String>,
     /// Wakes the outbox worker (a delivery was put back in line).
     outbox_wake: Arc<Notify>,
+    event_streams: events::StreamSlots,
 }
 
 fn new_request_id() -> String {
@@ -210,6 +212,7 @@ impl App {
                 notifier_types: parts.notifier_types,
                 public_url: parts.public_url,
                 outbox_wake: Arc::new(Notify::new()),
+                event_streams: events::StreamSlots::default(),
             }),
         }
     }
