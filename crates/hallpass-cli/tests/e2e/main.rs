@@ -9,6 +9,7 @@ mod audit;
 mod authz_matrix;
 mod bad_input;
 mod crash;
+mod email;
 mod exec;
 mod flows;
 mod identity;
