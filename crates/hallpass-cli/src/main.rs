@@ -191,6 +191,9 @@ enum Command {
     /// List, export and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Print audit events live as they happen (the ones you may see);
+    /// reconnects on its own, Ctrl-C ends it.
+    Watch(commands::watch::WatchArgs),
     /// Internal: evaluates policies for the server's sandbox over stdin/stdout.
     #[command(name = hallpass_policy::WORKER_SUBCOMMAND, hide = true)]
     PolicyWorker,
@@ -271,6 +274,7 @@ async fn run(cli: Cli) -> CmdResult {
         Command::Flow(command) => commands::flows::run(&ctx, command).await,
         Command::Policy(command) => commands::policy::run(&ctx, command).await,
         Command::Audit(command) => commands::audit::run(&ctx, command).await,
+        Command::Watch(args) => commands::watch::run(&ctx, args).await,
         Command::PolicyWorker => hallpass_policy::run_worker()
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),

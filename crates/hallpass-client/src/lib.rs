@@ -4,7 +4,8 @@
 //! [`hallpass_api`]. Every call goes through one private helper that attaches
 //! the bearer token, sends the request, and turns non-2xx responses into
 //! [`ClientError::Api`] by decoding the server's
-//! `{"error": {"code": "...", "message": "..."}}` body.
+//! `{"error": {"code": "...", "message": "..."}}` body. The live audit
+//! stream is [`Client::events`] (Server-Sent Events, reconnecting).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), hallpass_client::ClientError> {
@@ -14,8 +15,11 @@
 //! # Ok(()) }
 //! ```
 
+mod events;
+
 use std::time::Duration;
 
+pub use events::{EventStream, MAX_MESSAGE_BYTES, SseMessage, SseParser};
 use hallpass_api::{
     AccessRequest, ApplyRequest, ApplyResponse, ApprovalFlow, ApprovalFlowSpec, AuditEvent, CreateRequest,
     CreateRequestResponse, CreateToken, CreatedToken, Credential, DecisionBody, ErrorBody, ErrorCode, ExtendBody,

@@ -10,7 +10,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::Settings;
 
 /// Every counter the server increments, with its help text.
-pub const COUNTERS: [(&str, &str); 9] = [
+pub const COUNTERS: [(&str, &str); 13] = [
     ("hallpass_requests_total", "Access requests made, by outcome"),
     (
         "hallpass_grants_activated_total",
@@ -40,6 +40,22 @@ pub const COUNTERS: [(&str, &str); 9] = [
     (
         "hallpass_accept_errors_total",
         "Failures to accept a connection (e.g. out of file descriptors)",
+    ),
+    (
+        "hallpass_notifications_delivered_total",
+        "Notifications a receiver took, by notifier",
+    ),
+    (
+        "hallpass_notification_failures_total",
+        "Failed attempts to deliver a notification (retried), by notifier",
+    ),
+    (
+        "hallpass_notifications_dead_lettered_total",
+        "Notifications that gave up after their retry budget, by notifier",
+    ),
+    (
+        "hallpass_notifications_dropped_total",
+        "Notifications not sent: outdated, notifier deleted, or nobody to tell",
     ),
 ];
 

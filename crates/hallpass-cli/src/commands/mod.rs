@@ -18,6 +18,7 @@ pub mod reviews;
 pub mod server;
 pub mod ssh;
 pub mod terraform;
+pub mod watch;
 
 use std::process::ExitCode;
 

@@ -98,6 +98,18 @@ const MATRIX: &[(&str, [Outcome; 6])] = &[
     ("DELETE /v1/policies/{name}", ADMIN),
     ("POST /v1/policies/eval", ANY_TOKEN),
     ("POST /v1/apply", ADMIN),
+    // Notifiers are configuration like targets (their secrets are
+    // write-only); dead letters are read by auditors and sent again by
+    // admins. No delivery is dead here, so an admin's retry finds none.
+    ("GET /v1/notifiers", ANY_TOKEN),
+    ("GET /v1/notifiers/{name}", ANY_TOKEN),
+    ("PUT /v1/notifiers/{name}", ADMIN),
+    ("DELETE /v1/notifiers/{name}", ADMIN),
+    ("GET /v1/notifications/failed", AUDIT),
+    (
+        "POST /v1/notifications/{id}/retry",
+        [E401, E401, E403, E403, E403, E404],
+    ),
     // Requests. Lists answer everyone, filtered to what each caller sees.
     ("GET /v1/requests", ANY_TOKEN),
     ("GET /v1/grants", ANY_TOKEN),
@@ -133,6 +145,9 @@ const MATRIX: &[(&str, [Outcome; 6])] = &[
     ("GET /v1/audit", AUDIT),
     ("GET /v1/audit/export", AUDIT),
     ("GET /v1/audit/verify", AUDIT),
+    // The live stream answers every token; each caller gets only the
+    // events it may see (tests in `events.rs`).
+    ("GET /v1/events", ANY_TOKEN),
 ];
 
 /// Outcome of a status, if it is one the matrix speaks of.
@@ -253,6 +268,11 @@ impl World {
             }
             let response = request.send().await.expect("http request");
             let status = response.status().as_u16();
+            // An event stream does not end: its status is the answer.
+            let content_type = response.headers().get("content-type");
+            if content_type.is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream")) {
+                return (status, Value::Null);
+            }
             let bytes = response.bytes().await.expect("body");
             (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
         })
@@ -348,7 +368,18 @@ impl World {
             | "GET /v1/reviews"
             | "GET /v1/audit"
             | "GET /v1/audit/export"
-            | "GET /v1/audit/verify" => (Call::to(operation.split_once(' ').expect("label").1), none),
+            | "GET /v1/audit/verify"
+            | "GET /v1/events"
+            | "GET /v1/notifiers"
+            | "GET /v1/notifications/failed" => (Call::to(operation.split_once(' ').expect("label").1), none),
+            "GET /v1/notifiers/{name}" => {
+                let (path, body) = throwaway_config("PUT /v1/notifiers/{name}");
+                self.admin_ok("PUT", Call::json(path.clone(), body));
+                let undo = path.clone();
+                let cleanup: Cleanup = Box::new(move |w: &World| w.admin_try("DELETE", Call::to(undo)));
+                (Call::to(path), cleanup)
+            }
+            "POST /v1/notifications/{id}/retry" => (Call::to("/v1/notifications/matrix-delivery/retry"), none),
             "POST /v1/tokens" => (
                 Call::json("/v1/tokens", json!({"principal": "matrix-made", "groups": ["dev"]})),
                 none,
@@ -388,7 +419,8 @@ impl World {
             "PUT /v1/targets/{name}"
             | "PUT /v1/roles/{name}"
             | "PUT /v1/approval-flows/{name}"
-            | "PUT /v1/policies/{name}" => {
+            | "PUT /v1/policies/{name}"
+            | "PUT /v1/notifiers/{name}" => {
                 let (path, body) = throwaway_config(operation);
                 let undo = path.clone();
                 let cleanup: Cleanup = Box::new(move |w: &World| w.admin_try("DELETE", Call::to(undo)));
@@ -397,7 +429,8 @@ impl World {
             "DELETE /v1/targets/{name}"
             | "DELETE /v1/roles/{name}"
             | "DELETE /v1/approval-flows/{name}"
-            | "DELETE /v1/policies/{name}" => {
+            | "DELETE /v1/policies/{name}"
+            | "DELETE /v1/notifiers/{name}" => {
                 let (path, body) = throwaway_config(operation);
                 self.admin_ok("PUT", Call::json(path.clone(), body));
                 (Call::to(path), none)
@@ -472,6 +505,9 @@ fn throwaway_config(operation: &str) -> (String, Value) {
                               "auto_approve": true, "requestable_by": ["group:dev"]}),
         "/v1/approval-flows" => json!({"name": "matrix-flow-2", "stages": [{"approvers": ["group:approvers"]}]}),
         "/v1/policies" => json!({"source": "package hallpass.request\n"}),
+        "/v1/notifiers" => json!({"name": "matrix-notifier", "type": "webhook",
+                                  "config": {"url": "https://hooks.example.com/matrix"},
+                                  "secrets": {"signing_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}}),
         other => panic!("no throwaway configuration for {other}"),
     };
     let name = body["name"].as_str().unwrap_or("matrix-policy-2");

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::harness::{ROOT_TOKEN, Server, WebhookRecorder, database_for, jwt_claims, post_all, postgres_base_url};
+use crate::notifications;
 use hallpass_api::{AccessRequest, CreateRequest, RequestState};
 use hallpass_client::{Client, ClientError};
 use serde_json::Value;
@@ -596,4 +597,28 @@ fn replicas_keep_one_grant_per_principal_and_role_under_fifty_parallel_requests(
     let active = answers.iter().filter(|(_, body)| body["state"] == "active").count();
     let denied = answers.iter().filter(|(_, body)| body["state"] == "denied").count();
     assert_eq!((active, denied), (1, 49), "{answers:?}");
+}
+
+/// The notification outbox among replicas: every delivery is claimed by
+/// one of them and sent once.
+#[test]
+fn each_notification_is_sent_once_among_three_replicas() {
+    let receiver = notifications::Receiver::start();
+    let temp = tempfile::tempdir().unwrap();
+    let replicas = start_replicas(temp.path(), 3);
+    let receiver = &receiver;
+    replicas[0].apply(temp.path(), &notifications::notifier_block(&receiver.url()));
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        let server = &replicas[i % 3];
+        let who = server.token(&format!("dev{i}"), "dev");
+        ids.push(notifications::request(server, &who));
+    }
+    let got = notifications::wait_for(receiver, ids.len(), Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(3));
+    let all = receiver.received();
+    assert_eq!(notifications::unique(&all).len(), ids.len(), "{got:?}");
+    assert_eq!(all.len(), ids.len(), "a notification was sent twice");
+    let told: HashSet<&str> = all.iter().map(notifications::request_id).collect();
+    assert_eq!(told, ids.iter().map(String::as_str).collect::<HashSet<_>>());
 }

@@ -12,7 +12,8 @@
 //! [`policies`], [`requests`] (making requests and extensions),
 //! [`decisions`] (approve, deny, cancel), [`grants`] (issue, credentials,
 //! ending, due work, introspection), [`listing`] (who sees which
-//! requests), [`reviews`] (break-glass), [`audit`]. Beneath them:
+//! requests), [`reviews`] (break-glass), [`audit`], [`events`] (the live
+//! audit stream). Beneath them:
 //! [`access_config`] (validating and normalising targets, roles and flows),
 //! [`seal`] (key material and secrets at rest) and `wire` (records and
 //! documents to API types).
@@ -24,6 +25,7 @@ pub mod config;
 pub mod decisions;
 pub mod due;
 pub mod error;
+pub mod events;
 pub mod extensions;
 pub mod grants;
 pub mod listing;
@@ -117,6 +119,7 @@ struct Inner {
     public_url: Option<String>,
     /// Wakes the outbox worker (a delivery was put back in line).
     outbox_wake: Arc<Notify>,
+    event_streams: events::StreamSlots,
 }
 
 fn new_request_id() -> String {
@@ -208,6 +211,7 @@ impl App {
                 notifier_types: parts.notifier_types,
                 public_url: parts.public_url,
                 outbox_wake: Arc::new(Notify::new()),
+                event_streams: events::StreamSlots::default(),
             }),
         }
     }

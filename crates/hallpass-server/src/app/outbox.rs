@@ -64,7 +64,7 @@ fn read_cursor(value: Option<String>) -> u64 {
 impl App {
     /// At start-up: a store that never had an outbox starts it at the
     /// current head (history is not announced).
-    pub(crate) async fn init_outbox(&self) -> AppResult<()> {
+    pub async fn init_outbox(&self) -> AppResult<()> {
         self.inner
             .store
             .write(|wtx| -> AppResult<()> {
@@ -77,7 +77,7 @@ impl App {
 
     /// Turns up to `limit` audit events after the cursor into deliveries.
     /// Returns how many events it consumed (0: nothing new).
-    pub(crate) async fn dispatch_notifications(&self, limit: u32) -> AppResult<usize> {
+    pub async fn dispatch_notifications(&self, limit: u32) -> AppResult<usize> {
         let types = self.inner.notifier_types.clone();
         let batch = self
             .inner
@@ -213,7 +213,7 @@ impl App {
     }
 
     /// Claims due deliveries for this server.
-    pub(crate) async fn claim_deliveries(&self, limit: u32) -> AppResult<Vec<DeliveryRow>> {
+    pub async fn claim_deliveries(&self, limit: u32) -> AppResult<Vec<DeliveryRow>> {
         let owner = self.inner.replica_id.clone();
         Ok(self
             .inner
@@ -223,7 +223,7 @@ impl App {
     }
 
     /// Sends one claimed delivery and records how it went.
-    pub(crate) async fn send_delivery(&self, row: DeliveryRow) -> AppResult<()> {
+    pub async fn send_delivery(&self, row: DeliveryRow) -> AppResult<()> {
         let outcome = match self.attempt(&row).await {
             Ok(()) => DeliveryOutcome::Delivered,
             Err(Attempt::Drop(reason)) => DeliveryOutcome::Dropped(reason),

@@ -20,7 +20,8 @@
 //!   closes the rest.
 //!
 //! Handlers can extract `axum::extract::ConnectInfo<SocketAddr>`, the peer
-//! address, over plain TCP and TLS alike.
+//! address, over plain TCP and TLS alike, and [`Shutdown`], which resolves
+//! when the drain starts.
 //!
 //! HTTP/2 is left out on purpose: the Hallpass clients speak HTTP/1.1, and h2
 //! would bring its own crate and its own class of resource attacks (stream
@@ -166,6 +167,19 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
+}
+
+/// The listener's shutdown, as a request extension: a response that never
+/// ends by itself (an event stream) ends when [`Shutdown::started`]
+/// resolves, so the drain does not wait the whole grace period for it.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// Resolves once the listener drains (or is gone).
+    pub async fn started(mut self) {
+        let _ = self.0.wait_for(|draining| *draining).await;
+    }
 }
 
 /// Live connection counts of one [`Listener`], for tests and diagnostics.
@@ -426,8 +440,10 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let router = shared.router.clone();
+    let shutdown = Shutdown(shared.draining.clone());
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(shutdown.clone());
         router.clone().call(request)
     });
     let connection = shared.http.serve_connection(TokioIo::new(io), service).with_upgrades();

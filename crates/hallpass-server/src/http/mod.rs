@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod identity;
 pub mod listener;
@@ -88,6 +89,7 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .route("/v1/audit/export", get(audit::audit_export))
         .route("/v1/audit/verify", get(audit::audit_verify))
         .route("/v1/audit/public-key", get(audit::audit_public_key))
+        .route("/v1/events", get(events::events))
         .fallback(not_found)
         .with_state(app);
     routes

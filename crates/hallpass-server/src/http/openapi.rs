@@ -15,7 +15,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required};
 
 use super::error::REQUEST_ID_HEADER;
-use super::{audit, config, identity, notifications, requests};
+use super::{audit, config, events, identity, notifications, requests};
 use hallpass_api as api;
 
 #[derive(OpenApi)]
@@ -83,7 +83,8 @@ use hallpass_api as api;
         audit::audit_list,
         audit::audit_export,
         audit::audit_verify,
-        audit::audit_public_key
+        audit::audit_public_key,
+        events::events
     ),
     components(schemas(api::ErrorBody, api::ErrorDetail, api::ErrorCode, api::formats::Name, api::formats::RequestId))
 )]

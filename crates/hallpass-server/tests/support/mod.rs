@@ -100,6 +100,27 @@ pub fn app(kind: Kind, start: DateTime<Utc>, providers: Vec<Arc<dyn CredentialPr
     }
 }
 
+impl TestApp {
+    /// Everything the store holds, as text, for "is this secret anywhere
+    /// in clear?" checks: the SQLite files byte for byte (WAL included), or
+    /// every row of every table on PostgreSQL.
+    pub fn dump(&self) -> String {
+        match &self._database {
+            None => {
+                let mut text = String::new();
+                let entries = std::fs::read_dir(self._dir.path().join("data")).expect("data dir");
+                for entry in entries.flatten() {
+                    if let Ok(bytes) = std::fs::read(entry.path()) {
+                        text.push_str(&String::from_utf8_lossy(&bytes));
+                    }
+                }
+                text
+            }
+            Some(database) => database.dump(),
+        }
+    }
+}
+
 /// A database of its own on the test server, dropped with the test.
 struct PgDatabase {
     base_url: String,
@@ -120,6 +141,32 @@ impl PgDatabase {
     fn url(&self) -> String {
         let separator = if self.base_url.contains('?') { '&' } else { '?' };
         format!("{}{separator}dbname={}", self.base_url, self.name)
+    }
+}
+
+impl PgDatabase {
+    /// Every row of every table, as JSON text.
+    fn dump(&self) -> String {
+        let url = self.url();
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).expect("connect");
+                    let tables = client
+                        .query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'", &[])
+                        .expect("tables");
+                    let mut text = String::new();
+                    for table in tables {
+                        let name: String = table.get(0);
+                        let sql = format!("SELECT COALESCE(json_agg(t)::text, '') FROM {name} t");
+                        let rows: String = client.query_one(&sql, &[]).expect("rows").get(0);
+                        text.push_str(&rows);
+                    }
+                    text
+                })
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
     }
 }
 

@@ -145,7 +145,7 @@ fn request_notifications(event: &AuditEvent, kind: &AuditKind, record: &RequestR
         }
         AuditKind::GrantRevokeFailed => {
             let attempts = data.get("attempts").and_then(Value::as_u64).unwrap_or(1);
-            if attempts <= 1 || attempts % REVOKE_FAILED_EVERY == 0 {
+            if attempts <= 1 || attempts.is_multiple_of(REVOKE_FAILED_EVERY) {
                 out.push(planned(Topic::SecurityRevokeFailed, Vec::new(), text(data, "error")));
             }
         }
