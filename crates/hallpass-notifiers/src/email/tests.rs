@@ -4,10 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use hallpass_api::{
-    AccessRequest, FlowProgress, Notification, NotificationLinks, NotificationTopic, RequestState, StageProgress,
-    StageState, TerraformPlan,
-};
+use hallpass_api::{AccessRequest, Notification, NotificationLinks, NotificationTopic, RequestState};
 use hallpass_providers::{SecretValue, TargetSecrets};
 use serde_json::{Map, Value, json};
 
@@ -180,69 +177,33 @@ const REASON: &str = "<img src=x onerror=alert(1)> & \"fix\" INC-42";
 const LINK: &str = "https://hallpass.example.com/v1/requests/req-1";
 const ID: &str = "0190a3b4-5c6d-7e8f-9a0b-1c2d3e4f5a6b";
 
+/// A request pending on stage 1 of 2 (carol's), with a Terraform plan;
+/// read from its JSON as the API gives it (absent options are `None`).
 fn request() -> AccessRequest {
-    let at = Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap();
-    let stage = |number, state, approvers: &[&str]| StageProgress {
-        number,
-        state,
-        approvers: approvers.iter().map(|s| s.to_string()).collect(),
-        required: 1,
-        approvals: vec![],
-        escalate_to: vec![],
-        opened_at: Some(at),
-        escalates_at: None,
-        escalated: false,
-        may_approve: approvers.iter().map(|s| s.to_string()).collect(),
+    let stage = |number: u32, state: &str, approvers: &[&str]| {
+        json!({
+            "number": number, "state": state, "approvers": approvers, "required": 1, "approvals": [],
+            "escalate_to": [], "opened_at": "2026-11-30T12:00:00Z", "escalated": false, "may_approve": approvers
+        })
     };
-    AccessRequest {
-        id: "req-1".into(),
-        role: "prod-db-write".into(),
-        target: "prod-pg".into(),
-        requester: "alice".into(),
-        state: RequestState::Pending,
-        duration_seconds: 3600,
-        capped_from_seconds: None,
-        reason: REASON.into(),
-        ticket: Some("INC-42".into()),
-        created_at: at,
-        updated_at: at,
-        activated_at: None,
-        expires_at: None,
-        ended_at: None,
-        auto_approved: false,
-        required_approvals: 1,
-        approvers: vec!["user:carol".into()],
-        approvals: vec![],
-        decision: None,
-        ended_by: None,
-        credential: None,
-        revoke_error: None,
-        revoke_attempts: 0,
-        next_revoke_at: None,
-        emergency: false,
-        scheduled_start: None,
-        pending_expires_at: None,
-        approval: Some(FlowProgress {
-            flow: Some("db-change".into()),
-            stages: vec![
-                stage(1, StageState::Open, &["user:carol"]),
-                stage(2, StageState::Waiting, &["group:dba"]),
-            ],
-            distinct_approvers: true,
-            allow_self_approval: false,
-        }),
-        policy: None,
-        extensions: vec![],
-        review: None,
-        plan: Some(TerraformPlan {
-            sha256: "ab".repeat(32),
-            create: vec!["aws_iam_role.deploy".into(), "aws_s3_bucket.<b>".into()],
-            update: vec![],
-            replace: vec![],
-            delete: vec!["aws_instance.old".into()],
-        }),
-        version: 3,
-    }
+    serde_json::from_value(json!({
+        "id": "req-1", "role": "prod-db-write", "target": "prod-pg", "requester": "alice",
+        "state": "pending", "duration_seconds": 3600, "reason": REASON, "ticket": "INC-42",
+        "created_at": "2026-11-30T12:00:00Z", "updated_at": "2026-11-30T12:00:00Z",
+        "auto_approved": false, "required_approvals": 1, "approvers": ["user:carol"], "approvals": [],
+        "revoke_attempts": 0, "emergency": false, "extensions": [], "version": 3,
+        "approval": {
+            "flow": "db-change",
+            "stages": [stage(1, "open", &["user:carol"]), stage(2, "waiting", &["group:dba"])],
+            "distinct_approvers": true, "allow_self_approval": false
+        },
+        "plan": {
+            "sha256": "ab".repeat(32),
+            "create": ["aws_iam_role.deploy", "aws_s3_bucket.<b>"],
+            "delete": ["aws_instance.old"]
+        }
+    }))
+    .unwrap()
 }
 
 fn notification(topic: NotificationTopic, request: Option<AccessRequest>) -> Notification {
