@@ -31,6 +31,19 @@ variable "orders_db_password_version" {
   default     = 1
 }
 
+variable "orders_bot_signing_secret" {
+  type        = string
+  description = "Key that signs the orders bot's notifications: whsec_ and base64 of 32 random bytes."
+  sensitive   = true
+  ephemeral   = true
+}
+
+variable "orders_bot_secret_version" {
+  type        = number
+  description = "Bump to send a changed orders_bot_signing_secret (write-only, never stored)."
+  default     = 1
+}
+
 # The pipeline's own identity (HALLPASS_TOKEN, e.g. exchanged from the CI
 # system's OIDC token): it may request roles, nothing more.
 provider "hallpass" {
@@ -100,6 +113,24 @@ resource "hallpass_role" "orders_write" {
   approval_flow  = hallpass_approval_flow.db_write.name
   labels         = { env = "prod" }
   grant          = { roles = ["app_write"], connection_limit = 1 }
+}
+
+# Tells the orders team's bot about write requests waiting for approval
+# and their outcome, as signed webhook calls.
+resource "hallpass_notifier" "orders_bot" {
+  provider = hallpass.admin
+  name     = "orders-bot"
+  type     = "webhook"
+  config = {
+    url             = "https://orders-bot.internal/hallpass"
+    timeout_seconds = 5
+    roles           = [hallpass_role.orders_write.name]
+    topics          = ["request.pending", "request.approved", "request.denied", "grant.expiring"]
+    expiry_warning  = "15m"
+  }
+  # Write-only, like the target's password.
+  secrets         = { signing_secret = var.orders_bot_signing_secret }
+  secrets_version = var.orders_bot_secret_version
 }
 
 resource "hallpass_policy" "prod_weekdays" {

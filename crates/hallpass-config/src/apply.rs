@@ -97,7 +97,7 @@ pub fn parse_apply_file(path: &Path) -> Result<ApplyRequest, ConfigErrors> {
 impl Reporter<'_> {
     /// The single quoted label of a top-level block, if it is one and a valid
     /// name.
-    fn block_name(&mut self, block: &Block) -> Option<(String, usize)> {
+    pub(crate) fn block_name(&mut self, block: &Block) -> Option<(String, usize)> {
         let kind = block.ident.as_str();
         let usage = format!("write it as {kind} \"NAME\" {{ ... }}");
         match block.labels.as_slice() {
@@ -576,7 +576,7 @@ role "r2" {
         assert_error(
             "polcy \"p\" {}\n",
             "1:1",
-            "unknown block \"polcy\" at the top level; expected one of: target, role, approval_flow, policy; \
+            "unknown block \"polcy\" at the top level; expected one of: target, role, approval_flow, policy, notifier; \
              did you mean \"policy\"?",
         );
         assert_error(
@@ -818,7 +818,7 @@ role "r2" {
         let error = parse_apply_str(source, "f.hcl").unwrap_err();
         assert_eq!(
             error.to_string(),
-            "f.hcl:1:1: unexpected attribute \"oops\" at the top level; no attributes are allowed here, only the blocks: target, role, approval_flow, policy\n\
+            "f.hcl:1:1: unexpected attribute \"oops\" at the top level; no attributes are allowed here, only the blocks: target, role, approval_flow, policy, notifier\n\
              f.hcl:3:12: attribute \"target\" in role \"a\" must be a string, found a number"
         );
     }

@@ -7,6 +7,7 @@
 //! are data, and interpolation or functions would make them harder to review.
 
 mod apply;
+mod audit_sink;
 mod body;
 mod error;
 mod flow;
@@ -19,6 +20,10 @@ mod value;
 mod workload;
 
 pub use apply::{parse_apply_file, parse_apply_str};
+pub use audit_sink::{
+    AuditSink, DEFAULT_BATCH_MAX_EVENTS, DEFAULT_BATCH_MAX_WAIT, DEFAULT_SYSLOG_FACILITY,
+    DEFAULT_TIMEOUT as DEFAULT_SINK_TIMEOUT, FileSink, SYSLOG_FACILITIES, SinkDestination, SyslogSink, WebhookSink,
+};
 pub use error::{ConfigError, ConfigErrors};
 pub use server::{LogFormat, SealKey, ServerConfig, Storage, parse_server_config_file, parse_server_config_str};
 pub use workload::{ClaimRule, DEFAULT_TOKEN_TTL_SECONDS, JwksSource, WorkloadIdentity};

@@ -57,7 +57,8 @@ impl Reporter<'_> {
                     continue;
                 }
             };
-            match self.secret_value(value.expr(), &name, owner, base_dir) {
+            let what = format!("secret \"{name}\" of {owner}");
+            match self.secret_value(value.expr(), &what, base_dir, "export it before `hallpass apply`") {
                 Some(secret) => {
                     secrets.insert(name, WriteOnly::new(secret));
                 }
@@ -67,15 +68,23 @@ impl Reporter<'_> {
         ok.then_some(secrets)
     }
 
-    fn secret_value(&mut self, expr: &Expression, name: &str, owner: &str, base_dir: &Path) -> Option<String> {
-        let what = format!("secret \"{name}\" of {owner}");
+    /// A secret written as a plain string, `env("VARIABLE")` or
+    /// `file("PATH")` (relative to `base_dir`); `what` names it in messages
+    /// and `unset_hint` says where an unset variable must be set.
+    pub(crate) fn secret_value(
+        &mut self,
+        expr: &Expression,
+        what: &str,
+        base_dir: &Path,
+        unset_hint: &str,
+    ) -> Option<String> {
         let call = match expr {
             Expression::String(text) => return Some(text.value().clone()),
             Expression::FuncCall(call) => call,
             _ => {
                 self.error(
                     start_of(expr),
-                    format!("{what} must be a string, env(...) or file(...); {USAGE}"),
+                    format!("{what} must be a plain string, env(\"VARIABLE\") or file(\"PATH\")"),
                 );
                 return None;
             }
@@ -95,9 +104,8 @@ impl Reporter<'_> {
             "env" => match std::env::var(&argument) {
                 Ok(value) if !value.is_empty() => Some(value),
                 _ => {
-                    let message = format!(
-                        "{what}: environment variable {argument} is not set (or empty); export it before `hallpass apply`"
-                    );
+                    let message =
+                        format!("{what}: environment variable {argument} is not set (or empty); {unset_hint}");
                     self.error(start_of(expr), message);
                     None
                 }

@@ -1,9 +1,11 @@
 //! The server configuration file (`hallpass server --config FILE.hcl`): flat
-//! top-level attributes and an optional `storage` block, every one optional so
-//! command-line flags and defaults can fill the gaps.
+//! top-level attributes, an optional `storage` block, `workload_identity`
+//! and `audit_sink` blocks, every one optional so command-line flags and
+//! defaults can fill the gaps.
 //!
-//! Two settings are secrets (the storage URL's password and the seal key):
-//! their `Debug` output is redacted and no error message echoes them.
+//! Some settings are secrets (the storage URL's password, the seal key, an
+//! audit sink's `hmac_secret`): their `Debug` output is redacted and no
+//! error message echoes them.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -13,6 +15,7 @@ use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use hcl_edit::structure::{Block, BlockLabel};
 
+use crate::audit_sink::AuditSink;
 use crate::body::Shape;
 use crate::error::{ConfigErrors, Reporter, parse_body, read_file, start_of};
 use crate::value::Literal;
@@ -37,7 +40,7 @@ const SERVER: Shape = Shape {
         "auth_failures_per_minute",
         "seal_key",
     ],
-    blocks: &["storage", "workload_identity"],
+    blocks: &["storage", "workload_identity", "audit_sink"],
     verbatim: &[],
 };
 const SQLITE: Shape = Shape {
@@ -74,6 +77,8 @@ pub struct ServerConfig {
     pub seal_key: Option<SealKey>,
     /// OIDC issuers whose workload tokens are exchanged for API tokens.
     pub workload_identities: Vec<WorkloadIdentity>,
+    /// Outside copies of the audit log.
+    pub audit_sinks: Vec<AuditSink>,
 }
 
 /// Where the server keeps its state.
@@ -172,8 +177,10 @@ pub enum LogFormat {
     Text,
 }
 
-/// Parses a server configuration; `file_name` is only used in messages.
+/// Parses a server configuration; `file_name` is used in messages, and its
+/// directory is where `file("PATH")` secrets are read from.
 pub fn parse_server_config_str(source: &str, file_name: &str) -> Result<ServerConfig, ConfigErrors> {
+    let base_dir = Path::new(file_name).parent().unwrap_or(Path::new(""));
     let body = parse_body(source, file_name)?;
     let mut reporter = Reporter::new(source, file_name);
     let place = "in the server configuration".to_string();
@@ -182,6 +189,10 @@ pub fn parse_server_config_str(source: &str, file_name: &str) -> Result<ServerCo
         .into_iter()
         .partition(|block| block.ident.as_str() == "workload_identity");
     let workload_identities = reporter.workload_identities(&identity_blocks);
+    let (sink_blocks, blocks): (Vec<_>, Vec<_>) = blocks
+        .into_iter()
+        .partition(|block| block.ident.as_str() == "audit_sink");
+    let audit_sinks = reporter.audit_sinks(&sink_blocks, base_dir);
     let storage = reporter.storage_blocks(&blocks);
     let r = &mut reporter;
     let config = ServerConfig {
@@ -238,6 +249,7 @@ pub fn parse_server_config_str(source: &str, file_name: &str) -> Result<ServerCo
             r.secret(literal, what, SealKey::parse)
         }),
         workload_identities,
+        audit_sinks,
     };
     reporter.finish(config)
 }
@@ -406,6 +418,7 @@ pub(crate) mod tests {
             }),
             seal_key: Some(SealKey(std::array::from_fn(|i| i as u8))),
             workload_identities: Vec::new(),
+            audit_sinks: Vec::new(),
         };
         assert_eq!(parse_server_config_str(&source, "server.hcl").unwrap(), expected);
         assert_eq!(
@@ -456,7 +469,8 @@ pub(crate) mod tests {
                 "2:3: unknown attribute \"lissen\" in the server configuration; expected one of: listen, data_dir, \
                  public_url, log_format, log_level, max_body_bytes, auth_failures_per_minute, seal_key; \
                  did you mean \"listen\"?",
-                "3:1: unknown block \"limits\" in the server configuration; expected one of: storage, workload_identity",
+                "3:1: unknown block \"limits\" in the server configuration; expected one of: storage, workload_identity, \
+                 audit_sink",
                 "5:13: only literal values are supported here, but this is a template with ${...} interpolation \
                  or %{...} directives; write a plain string, number, bool, list or object instead",
             ]

@@ -5,13 +5,15 @@
 //! release stored, creates the first admin token or the dev playground,
 //! revokes everything that became overdue while the server was down, and
 //! only then starts listening. The scheduler task ends grants on time from
-//! then on. SIGTERM/SIGINT stop accepting requests, let in-flight ones
-//! finish, and flush the store.
+//! then on, and the audit sinks copy the log to their receivers.
+//! SIGTERM/SIGINT stop accepting requests, let in-flight ones finish, sign
+//! a last checkpoint, let the sinks send it, and flush the store.
 //!
 //! `app` is the service layer (every operation, authorized, HTTP-agnostic);
 //! `http` is the only module that knows HTTP.
 
 pub mod app;
+mod audit_sinks;
 mod dev;
 mod gate;
 pub mod hallpass_target;
@@ -42,6 +44,10 @@ use tokio::sync::{mpsc, watch};
 use crate::app::{App, AppError, AppParts};
 use crate::hallpass_target::HallpassProvider;
 pub use settings::{DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, ServerOptions, Settings};
+
+/// How long the audit sinks get at shutdown to send the rest of the log.
+/// They drain after the closing checkpoint, so their copies end signed.
+const SINK_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Runs the server until SIGTERM or SIGINT.
 pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
@@ -134,6 +140,8 @@ pub async fn serve(
     clock: Arc<dyn Clock>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Before the store: a sink the server cannot use changes nothing.
+    let sinks = audit_sinks::AuditSinks::prepare(&settings.audit_sinks)?;
     let (store, backend, temp_dir) = open_store(&settings, clock.clone()).await?;
     let sqlite_dir = match &backend {
         Backend::Sqlite { data_dir } => Some(data_dir.clone()),
@@ -183,6 +191,7 @@ pub async fn serve(
     let scheduler = tokio::spawn(scheduler::run(app.clone(), deadlines, deadline_rx, stop_rx.clone()));
     let checkpoints = tokio::spawn(scheduler::checkpoints(app.clone(), stop_rx.clone()));
     let notifications = notify::spawn(&app, stop_rx);
+    let sinks = audit_sinks::AuditSinks::start(sinks, &store).await?;
     let router = http::router(
         app.clone(),
         http::HttpSettings {
@@ -200,6 +209,7 @@ pub async fn serve(
     if let Err(error) = app.write_checkpoint().await {
         tracing::error!(%error, "cannot write the closing audit checkpoint");
     }
+    sinks.drain(SINK_DRAIN_TIME).await;
     store.close();
     drop(temp_dir);
     Ok(())

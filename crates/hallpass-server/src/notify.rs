@@ -111,6 +111,9 @@ async fn work(app: App, mut stop: watch::Receiver<bool>) {
             _ = app.outbox_woken() => {}
             _ = tokio::time::sleep(wait) => {}
         }
+        // Commits come thousands a second under load; one look per pause
+        // is enough, and leaves the store's readers to the API.
+        tokio::time::sleep(DISPATCH_PAUSE).await;
     }
 }
 

@@ -53,6 +53,8 @@ pub struct Settings {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// OIDC issuers whose workload tokens are exchanged for API tokens.
     pub workload_identities: Vec<hallpass_config::WorkloadIdentity>,
+    /// Outside copies of the audit log.
+    pub audit_sinks: Vec<hallpass_config::AuditSink>,
 }
 
 fn read_token_file(path: &Path) -> anyhow::Result<String> {
@@ -132,6 +134,7 @@ impl Settings {
             seal_key: config.seal_key,
             tls,
             workload_identities: config.workload_identities,
+            audit_sinks: config.audit_sinks,
         })
     }
 }

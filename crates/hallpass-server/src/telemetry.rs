@@ -10,7 +10,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::Settings;
 
 /// Every counter the server increments, with its help text.
-pub const COUNTERS: [(&str, &str); 13] = [
+pub const COUNTERS: [(&str, &str); 15] = [
     ("hallpass_requests_total", "Access requests made, by outcome"),
     (
         "hallpass_grants_activated_total",
@@ -57,10 +57,37 @@ pub const COUNTERS: [(&str, &str); 13] = [
         "hallpass_notifications_dropped_total",
         "Notifications not sent: outdated, notifier deleted, or nobody to tell",
     ),
+    (
+        "hallpass_audit_sink_events_total",
+        "Audit events an audit sink's receiver acknowledged, by sink",
+    ),
+    (
+        "hallpass_audit_sink_failures_total",
+        "Failed deliveries to an audit sink (retried), by sink",
+    ),
 ];
 
 /// Every gauge the server sets, with its help text; 0 until first set.
-pub const GAUGES: [(&str, &str); 1] = [("hallpass_connections_open", "Connections open on the listener")];
+pub const GAUGES: [(&str, &str); 3] = [
+    ("hallpass_connections_open", "Connections open on the listener"),
+    (
+        "hallpass_audit_sink_lag_events",
+        "Audit events written but not yet acknowledged by an audit sink, by sink",
+    ),
+    (
+        "hallpass_audit_sink_rewrite_detected",
+        "1 when an audit sink stopped because the database no longer holds what it sent, by sink",
+    ),
+];
+
+/// The metrics labelled `sink`: registered at 0 for each configured sink
+/// ([`register_audit_sink`]) rather than once without a label.
+const PER_SINK: [&str; 4] = [
+    "hallpass_audit_sink_events_total",
+    "hallpass_audit_sink_failures_total",
+    "hallpass_audit_sink_lag_events",
+    "hallpass_audit_sink_rewrite_detected",
+];
 
 /// The outcomes `hallpass_requests_total` is labelled with.
 pub const REQUEST_OUTCOMES: [&str; 4] = ["pending", "auto_approved", "emergency", "denied"];
@@ -77,6 +104,9 @@ pub fn install_metrics() -> PrometheusHandle {
             let _ = metrics::set_global_recorder(recorder);
             for (name, help) in COUNTERS {
                 metrics::describe_counter!(name, help);
+                if PER_SINK.contains(&name) {
+                    continue;
+                }
                 if name == "hallpass_requests_total" {
                     for outcome in REQUEST_OUTCOMES {
                         metrics::counter!(name, "outcome" => outcome).absolute(0);
@@ -87,11 +117,24 @@ pub fn install_metrics() -> PrometheusHandle {
             }
             for (name, help) in GAUGES {
                 metrics::describe_gauge!(name, help);
-                metrics::gauge!(name).set(0.0);
+                if !PER_SINK.contains(&name) {
+                    metrics::gauge!(name).set(0.0);
+                }
             }
             handle
         })
         .clone()
+}
+
+/// Registers the metrics of audit sink `sink` at 0 (after
+/// [`install_metrics`]).
+pub fn register_audit_sink(sink: &str) {
+    for (name, _) in COUNTERS.iter().filter(|(name, _)| PER_SINK.contains(name)) {
+        metrics::counter!(*name, "sink" => sink.to_string()).absolute(0);
+    }
+    for (name, _) in GAUGES.iter().filter(|(name, _)| PER_SINK.contains(name)) {
+        metrics::gauge!(*name, "sink" => sink.to_string()).set(0.0);
+    }
 }
 
 pub fn init_logging(settings: &Settings) {

@@ -1,6 +1,6 @@
 //! Acceptance tests of the resources beyond `hallpass_role`: approval
-//! flows, policies, targets and tokens, each through create, a plan with
-//! no change, an update, drift, import and destroy, with the real
+//! flows, policies, targets, notifiers and tokens, each through create, a
+//! plan with no change, an update, drift, import and destroy, with the real
 //! `terraform` against a live `hallpass server --dev` (see
 //! `acceptance.rs`; skipped without Terraform except under `CI=true`).
 
@@ -305,16 +305,57 @@ fn target_tf(server: &HallpassServer, timeout: u32, version: u32) -> String {
     )
 }
 
-/// The token, and the secret for the ephemeral variable.
-fn secret_env(secret: &str) -> [(&'static str, &str); 2] {
-    [("HALLPASS_TOKEN", ROOT_TOKEN), ("TF_VAR_hmac_secret", secret)]
+/// The token, and `secret` for the ephemeral variable `variable`.
+fn secret_env<'a>(variable: &'a str, secret: &'a str) -> [(&'a str, &'a str); 2] {
+    [("HALLPASS_TOKEN", ROOT_TOKEN), (variable, secret)]
 }
 
-/// When the server last stored the panel's `hmac_secret`.
-fn secret_updated_at(server: &HallpassServer) -> serde_json::Value {
-    let target = server_get(server, "/v1/targets/panel").expect("the panel target");
-    assert_eq!(target["secrets"][0]["name"], "hmac_secret", "{target}");
-    target["secrets"][0]["updated_at"].clone()
+/// When the server last stored the only secret of the object at `path`,
+/// which must be `name`.
+fn secret_updated_at(server: &HallpassServer, path: &str, name: &str) -> serde_json::Value {
+    let stored = server_get(server, path).unwrap_or_else(|| panic!("nothing at {path}"));
+    assert_eq!(stored["secrets"][0]["name"], name, "{stored}");
+    assert_eq!(stored["secrets"].as_array().map(Vec::len), Some(1), "{stored}");
+    stored["secrets"][0]["updated_at"].clone()
+}
+
+/// Drift of a webhook's settings: sets the `url` of the webhook at `path`
+/// by hand (a `PUT` without secrets, which keeps the stored ones), checks
+/// that the next plan shows it, and applies the configuration back.
+fn drift_url(server: &HallpassServer, workspace: &Workspace, env: &[(&str, &str)], path: &str) {
+    let name = path.rsplit('/').next().unwrap_or_default();
+    let changed = serde_json::json!({"name": name, "type": "webhook",
+        "config": {"url": "https://elsewhere.internal/hook"}});
+    put(server, path, changed);
+    let (code, out) = plan_exit_with(workspace, env);
+    assert!(
+        code == 2 && out.contains("elsewhere.internal"),
+        "the plan shows the drift:\n{out}"
+    );
+    apply_with(workspace, env);
+}
+
+/// Saves a plan with `env` and checks that `terraform show -json` of it
+/// has `visible` (it is the plan looked for) and not `secret`.
+fn assert_saved_plan_hides(workspace: &Workspace, env: &[(&str, &str)], visible: &str, secret: &str) {
+    workspace
+        .run(&["plan", "-out=saved.tfplan", "-input=false", "-no-color"], env)
+        .assert_success("terraform plan -out");
+    let shown = workspace.run(&["show", "-json", "saved.tfplan"], &[]);
+    shown.assert_success("terraform show -json");
+    assert!(shown.stdout.contains(visible), "the plan is there:\n{}", shown.stdout);
+    assert!(
+        !shown.stdout.contains(secret),
+        "the secret is in the plan:\n{}",
+        shown.stdout
+    );
+}
+
+/// Checks that `terraform.tfstate` has `visible` and not `secret`.
+fn assert_state_hides(workspace: &Workspace, visible: &str, secret: &str) {
+    let state = workspace.read("terraform.tfstate");
+    assert!(state.contains(visible), "{state}");
+    assert!(!state.contains(secret), "the secret is in the state:\n{state}");
 }
 
 #[test]
@@ -322,31 +363,16 @@ fn a_target_with_a_write_only_secret_through_its_whole_life() {
     let Some(terraform) = terraform() else { return };
     let server = HallpassServer::start();
     let workspace = Workspace::new(&terraform, &target_tf(&server, 5, 1));
-    let one = secret_env(SECRET_ONE);
-    let two = secret_env(SECRET_TWO);
+    let one = secret_env("TF_VAR_hmac_secret", SECRET_ONE);
+    let two = secret_env("TF_VAR_hmac_secret", SECRET_TWO);
+    let stored_at = || secret_updated_at(&server, "/v1/targets/panel", "hmac_secret");
 
     // The saved plan holds no secret, nor does the state after apply.
-    workspace
-        .run(&["plan", "-out=create.tfplan", "-input=false", "-no-color"], &one)
-        .assert_success("terraform plan -out");
-    let shown = workspace.run(&["show", "-json", "create.tfplan"], &[]);
-    shown.assert_success("terraform show -json");
-    assert!(
-        shown.stdout.contains("panel.internal"),
-        "the plan is there:\n{}",
-        shown.stdout
-    );
-    assert!(
-        !shown.stdout.contains(SECRET_ONE),
-        "the secret is in the plan:\n{}",
-        shown.stdout
-    );
+    assert_saved_plan_hides(&workspace, &one, "panel.internal", SECRET_ONE);
     let out = apply_with(&workspace, &one);
     assert!(out.contains("2 added, 0 changed, 0 destroyed"), "{out}");
-    let state = workspace.read("terraform.tfstate");
-    assert!(state.contains("panel.internal"), "{state}");
-    assert!(!state.contains(SECRET_ONE), "the secret is in the state:\n{state}");
-    let stored = secret_updated_at(&server);
+    assert_state_hides(&workspace, "panel.internal", SECRET_ONE);
+    let stored = stored_at();
     let outputs = workspace.run(&["output", "-json"], &[]);
     let outputs: serde_json::Value = serde_json::from_str(&outputs.stdout).expect("outputs as JSON");
     assert_eq!(
@@ -373,28 +399,17 @@ fn a_target_with_a_write_only_secret_through_its_whole_life() {
     assert!(out.contains("0 added, 1 changed, 0 destroyed"), "{out}");
     let target = server_get(&server, "/v1/targets/panel").unwrap();
     assert_eq!(target["config"]["timeout_seconds"], 7);
-    assert_eq!(secret_updated_at(&server), stored, "the secret was not sent again");
+    assert_eq!(stored_at(), stored, "the secret was not sent again");
 
     // A new secrets_version sends the secrets again.
     workspace.write("main.tf", &target_tf(&server, 7, 2));
     let out = apply_with(&workspace, &two);
     assert!(out.contains("0 added, 1 changed, 0 destroyed"), "{out}");
-    assert_ne!(secret_updated_at(&server), stored, "the secret was sent again");
+    assert_ne!(stored_at(), stored, "the secret was sent again");
     assert!(!workspace.read("terraform.tfstate").contains(SECRET_TWO));
 
     // Drift: settings changed by hand show in the plan; the secret stays.
-    put(
-        &server,
-        "/v1/targets/panel",
-        serde_json::json!({"name": "panel", "type": "webhook",
-            "config": {"url": "https://elsewhere.internal/hook"}}),
-    );
-    let (code, out) = plan_exit_with(&workspace, &two);
-    assert!(
-        code == 2 && out.contains("elsewhere.internal"),
-        "the plan shows the drift:\n{out}"
-    );
-    apply_with(&workspace, &two);
+    drift_url(&server, &workspace, &two, "/v1/targets/panel");
     let target = server_get(&server, "/v1/targets/panel").unwrap();
     assert_eq!(target["config"]["url"], "https://panel.internal/hallpass");
     assert_eq!(target["secrets"][0]["name"], "hmac_secret");
@@ -429,6 +444,136 @@ fn a_target_with_a_write_only_secret_through_its_whole_life() {
     assert!(
         server_get(&server, "/v1/targets/web").is_none(),
         "destroy deleted the target"
+    );
+}
+
+const NOTIFIER_TF: &str = r#"
+variable "signing_secret" {
+  type      = string
+  ephemeral = true
+}
+
+resource "hallpass_notifier" "bot" {
+  name            = "audit-bot"
+  type            = "webhook"
+  config          = { url = "URL", timeout_seconds = 5, topics = ["request.pending", "grant.active"] }
+  secrets         = { signing_secret = var.signing_secret }
+  secrets_version = 1
+}
+
+data "hallpass_notifier" "bot" {
+  name = hallpass_notifier.bot.name
+}
+
+output "bot" {
+  value = data.hallpass_notifier.bot
+}
+"#;
+
+/// A notifier made through the API, as a configuration to import it into.
+const PAGER_TF: &str = r#"
+resource "hallpass_notifier" "pager" {
+  name   = "pager"
+  type   = "webhook"
+  config = { url = "https://pager.internal/hook", security = true }
+}
+"#;
+
+#[test]
+fn a_webhook_notifier_with_a_write_only_secret_through_its_whole_life() {
+    let Some(terraform) = terraform() else { return };
+    let server = HallpassServer::start();
+    let notifier_tf = |url: &str| config(&server, &NOTIFIER_TF.replace("URL", url));
+    let path = "/v1/notifiers/audit-bot";
+    let env = secret_env("TF_VAR_signing_secret", SECRET_ONE);
+    let workspace = Workspace::new(&terraform, &notifier_tf("https://bot.internal/hallpass"));
+
+    // Created with its secret, which is in neither the saved plan nor the state.
+    assert_saved_plan_hides(&workspace, &env, "bot.internal", SECRET_ONE);
+    let out = apply_with(&workspace, &env);
+    assert!(out.contains("1 added, 0 changed, 0 destroyed"), "{out}");
+    assert_state_hides(&workspace, "bot.internal", SECRET_ONE);
+    let stored = server_get(&server, path).expect("the notifier was created");
+    assert_eq!(stored["type"], "webhook");
+    assert_eq!(stored["config"]["timeout_seconds"], 5);
+    assert_eq!(
+        stored["config"]["topics"],
+        serde_json::json!(["request.pending", "grant.active"])
+    );
+    let created = secret_updated_at(&server, path, "signing_secret");
+    // The data source: the server's values, the secret by name only.
+    let read = &outputs(&workspace)["bot"]["value"];
+    assert_eq!(read["secret_names"], serde_json::json!(["signing_secret"]), "{read}");
+    assert_eq!(read["config"]["url"], "https://bot.internal/hallpass", "{read}");
+    assert_eq!(read["type"], "webhook", "{read}");
+    let instant = |time: &serde_json::Value| chrono::DateTime::parse_from_rfc3339(time.as_str().unwrap()).unwrap();
+    assert_eq!(instant(&read["created_at"]), instant(&stored["created_at"]), "{read}");
+    let (code, out) = plan_exit_with(&workspace, &env);
+    assert_eq!(code, 0, "no changes after apply:\n{out}");
+
+    // Update in place: the settings change, the stored secret stays as it was.
+    workspace.write("main.tf", &notifier_tf("https://bot.internal/v2"));
+    let out = apply_with(&workspace, &env);
+    assert!(out.contains("0 added, 1 changed, 0 destroyed"), "{out}");
+    assert_eq!(
+        server_get(&server, path).unwrap()["config"]["url"],
+        "https://bot.internal/v2"
+    );
+    assert_eq!(
+        secret_updated_at(&server, path, "signing_secret"),
+        created,
+        "an update without a new secrets_version does not send the secret"
+    );
+
+    // Settings the server refuses: the apply fails with the server's
+    // message, pointing at `config`, and the notifier is left as it was.
+    workspace.write("main.tf", &notifier_tf("ftp://x"));
+    let refused = workspace.run(&["apply", "-auto-approve", "-input=false", "-no-color"], &env);
+    let words = refused.stderr_words();
+    assert!(!refused.success, "the apply fails:\n{}", refused.stdout);
+    assert!(words.contains(r#"Error: Cannot store notifier "audit-bot""#), "{words}");
+    assert!(
+        words.contains("`url` must be http:// or https://"),
+        "the server's message: {words}"
+    );
+    assert!(
+        words.contains(r#"config = { url = "ftp://x""#),
+        "points at config: {words}"
+    );
+    assert_eq!(
+        server_get(&server, path).unwrap()["config"]["url"],
+        "https://bot.internal/v2"
+    );
+
+    // Drift: settings changed outside Terraform show in the plan, and the
+    // apply puts them back.
+    workspace.write("main.tf", &notifier_tf("https://bot.internal/v2"));
+    drift_url(&server, &workspace, &env, path);
+    assert_eq!(
+        server_get(&server, path).unwrap()["config"]["url"],
+        "https://bot.internal/v2"
+    );
+
+    // Import by name of a notifier made through the API.
+    put(
+        &server,
+        "/v1/notifiers/pager",
+        serde_json::json!({"name": "pager", "type": "webhook",
+            "config": {"url": "https://pager.internal/hook", "security": true},
+            "secrets": {"signing_secret": SECRET_TWO}}),
+    );
+    let imported = Workspace::new(&terraform, &config(&server, PAGER_TF));
+    import(&imported, "hallpass_notifier.pager", "pager");
+    let (code, out) = plan_exit(&imported);
+    assert_eq!(code, 0, "the imported notifier matches its configuration:\n{out}");
+    assert_state_hides(&imported, "pager.internal", SECRET_TWO);
+
+    destroy_with(&workspace, &env);
+    assert!(server_get(&server, path).is_none(), "destroy deleted the notifier");
+    destroy(&imported);
+    assert!(
+        server_get(&server, "/v1/notifiers/pager").is_none(),
+        "destroy deleted the imported notifier"
     );
 }
 

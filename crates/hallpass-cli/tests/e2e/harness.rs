@@ -149,6 +149,21 @@ impl Server {
         Self::spawn_with(data_dir, false, Self::suite_database(data_dir), env, &[])
     }
 
+    /// Like [`Server::persistent`], with extra arguments (e.g. `--config`).
+    pub fn persistent_with_args(data_dir: &Path, args: &[&str]) -> Server {
+        Self::spawn_with(data_dir, false, Self::suite_database(data_dir), &[], args)
+    }
+
+    /// Like [`Server::replica`], with extra arguments (e.g. `--config`).
+    pub fn replica_with_args(database_url: &str, data_dir: &Path, args: &[&str]) -> Server {
+        Self::spawn_with(data_dir, false, Some(database_url.to_string()), &[], args)
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// One of several servers sharing the PostgreSQL database
     /// `database_url` (not dev), whatever this suite's backend. Like
     /// [`Server::persistent`], the first start on an empty database creates
@@ -730,33 +745,12 @@ impl WebhookRecorder {
     fn serve(stream: TcpStream, calls: &Mutex<Vec<WebhookCall>>, revoke_delay: Duration) -> std::io::Result<()> {
         let mut writer = stream.try_clone()?;
         let mut reader = BufReader::new(stream);
-        loop {
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line)? == 0 {
-                return Ok(());
-            }
-            let (mut length, mut key, mut headers) = (0usize, String::new(), Vec::new());
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line)? == 0 {
-                    return Ok(());
-                }
-                let line = line.trim_end();
-                if line.is_empty() {
-                    break;
-                }
-                if let Some((name, value)) = line.split_once(':') {
-                    let name = name.trim().to_ascii_lowercase();
-                    match name.as_str() {
-                        "content-length" => length = value.trim().parse().unwrap_or(0),
-                        "idempotency-key" => key = value.trim().to_string(),
-                        _ => {}
-                    }
-                    headers.push((name, value.trim().to_string()));
-                }
-            }
-            let mut raw_body = vec![0; length];
-            reader.read_exact(&mut raw_body)?;
+        while let Some((headers, raw_body)) = read_request(&mut reader)? {
+            let key = headers
+                .iter()
+                .find(|(name, _)| name == "idempotency-key")
+                .map(|(_, value)| value.clone())
+                .unwrap_or_default();
             let body: Value = serde_json::from_slice(&raw_body).unwrap_or(Value::Null);
             let event = body["event"].as_str().unwrap_or_default().to_string();
             let revoke = event == "revoke";
@@ -773,6 +767,7 @@ impl WebhookRecorder {
             }
             writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")?;
         }
+        Ok(())
     }
 
     /// Every call so far, in arrival order.
@@ -787,6 +782,39 @@ impl Drop for WebhookRecorder {
         // Wake the accept loop so it sees the flag.
         let _ = TcpStream::connect(self.addr);
     }
+}
+
+/// An HTTP request's headers (names lower-cased) and body.
+pub type Request = (Vec<(String, String)>, Vec<u8>);
+
+/// One HTTP/1.1 request read off a connection; `None` when the caller
+/// closed the connection.
+pub fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line)? == 0 {
+        return Ok(None);
+    }
+    let (mut length, mut headers) = (0usize, Vec::new());
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim().to_ascii_lowercase();
+            if name == "content-length" {
+                length = value.trim().parse().unwrap_or(0);
+            }
+            headers.push((name, value.trim().to_string()));
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok(Some((headers, body)))
 }
 
 /// A plain reqwest client, after installing the one TLS crypto provider

@@ -6,6 +6,7 @@ mod harness;
 
 mod access_config;
 mod audit;
+mod audit_sinks;
 mod authz_matrix;
 mod bad_input;
 mod crash;

@@ -288,6 +288,55 @@ fn notifiers_are_configuration_with_write_only_secrets() {
     assert!(stderr.contains("audit"), "{stderr}");
     let (_, stderr) = server.fails(&server.admin, &["notifications", "retry", "no-such-delivery"]);
     assert!(stderr.contains("no delivery"), "{stderr}");
-    server.json(&server.admin, &["notifier", "delete", "hook"]);
+    assert!(
+        server
+            .run(&server.admin, &["notifier", "delete", "hook"])
+            .status
+            .success()
+    );
     assert_eq!(server.json(&server.alice, &["notifier", "list"]), serde_json::json!([]));
+}
+
+/// The receiver of docs/notifications.md, run as written: it prints each
+/// notification once, and refuses what is not signed with its secret.
+#[test]
+fn the_documented_python_receiver_verifies_real_notifications() {
+    let script = hallpass_doc_examples::example("notifications.md", "## Webhook", "python");
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let secret = format!("whsec_{}", STANDARD.encode(KEY));
+    let mut python = std::process::Command::new("python3")
+        .args(["-c", &script, &secret, &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (installed by scripts/test)");
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the documented receiver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A forged call (signed with another key) is refused.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut forged = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        forged,
+        "POST /hook HTTP/1.1\r\nHost: x\r\nwebhook-id: x\r\nwebhook-timestamp: {stamp}\r\n\
+         webhook-signature: v1,AAAA\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    forged.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.0 401"), "{answer}");
+    let server = Server::dev();
+    let temp = tempfile::tempdir().unwrap();
+    server.apply(temp.path(), &notifier_block(&url));
+    let id = request(&server, &server.alice);
+    let mut lines = BufReader::new(python.stdout.take().unwrap()).lines();
+    let line = lines.next().expect("a line").expect("text");
+    let _ = python.kill();
+    let _ = python.wait();
+    assert_eq!(line, format!("request.pending {id}"));
 }

@@ -147,7 +147,10 @@ impl App {
             .write(move |wtx| -> AppResult<usize> {
                 let head = wtx.chain_head().0;
                 let cursor = read_cursor(wtx.read().meta(CURSOR_KEY)?);
-                if cursor == from && head > cursor {
+                // Checked again here: a notifier made since the read hears
+                // every event after its own.
+                let none = wtx.read().configs(ConfigKind::Notifier)?.is_empty();
+                if none && cursor == from && head > cursor {
                     wtx.put_meta(CURSOR_KEY, &head.to_string())?;
                 }
                 Ok(0)

@@ -16,4 +16,5 @@ mod claims;
 mod config_meta;
 mod data_dir;
 mod migrations;
+mod outbox;
 mod queries;

@@ -14,19 +14,23 @@ on_both_backends!(
 );
 
 /// The number of migrations in `schema.rs`: bump it with each one added.
-const CURRENT_SCHEMA_VERSION: i64 = 4;
+const CURRENT_SCHEMA_VERSION: i64 = 5;
 
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 17] = [
     "approval_flows",
     "audit",
     "audit_head",
+    "deliveries",
     "locks",
     "meta",
+    "notifier_secrets",
+    "notifiers",
     "policies",
     "requests",
     "revocations",
     "roles",
     "schema_version",
+    "seen_nonces",
     "target_secrets",
     "targets",
     "tokens",

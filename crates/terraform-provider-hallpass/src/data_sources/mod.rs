@@ -2,13 +2,14 @@
 //! provider service can list their schemas and dispatch by type name.
 
 mod audit_public_key;
+mod configured;
 mod role;
-mod target;
 
 use futures::future::BoxFuture;
 
 use crate::api::Api;
 use crate::proto::tfplugin6::{Diagnostic, DynamicValue};
+use crate::resources;
 use crate::schema::Block;
 use crate::value::Object;
 
@@ -33,6 +34,7 @@ pub fn all() -> Vec<Box<dyn DataSource>> {
     vec![
         Box::new(audit_public_key::AuditPublicKey),
         Box::new(role::Role),
-        Box::new(target::TargetData),
+        Box::new(configured::ConfiguredData(resources::target::TargetKind)),
+        Box::new(configured::ConfiguredData(resources::notifier::NotifierKind)),
     ]
 }

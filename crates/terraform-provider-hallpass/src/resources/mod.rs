@@ -8,6 +8,8 @@
 
 pub mod approval_flow;
 pub mod common;
+pub mod configured;
+pub mod notifier;
 pub mod policy;
 pub mod role;
 pub mod role_state;
@@ -77,7 +79,8 @@ pub fn all() -> Vec<Box<dyn Resource>> {
         Box::new(role::Role),
         Box::new(approval_flow::ApprovalFlowResource),
         Box::new(policy::PolicyResource),
-        Box::new(target::TargetResource),
+        Box::new(configured::Configured(target::TargetKind)),
+        Box::new(configured::Configured(notifier::NotifierKind)),
         Box::new(token::TokenResource),
     ]
 }
@@ -102,7 +105,7 @@ mod tests {
     }
 
     #[test]
-    fn every_attribute_is_described_and_only_target_secrets_are_write_only() {
+    fn every_attribute_is_described_and_only_secrets_are_write_only() {
         let mut write_only = Vec::new();
         for resource in all() {
             let schema = resource.schema();
@@ -120,6 +123,6 @@ mod tests {
         for source in crate::data_sources::all() {
             described(&source.schema(), source.type_name());
         }
-        assert_eq!(write_only, ["hallpass_target.secrets"]);
+        assert_eq!(write_only, ["hallpass_target.secrets", "hallpass_notifier.secrets"]);
     }
 }
