@@ -9,6 +9,7 @@
 //! `user:`/`group:` subjects map to its addresses — is [`Routing`], read
 //! from the same `config`.
 
+pub mod email;
 pub mod routing;
 pub mod webhook;
 
