@@ -182,9 +182,10 @@ deps_install_openapi_tools() {
 }
 
 # moto (a local STS and IAM, started by scripts/lib/services.sh) and boto3
-# for the AWS provider's tests, at the versions in aws-test-requirements.txt.
-# Sets AWS_TOOLS to their bin directory (moto_server, and the python that
-# imports boto3); returns 1 when they cannot be installed.
+# for the AWS provider's tests, and aiosmtpd for the email notifier's
+# end-to-end tests, at the versions in aws-test-requirements.txt. Sets
+# AWS_TOOLS to their bin directory (moto_server, and the python that imports
+# boto3 and aiosmtpd); returns 1 when they cannot be installed.
 deps_install_aws_tools() {
   local lib_dir
   lib_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)

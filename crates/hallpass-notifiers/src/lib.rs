@@ -9,6 +9,7 @@
 //! `user:`/`group:` subjects map to its addresses — is [`Routing`], read
 //! from the same `config`.
 
+pub mod email;
 pub mod routing;
 pub mod slack;
 pub mod webhook;
@@ -163,14 +164,15 @@ pub fn http_client(notifier_type: &str) -> Result<reqwest::Client, NotifyError> 
 }
 
 /// Reads `timeout_seconds`: a whole number from 1 to 60; `default` when
-/// absent.
+/// absent or null.
 pub fn timeout_setting(
     notifier_type: &str,
     config: &Map<String, Value>,
     default: Duration,
 ) -> Result<Duration, NotifyError> {
-    let Some(value) = config.get("timeout_seconds") else {
-        return Ok(default);
+    let value = match config.get("timeout_seconds") {
+        None | Some(Value::Null) => return Ok(default),
+        Some(value) => value,
     };
     value
         .as_u64()

@@ -10,6 +10,7 @@ mod audit_sinks;
 mod authz_matrix;
 mod bad_input;
 mod crash;
+mod email;
 mod events;
 mod exec;
 mod flows;
