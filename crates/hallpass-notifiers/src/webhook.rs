@@ -21,12 +21,12 @@ use chrono::Utc;
 use futures::future::{BoxFuture, FutureExt};
 use hallpass_api::Notification;
 use hallpass_providers::webhook::{
-    CONNECT_TIMEOUT, ID_HEADER, SIGNATURE_HEADER, SigningKey, TIMESTAMP_HEADER, describe_send_error, describe_status,
-    install_tls_crypto_provider, looks_like_credential,
+    ID_HEADER, SIGNATURE_HEADER, SigningKey, TIMESTAMP_HEADER, describe_send_error, describe_status,
+    looks_like_credential, webhook_client,
 };
 use hallpass_providers::{ProviderError, SecretSpec, SecretValue, TargetSecrets};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
-use reqwest::{Client, Url, redirect};
+use reqwest::{Client, Url};
 use serde_json::{Map, Value};
 
 use crate::{NotifierContext, NotifierType, NotifyError, required_str};
@@ -60,13 +60,7 @@ pub struct WebhookNotifier {
 
 impl WebhookNotifier {
     pub fn new() -> Result<Self, NotifyError> {
-        install_tls_crypto_provider();
-        let client = Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .redirect(redirect::Policy::none())
-            .user_agent(concat!("hallpass/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| NotifyError::Failed(format!("cannot build the webhook HTTP client: {e}")))?;
+        let client = webhook_client().map_err(NotifyError::Failed)?;
         Ok(Self { client })
     }
 }
