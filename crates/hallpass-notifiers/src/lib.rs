@@ -150,19 +150,6 @@ pub fn optional_str<'a>(
     }
 }
 
-/// The HTTP client a notifier type sends with: rustls on aws-lc-rs, a
-/// connect timeout, and no redirects (one could lead a credential
-/// elsewhere).
-pub fn http_client(notifier_type: &str) -> Result<reqwest::Client, NotifyError> {
-    hallpass_providers::webhook::install_tls_crypto_provider();
-    reqwest::Client::builder()
-        .connect_timeout(hallpass_providers::webhook::CONNECT_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("hallpass/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| NotifyError::Failed(format!("cannot build the {notifier_type} HTTP client: {e}")))
-}
-
 /// Reads `timeout_seconds`: a whole number from 1 to 60; `default` when
 /// absent or null.
 pub fn timeout_setting(

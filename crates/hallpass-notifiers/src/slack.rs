@@ -29,14 +29,14 @@ use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
 use hallpass_api::Notification;
-use hallpass_providers::webhook::{describe_send_error, describe_status};
+use hallpass_providers::webhook::{describe_send_error, describe_status, webhook_client};
 use hallpass_providers::{SecretSpec, SecretValue, TargetSecrets};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Client, Url};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::{NotifierContext, NotifierType, NotifyError, Routing, http_client, optional_str, timeout_setting};
+use crate::{NotifierContext, NotifierType, NotifyError, Routing, optional_str, timeout_setting};
 
 pub const NOTIFIER_TYPE: &str = "slack";
 /// A bot token (`xoxb-...`), sent as `Authorization: Bearer`.
@@ -79,9 +79,8 @@ pub struct SlackNotifier {
 
 impl SlackNotifier {
     pub fn new() -> Result<Self, NotifyError> {
-        Ok(Self {
-            client: http_client(NOTIFIER_TYPE)?,
-        })
+        let client = webhook_client().map_err(NotifyError::Failed)?;
+        Ok(Self { client })
     }
 }
 

@@ -22,14 +22,14 @@ use futures::future::{BoxFuture, FutureExt};
 use hallpass_api::Notification;
 use hallpass_providers::webhook::{
     ID_HEADER, SIGNATURE_HEADER, SigningKey, TIMESTAMP_HEADER, describe_send_error, describe_status,
-    looks_like_credential,
+    looks_like_credential, webhook_client,
 };
 use hallpass_providers::{ProviderError, SecretSpec, SecretValue, TargetSecrets};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Client, Url};
 use serde_json::{Map, Value};
 
-use crate::{NotifierContext, NotifierType, NotifyError, http_client, required_str, timeout_setting};
+use crate::{NotifierContext, NotifierType, NotifyError, required_str, timeout_setting};
 
 pub const NOTIFIER_TYPE: &str = "webhook";
 /// The secret that signs every call (`whsec_...`).
@@ -59,9 +59,8 @@ pub struct WebhookNotifier {
 
 impl WebhookNotifier {
     pub fn new() -> Result<Self, NotifyError> {
-        Ok(Self {
-            client: http_client(NOTIFIER_TYPE)?,
-        })
+        let client = webhook_client().map_err(NotifyError::Failed)?;
+        Ok(Self { client })
     }
 }
 

@@ -368,16 +368,24 @@ impl fmt::Debug for WebhookProvider {
     }
 }
 
+/// The HTTP client every outgoing webhook call uses (targets and
+/// notifiers): rustls with the one crypto provider, no redirects (one
+/// could send a call to another host), a connect timeout. The error is a
+/// message.
+pub fn webhook_client() -> Result<Client, String> {
+    install_tls_crypto_provider();
+    Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .redirect(redirect::Policy::none())
+        .user_agent(concat!("hallpass/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| format!("cannot build the webhook HTTP client: {e}"))
+}
+
 impl WebhookProvider {
     /// Builds the shared HTTP client (rustls, no redirects, a connect timeout).
     pub fn new() -> Result<Self, ProviderError> {
-        install_tls_crypto_provider();
-        let client = Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .redirect(redirect::Policy::none())
-            .user_agent(concat!("hallpass/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ProviderError::Credential(format!("cannot build the webhook HTTP client: {e}")))?;
+        let client = webhook_client().map_err(ProviderError::Credential)?;
         Ok(Self {
             client,
             unix_now: Arc::new(|| Utc::now().timestamp()),

@@ -105,14 +105,22 @@ async fn pump(app: &App) -> usize {
     count
 }
 
-async fn who_is_told_what(kind: Kind) {
+/// An app with the notifier configured to a fresh receiver (failing from
+/// the start when `failing`), and alice's pending request.
+async fn with_receiver(kind: Kind, failing: bool) -> (support::TestApp, Received, String) {
     let start = Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).single().unwrap();
     let held = support::app(kind, start, vec![]);
-    let (app, clock) = (&held.app, &held.clock);
     let (url, received) = receiver().await;
-    app.init_outbox().await.unwrap();
-    app.apply(&admin(), config(&url)).await.expect("apply");
-    let id = request(app, "alice").await;
+    *received.failing.lock().unwrap() = failing;
+    held.app.init_outbox().await.unwrap();
+    held.app.apply(&admin(), config(&url)).await.expect("apply");
+    let id = request(&held.app, "alice").await;
+    (held, received, id)
+}
+
+async fn who_is_told_what(kind: Kind) {
+    let (held, received, id) = with_receiver(kind, false).await;
+    let (app, clock) = (&held.app, &held.clock);
     assert_eq!(pump(app).await, 1);
     app.approve(&caller("bob", &["approvers"]), id.clone(), None)
         .await
@@ -161,14 +169,8 @@ async fn who_is_told_what(kind: Kind) {
 }
 
 async fn dead_letters_after_the_budget_and_a_retry_delivers(kind: Kind) {
-    let start = Utc.with_ymd_and_hms(2026, 12, 1, 9, 0, 0).single().unwrap();
-    let held = support::app(kind, start, vec![]);
+    let (held, received, id) = with_receiver(kind, true).await;
     let (app, clock) = (&held.app, &held.clock);
-    let (url, received) = receiver().await;
-    *received.failing.lock().unwrap() = true;
-    app.init_outbox().await.unwrap();
-    app.apply(&admin(), config(&url)).await.expect("apply");
-    let id = request(app, "alice").await;
     for attempt in 1..=MAX_ATTEMPTS {
         assert_eq!(pump(app).await, 1, "attempt {attempt} is due");
         if attempt < MAX_ATTEMPTS {
