@@ -39,8 +39,12 @@ SCHEMA_CANNOT_SAY = {
     ),
     ("PUT /v1/policies/{name}", "policy_compile_error", None): "only a Rego compiler can say whether source compiles",
     ("PUT /v1/policies/{name}", "invalid_policy", "bytes"): "the size limit is in UTF-8 bytes; maxLength counts characters",
+    ("PUT /v1/notifiers/{name}", "invalid_notifier_config", None): (
+        "settings and secrets depend on the notifier type and are checked by it"
+    ),
     # The URL names the thing and so does the body; they must agree.
     ("PUT /v1/targets/{name}", "name_mismatch", None): "the body's name must equal the path's",
+    ("PUT /v1/notifiers/{name}", "name_mismatch", None): "the body's name must equal the path's",
     ("PUT /v1/roles/{name}", "name_mismatch", None): "the body's name must equal the path's",
     ("PUT /v1/approval-flows/{name}", "name_mismatch", None): "the body's name must equal the path's",
     # `apply` takes all of the above at once, and more than one of each.
@@ -50,6 +54,7 @@ SCHEMA_CANNOT_SAY = {
     ("POST /v1/apply", "unknown_approval_flow", None): "a role's flow must exist or be in the same apply",
     ("POST /v1/apply", "invalid_approval_flow", "escalate_to"): "as for PUT /v1/approval-flows/{name}",
     ("POST /v1/apply", "invalid_target_config", None): "as for PUT /v1/targets/{name}",
+    ("POST /v1/apply", "invalid_notifier_config", None): "as for PUT /v1/notifiers/{name}",
     ("POST /v1/apply", "policy_compile_error", None): "as for PUT /v1/policies/{name}",
     ("POST /v1/apply", "invalid_policy", "bytes"): "as for PUT /v1/policies/{name}",
     ("POST /v1/apply", "duplicate", None): "names must be unique within each list (uniqueItems cannot look at one field)",

@@ -41,7 +41,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use serde_json::{Map, Value};
 
-use crate::{NotifierContext, NotifierType, NotifyError, optional_str, required_str};
+use crate::{NotifierContext, NotifierType, NotifyError, optional_str, required_str, timeout_setting};
 
 pub use message::{build_message, subject};
 
@@ -53,7 +53,6 @@ pub const PASSWORD: &str = "password";
 /// The longest one attempt (connect, TLS, the whole SMTP conversation)
 /// takes, when `timeout_seconds` does not say.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-const TIMEOUT_RANGE_SECONDS: std::ops::RangeInclusive<u64> = 1..=60;
 
 const SETTINGS: &[&str] = &["host", "port", "tls", "from", "to", "ca_file", "timeout_seconds"];
 
@@ -229,17 +228,6 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, NotifyError
     Ok(certificates)
 }
 
-fn parse_timeout(config: &Map<String, Value>) -> Result<Duration, NotifyError> {
-    match config.get("timeout_seconds") {
-        None | Some(Value::Null) => Ok(DEFAULT_TIMEOUT),
-        Some(value) => value
-            .as_u64()
-            .filter(|s| TIMEOUT_RANGE_SECONDS.contains(s))
-            .map(Duration::from_secs)
-            .ok_or_else(|| invalid("`timeout_seconds` must be a whole number from 1 to 60")),
-    }
-}
-
 /// Every `recipients` value must be an address this type can send to.
 fn check_recipients(config: &Map<String, Value>) -> Result<(), NotifyError> {
     let Some(map) = config.get("recipients").and_then(Value::as_object) else {
@@ -261,7 +249,7 @@ impl Settings {
         let from = parse_mailbox(required_str(NOTIFIER_TYPE, config, "from")?, "`from`")?;
         let to = parse_to(config)?;
         let ca_file = parse_ca_file(config, security)?;
-        let timeout = parse_timeout(config)?;
+        let timeout = timeout_setting(NOTIFIER_TYPE, config, DEFAULT_TIMEOUT)?;
         check_recipients(config)?;
         Ok(Settings {
             host,

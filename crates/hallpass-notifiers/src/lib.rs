@@ -11,10 +11,12 @@
 
 pub mod email;
 pub mod routing;
+pub mod slack;
 pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use hallpass_api::Notification;
@@ -146,6 +148,24 @@ pub fn optional_str<'a>(
             format!("`{key}` must be a non-empty string"),
         )),
     }
+}
+
+/// Reads `timeout_seconds`: a whole number from 1 to 60; `default` when
+/// absent or null.
+pub fn timeout_setting(
+    notifier_type: &str,
+    config: &Map<String, Value>,
+    default: Duration,
+) -> Result<Duration, NotifyError> {
+    let value = match config.get("timeout_seconds") {
+        None | Some(Value::Null) => return Ok(default),
+        Some(value) => value,
+    };
+    value
+        .as_u64()
+        .filter(|seconds| (1..=60).contains(seconds))
+        .map(Duration::from_secs)
+        .ok_or_else(|| NotifyError::invalid(notifier_type, "`timeout_seconds` must be a whole number from 1 to 60"))
 }
 
 /// Reads a required string setting.

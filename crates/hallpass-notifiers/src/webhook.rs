@@ -29,7 +29,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Client, Url};
 use serde_json::{Map, Value};
 
-use crate::{NotifierContext, NotifierType, NotifyError, required_str};
+use crate::{NotifierContext, NotifierType, NotifyError, required_str, timeout_setting};
 
 pub const NOTIFIER_TYPE: &str = "webhook";
 /// The secret that signs every call (`whsec_...`).
@@ -37,7 +37,6 @@ pub const SIGNING_SECRET: &str = "signing_secret";
 /// The secret sent as `Authorization: Bearer <token>`.
 pub const BEARER_TOKEN: &str = "bearer_token";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-const TIMEOUT_RANGE_SECONDS: std::ops::RangeInclusive<u64> = 1..=60;
 
 const SECRETS: &[SecretSpec] = &[
     SecretSpec {
@@ -91,16 +90,7 @@ impl Settings {
                  put it in the secret `bearer_token`"
             )));
         }
-        let timeout = match config.get("timeout_seconds") {
-            None => DEFAULT_TIMEOUT,
-            Some(value) => {
-                let seconds = value
-                    .as_u64()
-                    .filter(|s| TIMEOUT_RANGE_SECONDS.contains(s))
-                    .ok_or_else(|| invalid("`timeout_seconds` must be a whole number from 1 to 60".into()))?;
-                Duration::from_secs(seconds)
-            }
-        };
+        let timeout = timeout_setting(NOTIFIER_TYPE, config, DEFAULT_TIMEOUT)?;
         Ok(Settings { url, timeout })
     }
 

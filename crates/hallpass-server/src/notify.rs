@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use hallpass_notifiers::NotifierTypes;
 use hallpass_notifiers::email::EmailNotifier;
+use hallpass_notifiers::slack::SlackNotifier;
 use hallpass_notifiers::webhook::WebhookNotifier;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -37,6 +38,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 pub fn notifier_types() -> anyhow::Result<NotifierTypes> {
     Ok(NotifierTypes::default()
         .with(Arc::new(WebhookNotifier::new()?))
+        .with(Arc::new(SlackNotifier::new()?))
         .with(Arc::new(EmailNotifier::new())))
 }
 

@@ -10,7 +10,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::Settings;
 
 /// Every counter the server increments, with its help text.
-pub const COUNTERS: [(&str, &str); 15] = [
+pub const COUNTERS: [(&str, &str); 16] = [
     ("hallpass_requests_total", "Access requests made, by outcome"),
     (
         "hallpass_grants_activated_total",
@@ -65,6 +65,10 @@ pub const COUNTERS: [(&str, &str); 15] = [
         "hallpass_audit_sink_failures_total",
         "Failed deliveries to an audit sink (retried), by sink",
     ),
+    (
+        "hallpass_slack_interactions_total",
+        "Clicks on Slack's Approve / Deny buttons, by outcome",
+    ),
 ];
 
 /// Every gauge the server sets, with its help text; 0 until first set.
@@ -92,6 +96,9 @@ const PER_SINK: [&str; 4] = [
 /// The outcomes `hallpass_requests_total` is labelled with.
 pub const REQUEST_OUTCOMES: [&str; 4] = ["pending", "auto_approved", "emergency", "denied"];
 
+/// The outcomes `hallpass_slack_interactions_total` is labelled with.
+pub const SLACK_INTERACTION_OUTCOMES: [&str; 6] = ["approved", "denied", "refused", "rejected", "invalid", "ignored"];
+
 /// Installs the Prometheus recorder (once per process) and registers every
 /// counter at 0. Returns the handle `/metrics` renders.
 pub fn install_metrics() -> PrometheusHandle {
@@ -109,6 +116,10 @@ pub fn install_metrics() -> PrometheusHandle {
                 }
                 if name == "hallpass_requests_total" {
                     for outcome in REQUEST_OUTCOMES {
+                        metrics::counter!(name, "outcome" => outcome).absolute(0);
+                    }
+                } else if name == "hallpass_slack_interactions_total" {
+                    for outcome in SLACK_INTERACTION_OUTCOMES {
                         metrics::counter!(name, "outcome" => outcome).absolute(0);
                     }
                 } else {

@@ -139,6 +139,9 @@ const MATRIX: &[(&str, [Outcome; 6])] = &[
     // alice's break-glass grant: reviewed by its role's approvers or an
     // admin, never by the requester herself.
     ("POST /v1/reviews/{id}/ack", [E401, E401, E403, OK, E403, OK]),
+    // Public, Slack's signature is the credential: a bearer token is not
+    // looked at, and an unsigned click is refused whoever sends it.
+    ("POST /v1/integrations/slack/interactions", [E401; 6]),
     // Token introspection (RFC 7662) is for services holding any token.
     ("POST /v1/introspect", ANY_TOKEN),
     // The audit log.
@@ -480,6 +483,16 @@ impl World {
                 let body = json!({"comment": "checked: authz matrix"});
                 (Call::json(format!("/v1/reviews/{id}/ack"), body), ending(id))
             }
+            "POST /v1/integrations/slack/interactions" => (
+                Call {
+                    path: "/v1/integrations/slack/interactions".into(),
+                    body: Some((
+                        "application/x-www-form-urlencoded",
+                        b"payload=%7B%22type%22%3A%22block_actions%22%7D".to_vec(),
+                    )),
+                },
+                none,
+            ),
             "POST /v1/introspect" => (
                 Call {
                     path: "/v1/introspect".into(),

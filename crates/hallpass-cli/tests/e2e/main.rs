@@ -22,6 +22,7 @@ mod real_targets;
 mod replicas;
 mod security;
 mod server_start;
+mod slack;
 mod targets;
 mod terraform_plans;
 mod upgrade;

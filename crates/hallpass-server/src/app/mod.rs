@@ -13,7 +13,7 @@
 //! [`decisions`] (approve, deny, cancel), [`grants`] (issue, credentials,
 //! ending, due work, introspection), [`listing`] (who sees which
 //! requests), [`reviews`] (break-glass), [`audit`], [`events`] (the live
-//! audit stream). Beneath them:
+//! audit stream), [`slack`] (clicks on Slack's buttons). Beneath them:
 //! [`access_config`] (validating and normalising targets, roles and flows),
 //! [`seal`] (key material and secrets at rest) and `wire` (records and
 //! documents to API types).
@@ -36,6 +36,7 @@ pub mod requests;
 pub mod reviews;
 pub mod seal;
 pub mod secrets;
+pub mod slack;
 pub mod targets;
 pub mod tokens;
 pub(crate) mod wire;

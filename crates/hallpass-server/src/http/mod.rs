@@ -13,6 +13,7 @@ pub mod listener;
 pub mod notifications;
 pub mod openapi;
 pub mod requests;
+pub mod slack;
 
 use std::time::Duration;
 
@@ -85,6 +86,7 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .route("/v1/grants/{id}/revoke", post(requests::revoke))
         .route("/v1/grants/{id}/release", post(requests::release))
         .route("/v1/introspect", post(requests::introspect))
+        .route("/v1/integrations/slack/interactions", post(slack::interactions))
         .route("/v1/audit", get(audit::audit_list))
         .route("/v1/audit/export", get(audit::audit_export))
         .route("/v1/audit/verify", get(audit::audit_verify))

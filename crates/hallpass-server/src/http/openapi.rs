@@ -15,7 +15,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required};
 
 use super::error::REQUEST_ID_HEADER;
-use super::{audit, config, events, identity, notifications, requests};
+use super::{audit, config, events, identity, notifications, requests, slack};
 use hallpass_api as api;
 
 #[derive(OpenApi)]
@@ -66,6 +66,7 @@ use hallpass_api as api;
         notifications::delete_notifier,
         notifications::failed_notifications,
         notifications::retry_notification,
+        slack::interactions,
         requests::create_request,
         requests::list_requests,
         requests::get_request,
