@@ -137,6 +137,14 @@ impl App {
                 Ok(consumed)
             })
             .await
+            .inspect(|&consumed| {
+                // New deliveries move no audit head: tell this server's
+                // worker directly (other replicas look within a few
+                // seconds).
+                if consumed > 0 {
+                    self.inner.outbox_wake.notify_one();
+                }
+            })
     }
 
     /// With no notifier, nothing is owed: the cursor follows the head, so
