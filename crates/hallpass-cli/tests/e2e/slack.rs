@@ -572,3 +572,64 @@ fn slack_clicks_that_do_not_check_out_change_nothing() {
         "the signing secret is never logged"
     );
 }
+
+/// One signed click sent by 50 callers at once (a replay raced against the
+/// original) decides once: one answer accepts it, every other is refused,
+/// and the audit log holds one approval.
+#[test]
+fn a_click_raced_by_fifty_replays_decides_once() {
+    let slack = FakeSlack::start();
+    let (server, _dir) = world(&slack);
+    let id = alice_requests(&server, "slack-one", "INC-50");
+    let approve = click("U0BOB", "hallpass.approve", &id, &slack.response_url("race"));
+    let at = now();
+    let signed = signature(SIGNING_SECRET, at, &approve);
+    // Each caller from an address of its own in 127/8: refused signatures
+    // count against their address, and 49 from one would lock it out.
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let callers: Vec<_> = (0..50u8)
+            .map(|i| {
+                let (approve, signed, addr) = (&approve, &signed, &server.addr);
+                scope.spawn(move || post_from(i + 10, addr, approve, at, signed))
+            })
+            .collect();
+        callers.into_iter().map(|c| c.join().expect("caller")).collect()
+    });
+    let accepted = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(accepted, 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 49, "{statuses:?}");
+    server.wait_state(&server.admin, &id, "active", Duration::from_secs(10));
+    let events = server.json(&server.admin, &["audit", "list", "--request", &id]);
+    let approvals = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "request.approved")
+        .count();
+    assert_eq!(approvals, 1);
+}
+
+/// POSTs a signed click from 127.0.0.`octet`; returns the status.
+fn post_from(octet: u8, addr: &str, body: &[u8], at: i64, signature: &str) -> u16 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        hallpass_client::install_tls_crypto_provider();
+        let client = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, octet]))
+            .build()
+            .expect("client");
+        let response = client
+            .post(format!("{addr}{INTERACTIONS}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", at.to_string())
+            .header("x-slack-signature", signature)
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("http request");
+        response.status().as_u16()
+    })
+}
