@@ -35,6 +35,11 @@ deps_missing_packages() {
   have_cmds python3 || echo python3
   # The independent audit verifier (crates/hallpass-cli/tests/independent_verifier).
   python3 -c 'import cryptography' >/dev/null 2>&1 || echo python3-cryptography
+  # The web UI's browser test (crates/hallpass-cli/tests/web): Debian's
+  # Chromium, driven by Playwright under Node.js (npm installs its packages).
+  [[ -x /usr/bin/chromium ]] || echo chromium
+  have_cmds node || echo nodejs
+  have_cmds npm || echo npm
 }
 
 # Keep apt from starting the system-wide daemons it installs (postgresql,
@@ -222,4 +227,42 @@ deps_check_terraform() {
   else
     loud_warning "$problem: they will be skipped"
   fi
+}
+
+# The packages of the web UI's browser test in DIR
+# (crates/hallpass-cli/tests/web: oidc-provider and playwright-core, at the
+# versions in its package-lock.json), installed with `npm ci` when
+# node_modules is missing or older than the lock file. No browser is
+# downloaded: the test drives Debian's Chromium. Needs Node.js >= 20 (Debian
+# 12's own nodejs is 18: take Debian 13's, or NodeSource's). Returns 1 (after
+# saying why) when they cannot be installed; the caller decides whether
+# that may be skipped.
+deps_install_web_test_tools() {
+  local dir=$1 major log
+  local stamp="$dir/node_modules/.package-lock.json"
+  if ! have_cmds node npm; then
+    warn "node or npm not found: cannot install the web test's packages"
+    return 1
+  fi
+  major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  if ! [[ $major =~ ^[0-9]+$ ]] || ((major < 20)); then
+    warn "Node.js $(node --version 2>/dev/null) is too old for the web test: it needs >= 20 (Debian 12 ships 18; use Debian 13's nodejs or NodeSource's)"
+    return 1
+  fi
+  if [[ -f $stamp && ! $dir/package-lock.json -nt $stamp ]]; then
+    info "web test packages: installed (node $(node --version))"
+    return 0
+  fi
+  info "installing the web test's packages (npm ci in $dir)"
+  log=$(mktemp -t hallpass-npm.XXXXXX)
+  if ! (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund) >"$log" 2>&1; then
+    cat "$log" >&2
+    rm -f -- "$log"
+    warn "npm ci failed in $dir"
+    return 1
+  fi
+  rm -f -- "$log"
+  # npm ci leaves the lock file as it was; mark the install as newer.
+  touch "$stamp"
+  info "web test packages: installed (node $(node --version))"
 }

@@ -120,6 +120,25 @@ pub struct LockInfo {
     pub revoke_failed: Vec<String>,
 }
 
+/// `POST /v1/auth/cli/token`: the one-time code `hallpass login` received
+/// on its loopback listener after the person allowed it in the browser,
+/// and the PKCE verifier whose SHA-256 the code is bound to.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CliTokenExchange {
+    #[schema(max_length = 4096)]
+    pub code: String,
+    /// 43 to 128 characters (RFC 7636).
+    #[schema(min_length = 43, max_length = 128)]
+    pub code_verifier: String,
+}
+
+impl std::fmt::Debug for CliTokenExchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CliTokenExchange(***)")
+    }
+}
+
 /// `POST /v1/auth/oidc`: a workload's OIDC token (from its CI system) to
 /// exchange for a short-lived API token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -75,13 +75,21 @@ enum Command {
     Server(ServerArgs),
     /// Show who the token belongs to.
     Whoami,
-    /// Exchange a CI job's OIDC token for a short-lived Hallpass token,
-    /// printed on stdout: `export HALLPASS_TOKEN=$(hallpass login --oidc-token-file F)`.
+    /// Sign in through your company's single sign-on in the browser; the
+    /// short-lived token is kept for this server in
+    /// ~/.config/hallpass/credentials.json. With --oidc-token-file: exchange
+    /// a CI job's OIDC token for a token printed on stdout instead
+    /// (`export HALLPASS_TOKEN=$(hallpass login --oidc-token-file F)`).
     Login {
         /// The OIDC token (a JWT) the CI system gave the job; `-` reads stdin.
         #[arg(long = "oidc-token-file", value_name = "FILE")]
-        oidc_token_file: std::path::PathBuf,
+        oidc_token_file: Option<std::path::PathBuf>,
+        /// Print the sign-in address instead of opening a browser.
+        #[arg(long, conflicts_with = "oidc_token_file")]
+        no_browser: bool,
     },
+    /// Revoke the token `hallpass login` keeps, and forget it.
+    Logout,
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -237,15 +245,23 @@ async fn async_main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> CmdResult {
+    // Without --token or HALLPASS_TOKEN, the token `hallpass login` kept
+    // for this server.
+    let token = cli.token.or_else(|| commands::login::stored_token(&cli.addr));
     let ctx = Ctx {
         addr: cli.addr,
-        token: cli.token,
+        token,
         output: cli.output,
     };
     match cli.command {
         Command::Server(args) => commands::server::run(args).await,
         Command::Whoami => commands::identity::whoami(&ctx).await,
-        Command::Login { oidc_token_file } => commands::identity::login(&ctx, &oidc_token_file).await,
+        Command::Login {
+            oidc_token_file: Some(file),
+            ..
+        } => commands::identity::login(&ctx, &file).await,
+        Command::Login { no_browser, .. } => commands::login::browser_login(&ctx, no_browser).await,
+        Command::Logout => commands::login::logout().await,
         Command::Token(command) => commands::identity::token(&ctx, command).await,
         Command::Apply(args) => commands::config::apply(&ctx, args).await,
         Command::Target(command) => commands::config::target(&ctx, command).await,

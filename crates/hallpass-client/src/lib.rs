@@ -164,6 +164,22 @@ impl Client {
             .await
     }
 
+    /// Trades the one-time code of a browser sign-in and the PKCE verifier
+    /// it is bound to for a token (`hallpass login`); needs no token.
+    pub async fn exchange_cli_code(&self, code: &str, code_verifier: &str) -> Result<CreatedToken, ClientError> {
+        let body = hallpass_api::CliTokenExchange {
+            code: code.to_string(),
+            code_verifier: code_verifier.to_string(),
+        };
+        self.json(self.request(Method::POST, &["v1", "auth", "cli", "token"])?.json(&body))
+            .await
+    }
+
+    /// Revokes the client's own token (`hallpass logout`).
+    pub async fn sign_out(&self) -> Result<(), ClientError> {
+        self.empty(self.request(Method::POST, &["v1", "auth", "logout"])?).await
+    }
+
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {
         self.json(self.request(Method::GET, &["v1", "tokens"])?).await
     }

@@ -14,6 +14,7 @@ mod flow;
 mod policy;
 mod secrets;
 mod server;
+mod sso;
 #[cfg(test)]
 mod testing;
 mod value;
@@ -26,4 +27,5 @@ pub use audit_sink::{
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use server::{LogFormat, SealKey, ServerConfig, Storage, parse_server_config_file, parse_server_config_str};
+pub use sso::{DEFAULT_CLI_TOKEN_TTL_SECONDS, DEFAULT_SESSION_TTL_SECONDS, SingleSignOn, is_loopback_http};
 pub use workload::{ClaimRule, DEFAULT_TOKEN_TTL_SECONDS, JwksSource, WorkloadIdentity};

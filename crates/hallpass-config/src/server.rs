@@ -1,6 +1,6 @@
 //! The server configuration file (`hallpass server --config FILE.hcl`): flat
 //! top-level attributes, an optional `storage` block, `workload_identity`
-//! and `audit_sink` blocks, every one optional so command-line flags and
+//! and `audit_sink` blocks and an optional `sso` block, every one optional so command-line flags and
 //! defaults can fill the gaps.
 //!
 //! Some settings are secrets (the storage URL's password, the seal key, an
@@ -18,6 +18,7 @@ use hcl_edit::structure::{Block, BlockLabel};
 use crate::audit_sink::AuditSink;
 use crate::body::Shape;
 use crate::error::{ConfigErrors, Reporter, parse_body, read_file, start_of};
+use crate::sso::SingleSignOn;
 use crate::value::Literal;
 use crate::workload::WorkloadIdentity;
 
@@ -40,7 +41,7 @@ const SERVER: Shape = Shape {
         "auth_failures_per_minute",
         "seal_key",
     ],
-    blocks: &["storage", "workload_identity", "audit_sink"],
+    blocks: &["storage", "workload_identity", "audit_sink", "sso"],
     verbatim: &[],
 };
 const SQLITE: Shape = Shape {
@@ -79,6 +80,8 @@ pub struct ServerConfig {
     pub workload_identities: Vec<WorkloadIdentity>,
     /// Outside copies of the audit log.
     pub audit_sinks: Vec<AuditSink>,
+    /// Single sign-on for people (the web interface and `hallpass login`).
+    pub single_sign_on: Option<SingleSignOn>,
 }
 
 /// Where the server keeps its state.
@@ -193,6 +196,8 @@ pub fn parse_server_config_str(source: &str, file_name: &str) -> Result<ServerCo
         .into_iter()
         .partition(|block| block.ident.as_str() == "audit_sink");
     let audit_sinks = reporter.audit_sinks(&sink_blocks, base_dir);
+    let (sso_blocks, blocks): (Vec<_>, Vec<_>) = blocks.into_iter().partition(|block| block.ident.as_str() == "sso");
+    let single_sign_on = reporter.single_sign_on(&sso_blocks, base_dir);
     let storage = reporter.storage_blocks(&blocks);
     let r = &mut reporter;
     let config = ServerConfig {
@@ -250,6 +255,7 @@ pub fn parse_server_config_str(source: &str, file_name: &str) -> Result<ServerCo
         }),
         workload_identities,
         audit_sinks,
+        single_sign_on,
     };
     reporter.finish(config)
 }
@@ -419,6 +425,7 @@ pub(crate) mod tests {
             seal_key: Some(SealKey(std::array::from_fn(|i| i as u8))),
             workload_identities: Vec::new(),
             audit_sinks: Vec::new(),
+            single_sign_on: None,
         };
         assert_eq!(parse_server_config_str(&source, "server.hcl").unwrap(), expected);
         assert_eq!(
@@ -470,7 +477,7 @@ pub(crate) mod tests {
                  public_url, log_format, log_level, max_body_bytes, auth_failures_per_minute, seal_key; \
                  did you mean \"listen\"?",
                 "3:1: unknown block \"limits\" in the server configuration; expected one of: storage, workload_identity, \
-                 audit_sink",
+                 audit_sink, sso",
                 "5:13: only literal values are supported here, but this is a template with ${...} interpolation \
                  or %{...} directives; write a plain string, number, bool, list or object instead",
             ]

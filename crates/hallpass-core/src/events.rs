@@ -82,6 +82,8 @@ audit_kinds! {
     TokenRevoked => "token.revoked",
     /// A grant's token (a `hallpass` target) follows its grant's extension.
     TokenExtended => "token.extended",
+    /// A single sign-on session's groups changed at the identity provider.
+    TokenGroupsChanged => "token.groups_changed",
     /// An admin stopped a principal: tokens revoked, grants ended, requests refused.
     PrincipalLocked => "principal.locked",
     PrincipalUnlocked => "principal.unlocked",

@@ -163,6 +163,7 @@ pub async fn serve(
             .context("cannot release stale claims")?;
     }
     let registry = providers(&signer, &store, extra_providers)?;
+    let (workload_issuers, sso) = identity_providers(&settings)?;
     let (deadline_tx, deadline_rx) = mpsc::unbounded_channel();
     let app = App::new(AppParts {
         store: store.clone(),
@@ -175,11 +176,10 @@ pub async fn serve(
         clock,
         deadlines: deadline_tx,
         auth_failures_per_minute: settings.auth_failures_per_minute,
-        workload_issuers: Arc::new(app::workload::WorkloadIssuers::new(
-            settings.workload_identities.clone(),
-        )?),
+        workload_issuers,
         notifier_types: notify::notifier_types()?,
         public_url: Some(settings.issuer.clone()),
+        sso,
     });
     start_up(&app, &settings, &format!("{backend:?}")).await?;
 
@@ -213,6 +213,22 @@ pub async fn serve(
     store.close();
     drop(temp_dir);
     Ok(())
+}
+
+/// Who the server trusts to say who someone is: the CI systems of
+/// `workload_identity` blocks, and the `sso` block's provider for people.
+type IdentityProviders = (Arc<app::workload::WorkloadIssuers>, Option<Arc<app::sso::SsoProvider>>);
+
+fn identity_providers(settings: &Settings) -> anyhow::Result<IdentityProviders> {
+    let workload = Arc::new(app::workload::WorkloadIssuers::new(
+        settings.workload_identities.clone(),
+    )?);
+    let sso = settings
+        .single_sign_on
+        .clone()
+        .map(|config| app::sso::SsoProvider::new(config, &settings.issuer))
+        .transpose()?;
+    Ok((workload, sso))
 }
 
 /// Policies are evaluated in worker processes of this very binary (its

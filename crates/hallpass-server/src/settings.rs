@@ -55,6 +55,8 @@ pub struct Settings {
     pub workload_identities: Vec<hallpass_config::WorkloadIdentity>,
     /// Outside copies of the audit log.
     pub audit_sinks: Vec<hallpass_config::AuditSink>,
+    /// Single sign-on for people (the web interface, `hallpass login`).
+    pub single_sign_on: Option<hallpass_config::SingleSignOn>,
 }
 
 fn read_token_file(path: &Path) -> anyhow::Result<String> {
@@ -135,6 +137,7 @@ impl Settings {
             tls,
             workload_identities: config.workload_identities,
             audit_sinks: config.audit_sinks,
+            single_sign_on: config.single_sign_on,
         })
     }
 }

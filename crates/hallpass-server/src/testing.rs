@@ -71,6 +71,7 @@ pub fn app_on(
         workload_issuers: Default::default(),
         notifier_types: crate::notify::notifier_types()?,
         public_url: None,
+        sso: None,
     });
     Ok((app, inbox))
 }

@@ -17,12 +17,14 @@ mod engine;
 mod outbox;
 mod pg;
 mod schema;
+mod sessions;
 pub mod sql;
 mod sqlite;
 mod tx;
 
 pub use engine::{Backend, Store};
 pub use outbox::{DeliveryOutcome, DeliveryRow, NewDelivery};
+pub use sessions::SsoSessionRow;
 pub use sqlite::prepare_data_dir;
 pub use tx::{ReadTx, WriteTx, open_key};
 

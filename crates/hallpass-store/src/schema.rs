@@ -194,6 +194,17 @@ CREATE TABLE seen_nonces (
 );
 CREATE INDEX seen_nonces_by_expiry ON seen_nonces (expires_at);
 "#,
+    // Single sign-on sessions: a signed-in token's sealed refresh token,
+    // when the identity provider last vouched for its claims, and the lease
+    // of the one server asking it again (a refresh token is spent once).
+    r#"
+CREATE TABLE sso_sessions (
+    token_id       TEXT PRIMARY KEY,
+    sealed_refresh TEXT NOT NULL,
+    checked_at     TEXT NOT NULL,
+    checking_until TEXT
+);
+"#,
 ];
 
 pub fn migrate(conn: &mut dyn Conn) -> Result<(), StoreError> {

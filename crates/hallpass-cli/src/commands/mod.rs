@@ -11,6 +11,7 @@ pub mod flows;
 pub mod grant_keys;
 pub mod grants;
 pub mod identity;
+pub mod login;
 pub mod notifications;
 pub mod policy;
 pub mod requests;

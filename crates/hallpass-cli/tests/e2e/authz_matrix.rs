@@ -60,6 +60,11 @@ const MATRIX: &[(&str, [Outcome; 6])] = &[
     // Public, the body's JWT is the credential; this server trusts no
     // workload issuer, so every caller hears so (a token is not looked at).
     ("POST /v1/auth/oidc", [E404; 6]),
+    // Public, the one-time code is the credential; this server has no
+    // single sign-on, so every caller hears so.
+    ("POST /v1/auth/cli/token", [E404; 6]),
+    // Anyone signs out their own token (a fresh one each call).
+    ("POST /v1/auth/logout", ANY_TOKEN),
     // Identity.
     ("GET /v1/whoami", ANY_TOKEN),
     ("POST /v1/tokens", ADMIN),
@@ -169,6 +174,9 @@ fn outcome_of(status: u16) -> Option<Outcome> {
 struct Call {
     path: String,
     body: Option<(&'static str, Vec<u8>)>,
+    /// The call ends the token it is made with (signing out): it is made
+    /// with a fresh token of the caller's principal and groups.
+    spends_token: bool,
 }
 
 impl Call {
@@ -176,6 +184,7 @@ impl Call {
         Call {
             path: path.into(),
             body: None,
+            spends_token: false,
         }
     }
 
@@ -183,6 +192,7 @@ impl Call {
         Call {
             path: path.into(),
             body: Some(("application/json", body.to_string().into_bytes())),
+            spends_token: false,
         }
     }
 }
@@ -288,7 +298,19 @@ impl World {
                 .set(n.checked_add(1).expect("fewer than 250 unknown-token calls"));
             IpAddr::V4(Ipv4Addr::new(127, 0, 1, n))
         });
-        self.send(method, call, self.token(caller).as_deref(), from)
+        let token = match self.token(caller) {
+            Some(token) if call.spends_token && caller >= 2 => Some(self.fresh_token(&token)),
+            token => token,
+        };
+        self.send(method, call, token.as_deref(), from)
+    }
+
+    /// Another token of the principal and groups `token` belongs to.
+    fn fresh_token(&self, token: &str) -> String {
+        let me = self.ok(token, "GET", Call::to("/v1/whoami"));
+        let body = json!({"principal": me["principal"], "groups": me["groups"]});
+        let made = self.admin_ok("POST", Call::json("/v1/tokens", body));
+        made["token"].as_str().expect("token").to_string()
     }
 
     /// A fixture step that must succeed.
@@ -388,6 +410,20 @@ impl World {
                 none,
             ),
             "POST /v1/auth/oidc" => (Call::json("/v1/auth/oidc", json!({"token": "a.b.c"})), none),
+            "POST /v1/auth/cli/token" => (
+                Call::json(
+                    "/v1/auth/cli/token",
+                    json!({"code": "x", "code_verifier": "v".repeat(43)}),
+                ),
+                none,
+            ),
+            "POST /v1/auth/logout" => (
+                Call {
+                    spends_token: true,
+                    ..Call::to("/v1/auth/logout")
+                },
+                none,
+            ),
             "DELETE /v1/tokens/{id}" => {
                 let made = self.admin_ok(
                     "POST",
@@ -490,6 +526,7 @@ impl World {
                         "application/x-www-form-urlencoded",
                         b"payload=%7B%22type%22%3A%22block_actions%22%7D".to_vec(),
                     )),
+                    spends_token: false,
                 },
                 none,
             ),
@@ -497,6 +534,7 @@ impl World {
                 Call {
                     path: "/v1/introspect".into(),
                     body: Some(("application/x-www-form-urlencoded", b"token=not-a-grant-token".to_vec())),
+                    spends_token: false,
                 },
                 none,
             ),

@@ -26,4 +26,5 @@ mod slack;
 mod targets;
 mod terraform_plans;
 mod upgrade;
+mod web;
 mod workload_identity;

@@ -157,3 +157,81 @@ impl App {
         Ok(report)
     }
 }
+
+/// Events read back from the head when searching the log.
+pub const SEARCH_SCAN: u64 = 20_000;
+/// Most events a search returns.
+const SEARCH_RESULTS: usize = 500;
+/// Most events of one request a request's history shows.
+const HISTORY_LIMIT: u32 = 1_000;
+
+/// What an auditor looks for in the log; every part optional.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSearch {
+    pub request: Option<String>,
+    /// The actor, exactly.
+    pub actor: Option<String>,
+    /// A kind, or the start of one ending in `.` (`request.`).
+    pub kind: Option<String>,
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl AuditSearch {
+    fn matches(&self, event: &AuditEvent) -> bool {
+        let time = chrono::DateTime::parse_from_rfc3339(&event.time)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc));
+        self.actor.as_ref().is_none_or(|actor| &event.actor == actor)
+            && self.kind.as_ref().is_none_or(|kind| {
+                &event.kind == kind || (kind.ends_with('.') && event.kind.starts_with(kind.as_str()))
+            })
+            && self.from.is_none_or(|from| time.is_some_and(|t| t >= from))
+            && self.until.is_none_or(|until| time.is_some_and(|t| t <= until))
+    }
+}
+
+impl App {
+    /// The newest events matching `search`, newest first, from the newest
+    /// [`SEARCH_SCAN`] of the log (an export holds all of it); returns them
+    /// with how many events were looked at.
+    pub async fn audit_search(&self, caller: &Caller, search: AuditSearch) -> AppResult<(Vec<AuditEvent>, u64)> {
+        caller.require_auditor()?;
+        if let Some(request) = search.request.clone() {
+            // One request's events are few and indexed: read them all.
+            let events = self
+                .inner
+                .store
+                .read(move |r| r.audit(0, Some(&request), HISTORY_LIMIT))
+                .await?;
+            let looked_at = events.len() as u64;
+            let mut found: Vec<AuditEvent> = events.into_iter().rev().filter(|e| search.matches(e)).collect();
+            found.truncate(SEARCH_RESULTS);
+            return Ok((found, looked_at));
+        }
+        let head = self.inner.store.read(|r| r.audit_head_seq()).await?;
+        let start = head.saturating_sub(SEARCH_SCAN);
+        let mut found = Vec::new();
+        let mut after = head;
+        while after > start && found.len() < SEARCH_RESULTS {
+            let from = after.saturating_sub(u64::from(EXPORT_PAGE)).max(start);
+            let limit = u32::try_from(after - from).unwrap_or(EXPORT_PAGE);
+            let page = self.inner.store.read(move |r| r.audit(from, None, limit)).await?;
+            found.extend(page.into_iter().rev().filter(|event| search.matches(event)));
+            after = from;
+        }
+        found.truncate(SEARCH_RESULTS);
+        Ok((found, head - after))
+    }
+
+    /// A request's events, oldest first, for whoever may see the request
+    /// (the live event stream shows them the same events).
+    pub async fn request_history(&self, caller: &Caller, id: String) -> AppResult<Vec<AuditEvent>> {
+        self.get_request(caller, id.clone()).await?;
+        Ok(self
+            .inner
+            .store
+            .read(move |r| r.audit(0, Some(&id), HISTORY_LIMIT))
+            .await?)
+    }
+}

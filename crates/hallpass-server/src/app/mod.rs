@@ -37,6 +37,8 @@ pub mod reviews;
 pub mod seal;
 pub mod secrets;
 pub mod slack;
+pub mod sso;
+mod sso_recheck;
 pub mod targets;
 pub mod tokens;
 pub(crate) mod wire;
@@ -92,6 +94,8 @@ pub struct AppParts {
     pub notifier_types: NotifierTypes,
     /// The server's own URL, for links in notifications.
     pub public_url: Option<String>,
+    /// Single sign-on for people, when configured.
+    pub sso: Option<Arc<sso::SsoProvider>>,
 }
 
 /// The broker's operations. Cheap to clone.
@@ -118,6 +122,7 @@ struct Inner {
     workload_issuers: Arc<workload::WorkloadIssuers>,
     notifier_types: NotifierTypes,
     public_url: Option<String>,
+    sso: Option<Arc<sso::SsoProvider>>,
     /// Wakes the outbox worker (a delivery was put back in line).
     outbox_wake: Arc<Notify>,
     event_streams: events::StreamSlots,
@@ -211,6 +216,7 @@ impl App {
                 workload_issuers: parts.workload_issuers,
                 notifier_types: parts.notifier_types,
                 public_url: parts.public_url,
+                sso: parts.sso,
                 outbox_wake: Arc::new(Notify::new()),
                 event_streams: events::StreamSlots::default(),
             }),
@@ -224,6 +230,11 @@ impl App {
 
     pub fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
+    }
+
+    /// The URL people and clients reach this server at, when known.
+    pub fn public_url(&self) -> Option<&str> {
+        self.inner.public_url.as_deref()
     }
 
     fn to_api(&self, record: &RequestRecord, version: u64) -> api::AccessRequest {

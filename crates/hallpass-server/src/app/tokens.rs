@@ -222,6 +222,9 @@ impl Limits {
 }
 
 /// Whether a token is made whatever the store holds, or only as its first.
+/// `created_by` of the tokens single sign-on makes: `sso:PRINCIPAL`.
+pub(crate) const SSO_CREATOR_PREFIX: &str = "sso:";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TokenWhen {
     Always,
@@ -253,14 +256,20 @@ impl App {
             let why = failure.unwrap_or("unknown token");
             return Err(self.failed_authentication(token_id, &hash, remote, why));
         };
-        Ok(Caller {
+        let signed_in = row.created_by.starts_with(SSO_CREATOR_PREFIX);
+        let caller = Caller {
             principal: Principal {
                 name: row.principal,
                 groups: row.groups,
             },
             token_id: row.id,
             token_expires_at: row.expires_at,
-        })
+        };
+        if signed_in {
+            // A single sign-on session follows the identity provider.
+            return self.recheck_session(caller).await;
+        }
+        Ok(caller)
     }
 
     /// Refuses an address that failed to authenticate too often lately.

@@ -60,7 +60,12 @@ pub async fn audit_export(
     caller: Caller,
     QueryOf(query): QueryOf<ExportParams>,
 ) -> HttpResult<Response> {
-    let pages = app.audit_export(&caller, query.since.unwrap_or(0)).await?;
+    export_response(&app, &caller, query.since.unwrap_or(0)).await
+}
+
+/// The log from `since` on as JSON Lines, streamed page by page.
+pub async fn export_response(app: &App, caller: &Caller, since: u64) -> HttpResult<Response> {
+    let pages = app.audit_export(caller, since).await?;
     let chunks = pages.map(|page| {
         let events = page.map_err(|error| std::io::Error::other(error.message))?;
         let mut chunk = Vec::with_capacity(events.len() * 400);

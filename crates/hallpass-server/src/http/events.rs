@@ -93,11 +93,20 @@ pub async fn events(
 ) -> HttpResult<Response> {
     let after = last_event_id(&headers)?.or(query.since);
     let feed = app.event_feed(&caller, after).await?;
+    Ok(sse_response(feed, shutdown, message))
+}
+
+/// Frames one audit event as one message.
+pub type Framer = fn(&AuditEvent) -> Result<Event, String>;
+
+/// A feed as a `text/event-stream` response, each event framed by `frame`,
+/// ended when the listener drains.
+pub fn sse_response(feed: EventFeed, shutdown: Option<Extension<Shutdown>>, frame: Framer) -> Response {
     let stop = match shutdown {
         Some(Extension(shutdown)) => shutdown.started().boxed(),
         None => futures::future::pending().boxed(),
     };
-    let stream = messages(feed).take_until(stop);
+    let stream = messages(feed, frame).take_until(stop);
     let mut response = Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
         .into_response();
@@ -106,15 +115,14 @@ pub async fn events(
         HeaderName::from_static("x-accel-buffering"),
         HeaderValue::from_static("no"),
     );
-    Ok(response)
+    response
 }
 
-/// The opening position, then every batch framed, until the feed ends.
-fn messages(feed: EventFeed) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+fn messages(feed: EventFeed, frame: Framer) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
     let opening = Event::default().retry(RECONNECT_HINT).id(feed.position().to_string());
-    let rest = futures::stream::unfold(feed, |mut feed| async move {
+    let rest = futures::stream::unfold(feed, move |mut feed| async move {
         let framed = match feed.next_batch().await {
-            Ok(Some(batch)) => framed(batch),
+            Ok(Some(batch)) => framed(batch, frame),
             Ok(None) => return None,
             Err(error) => Err(error.message),
         };
@@ -133,8 +141,8 @@ fn messages(feed: EventFeed) -> impl Stream<Item = Result<Event, Infallible>> + 
 
 /// A batch as messages: one per event, and an `id` alone for a position
 /// reached without an event the caller may see.
-fn framed(batch: Batch) -> Result<Vec<Event>, String> {
-    let mut messages = batch.events.iter().map(message).collect::<Result<Vec<_>, _>>()?;
+fn framed(batch: Batch, frame: Framer) -> Result<Vec<Event>, String> {
+    let mut messages = batch.events.iter().map(frame).collect::<Result<Vec<_>, _>>()?;
     if let Some(seq) = batch.advance {
         messages.push(Event::default().id(seq.to_string()));
     }

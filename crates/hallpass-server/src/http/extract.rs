@@ -28,7 +28,7 @@ fn invalid(code: ErrorCode, message: impl Into<String>) -> HttpError {
 pub struct Remote(pub Option<IpAddr>);
 
 impl Remote {
-    fn of(parts: &Parts) -> Remote {
+    pub(crate) fn of(parts: &Parts) -> Remote {
         Remote(
             parts
                 .extensions

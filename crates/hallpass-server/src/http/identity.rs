@@ -51,6 +51,34 @@ pub async fn exchange_workload_token(
     ))
 }
 
+/// `hallpass login`: trades the one-time code the browser handed the CLI
+/// (after single sign-on and the person's "Allow") and the CLI's PKCE
+/// verifier for a token. A code works once, for a minute.
+#[utoipa::path(post, path = "/v1/auth/cli/token", tag = "identity", security(()), request_body = api::CliTokenExchange,
+    responses(
+        (status = 201, body = api::CreatedToken),
+        (status = 400, description = "the body is not valid JSON", body = api::ErrorBody),
+        (status = 401, description = "the code is unknown, used, expired or not for this verifier", body = api::ErrorBody),
+        (status = 404, description = "single sign-on is not configured", body = api::ErrorBody),
+        (status = 429, description = "too many failed authentications from this address; see Retry-After", body = api::ErrorBody),
+    ))]
+pub async fn exchange_cli_code(
+    State(app): State<App>,
+    Remote(remote): Remote,
+    JsonBody(body): JsonBody<api::CliTokenExchange>,
+) -> HttpResult<(StatusCode, Json<api::CreatedToken>)> {
+    let token = app.cli_token(&body.code, &body.code_verifier, remote).await?;
+    Ok((StatusCode::CREATED, Json(token)))
+}
+
+/// Ends the caller's own token or session (`hallpass logout`), with its
+/// audit event; allowed even for the last admin token.
+#[utoipa::path(post, path = "/v1/auth/logout", tag = "identity", responses((status = 204, description = "the token is revoked")))]
+pub async fn sign_out(State(app): State<App>, caller: Caller) -> HttpResult<StatusCode> {
+    app.sign_out(&caller).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[utoipa::path(get, path = "/v1/tokens", tag = "identity", responses((status = 200, body = Vec<api::TokenInfo>)))]
 pub async fn list_tokens(State(app): State<App>, caller: Caller) -> HttpResult<Json<Vec<api::TokenInfo>>> {
     Ok(Json(app.list_tokens(&caller).await?))

@@ -14,6 +14,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod requests;
 pub mod slack;
+pub mod web;
 
 use std::time::Duration;
 
@@ -63,6 +64,8 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .route("/v1/tokens", get(identity::list_tokens).post(identity::create_token))
         .route("/v1/tokens/{id}", delete(identity::revoke_token))
         .route("/v1/auth/oidc", post(identity::exchange_workload_token))
+        .route("/v1/auth/cli/token", post(identity::exchange_cli_code))
+        .route("/v1/auth/logout", post(identity::sign_out))
         .route("/v1/locks", get(identity::list_locks))
         .route(
             "/v1/principals/{name}/lock",
@@ -92,6 +95,7 @@ pub fn router(app: App, settings: HttpSettings) -> Router {
         .route("/v1/audit/verify", get(audit::audit_verify))
         .route("/v1/audit/public-key", get(audit::audit_public_key))
         .route("/v1/events", get(events::events))
+        .merge(web::routes())
         .fallback(not_found)
         .with_state(app);
     routes

@@ -36,6 +36,8 @@ use hallpass_api as api;
         identity::list_tokens,
         identity::revoke_token,
         identity::exchange_workload_token,
+        identity::exchange_cli_code,
+        identity::sign_out,
         identity::list_locks,
         identity::lock,
         identity::unlock,

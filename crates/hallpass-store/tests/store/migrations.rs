@@ -14,9 +14,9 @@ on_both_backends!(
 );
 
 /// The number of migrations in `schema.rs`: bump it with each one added.
-const CURRENT_SCHEMA_VERSION: i64 = 5;
+const CURRENT_SCHEMA_VERSION: i64 = 6;
 
-const TABLES: [&str; 17] = [
+const TABLES: [&str; 18] = [
     "approval_flows",
     "audit",
     "audit_head",
@@ -31,6 +31,7 @@ const TABLES: [&str; 17] = [
     "roles",
     "schema_version",
     "seen_nonces",
+    "sso_sessions",
     "target_secrets",
     "targets",
     "tokens",
