@@ -52,10 +52,14 @@ pub async fn role_choices(app: &App, who: &WebCaller) -> Result<Vec<RoleChoice>,
         .list_roles(&who.caller)
         .await
         .map_err(failed(who, "Request access"))?;
+    let flows = app
+        .list_flows(&who.caller)
+        .await
+        .map_err(failed(who, "Request access"))?;
     Ok(roles
         .iter()
         .filter(|role| role.requestable_by.iter().any(|s| names(s, &who.caller.principal)))
-        .map(RoleChoice::of)
+        .map(|role| RoleChoice::of(role, &flows))
         .collect())
 }
 
@@ -354,7 +358,7 @@ pub async fn configuration(State(app): State<App>, who: WebCaller) -> PageResult
                 secrets: t.secrets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "),
             })
             .collect(),
-        roles: roles.iter().map(RoleChoice::of).collect(),
+        roles: roles.iter().map(|role| RoleChoice::of(role, &flows)).collect(),
         flows: flows.iter().map(flow_view).collect(),
         policies: policies
             .iter()

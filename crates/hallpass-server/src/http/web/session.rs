@@ -38,11 +38,12 @@ pub fn cookie(parts: &Parts, name: &str) -> Option<String> {
 /// `Set-Cookie` for `name`: HttpOnly, SameSite=Lax, Secure when the server
 /// is reached over https; `max_age` 0 deletes it.
 pub fn set_cookie(app: &App, name: &str, value: &str, path: &str, max_age: i64) -> Option<HeaderValue> {
-    let secure = if app.public_url().is_some_and(|url| url.starts_with("https://")) {
-        "; Secure"
-    } else {
-        ""
-    };
+    let https = app.public_url().is_some_and(|url| url.starts_with("https://"));
+    cookie_header(name, value, path, max_age, https)
+}
+
+fn cookie_header(name: &str, value: &str, path: &str, max_age: i64, https: bool) -> Option<HeaderValue> {
+    let secure = if https { "; Secure" } else { "" };
     let max_age = max_age.max(0);
     HeaderValue::from_str(&format!(
         "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
@@ -247,4 +248,23 @@ pub fn with_cookie(mut response: Response, cookie: Option<HeaderValue>) -> Respo
         response.headers_mut().append(SET_COOKIE, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cookie_header;
+
+    #[test]
+    fn cookies_are_http_only_lax_and_secure_over_https() {
+        let plain = cookie_header("hallpass_session", "hp_x", "/", 60, false).unwrap();
+        assert_eq!(
+            plain,
+            "hallpass_session=hp_x; Path=/; Max-Age=60; HttpOnly; SameSite=Lax"
+        );
+        let tls = cookie_header("hallpass_session", "hp_x", "/", -5, true).unwrap();
+        assert_eq!(
+            tls,
+            "hallpass_session=hp_x; Path=/; Max-Age=0; HttpOnly; SameSite=Lax; Secure"
+        );
+    }
 }

@@ -178,12 +178,36 @@ pub struct RoleChoice {
     pub emergency: bool,
 }
 
+/// One stage of a flow as configured, in a line.
+pub fn stage_text(stage: &api::StageSpec) -> String {
+    let mut line = format!("{} of {}", stage.required, stage.approvers.join(", "));
+    if let Some(timeout) = &stage.timeout {
+        line.push_str(&format!(
+            "; after {timeout} escalates to {}",
+            stage.escalate_to.join(", ")
+        ));
+    }
+    line
+}
+
 impl RoleChoice {
-    pub fn of(role: &api::Role) -> RoleChoice {
+    /// `flows`: the approval flows, to say what a role's flow asks.
+    pub fn of(role: &api::Role, flows: &[api::ApprovalFlow]) -> RoleChoice {
         let approval = if role.auto_approve {
             "granted at once (self-service)".to_string()
         } else if let Some(flow) = &role.approval_flow {
-            format!("approval flow {flow}")
+            match flows.iter().find(|f| &f.name == flow) {
+                Some(found) => {
+                    let stages: Vec<String> = found
+                        .stages
+                        .iter()
+                        .enumerate()
+                        .map(|(i, stage)| format!("stage {}: {}", i + 1, stage_text(stage)))
+                        .collect();
+                    format!("approval flow {flow} ({})", stages.join("; then "))
+                }
+                None => format!("approval flow {flow}"),
+            }
         } else if let Some(spec) = &role.approval {
             format!("{} approval(s) from {}", spec.required, spec.approvers.join(", "))
         } else {
