@@ -18,8 +18,10 @@
 //!
 //! A feed ends when the caller's token expires, is revoked or its principal
 //! is locked (seen in the log itself), so a stream cannot outlive the
-//! credential that opened it. Streams hold one of [`MAX_EVENT_STREAMS`]
-//! slots for as long as they are open.
+//! credential that opened it. When the log says the token's groups changed
+//! (a single sign-on session rechecked with its identity provider), the
+//! feed sees with the new groups from that event on. Streams hold one of
+//! [`MAX_EVENT_STREAMS`] slots for as long as they are open.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -141,6 +143,9 @@ impl EventFeed {
                 .read(move |r| read_page(r, &caller, after, opened_at))
                 .await?;
             self.ended = page.credential_ended;
+            if let Some(groups) = page.groups {
+                self.caller.principal.groups = groups;
+            }
             let Some(last) = page.last_read else {
                 if self.ended || !self.wait_for_change().await {
                     return Ok(None);
@@ -184,6 +189,9 @@ struct Page {
     /// The page revoked the caller's token or locked its principal; what
     /// came after that is not read.
     credential_ended: bool,
+    /// The caller's groups, changed by an event of the page (a single
+    /// sign-on session rechecked with the identity provider).
+    groups: Option<Vec<String>>,
 }
 
 /// The events after `after` that `caller` may see, one page of them; an
@@ -197,12 +205,22 @@ fn read_page(r: &mut ReadTx<'_>, caller: &Caller, after: u64, opened_at: u64) ->
         last_read: None,
         full,
         credential_ended: false,
+        groups: None,
     };
+    let mut caller = caller.clone();
     let mut visible: HashMap<String, bool> = HashMap::new();
     for event in events {
-        if event.seq > opened_at && ends_credential(caller, &event) {
+        if event.seq > opened_at && ends_credential(&caller, &event) {
             page.credential_ended = true;
             break;
+        }
+        // From its groups' change on, the caller sees with the new groups.
+        if event.seq > opened_at
+            && let Some(groups) = changed_groups(&caller, &event)
+        {
+            caller.principal.groups = groups.clone();
+            page.groups = Some(groups);
+            visible.clear();
         }
         page.last_read = Some(event.seq);
         let sees = match &event.request_id {
@@ -222,6 +240,17 @@ fn read_page(r: &mut ReadTx<'_>, caller: &Caller, after: u64, opened_at: u64) ->
         }
     }
     Ok(page)
+}
+
+/// The groups `event` gives the token `caller` authenticated with, if it
+/// changes them.
+fn changed_groups(caller: &Caller, event: &AuditEvent) -> Option<Vec<String>> {
+    if event.kind != AuditKind::TokenGroupsChanged.as_str()
+        || event.data.get("token_id").and_then(|v| v.as_str()) != Some(caller.token_id.as_str())
+    {
+        return None;
+    }
+    serde_json::from_value(event.data.get("groups")?.clone()).ok()
 }
 
 /// Whether `event` revokes the token `caller` authenticated with, or locks
@@ -334,6 +363,54 @@ mod tests {
             seen.extend(batch.events.into_iter().map(|e| e.kind));
         }
         assert_eq!(seen, ["request.created"], "nothing from the revocation on");
+    }
+
+    #[tokio::test]
+    async fn the_feed_sees_with_the_groups_the_identity_provider_gives_later() {
+        let (_dir, app, _inbox) = app().await;
+        let admin = caller("root", &["admins"]);
+        let body = api::CreateToken {
+            principal: "bob".into(),
+            groups: vec!["leads".into()],
+            ttl: None,
+        };
+        let made = app.create_token(&admin, body).await.unwrap();
+        let bob = app.authenticate(&made.token, None).await.unwrap();
+        let mut feed = app.event_feed(&bob, None).await.unwrap();
+        let before = request(&app, &caller("alice", &["dev"])).await;
+        // What a recheck with the provider writes when bob leaves `leads`.
+        let id = made.id.clone();
+        app.inner
+            .store
+            .write(move |wtx| -> AppResult<()> {
+                wtx.set_token_groups(&id, &["dev".to_string()])?;
+                let data = serde_json::json!({"token_id": id, "principal": "bob", "groups_before": ["leads"], "groups": ["dev"]});
+                wtx.append_audit(hallpass_core::audit::AuditDraft::new("bob", AuditKind::TokenGroupsChanged, None, data))?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let after = request(&app, &caller("dave", &["dev"])).await;
+        let first = next(&mut feed).await.unwrap();
+        let ids: Vec<_> = first.events.iter().filter_map(|e| e.request_id.clone()).collect();
+        assert_eq!(ids, [before], "{first:?}");
+        let more = tokio::time::timeout(Duration::from_millis(500), feed.next_batch()).await;
+        match more {
+            Err(_) => {}
+            Ok(batch) => {
+                let batch = batch.unwrap().unwrap_or(Batch {
+                    events: Vec::new(),
+                    advance: None,
+                });
+                assert!(
+                    batch
+                        .events
+                        .iter()
+                        .all(|e| e.request_id.as_deref() != Some(after.as_str())),
+                    "{batch:?}"
+                );
+            }
+        }
     }
 
     #[tokio::test]
