@@ -31,22 +31,27 @@ impl WriteTx<'_> {
     }
 
     /// Takes the next check of a session's claims, due when it was last
-    /// checked at or before `due`: true for the one caller (of any replica)
-    /// that gets the lease until `lease_until`; false while another holds
-    /// one (a refresh token may be spent only once) or when not due.
+    /// checked at or before `due`: for the one caller (of any replica) that
+    /// gets the lease until `lease_until`, the session as it is now, read in
+    /// the same transaction (its refresh token may have been rotated by the
+    /// check before: a refresh token is spent once); `None` while another
+    /// holds a lease, or when no check is due.
     pub fn claim_sso_recheck(
         &mut self,
         token_id: &str,
         due: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<SsoSessionRow>, StoreError> {
         let now = format_time(self.clock.now());
         let changed = self.conn.execute(
             "UPDATE sso_sessions SET checking_until = $1
              WHERE token_id = $2 AND checked_at <= $3 AND (checking_until IS NULL OR checking_until < $4)",
             sql_params![format_time(lease_until), token_id, format_time(due), now],
         )?;
-        Ok(changed == 1)
+        if changed != 1 {
+            return Ok(None);
+        }
+        self.read().sso_session(token_id)
     }
 
     /// Ends a check that changed nothing stored: checked at `at`.

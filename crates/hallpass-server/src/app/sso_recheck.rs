@@ -124,10 +124,12 @@ impl App {
             .store
             .write(move |wtx| wtx.claim_sso_recheck(&id, due, lease_until))
             .await?;
-        if !claimed {
+        // The refresh token as it is now, not as read above: a check that
+        // finished meanwhile rotated it, and the old one is spent.
+        let Some(session) = claimed else {
             // Another request is asking the provider right now.
             return Ok(caller);
-        }
+        };
         sso.remember_check(&caller.token_id, std::time::Duration::ZERO);
         let answer = match self
             .inner

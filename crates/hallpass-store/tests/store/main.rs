@@ -18,3 +18,4 @@ mod data_dir;
 mod migrations;
 mod outbox;
 mod queries;
+mod sessions;
