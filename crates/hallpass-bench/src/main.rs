@@ -23,6 +23,9 @@
 //!   session ended, seen with the real clients; issue latency per type; and
 //!   on postgres one issue + revoke through Hallpass against the provider's
 //!   SQL by hand ([`revocation`]).
+//! - `audit-verify`: `hallpass audit verify --file` on a generated signed
+//!   export of N events (a million), events per second on one core, beside
+//!   `openssl speed` for SHA-256 ([`audit_verify`]).
 //! - `all`: throughput at 1, 8, 32 and 64 clients, then expiry with 100k
 //!   grants; with `--postgres URL` again on PostgreSQL with 1 and with 3
 //!   replicas. The run behind `docs/benchmarks.md`.
@@ -32,6 +35,7 @@
 //! `hallpass-bench revocation --target redis --grants 20 --window 2s` (with
 //! `HALLPASS_TEST_REDIS_URL` set).
 
+mod audit_verify;
 mod eval_flood;
 mod expiry;
 mod flood;
@@ -93,6 +97,19 @@ enum Command {
     /// From a grant's expiry until its credential is refused and its open
     /// session ended, on real postgres, mysql, redis and ssh targets.
     Revocation(RevocationArgs),
+    /// `hallpass audit verify --file` on a generated signed export: events
+    /// per second on one core, beside `openssl speed` for SHA-256.
+    AuditVerify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+struct AuditVerifyArgs {
+    /// Events in the generated export.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Verification runs; the median counts.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
 }
 
 #[derive(Debug, Args)]
@@ -566,6 +583,7 @@ async fn run(cli: Cli) -> Result<()> {
     let command = match cli.command {
         Command::Policy(args) => return run_policy(args, json).await,
         Command::Flood(args) => return flood::run(args, hallpass, json).await,
+        Command::AuditVerify(args) => return run_audit_verify(&args, hallpass, json),
         command => command,
     };
     let binary = server::resolve_binary(hallpass)?;
@@ -583,6 +601,7 @@ async fn run(cli: Cli) -> Result<()> {
         // Returned before the server set-up above; repeated for the match.
         Command::Policy(args) => return run_policy(args, json).await,
         Command::Flood(args) => return flood::run(args, hallpass, json).await,
+        Command::AuditVerify(args) => return run_audit_verify(&args, hallpass, json),
         Command::All(args) => failure = run_all(&binary, &args, &mut results.runs).await,
         Command::Revocation(args) => {
             let (run, error) = revocation_run(&binary, args).await?;
@@ -733,6 +752,30 @@ fn finish(mut results: Results, failure: Option<anyhow::Error>, json: Option<&Pa
         .any(|run| run.expiry.as_ref().is_some_and(|e| !e.count_ok));
     if mismatch {
         anyhow::bail!("the number of grant.expired events does not match the grants created");
+    }
+    Ok(())
+}
+
+/// `audit-verify`: no server, the binary's offline verifier only.
+fn run_audit_verify(args: &AuditVerifyArgs, hallpass: Option<&Path>, json: Option<&Path>) -> Result<()> {
+    let options = audit_verify::Options {
+        events: args.events,
+        runs: args.runs,
+        hallpass: server::resolve_binary(hallpass)?,
+    };
+    let report = audit_verify::run(&options)?;
+    audit_verify::print(&report);
+    let goal = audit_verify::TARGET_EVENTS_PER_SECOND;
+    let target = Target {
+        name: "audit verify --file, events/s on one core".into(),
+        target: format!(">= {goal:.0}"),
+        measured: format!("{:.0}", report.events_per_second),
+        status: Status::of(report.events >= goal as u64, report.events_per_second >= goal),
+    };
+    print_targets(std::slice::from_ref(&target));
+    if let Some(path) = json {
+        write_json(path, &serde_json::json!({"audit_verify": report, "targets": [target]}))?;
+        eprintln!("wrote {}", path.display());
     }
     Ok(())
 }
