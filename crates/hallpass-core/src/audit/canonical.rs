@@ -26,15 +26,42 @@ pub fn write_canonical(value: &Value, out: &mut Vec<u8>) {
 /// members sorted by UTF-8 bytes and non-integer numbers as serde_json 1.0.154
 /// wrote them (`5.0`, `1e+16`). It equals the RFC 8785 form unless an event
 /// holds a non-integer number or names the two orders sort differently, so
-/// only such old events ever need it.
+/// only such old events ever need it. (Events are hashed through
+/// [`write_event_body`]; the tests compare the two.)
+#[cfg(test)]
 pub(crate) fn write_legacy(value: &Value, out: &mut Vec<u8>) {
     write_form(Form::Legacy, value, out);
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Form {
+pub(crate) enum Form {
     Rfc8785,
     Legacy,
+}
+
+/// The hashed body of an audit event in `form`, written member by member
+/// without building a JSON tree of the event first: the same bytes as
+/// [`write_form`] of `{"seq", "time", "actor", "kind", "request_id",
+/// "data", "prev_hash"}` (its names sort the same by UTF-16 and by bytes).
+pub(crate) fn write_event_body(form: Form, event: &super::AuditEvent, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"actor\":");
+    write_string(&event.actor, out);
+    out.extend_from_slice(b",\"data\":");
+    write_form(form, &event.data, out);
+    out.extend_from_slice(b",\"kind\":");
+    write_string(&event.kind, out);
+    out.extend_from_slice(b",\"prev_hash\":");
+    write_string(&event.prev_hash, out);
+    out.extend_from_slice(b",\"request_id\":");
+    match &event.request_id {
+        Some(id) => write_string(id, out),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"seq\":");
+    write_number(form, &Number::from(event.seq), out);
+    out.extend_from_slice(b",\"time\":");
+    write_string(&event.time, out);
+    out.push(b'}');
 }
 
 fn write_form(form: Form, value: &Value, out: &mut Vec<u8>) {

@@ -92,7 +92,7 @@ impl AuditDraft {
 impl AuditEvent {
     /// The hash this event should carry, from its other fields.
     pub fn compute_hash(&self) -> String {
-        self.hash_over(write_canonical)
+        self.hash_over(canonical::Form::Rfc8785)
     }
 
     /// Whether `hash` matches the other fields: in the RFC 8785 form, or in
@@ -100,21 +100,12 @@ impl AuditEvent {
     /// holding non-integer numbers or names ordered differently by bytes
     /// and by UTF-16), so logs written before the upgrade still verify.
     pub fn hash_is_intact(&self) -> bool {
-        self.compute_hash() == self.hash || self.hash_over(canonical::write_legacy) == self.hash
+        self.compute_hash() == self.hash || self.hash_over(canonical::Form::Legacy) == self.hash
     }
 
-    fn hash_over(&self, form: fn(&Value, &mut Vec<u8>)) -> String {
-        let body = serde_json::json!({
-            "seq": self.seq,
-            "time": self.time,
-            "actor": self.actor,
-            "kind": self.kind,
-            "request_id": self.request_id,
-            "data": self.data,
-            "prev_hash": self.prev_hash,
-        });
-        let mut canonical = Vec::with_capacity(256);
-        form(&body, &mut canonical);
+    fn hash_over(&self, form: canonical::Form) -> String {
+        let mut canonical = Vec::with_capacity(512);
+        canonical::write_event_body(form, self, &mut canonical);
         let mut hasher = Sha256::new();
         hasher.update(self.prev_hash.as_bytes());
         hasher.update(&canonical);
@@ -147,11 +138,39 @@ mod tests {
         assert!(sealed.hash_is_intact());
     }
 
+    /// The event's body written member by member is exactly the canonical
+    /// form of the whole body as one JSON object, in both forms.
+    #[test]
+    fn the_body_written_directly_equals_the_canonical_form_of_the_object() {
+        let mut unusual = event(json!({"\u{1f600}": [1.5, 1e16, -0.0, null], "\u{fb33}": {"b": "\u{0}\"\\", "a": 1}}));
+        unusual.seq = (1 << 53) + 1;
+        unusual.request_id = None;
+        unusual.actor = "tab\there \u{7f} é".into();
+        for sample in [event(json!({"role": "db-admin", "minutes": 90.0})), unusual] {
+            let body = json!({
+                "seq": sample.seq, "time": sample.time, "actor": sample.actor, "kind": sample.kind,
+                "request_id": sample.request_id, "data": sample.data, "prev_hash": sample.prev_hash,
+            });
+            for (form, whole) in [
+                (
+                    canonical::Form::Rfc8785,
+                    canonical::write_canonical as fn(&Value, &mut Vec<u8>),
+                ),
+                (canonical::Form::Legacy, canonical::write_legacy),
+            ] {
+                let (mut direct, mut expected) = (Vec::new(), Vec::new());
+                canonical::write_event_body(form, &sample, &mut direct);
+                whole(&body, &mut expected);
+                assert_eq!(String::from_utf8_lossy(&direct), String::from_utf8_lossy(&expected));
+            }
+        }
+    }
+
     #[test]
     fn an_event_hashed_by_the_previous_release_still_verifies() {
         // The previous release wrote 5.0 as `5.0`; RFC 8785 writes `5`.
         let mut old = event(json!({"timeout": 5.0, "\u{1f600}": 1, "\u{fb33}": 2}));
-        old.hash = old.hash_over(canonical::write_legacy);
+        old.hash = old.hash_over(canonical::Form::Legacy);
         assert_ne!(old.hash, old.compute_hash(), "the two forms differ for this event");
         assert!(old.hash_is_intact());
         old.data["timeout"] = json!(6.0);
