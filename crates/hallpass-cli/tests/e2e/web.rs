@@ -319,7 +319,7 @@ fn loopback_catcher(server: &Server) -> LoopbackCatcher {
 
 /// The CLI kept its token owner-only, uses it for this server, and
 /// `hallpass logout` revokes and forgets it.
-fn check_cli_login(server: &Server, config_home: &Path) {
+fn check_cli_login(server: &Server, config_home: &Path) -> String {
     use std::os::unix::fs::PermissionsExt;
     let file = config_home.join("hallpass").join("credentials.json");
     let mode = std::fs::metadata(&file).expect("credentials.json").permissions().mode() & 0o777;
@@ -355,11 +355,13 @@ fn check_cli_login(server: &Server, config_home: &Path) {
     // The token itself is dead, not just forgotten.
     let (status, body) = server.http("GET", "/v1/whoami", Some(&token), None);
     assert_eq!(status, 401, "{body:#}");
+    token
 }
 
 /// A one-time code from the browser works once: 50 parallel trades of it
-/// make exactly one token, a wrong verifier makes none.
-fn check_code_is_one_time(server: &Server, catcher: &LoopbackCatcher) {
+/// make exactly one token, a wrong verifier makes none. Returns the code
+/// and the token it made.
+fn check_code_is_one_time(server: &Server, catcher: &LoopbackCatcher) -> [String; 2] {
     let code = catcher
         .codes
         .recv_timeout(Duration::from_secs(10))
@@ -387,6 +389,26 @@ fn check_code_is_one_time(server: &Server, catcher: &LoopbackCatcher) {
         answers.iter().all(|(status, _)| *status == 201 || *status == 401),
         "{answers:?}"
     );
+    [code, made[0].1["token"].as_str().expect("token").to_string()]
+}
+
+/// Someone reading the database, or the audit export, finds none of the
+/// secrets of sign-in: the client secret, session cookies, CLI tokens and
+/// one-time codes (only hashes and sealed values are kept).
+fn check_no_secret_at_rest(server: &Server, secrets: &[&str]) {
+    let stored = server.dump_storage();
+    let export = server.run(&server.admin, &["audit", "export"]);
+    assert!(export.status.success());
+    let export = String::from_utf8_lossy(&export.stdout);
+    assert!(
+        export.contains("token.created") && stored.len() > 1000,
+        "nothing was read"
+    );
+    for secret in secrets {
+        assert!(secret.len() >= 16, "not a secret: {secret:?}");
+        assert!(!stored.contains(secret), "a sign-in secret is in the database in clear");
+        assert!(!export.contains(secret), "a sign-in secret is in the audit export");
+    }
 }
 
 /// `GET /` with a session cookie: the status, the `Location` and the page.
@@ -554,13 +576,17 @@ fn sso_request_live_approval_credential_revocation_csrf_and_sign_out_in_a_real_b
     let shown = server.json(&server.admin, &["show", &id]);
     assert!(matches!(shown["state"].as_str(), Some("revoked")), "{shown:#}");
     finished(cli_login);
-    check_cli_login(&server, &config_home);
-    check_code_is_one_time(&server, &catcher);
-    check_lock_ends_session(&server, result["auditor_cookie"].as_str().expect("auditor_cookie"));
-    check_groups_follow_the_provider(
-        &server,
-        &accounts_file,
+    let cli_token = check_cli_login(&server, &config_home);
+    let [code, raced_token] = check_code_is_one_time(&server, &catcher);
+    let (auditor, approver) = (
+        result["auditor_cookie"].as_str().expect("auditor_cookie"),
         result["approver_cookie"].as_str().expect("approver_cookie"),
     );
+    check_lock_ends_session(&server, auditor);
+    check_groups_follow_the_provider(&server, &accounts_file, approver);
     check_audit(&server, &id);
+    check_no_secret_at_rest(
+        &server,
+        &[CLIENT_SECRET, auditor, approver, &cli_token, &code, &raced_token],
+    );
 }
