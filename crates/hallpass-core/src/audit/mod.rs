@@ -10,6 +10,7 @@
 
 mod canonical;
 pub mod checkpoint;
+mod line_check;
 mod strict;
 mod unique_keys;
 mod verify;

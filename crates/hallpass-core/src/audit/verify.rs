@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{AuditPublicKey, CHECKPOINT_ACTOR, CHECKPOINT_KIND, CheckpointData, signed_message};
+use super::line_check::{self, ChainLink, Scratch};
 use super::{AuditEvent, GENESIS_HASH};
 
 /// Outcome of checking a run of events, online (`GET /v1/audit/verify`) or
@@ -71,6 +72,8 @@ pub struct ChainVerifier {
     checkpoints: u64,
     last_checkpoint_seq: Option<u64>,
     ends_at_checkpoint: bool,
+    /// Buffers of the quick line check, kept between lines.
+    scratch: Scratch,
 }
 
 impl ChainVerifier {
@@ -161,38 +164,72 @@ impl ChainVerifier {
         self.fail(seq, format!("line {line_number} is not a valid audit event: {error}"));
     }
 
-    pub fn push(&mut self, event: &AuditEvent) {
-        if self.report.is_some() {
-            self.explain_gap(event);
+    /// Checks one line of an exported file (`line_number` counts from 1,
+    /// for messages). Most lines are checked straight from their text;
+    /// any other is read whole, with the reading's error if it is not an
+    /// audit event.
+    pub fn push_line(&mut self, line_number: usize, line: &[u8]) {
+        if let Some(link) = line_check::intact_link(line, &mut self.scratch) {
+            self.push_link(&link, |_| Ok(()));
             return;
         }
-        if self.previous.is_none() && self.start == Start::Export && event.seq == 1 {
+        match serde_json::from_slice::<AuditEvent>(line) {
+            Ok(event) => self.push(&event),
+            Err(error) => self.push_unreadable(line_number, &error.to_string()),
+        }
+    }
+
+    pub fn push(&mut self, event: &AuditEvent) {
+        let link = ChainLink {
+            seq: event.seq,
+            kind: &event.kind,
+            prev_hash: &event.prev_hash,
+            hash: &event.hash,
+        };
+        self.push_link(&link, |verifier| {
+            check_hash(event).and_then(|()| verifier.check_checkpoint(event))
+        });
+    }
+
+    /// The chain's checks of one event; `check_content` adds those of its
+    /// hash and checkpoint signature, when they are not already done.
+    fn push_link(&mut self, link: &ChainLink<'_>, check_content: impl FnOnce(&Self) -> Result<(), (u64, String)>) {
+        if self.report.is_some() {
+            self.explain_gap(link.seq);
+            return;
+        }
+        if self.previous.is_none() && self.start == Start::Export && link.seq == 1 {
             self.previous = Some((0, GENESIS_HASH.to_string()));
         }
-        let checked = self
-            .check_link(event)
-            .and_then(|()| check_hash(event))
-            .and_then(|()| self.check_checkpoint(event));
+        let checked = self.check_link(link).and_then(|()| check_content(self));
         if let Err((seq, problem)) = checked {
             self.fail(Some(seq), problem);
             return;
         }
-        let verified_checkpoint = self.key.is_some() && event.kind == CHECKPOINT_KIND;
+        let verified_checkpoint = self.key.is_some() && link.kind == CHECKPOINT_KIND;
         if verified_checkpoint {
             self.checkpoints += 1;
-            self.last_checkpoint_seq = Some(event.seq);
+            self.last_checkpoint_seq = Some(link.seq);
         }
         self.ends_at_checkpoint = verified_checkpoint;
-        self.first_seq.get_or_insert(event.seq);
+        self.first_seq.get_or_insert(link.seq);
         self.checked += 1;
-        self.previous = Some((event.seq, event.hash.clone()));
+        match &mut self.previous {
+            // The hash's buffer is reused: no allocation per event.
+            Some((seq, hash)) => {
+                *seq = link.seq;
+                hash.clear();
+                hash.push_str(link.hash);
+            }
+            None => self.previous = Some((link.seq, link.hash.to_string())),
+        }
     }
 
     /// A gap followed by the missing event means lines were swapped, not
     /// removed; the report says so.
-    fn explain_gap(&mut self, event: &AuditEvent) {
+    fn explain_gap(&mut self, seq: u64) {
         if let (Some((expected, found)), Some(report)) = (self.gap.take(), self.report.as_mut())
-            && event.seq == expected
+            && seq == expected
         {
             report.problem = Some(format!(
                 "events {expected} and {found} are out of order: event {found} comes before event {expected}"
@@ -202,7 +239,7 @@ impl ChainVerifier {
 
     /// Sequence and `prev_hash` against the line before; a first line
     /// without one must be allowed to start where it does.
-    fn check_link(&mut self, event: &AuditEvent) -> Result<(), (u64, String)> {
+    fn check_link(&mut self, event: &ChainLink<'_>) -> Result<(), (u64, String)> {
         let seq = event.seq;
         let Some((prev_seq, prev_hash)) = &self.previous else {
             if self.key.is_some() && self.start == Start::Export && event.kind != CHECKPOINT_KIND {
