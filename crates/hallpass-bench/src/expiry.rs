@@ -46,6 +46,7 @@ use hallpass_client::Client;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWrite;
 
+use crate::audit_chain::{self, ChainCheck};
 use crate::procfs::{CpuReport, Memory, mib};
 use crate::server::{Backend, Deployment};
 use crate::stats::{Latencies, Summary, fmt_ms, print_table};
@@ -158,6 +159,9 @@ pub struct ExpiryReport {
     pub drained_after_seconds: f64,
     /// CPU use from the first expiry until the poll came back empty.
     pub cpu_during_expiry: CpuReport,
+    /// With several replicas: `GET /v1/audit/verify` at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<ChainCheck>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -180,19 +184,19 @@ struct Grant {
 }
 
 /// The benchmark's roles and principals on a deployment.
-struct Population {
+pub(crate) struct Population {
     /// An admin client per replica; requests swap in a principal's token.
-    replicas: Vec<Client>,
+    pub replicas: Vec<Client>,
     /// One token per principal.
-    tokens: Vec<String>,
-    roles: Vec<String>,
-    pairs: Pairs,
-    setup: Setup,
+    pub tokens: Vec<String>,
+    pub roles: Vec<String>,
+    pub pairs: Pairs,
+    pub setup: Setup,
 }
 
 impl Population {
     /// Principal `principal`'s client on the replica of worker `worker`.
-    fn client(&self, worker: usize, principal: usize) -> Result<Client> {
+    pub fn client(&self, worker: usize, principal: usize) -> Result<Client> {
         let token = self
             .tokens
             .get(principal)
@@ -203,7 +207,7 @@ impl Population {
 
 /// Creates enough auto-approved roles and principals allowed to request them
 /// for `requests` grants, each of its own (principal, role) pair.
-async fn setup(deployment: &Deployment, requests: usize) -> Result<Population> {
+pub(crate) async fn setup(deployment: &Deployment, requests: usize) -> Result<Population> {
     let started = Instant::now();
     let admin = deployment.admin(0)?;
     let pairs = Pairs::for_requests(requests);
@@ -211,7 +215,7 @@ async fn setup(deployment: &Deployment, requests: usize) -> Result<Population> {
     let specs: Vec<RoleSpec> = roles
         .iter()
         .map(|name| {
-            let description = "hallpass-bench: auto-approved grants for the expiry and rss scenarios";
+            let description = "hallpass-bench: auto-approved grants, one per (principal, role) pair";
             auto_approved_role(name, "demo", description, ROLE_MAX, Default::default())
         })
         .collect();
@@ -513,6 +517,12 @@ async fn expiry_scenario(deployment: &Deployment, options: &Options) -> Result<E
     let peak = deployment.memory()?;
     let events = expired_events(deployment).await?;
     let tally = ExpiryTally::of(&burst.grants, &events)?;
+    // Replicas append to one log: it must still be one chain.
+    let audit = if deployment.replica_count() > 1 {
+        Some(audit_chain::verify(deployment).await)
+    } else {
+        None
+    };
     let count_ok = tally.missing == 0 && tally.duplicated == 0 && tally.unexpected == 0 && burst.creation.failures == 0;
     Ok(ExpiryReport {
         backend: deployment.backend().clone(),
@@ -539,6 +549,7 @@ async fn expiry_scenario(deployment: &Deployment, options: &Options) -> Result<E
         expiry_span_seconds: tally.span_seconds,
         drained_after_seconds: drain.after_seconds,
         cpu_during_expiry: drain.cpu,
+        audit,
     })
 }
 
@@ -1061,6 +1072,9 @@ pub fn print_expiry(report: &ExpiryReport) {
         "other processes' CPU meanwhile".into(),
         format!("{:.2} cores", report.cpu_during_expiry.others_cores),
     ]);
+    if let Some(check) = &report.audit {
+        rows.push(vec!["audit chain (GET /v1/audit/verify)".into(), check.describe()]);
+    }
     rows.extend(memory_rows(&report.memory, report.creation.created));
     print_table(&["measure", "value"], &rows);
     if report.cpu_during_expiry.others_cores > crate::throughput::OTHERS_WARNING_CORES {

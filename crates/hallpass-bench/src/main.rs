@@ -26,20 +26,32 @@
 //! - `audit-verify`: `hallpass audit verify --file` on a generated signed
 //!   export of N events (a million), events per second on one core, beside
 //!   `openssl speed` for SHA-256 ([`audit_verify`]).
-//! - `all`: throughput at 1, 8, 32 and 64 clients, then expiry with 100k
-//!   grants; with `--postgres URL` again on PostgreSQL with 1 and with 3
-//!   replicas. The run behind `docs/benchmarks.md`.
+//! - `million`: a million active grants: RSS, store size per grant, and a
+//!   restart on the same data (until serving, overdue grants ended, expiry
+//!   timers rebuilt) ([`million`]).
+//! - `overload`: 512 clients posting requests without pause; refusals are
+//!   fine, an acknowledged request without its audit events is not
+//!   ([`overload`]).
+//! - `all`: throughput at 1, 8, 32 and 64 clients, expiry with 100k grants,
+//!   million and overload; with `--postgres URL` again on PostgreSQL with 1
+//!   and with 3 replicas; and audit-verify once. Every goal of issue #14 is a
+//!   row of its targets table ([`targets`]). The run behind
+//!   `docs/benchmarks.md`.
 //!
 //! Smoke run (seconds): `hallpass-bench throughput --clients 2 --duration 1s
-//! --warmup 0s`, `hallpass-bench expiry --grants 200 --window 2s` and
-//! `hallpass-bench revocation --target redis --grants 20 --window 2s` (with
-//! `HALLPASS_TEST_REDIS_URL` set).
+//! --warmup 0s`, `hallpass-bench expiry --grants 200 --window 2s`,
+//! `hallpass-bench million --grants 20000`, `hallpass-bench overload
+//! --clients 64 --duration 5s` and `hallpass-bench revocation --target redis
+//! --grants 20 --window 2s` (with `HALLPASS_TEST_REDIS_URL` set).
 
+mod audit_chain;
 mod audit_verify;
 mod eval_flood;
 mod expiry;
 mod flood;
 mod healthz;
+mod million;
+mod overload;
 mod policy;
 mod postgres;
 mod procfs;
@@ -47,6 +59,7 @@ mod random;
 mod revocation;
 mod server;
 mod stats;
+mod targets;
 mod throughput;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +74,7 @@ use serde::Serialize;
 use crate::procfs::Machine;
 use crate::server::Backend;
 use crate::stats::Summary;
+use crate::targets::{Target, print_target_comparison, print_targets};
 
 /// Benchmarks for Hallpass: each subcommand starts its own server.
 #[derive(Debug, Parser)]
@@ -85,9 +99,16 @@ enum Command {
     Expiry(ExpiryArgs),
     /// Server RSS with N active grants.
     Rss(RssArgs),
-    /// Throughput at 1, 8, 32 and 64 clients, then expiry with 100k grants;
-    /// with --postgres, on SQLite, then PostgreSQL with 1 and 3 replicas.
+    /// Throughput at 1, 8, 32 and 64 clients, expiry with 100k grants, a
+    /// million active grants and a restart, overload; with --postgres, on
+    /// SQLite, then PostgreSQL with 1 and 3 replicas; then audit-verify.
     All(AllArgs),
+    /// A million active grants: RSS, store size per grant, and a restart on
+    /// the same data (serving, overdue grants ended, timers rebuilt).
+    Million(MillionArgs),
+    /// Many clients posting requests without pause: refusals counted, no
+    /// acknowledged audit event may be lost.
+    Overload(OverloadArgs),
     /// Policy decision latency in-process (no server): the example policies
     /// and a generated 1,000-rule set, each beside bare regorus.
     Policy(PolicyArgs),
@@ -183,6 +204,42 @@ struct ExpiryArgs {
 }
 
 #[derive(Debug, Args)]
+struct MillionArgs {
+    /// Active grants to create.
+    #[arg(long, default_value_t = 1_000_000)]
+    grants: usize,
+    /// Of them, grants that fall due while the server is down (created
+    /// last).
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    overdue: usize,
+    /// Their duration: more than sampling memory and stopping the server
+    /// take.
+    #[arg(long, default_value = "10s", value_parser = whole_seconds)]
+    overdue_after: u64,
+    /// Concurrent clients creating grants.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// How long after the API answers to wait for the
+    /// hallpass_expiry_timers_loaded gauge before reporting it absent.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timers_timeout: Duration,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+#[derive(Debug, Args)]
+struct OverloadArgs {
+    /// Concurrent clients, each posting without pause.
+    #[arg(long, default_value_t = 512)]
+    clients: usize,
+    /// How long they post.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+#[derive(Debug, Args)]
 struct RssArgs {
     /// Active grants to create.
     #[arg(long, default_value_t = 100_000)]
@@ -218,6 +275,18 @@ struct AllArgs {
     /// Grants for the expiry part on PostgreSQL [default: --grants].
     #[arg(long, value_name = "N")]
     postgres_grants: Option<usize>,
+    /// Active grants of the million part (the goal's scale is 1,000,000).
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    million_grants: usize,
+    /// Clients of the overload part.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    overload_clients: usize,
+    /// Duration of the overload part.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    overload_duration: Duration,
+    /// Events in the export the audit-verify part checks.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    audit_events: u64,
 }
 
 #[derive(Debug, Args)]
@@ -335,6 +404,13 @@ struct Run {
     rss: Option<expiry::RssReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     revocation: Option<revocation::Report>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    million: Option<million::MillionReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overload: Option<overload::OverloadReport>,
+    /// Offline, no server: in `all` on the first run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_verify: Option<audit_verify::Report>,
     targets: Vec<Target>,
 }
 
@@ -346,234 +422,12 @@ impl Run {
             expiry: None,
             rss: None,
             revocation: None,
+            million: None,
+            overload: None,
+            audit_verify: None,
             targets: Vec::new(),
         }
     }
-}
-
-/// One product target and whether this run met it.
-#[derive(Debug, Serialize)]
-struct Target {
-    name: String,
-    target: String,
-    measured: String,
-    status: Status,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-enum Status {
-    Met,
-    Missed,
-    /// The run was smaller than the target's scale (a smoke run).
-    NotAtScale,
-    /// The goal cannot apply (open ssh sessions: OpenSSH never ends them).
-    NotApplicable,
-}
-
-impl Status {
-    fn of(at_scale: bool, met: bool) -> Status {
-        match (at_scale, met) {
-            (false, _) => Status::NotAtScale,
-            (true, true) => Status::Met,
-            (true, false) => Status::Missed,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Status::Met => "met",
-            Status::Missed => "MISSED",
-            Status::NotAtScale => "n/a: smaller run",
-            Status::NotApplicable => "n/a",
-        }
-    }
-}
-
-const TARGET_CLIENTS: usize = 32;
-const TARGET_OPS: f64 = 2000.0;
-const TARGET_P99_MS: f64 = 10.0;
-const TARGET_LAG_P99_MS: f64 = 1000.0;
-const TARGET_RSS_MIB: f64 = 300.0;
-const TARGET_GRANTS: usize = 100_000;
-
-fn targets(results: &Run) -> Vec<Target> {
-    let mut out = Vec::new();
-    if let Some(level) = results
-        .throughput
-        .as_ref()
-        .and_then(|t| t.levels.iter().find(|l| l.clients == TARGET_CLIENTS))
-    {
-        out.push(Target {
-            name: format!("grants/s at {TARGET_CLIENTS} clients (request + credential)"),
-            target: format!(">= {TARGET_OPS:.0}"),
-            measured: format!("{:.0}", level.operations_per_second),
-            status: Status::of(true, level.operations_per_second >= TARGET_OPS),
-        });
-        out.push(Target {
-            name: format!("p99 latency at {TARGET_CLIENTS} clients"),
-            target: format!("<= {TARGET_P99_MS} ms"),
-            measured: format!("{} ms", stats::fmt_ms(level.pair.p99_ms)),
-            status: Status::of(true, level.pair.p99_ms <= TARGET_P99_MS),
-        });
-    }
-    if let Some(report) = &results.expiry {
-        let full = report.grants >= TARGET_GRANTS;
-        let scale = if full {
-            String::new()
-        } else {
-            format!(" (only {} grants run)", report.grants)
-        };
-        out.push(Target {
-            name: format!("expiry lag p99, {TARGET_GRANTS} grants{scale}"),
-            target: format!("<= {TARGET_LAG_P99_MS:.0} ms"),
-            measured: format!("{} ms", stats::fmt_ms(report.lag.p99_ms)),
-            status: Status::of(full, report.count_ok && report.lag.p99_ms <= TARGET_LAG_P99_MS),
-        });
-        out.push(rss_target(&report.memory, report.creation.created));
-    }
-    if let Some(report) = &results.rss {
-        out.push(rss_target(&report.memory, report.creation.created));
-    }
-    if let Some(report) = &results.revocation {
-        out.extend(revocation_targets(report));
-    }
-    out
-}
-
-/// Per type: (a) and (b) p99 ≤ 1 s at 1,000 grants, every grant's access
-/// seen gone; on postgres, Hallpass's issue + revoke ≤ 1.5× the raw SQL.
-fn revocation_targets(report: &revocation::Report) -> Vec<Target> {
-    let goal = format!("<= {:.0} ms", revocation::GOAL_P99_MS);
-    let mut out = Vec::new();
-    for result in &report.types {
-        let full = result.created >= revocation::GOAL_GRANTS;
-        let scale = if full {
-            String::new()
-        } else {
-            format!(" (only {} grants run)", result.created)
-        };
-        let kind = result.target_type;
-        let probes = [
-            ("new login refused", result.login_refused.as_ref()),
-            ("open session ended", result.session_ended.as_ref()),
-        ];
-        for (what, probe) in probes {
-            let Some(probe) = probe else { continue };
-            let seen_all = probe.still_there == 0 && probe.probed > 0;
-            let measured = if seen_all {
-                format!("{} ms", revocation::signed_ms(probe.latency.p99_ms))
-            } else {
-                format!("{} of {} not seen", probe.still_there, probe.probed)
-            };
-            // ssh logins are probed on a sample of the grants.
-            let sample = if probe.probed < result.created {
-                format!(", {} of them probed", probe.probed)
-            } else {
-                String::new()
-            };
-            out.push(Target {
-                name: format!("{kind}: {what} p99, {} grants{scale}{sample}", revocation::GOAL_GRANTS),
-                target: goal.clone(),
-                measured,
-                status: Status::of(full, seen_all && probe.latency.p99_ms <= revocation::GOAL_P99_MS),
-            });
-        }
-        if kind == revocation::Kind::Ssh {
-            out.push(Target {
-                name: "ssh: open session ended (OpenSSH checks at login only)".into(),
-                target: goal.clone(),
-                measured: result.ssh.as_ref().map_or_else(
-                    || "-".into(),
-                    |ssh| {
-                        format!(
-                            "{} of {} still open",
-                            ssh.sessions_alive_after_expiry, ssh.sessions_opened
-                        )
-                    },
-                ),
-                status: Status::NotApplicable,
-            });
-        }
-        if let Some(baseline) = &result.baseline {
-            out.push(Target {
-                name: "postgres: issue + revoke, Hallpass ÷ raw SQL (p50)".into(),
-                target: format!("<= {:.1}x", revocation::GOAL_RATIO),
-                measured: format!("{:.2}x", baseline.ratio_p50),
-                status: Status::of(true, baseline.ratio_p50 <= revocation::GOAL_RATIO),
-            });
-        }
-    }
-    out
-}
-
-/// Against the largest replica: each server process has the budget.
-fn rss_target(memory: &expiry::MemoryReport, grants: usize) -> Target {
-    let scale = if grants >= TARGET_GRANTS {
-        String::new()
-    } else {
-        format!(" (only {grants} grants run)")
-    };
-    let per_replica = if memory.active_rss_mib.len() > 1 {
-        ", per replica"
-    } else {
-        ""
-    };
-    let rss = expiry::max(&memory.active_rss_mib);
-    Target {
-        name: format!("RSS with {TARGET_GRANTS} active grants{scale}{per_replica}"),
-        target: format!("<= {TARGET_RSS_MIB:.0} MiB"),
-        measured: format!("{rss:.1} MiB"),
-        status: Status::of(grants >= TARGET_GRANTS, rss <= TARGET_RSS_MIB),
-    }
-}
-
-fn print_targets(targets: &[Target]) {
-    if targets.is_empty() {
-        return;
-    }
-    println!("\nTargets:");
-    let rows: Vec<Vec<String>> = targets
-        .iter()
-        .map(|t| {
-            vec![
-                t.name.clone(),
-                t.target.clone(),
-                t.measured.clone(),
-                t.status.label().to_string(),
-            ]
-        })
-        .collect();
-    stats::print_table(&["target", "goal", "measured", ""], &rows);
-}
-
-/// Targets side by side when several backends ran (same target order in each).
-fn print_target_comparison(runs: &[Run]) {
-    let Some(first) = runs.iter().max_by_key(|run| run.targets.len()) else {
-        return;
-    };
-    if runs.len() < 2 || first.targets.is_empty() {
-        return;
-    }
-    println!("\nTargets by backend:");
-    let labels: Vec<String> = runs.iter().map(|run| run.backend.label()).collect();
-    let mut header = vec!["target", "goal"];
-    header.extend(labels.iter().map(String::as_str));
-    let rows: Vec<Vec<String>> = first
-        .targets
-        .iter()
-        .enumerate()
-        .map(|(i, target)| {
-            let mut row = vec![target.name.clone(), target.target.clone()];
-            row.extend(runs.iter().map(|run| match run.targets.get(i) {
-                Some(t) if t.status == Status::Met => t.measured.clone(),
-                Some(t) => format!("{} {}", t.measured, t.status.label()),
-                None => "-".into(),
-            }));
-            row
-        })
-        .collect();
-    stats::print_table(&header, &rows);
 }
 
 async fn run(cli: Cli) -> Result<()> {
@@ -603,6 +457,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Flood(args) => return flood::run(args, hallpass, json).await,
         Command::AuditVerify(args) => return run_audit_verify(&args, hallpass, json),
         Command::All(args) => failure = run_all(&binary, &args, &mut results.runs).await,
+        Command::Million(args) => results.runs.push(million_run(&binary, args).await?),
+        Command::Overload(args) => results.runs.push(overload_run(&binary, args).await?),
         Command::Revocation(args) => {
             let (run, error) = revocation_run(&binary, args).await?;
             results.runs.push(run);
@@ -676,6 +532,33 @@ async fn expiry_run(binary: &Path, args: ExpiryArgs) -> Result<Run> {
     Ok(run)
 }
 
+/// `million` on the backend asked for.
+async fn million_run(binary: &Path, args: MillionArgs) -> Result<Run> {
+    let backend = args.backend.backend()?;
+    let options = million::Options {
+        grants: args.grants,
+        overdue: args.overdue,
+        overdue_after_seconds: args.overdue_after,
+        clients: args.clients,
+        timers_timeout: args.timers_timeout,
+    };
+    let mut run = Run::new(&backend);
+    run.million = Some(million::run(binary, &backend, &options).await?);
+    Ok(run)
+}
+
+/// `overload` on the backend asked for.
+async fn overload_run(binary: &Path, args: OverloadArgs) -> Result<Run> {
+    let backend = args.backend.backend()?;
+    let options = overload::Options {
+        clients: args.clients,
+        duration: args.duration,
+    };
+    let mut run = Run::new(&backend);
+    run.overload = Some(overload::run(binary, &backend, &options).await?);
+    Ok(run)
+}
+
 /// `revocation` on the backend asked for.
 async fn revocation_run(binary: &Path, args: RevocationArgs) -> Result<(Run, Option<anyhow::Error>)> {
     let backend = args.backend.backend()?;
@@ -706,8 +589,9 @@ async fn revocation_run(binary: &Path, args: RevocationArgs) -> Result<(Run, Opt
 }
 
 /// `all`: every part on SQLite, then on PostgreSQL with each replica count
-/// when a server is given. A failing backend does not stop the next one;
-/// the first failure is returned.
+/// when a server is given, then the offline audit verification (reported
+/// with the first run). A failing backend does not stop the next one; the
+/// first failure is returned.
 async fn run_all(binary: &Path, args: &AllArgs, runs: &mut Vec<Run>) -> Option<anyhow::Error> {
     let mut backends = vec![(Backend::Sqlite, args.grants)];
     if let Some(url) = &args.postgres {
@@ -728,6 +612,24 @@ async fn run_all(binary: &Path, args: &AllArgs, runs: &mut Vec<Run>) -> Option<a
             failure.get_or_insert(error);
         }
     }
+    let options = audit_verify::Options {
+        events: args.audit_events,
+        runs: 3,
+        hallpass: binary.to_path_buf(),
+    };
+    eprintln!("audit-verify: {} events, offline", options.events);
+    let verified = tokio::task::spawn_blocking(move || audit_verify::run(&options)).await;
+    match verified.context("the audit-verify part panicked").and_then(|r| r) {
+        Ok(report) => {
+            if let Some(first) = runs.first_mut() {
+                first.audit_verify = Some(report);
+            }
+        }
+        Err(error) => {
+            eprintln!("error in audit-verify: {error:#}");
+            failure.get_or_insert(error.context("the audit-verify part failed"));
+        }
+    }
     failure
 }
 
@@ -736,7 +638,11 @@ async fn run_all(binary: &Path, args: &AllArgs, runs: &mut Vec<Run>) -> Option<a
 fn finish(mut results: Results, failure: Option<anyhow::Error>, json: Option<&Path>) -> Result<()> {
     results.finished_at = Utc::now();
     for run in &mut results.runs {
-        run.targets = targets(run);
+        run.targets = targets::targets(run);
+    }
+    // Three replicas are held against one: rows that need both runs.
+    for (i, target) in targets::replica_targets(&results.runs) {
+        results.runs[i].targets.push(target);
     }
     print_results(&results);
     if let Some(path) = json {
@@ -765,13 +671,7 @@ fn run_audit_verify(args: &AuditVerifyArgs, hallpass: Option<&Path>, json: Optio
     };
     let report = audit_verify::run(&options)?;
     audit_verify::print(&report);
-    let goal = audit_verify::TARGET_EVENTS_PER_SECOND;
-    let target = Target {
-        name: "audit verify --file, events/s on one core".into(),
-        target: format!(">= {goal:.0}"),
-        measured: format!("{:.0}", report.events_per_second),
-        status: Status::of(report.events >= goal as u64, report.events_per_second >= goal),
-    };
+    let target = targets::audit_verify_target(&report);
     print_targets(std::slice::from_ref(&target));
     if let Some(path) = json {
         write_json(path, &serde_json::json!({"audit_verify": report, "targets": [target]}))?;
@@ -799,8 +699,8 @@ async fn run_policy(args: PolicyArgs, json: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// `all` on one backend: throughput, then expiry. Keeps what was measured
-/// when a part fails.
+/// `all` on one backend: throughput, expiry, million, then overload. Keeps
+/// what was measured when a part fails, and stops there.
 async fn run_all_parts(
     binary: &Path,
     backend: &Backend,
@@ -830,7 +730,32 @@ async fn run_all_parts(
         Ok(report) => run.expiry = Some(report),
         Err(error) => return (run, Some(error.context("the expiry part failed"))),
     }
-    (run, None)
+    let error = run_all_later_parts(binary, backend, args, &mut run).await.err();
+    (run, error)
+}
+
+/// The million and overload parts of `all`.
+async fn run_all_later_parts(binary: &Path, backend: &Backend, args: &AllArgs, run: &mut Run) -> Result<()> {
+    let options = million::Options {
+        grants: args.million_grants,
+        overdue: args.million_grants.min(1000),
+        overdue_after_seconds: 10,
+        clients: 64,
+        timers_timeout: Duration::from_secs(30),
+    };
+    let report = million::run(binary, backend, &options)
+        .await
+        .context("the million part failed")?;
+    run.million = Some(report);
+    let options = overload::Options {
+        clients: args.overload_clients,
+        duration: args.overload_duration,
+    };
+    let report = overload::run(binary, backend, &options)
+        .await
+        .context("the overload part failed")?;
+    run.overload = Some(report);
+    Ok(())
 }
 
 fn print_results(results: &Results) {
@@ -859,6 +784,15 @@ fn print_results(results: &Results) {
         }
         if let Some(report) = &run.rss {
             expiry::print_rss(report);
+        }
+        if let Some(report) = &run.million {
+            million::print(report);
+        }
+        if let Some(report) = &run.overload {
+            overload::print(report);
+        }
+        if let Some(report) = &run.audit_verify {
+            audit_verify::print(report);
         }
         if let Some(report) = &run.revocation {
             revocation::print(report);

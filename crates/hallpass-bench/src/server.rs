@@ -12,6 +12,13 @@
 //! A [`Deployment`] is what a scenario runs against: one server on embedded
 //! SQLite, or N replicas sharing a fresh PostgreSQL database (created for it
 //! and dropped after the replicas stopped) with one random seal key.
+//!
+//! [`Deployment::terminate`] and [`Deployment::respawn`] stop every replica
+//! with SIGTERM and start it again on the same data (the same SQLite data
+//! dir, the same database and seal key, the same admin token; a new free
+//! port; the log continues in the same file), for the restart measurement
+//! of `million`. The temp dirs and the database stay owned by the
+//! deployment meanwhile, so the cleanup guarantees above still hold.
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -74,6 +81,7 @@ impl serde::Serialize for Backend {
 }
 
 /// How one server process finds its store.
+#[derive(Clone, Copy)]
 enum Storage<'a> {
     Sqlite,
     Postgres { url: &'a str, seal_key: &'a str },
@@ -187,15 +195,41 @@ impl ServerProcess {
             .prefix("hallpass-bench-")
             .tempdir()
             .context("cannot create a temp dir for the server")?;
-        let data_dir = dir.path().join("data");
-        let log_path = dir.path().join("server.log");
-        let log = File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+        let mut server = ServerProcess {
+            child: None,
+            pid: 0,
+            addr: String::new(),
+            root_token: root_token.to_string(),
+            data_dir: dir.path().join("data"),
+            log_path: dir.path().join("server.log"),
+            _dir: dir,
+        };
+        server.spawn(binary, storage)?;
+        server.wait_healthy().await?;
+        // For watching it with top/perf while the benchmark runs.
+        let store = match storage {
+            Storage::Sqlite => format!("data dir {}", server.data_dir.display()),
+            Storage::Postgres { .. } => format!("log {}", server.log_path.display()),
+        };
+        eprintln!("  server pid {} on http://{} ({store})", server.pid, server.addr);
+        Ok(server)
+    }
+
+    /// Starts the binary on a free port, on this server's data dir (or
+    /// `storage`'s database), appending to its log; does not wait for it.
+    fn spawn(&mut self, binary: &Path, storage: &Storage<'_>) -> Result<()> {
+        if self.child.is_some() {
+            bail!("server pid {} is still running", self.pid);
+        }
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .with_context(|| format!("cannot open {}", self.log_path.display()))?;
         let log_err = log
             .try_clone()
-            .with_context(|| format!("cannot reopen {}", log_path.display()))?;
-        let port = free_port()?;
-        let addr = format!("127.0.0.1:{port}");
-        let root_token = root_token.to_string();
+            .with_context(|| format!("cannot reopen {}", self.log_path.display()))?;
+        let addr = format!("127.0.0.1:{}", free_port()?);
         let mut command = Command::new(binary);
         command
             .arg("server")
@@ -203,7 +237,7 @@ impl ServerProcess {
             .arg("--listen")
             .arg(&addr)
             .arg("--dev-root-token")
-            .arg(&root_token)
+            .arg(&self.root_token)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
@@ -215,7 +249,7 @@ impl ServerProcess {
             }
         }
         match storage {
-            Storage::Sqlite => command.arg("--data-dir").arg(&data_dir),
+            Storage::Sqlite => command.arg("--data-dir").arg(&self.data_dir),
             Storage::Postgres { url, seal_key } => command
                 .arg("--database-url")
                 .arg(url)
@@ -225,24 +259,24 @@ impl ServerProcess {
         let child = command
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
-        let pid = child.id();
-        let mut server = ServerProcess {
-            child: Some(child),
-            pid,
-            addr,
-            root_token,
-            data_dir,
-            log_path,
-            _dir: dir,
-        };
-        server.wait_healthy().await?;
-        // For watching it with top/perf while the benchmark runs.
-        let store = match storage {
-            Storage::Sqlite => format!("data dir {}", server.data_dir.display()),
-            Storage::Postgres { .. } => format!("log {}", server.log_path.display()),
-        };
-        eprintln!("  server pid {} on http://{} ({store})", server.pid, server.addr);
-        Ok(server)
+        self.pid = child.id();
+        self.child = Some(child);
+        self.addr = addr;
+        Ok(())
+    }
+
+    /// Fails (with the log's tail) when the server process has exited.
+    fn check_running(&mut self) -> Result<()> {
+        if self.child.is_none() {
+            bail!("server pid {} is not running", self.pid);
+        }
+        if let Some(status) = exited(&mut self.child).context("cannot poll the server process")? {
+            bail!(
+                "hallpass server exited ({status}); its log ends with:\n{}",
+                log_tail(&self.log_path, 20)
+            );
+        }
+        Ok(())
     }
 
     async fn wait_healthy(&mut self) -> Result<()> {
@@ -272,13 +306,32 @@ impl ServerProcess {
     /// Graceful stop: SIGTERM, wait, then SIGKILL. Fails when the server did
     /// not exit cleanly (its log tail is in the message).
     pub async fn stop(mut self) -> Result<()> {
+        self.terminate().await
+    }
+
+    /// [`ServerProcess::stop`] that keeps the temp dir (and so the data dir)
+    /// for [`ServerProcess::spawn`] to start the server again on it.
+    async fn terminate(&mut self) -> Result<()> {
+        self.signal_term();
+        self.wait_stopped().await
+    }
+
+    /// Sends SIGTERM, if the process is still ours to signal.
+    fn signal_term(&self) {
+        if self.child.is_some() {
+            // SAFETY: plain kill(2) on our own child's pid, which is not reaped yet.
+            unsafe {
+                libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Waits for the process to exit after [`ServerProcess::signal_term`];
+    /// SIGKILL after [`STOP_TIMEOUT`].
+    async fn wait_stopped(&mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        // SAFETY: plain kill(2) on our own child's pid, which is not reaped yet.
-        unsafe {
-            libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
-        }
         let deadline = Instant::now() + STOP_TIMEOUT;
         loop {
             if let Some(status) = child.try_wait().context("cannot poll the server process")? {
@@ -316,6 +369,8 @@ impl Drop for ServerProcess {
 pub struct Deployment {
     backend: Backend,
     replicas: Vec<ServerProcess>,
+    /// The PostgreSQL replicas' `HALLPASS_SEAL_KEY`, for starting them again.
+    seal_key: Option<String>,
     /// Declared after the replicas: dropped (DROP DATABASE) once they are gone.
     database: Option<Database>,
 }
@@ -331,6 +386,7 @@ impl Deployment {
                 Ok(Deployment {
                     backend: backend.clone(),
                     replicas: vec![server],
+                    seal_key: None,
                     database: None,
                 })
             }
@@ -341,6 +397,7 @@ impl Deployment {
                 let mut deployment = Deployment {
                     backend: backend.clone(),
                     replicas: Vec::with_capacity(*replicas),
+                    seal_key: None,
                     database: None,
                 };
                 let storage = Storage::Postgres {
@@ -356,6 +413,7 @@ impl Deployment {
                 }
                 .await;
                 deployment.database = Some(database);
+                deployment.seal_key = Some(seal_key);
                 started?;
                 Ok(deployment)
             }
@@ -381,6 +439,17 @@ impl Deployment {
         Ok(Client::new(&server.addr, Some(server.root_token.clone()))?)
     }
 
+    /// `http://127.0.0.1:PORT` of replica `replica` (as it is now: a
+    /// respawned replica has a new port).
+    pub fn base_url(&self, replica: usize) -> String {
+        format!("http://{}", self.replicas[replica % self.replicas.len()].addr)
+    }
+
+    /// The dev admin token every replica accepts, for raw HTTP probes.
+    pub fn admin_token(&self) -> &str {
+        &self.replicas[0].root_token
+    }
+
     /// VmRSS and VmHWM of each replica.
     pub fn memory(&self) -> Result<Vec<Memory>> {
         self.replicas.iter().map(|server| procfs::memory(server.pid)).collect()
@@ -399,12 +468,58 @@ impl Deployment {
     pub fn database_bytes(&self) -> Result<u64> {
         match &self.database {
             Some(database) => database.size_bytes(),
-            None => Ok(["hallpass.db", "hallpass.db-wal", "hallpass.db-shm"]
-                .iter()
-                .filter_map(|name| std::fs::metadata(self.replicas[0].data_dir.join(name)).ok())
-                .map(|meta| meta.len())
-                .sum()),
+            None => Ok(self.sqlite_files().iter().map(|(_, bytes)| bytes).sum()),
         }
+    }
+
+    /// On SQLite, each file's size (database, WAL, shared memory) by name;
+    /// nothing on PostgreSQL.
+    pub fn sqlite_files(&self) -> Vec<(&'static str, u64)> {
+        if self.database.is_some() {
+            return Vec::new();
+        }
+        ["hallpass.db", "hallpass.db-wal", "hallpass.db-shm"]
+            .into_iter()
+            .filter_map(|name| {
+                let meta = std::fs::metadata(self.replicas[0].data_dir.join(name)).ok()?;
+                Some((name, meta.len()))
+            })
+            .collect()
+    }
+
+    /// Stops every replica gracefully (SIGTERM to all at once, then waits
+    /// for each) and keeps their data for [`Deployment::respawn`]. Fails when
+    /// a replica did not exit cleanly.
+    pub async fn terminate(&mut self) -> Result<()> {
+        self.replicas.iter().for_each(ServerProcess::signal_term);
+        let mut first_error = None;
+        for server in &mut self.replicas {
+            if let Err(error) = server.wait_stopped().await {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Starts every replica again on the data they had, all at once, each on
+    /// a new free port; does not wait for them (see [`Deployment::check_running`]).
+    pub fn respawn(&mut self, binary: &Path) -> Result<()> {
+        let storage = match (&self.database, &self.seal_key) {
+            (Some(database), Some(seal_key)) => Storage::Postgres {
+                url: database.url(),
+                seal_key,
+            },
+            _ => Storage::Sqlite,
+        };
+        for server in &mut self.replicas {
+            server.spawn(binary, &storage)?;
+        }
+        Ok(())
+    }
+
+    /// Fails when a replica has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        self.replicas.iter_mut().try_for_each(ServerProcess::check_running)
     }
 
     /// Stops every replica gracefully, then drops the database. Fails when a

@@ -34,6 +34,7 @@ use hallpass_api::{ApplyRequest, ChangeAction, CreateRequest, CreateToken, RoleS
 use hallpass_client::Client;
 use serde::Serialize;
 
+use crate::audit_chain::{self, ChainCheck};
 use crate::procfs::CpuReport;
 use crate::server::{Backend, Deployment};
 use crate::stats::{Latencies, Summary, fmt_ms, print_table};
@@ -204,6 +205,9 @@ pub struct Level {
     pub credentials: Summary,
     /// CPU use over the measured window.
     pub cpu: CpuReport,
+    /// With several replicas: `GET /v1/audit/verify` after the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<ChainCheck>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -232,7 +236,13 @@ pub async fn run(binary: &Path, backend: &Backend, options: &Options) -> Result<
             options.duration.as_secs_f64()
         );
         let deployment = Deployment::start(binary, backend).await?;
-        let measured = measure_level(&deployment, clients, options).await;
+        let mut measured = measure_level(&deployment, clients, options).await;
+        // Replicas append to one log: it must still be one chain.
+        if let Ok(level) = &mut measured
+            && deployment.replica_count() > 1
+        {
+            level.audit = Some(audit_chain::verify(&deployment).await);
+        }
         let stopped = deployment.stop().await;
         let level = measured?;
         stopped?;
@@ -490,6 +500,7 @@ async fn measure_level(deployment: &Deployment, clients: usize, options: &Option
         create: create.summary(),
         credentials: credentials.summary(),
         cpu: CpuReport::between(&before, &after),
+        audit: None,
     })
 }
 
@@ -521,6 +532,9 @@ pub fn print(report: &Report) {
         }
         for message in &level.error_samples {
             println!("  error at {} clients: {message}", level.clients);
+        }
+        if let Some(check) = &level.audit {
+            println!("  audit chain after {} clients: {}", level.clients, check.describe());
         }
     }
 }
