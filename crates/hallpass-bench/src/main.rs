@@ -220,7 +220,7 @@ struct MillionArgs {
     #[arg(long, default_value_t = 64)]
     clients: usize,
     /// How long after the API answers to wait for the
-    /// hallpass_expiry_timers_loaded gauge before reporting it absent.
+    /// hallpass_expiry_timers_ready gauge before reporting it absent.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timers_timeout: Duration,
     #[command(flatten)]

@@ -16,7 +16,7 @@
 //! same SQLite data dir, the same PostgreSQL database) and, from the spawn,
 //! each is polled every 10 ms for: `/healthz` answering 200; the first
 //! authenticated API call answering (`GET /v1/grants?active=true&limit=1`
-//! as the admin); and the gauge `hallpass_expiry_timers_loaded` in `GET
+//! as the admin); and the gauge `hallpass_expiry_timers_ready` in `GET
 //! /metrics` (the deadlines loaded into the scheduler, present once the
 //! rebuild is done; absent from servers older than the gauge, which is
 //! then reported as such). Each overdue grant must have its `grant.expired`
@@ -48,7 +48,7 @@ pub const TARGET_SERVING_SECONDS: f64 = 2.0;
 /// From spawn until every expiry timer is rebuilt.
 pub const TARGET_TIMERS_SECONDS: f64 = 5.0;
 /// The gauge the server sets once its expiry timers are loaded.
-pub const TIMERS_METRIC: &str = "hallpass_expiry_timers_loaded";
+pub const TIMERS_METRIC: &str = "hallpass_expiry_timers_ready";
 /// Duration of the long-lived grants (the benchmark roles allow 2 h).
 const LONG_SECONDS: u64 = 7200;
 const ATTEMPTS: usize = 3;
@@ -100,10 +100,10 @@ pub struct ReplicaStart {
     pub healthz_ms: f64,
     /// From spawn until the first authenticated API call answered 200.
     pub api_ms: f64,
-    /// From spawn until `hallpass_expiry_timers_loaded` appeared in
+    /// From spawn until `hallpass_expiry_timers_ready` turned 1 in
     /// `/metrics`; `None` when it did not (an older server).
     pub timers_ms: Option<f64>,
-    /// The gauge's value: deadlines loaded.
+    /// The gauge's value (1: the timers are loaded).
     pub timers_loaded: Option<f64>,
 }
 
@@ -573,7 +573,8 @@ impl Target {
         matches!(request.send().await, Ok(response) if response.status().is_success())
     }
 
-    /// The timers gauge's value, once `/metrics` has it.
+    /// The timers gauge's value, once it says the timers are loaded (the
+    /// server registers it at 0 from start-up and sets 1).
     async fn timers_loaded(&self) -> Option<f64> {
         let response = self
             .http
@@ -585,7 +586,7 @@ impl Target {
         if !response.status().is_success() {
             return None;
         }
-        gauge(&response.text().await.ok()?, TIMERS_METRIC)
+        gauge(&response.text().await.ok()?, TIMERS_METRIC).filter(|ready| *ready >= 1.0)
     }
 
     /// Polls `GET path` until it answers 200; the time since `spawned`.
@@ -803,7 +804,7 @@ fn restart_rows(restart: &Restart) -> Vec<Vec<String>> {
             ms_cell(restart.replicas.iter().map(|r| r.timers_ms)),
         ],
         vec![
-            "expiry timers loaded (the gauge's value)".into(),
+            "expiry timers ready (the gauge's value)".into(),
             restart
                 .replicas
                 .iter()
@@ -892,8 +893,8 @@ mod tests {
 
     #[test]
     fn reads_a_gauge_from_prometheus_text() {
-        let text = "# HELP hallpass_expiry_timers_loaded x\n# TYPE hallpass_expiry_timers_loaded gauge\n\
-                    hallpass_expiry_timers_loaded_total 3\nhallpass_expiry_timers_loaded 999000\n";
+        let text = "# HELP hallpass_expiry_timers_ready x\n# TYPE hallpass_expiry_timers_ready gauge\n\
+                    hallpass_expiry_timers_ready_total 3\nhallpass_expiry_timers_ready 999000\n";
         assert_eq!(gauge(text, TIMERS_METRIC), Some(999_000.0));
         assert_eq!(gauge("x{a=\"b\"} 2\n", "x"), Some(2.0));
         assert_eq!(gauge("hallpass_up 1\n", TIMERS_METRIC), None);

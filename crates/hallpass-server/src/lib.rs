@@ -183,12 +183,8 @@ pub async fn serve(
     });
     start_up(&app, &settings, &format!("{backend:?}")).await?;
 
-    let deadlines = store
-        .read(|r| r.deadlines())
-        .await
-        .context("cannot load grant deadlines")?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let scheduler = tokio::spawn(scheduler::run(app.clone(), deadlines, deadline_rx, stop_rx.clone()));
+    let scheduler = tokio::spawn(scheduler::run(app.clone(), deadline_rx, stop_rx.clone()));
     let checkpoints = tokio::spawn(scheduler::checkpoints(app.clone(), stop_rx.clone()));
     let notifications = notify::spawn(&app, stop_rx);
     let sinks = audit_sinks::AuditSinks::start(sinks, &store).await?;

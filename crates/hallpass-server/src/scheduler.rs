@@ -6,10 +6,13 @@
 //! servers share a database each record is handled by one of them, and the
 //! work of a server that dies is picked up by another once its lease lapses.
 //!
-//! A min-heap of this server's own deadlines (rebuilt from the store at
-//! start-up, fed as grants activate or fail) says when to wake; between
-//! deadlines the scheduler also polls, to see other servers' grants and
-//! lapsed claims. Claimed work runs as tasks, at most [`CONCURRENCY`] at
+//! A min-heap of deadlines says when to wake. It holds only the next
+//! [`HORIZON`] of them: loaded from the store when the scheduler starts
+//! (after the API already serves) and topped up every [`REFRESH_EVERY`],
+//! and fed as this server's grants activate or fail. So a million grants
+//! ending hours from now cost no memory here and no time at start-up.
+//! Between deadlines the scheduler also polls, to see other servers'
+//! grants and lapsed claims. Claimed work runs as tasks, at most [`CONCURRENCY`] at
 //! once, so a burst of expiries shares the store's group commits; the
 //! scheduler claims again whenever a deadline comes, while earlier work
 //! still runs, so one slow revoke never holds back grants that fall due
@@ -28,11 +31,23 @@ use crate::app::App;
 use crate::app::audit::CHECKPOINT_INTERVAL;
 
 /// How many due records are processed at once.
-const CONCURRENCY: usize = 256;
+const CONCURRENCY: usize = 1024;
+/// A claim is one commit the scheduler waits for, so it claims only once
+/// this many slots are free (or nothing runs): claiming a record each time
+/// one task ends made a burst of expiries as slow as one commit per grant.
+const MIN_CLAIM: usize = 256;
 /// Most records claimed per round.
 const CLAIM_BATCH: u32 = 1000;
 /// Longest sleep between looks at the store.
 const POLL_INTERVAL: StdDuration = StdDuration::from_secs(1);
+/// How often start-up looks whether other servers have ended the overdue
+/// grants they claimed.
+const OTHERS_POLL: StdDuration = StdDuration::from_millis(50);
+/// How far ahead the timer heap holds deadlines.
+const HORIZON: chrono::TimeDelta = chrono::TimeDelta::minutes(2);
+/// How often deadlines coming into the horizon are loaded: well inside it,
+/// so none is loaded late.
+const REFRESH_EVERY: StdDuration = StdDuration::from_secs(30);
 
 pub type Deadline = (DateTime<Utc>, String);
 
@@ -83,20 +98,54 @@ impl Running {
     }
 }
 
-pub async fn run(
-    app: App,
-    initial: Vec<Deadline>,
-    mut incoming: mpsc::UnboundedReceiver<Deadline>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut heap: BinaryHeap<Reverse<Deadline>> = initial.into_iter().map(Reverse).collect();
+/// The deadlines of the next [`HORIZON`], on the heap.
+#[derive(Default)]
+struct Timers {
+    heap: BinaryHeap<Reverse<Deadline>>,
+    /// Every stored deadline up to here is on the heap (or was, and came).
+    loaded_until: Option<DateTime<Utc>>,
+}
+
+impl Timers {
+    /// Loads the deadlines that came into the horizon since the last load
+    /// (at the first, every one up to it, however overdue).
+    async fn top_up(&mut self, app: &App) {
+        let until = app.now() + HORIZON;
+        let after = self.loaded_until;
+        match app.deadlines(after, until).await {
+            Ok(deadlines) => {
+                if after.is_none() {
+                    tracing::info!(count = deadlines.len(), "expiry timers loaded");
+                    metrics::gauge!("hallpass_expiry_timers_ready").set(1.0);
+                }
+                self.heap.extend(deadlines.into_iter().map(Reverse));
+                self.loaded_until = Some(until);
+            }
+            Err(error) => tracing::error!(%error, "cannot load grant deadlines; the poll covers them meanwhile"),
+        }
+    }
+
+    /// A deadline of this server's own; one beyond the horizon is loaded
+    /// when it comes near (the store has it).
+    fn add(&mut self, deadline: Deadline) {
+        if self.loaded_until.is_some_and(|until| deadline.0 <= until) {
+            self.heap.push(Reverse(deadline));
+        }
+    }
+}
+
+pub async fn run(app: App, mut incoming: mpsc::UnboundedReceiver<Deadline>, mut shutdown: watch::Receiver<bool>) {
+    let mut timers = Timers::default();
+    timers.top_up(&app).await;
+    let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + REFRESH_EVERY, REFRESH_EVERY);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut running = Running::default();
     // Whether due records may be waiting unclaimed: a deadline came, or
     // the last claim took as many as it asked for.
     let mut more_due = true;
     loop {
         let room = running.room();
-        if room > 0 && more_due {
+        if more_due && room > 0 && (room >= MIN_CLAIM || running.tasks.is_empty()) {
             let limit = u32::try_from(room).unwrap_or(CLAIM_BATCH).min(CLAIM_BATCH);
             // Deadlines up to the moment the claim was asked are in it (or
             // in hand already); one that passes while the claim is written
@@ -115,20 +164,22 @@ pub async fn run(
                     tracing::error!(%error, "cannot claim due grants; retrying");
                 }
             }
-            while heap.peek().is_some_and(|Reverse((at, _))| *at <= asked) {
-                heap.pop();
+            while timers.heap.peek().is_some_and(|Reverse((at, _))| *at <= asked) {
+                timers.heap.pop();
             }
         }
-        if more_due && running.room() > 0 {
+        if more_due && running.room() >= MIN_CLAIM {
             continue;
         }
-        // With every slot taken, a task ending is what lets work start;
+        // With too few slots free, tasks ending is what lets work start;
         // deadlines that pass meanwhile stay on the heap until then.
-        let sleep = if running.room() == 0 {
+        let sleep = if more_due || running.room() < MIN_CLAIM {
             POLL_INTERVAL
         } else {
             let now = app.now();
-            heap.peek()
+            timers
+                .heap
+                .peek()
                 .map(|Reverse((at, _))| (*at - now).to_std().unwrap_or_default())
                 .unwrap_or(POLL_INTERVAL)
                 .min(POLL_INTERVAL)
@@ -137,9 +188,10 @@ pub async fn run(
             _ = tokio::time::sleep(sleep) => more_due = true,
             () = running.next(&app), if !running.tasks.is_empty() => {}
             entry = incoming.recv() => match entry {
-                Some(entry) => heap.push(Reverse(entry)),
+                Some(entry) => timers.add(entry),
                 None => break,
             },
+            _ = refresh.tick() => timers.top_up(&app).await,
             _ = shutdown.changed() => break,
         }
     }
@@ -185,15 +237,33 @@ pub async fn checkpoints(app: App, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// Claims and processes everything due now, until nothing new is due. Used
-/// at start-up, before the API serves.
+/// at start-up, before the API serves. Replicas starting together split
+/// the overdue grants between them, so this one also waits (up to two
+/// claim leases, then warns and serves) until the grants others claimed
+/// have ended too: no replica answers while any overdue grant holds access.
 pub async fn drain_due(app: &App) -> anyhow::Result<usize> {
+    let started = app.now();
+    let lease = StdDuration::from_secs(crate::app::CLAIM_LEASE_SECONDS.unsigned_abs());
+    let give_up = tokio::time::Instant::now() + 2 * lease;
     let mut seen = std::collections::HashSet::new();
     loop {
         let claimed = app.claim_due(CLAIM_BATCH).await?;
         let fresh: Vec<String> = claimed.into_iter().filter(|id| seen.insert(id.clone())).collect();
-        if fresh.is_empty() {
+        if !fresh.is_empty() {
+            process(app, fresh).await;
+            continue;
+        }
+        let left = app.count_overdue_grants(started).await?;
+        if left == 0 {
             return Ok(seen.len());
         }
-        process(app, fresh).await;
+        if tokio::time::Instant::now() >= give_up {
+            tracing::warn!(
+                count = left,
+                "overdue grants are still being ended (by other servers, or failing); serving anyway"
+            );
+            return Ok(seen.len());
+        }
+        tokio::time::sleep(OTHERS_POLL).await;
     }
 }

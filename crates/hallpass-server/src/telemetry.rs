@@ -72,8 +72,12 @@ pub const COUNTERS: [(&str, &str); 16] = [
 ];
 
 /// Every gauge the server sets, with its help text; 0 until first set.
-pub const GAUGES: [(&str, &str); 3] = [
+pub const GAUGES: [(&str, &str); 4] = [
     ("hallpass_connections_open", "Connections open on the listener"),
+    (
+        "hallpass_expiry_timers_ready",
+        "1 once the scheduler has loaded its expiry timers after start-up",
+    ),
     (
         "hallpass_audit_sink_lag_events",
         "Audit events written but not yet acknowledged by an audit sink, by sink",

@@ -87,7 +87,7 @@ async fn harness(failures: u32) -> Harness {
     });
     let (app, rx) = hallpass_server::testing::app_in(dir.path(), clock, vec![provider.clone()]).unwrap();
     let (stop, stop_rx) = watch::channel(false);
-    tokio::spawn(hallpass_server::scheduler::run(app.clone(), Vec::new(), rx, stop_rx));
+    tokio::spawn(hallpass_server::scheduler::run(app.clone(), rx, stop_rx));
     let admin = caller("admin", &["admins"]);
     let config = api::ApplyRequest {
         targets: vec![api::TargetSpec {

@@ -124,7 +124,7 @@ async fn a_hung_revoke_does_not_hold_back_grants_due_after_it() {
     let (app, rx) =
         hallpass_server::testing::app_in(dir.path(), Arc::new(SystemClock), vec![provider.clone()]).unwrap();
     let (_stop, stop_rx) = watch::channel(false);
-    tokio::spawn(hallpass_server::scheduler::run(app.clone(), Vec::new(), rx, stop_rx));
+    tokio::spawn(hallpass_server::scheduler::run(app.clone(), rx, stop_rx));
     let admin = caller("admin", &["admins"]);
     let config = api::ApplyRequest {
         targets: vec![api::TargetSpec {

@@ -294,6 +294,10 @@ fn writer_loop(
         for pending in pendings {
             (pending.deliver)(error.as_ref());
         }
+        if error.is_none() {
+            // After the callers have their answers.
+            conn.after_commit();
+        }
         if conn.is_broken() {
             match reconnect(&connect, "store writer") {
                 Some(fresh) => conn = fresh,
@@ -331,7 +335,7 @@ fn run_batch(conn: &mut dyn Conn, batch: Vec<WriteJob>, clock: &dyn Clock) -> (V
     let mut pendings = Vec::with_capacity(batch.len());
     let mut current = head.clone();
     for job in batch {
-        if let Err(error) = conn.batch("SAVEPOINT job") {
+        if let Err(error) = statement(conn, "SAVEPOINT job") {
             return (pendings, Err(error));
         }
         let mut wtx = WriteTx::new(conn, current.clone(), clock);
@@ -339,7 +343,7 @@ fn run_batch(conn: &mut dyn Conn, batch: Vec<WriteJob>, clock: &dyn Clock) -> (V
         let after = wtx.head().clone();
         let step = if pending.ok {
             current = after;
-            conn.batch("RELEASE SAVEPOINT job")
+            statement(conn, "RELEASE SAVEPOINT job")
         } else {
             conn.batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
         };
@@ -363,6 +367,16 @@ fn run_batch(conn: &mut dyn Conn, batch: Vec<WriteJob>, clock: &dyn Clock) -> (V
         conn.batch("COMMIT")
     })();
     (pendings, finish.map(|()| current.seq))
+}
+
+/// A statement without parameters that runs once per job: prepared once
+/// on SQLite (a batch is parsed anew each time); a simple query on
+/// PostgreSQL, one round trip either way.
+fn statement(conn: &mut dyn Conn, sql: &str) -> Result<(), StoreError> {
+    match conn.dialect() {
+        crate::sql::Dialect::Sqlite => conn.execute(sql, &[]).map(drop),
+        crate::sql::Dialect::Postgres => conn.batch(sql),
+    }
 }
 
 /// Moves the change counter forward (never back: notifications from other

@@ -153,6 +153,9 @@ pub trait Conn: Send {
     fn is_broken(&self) -> bool {
         false
     }
+    /// Upkeep the writer does between batches (SQLite: keeping the WAL
+    /// small).
+    fn after_commit(&mut self) {}
 }
 
 impl dyn Conn + '_ {

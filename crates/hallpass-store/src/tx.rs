@@ -569,6 +569,17 @@ impl<'a> ReadTx<'a> {
         )
     }
 
+    /// Grants that hold access past their deadline at `at`: what start-up
+    /// must see ended before the API serves.
+    pub fn count_overdue_grants(&mut self, at: DateTime<Utc>) -> Result<u64, StoreError> {
+        let row = self.conn.query_one(
+            "SELECT COUNT(*) FROM requests WHERE next_deadline IS NOT NULL AND next_deadline <= $1
+               AND state IN ('active', 'revoke_failed')",
+            sql_params![format_time(at)],
+        )?;
+        Ok(row.map(|row| row.int(0)).transpose()?.unwrap_or(0) as u64)
+    }
+
     /// How many of the requester's grants hold access or are about to
     /// (approved, active, revoke_failed): `active_grants` for policies.
     pub fn count_grants(&mut self, requester: &str) -> Result<u64, StoreError> {
@@ -643,12 +654,24 @@ impl<'a> ReadTx<'a> {
         all(self.conn.query(&sql, &[])?, lock_from_row)
     }
 
-    /// Every pending deadline, for rebuilding the in-memory timer.
-    pub fn deadlines(&mut self) -> Result<Vec<(DateTime<Utc>, String)>, StoreError> {
-        let rows = self.conn.query(
-            "SELECT next_deadline, id FROM requests WHERE next_deadline IS NOT NULL",
-            &[],
-        )?;
+    /// The deadlines after `after` (all earlier ones when `None`, however
+    /// overdue) up to `until`: what the scheduler's timer holds.
+    pub fn deadlines(
+        &mut self,
+        after: Option<DateTime<Utc>>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, String)>, StoreError> {
+        let rows = match after {
+            Some(after) => self.conn.query(
+                "SELECT next_deadline, id FROM requests WHERE next_deadline IS NOT NULL
+                   AND next_deadline > $1 AND next_deadline <= $2",
+                sql_params![format_time(after), format_time(until)],
+            )?,
+            None => self.conn.query(
+                "SELECT next_deadline, id FROM requests WHERE next_deadline IS NOT NULL AND next_deadline <= $1",
+                sql_params![format_time(until)],
+            )?,
+        };
         rows.iter().map(|row| Ok((row.time(0)?, row.text(1)?))).collect()
     }
 

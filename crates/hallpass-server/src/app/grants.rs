@@ -11,13 +11,14 @@ use hallpass_core::RequestState;
 use hallpass_core::documents::{Document, RoleDocument, TargetDocument};
 use hallpass_core::request::{Decision, EndKind, RequestRecord, revoke_backoff};
 use hallpass_core::text::{self, TextField};
-use hallpass_providers::{CredentialProvider, GrantContext, Seed, TargetContext, Verification};
+use hallpass_providers::{CredentialProvider, GrantContext, Seed, TargetContext, TargetSecrets, Verification};
 use hallpass_store::{ConfigKind, ConfigRow, RevocationRow};
 use serde_json::{Value, json};
 
 use super::caller::SYSTEM_ACTOR;
 use super::decisions::take_effect_check;
 use super::requests::{activation_data, current_role, role_document};
+use super::secrets::unseal_all;
 use super::targets::StoredTarget;
 use super::{App, AppError, AppResult, Caller, ErrorKind, load_request, save_with_event, unknown_request};
 
@@ -52,6 +53,22 @@ async fn revoke_and_verify(
             }
         }
     }
+}
+
+/// A grant about to end, as [`App::read_ending`] found it.
+struct Ending {
+    record: RequestRecord,
+    version: u64,
+    target: Option<EndingTarget>,
+}
+
+/// The target's row, the role, and the target's secrets.
+type EndingTarget = (ConfigRow, Option<RoleDocument>, TargetSecrets);
+
+/// When a grant ends: its recorded expiry, or its duration from `activated_at`.
+fn grant_end(record: &RequestRecord, activated_at: DateTime<Utc>) -> DateTime<Utc> {
+    let seconds = i64::try_from(record.duration_seconds).unwrap_or(i64::MAX / 1000);
+    record.expires_at.unwrap_or(activated_at + Duration::seconds(seconds))
 }
 
 impl App {
@@ -112,19 +129,35 @@ impl App {
         activated_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> AppResult<GrantContext> {
+        let secrets = self.target_secrets(&target.document.name).await?;
+        Ok(self.grant_context_with(record, target, role, secrets, (activated_at, expires_at)))
+    }
+
+    /// [`App::grant_context`] with the target's secrets already unsealed;
+    /// `window` is when the grant starts and ends.
+    fn grant_context_with(
+        &self,
+        record: &RequestRecord,
+        target: &StoredTarget,
+        role: Option<&RoleDocument>,
+        secrets: TargetSecrets,
+        (activated_at, expires_at): (DateTime<Utc>, DateTime<Utc>),
+    ) -> GrantContext {
         let seed = Seed::for_grant(&self.inner.credential_key, &record.target, &record.id);
+        let mut target_context = self.public_target_context(target);
+        target_context.secrets = secrets;
         let mut context = GrantContext::new(
             record.id.clone(),
             record.requester.name.clone(),
             record.role.clone(),
-            self.target_context(target).await?,
+            target_context,
             seed,
             activated_at,
             expires_at,
         );
         context.grant = role.map(|role| role.grant.clone()).unwrap_or_default();
         context.public_key = record.public_key.clone();
-        Ok(context)
+        context
     }
 
     /// [`App::grant_context`] for a record already in the store, with its
@@ -135,11 +168,66 @@ impl App {
         target: &StoredTarget,
         activated_at: DateTime<Utc>,
     ) -> AppResult<GrantContext> {
-        let seconds = i64::try_from(record.duration_seconds).unwrap_or(i64::MAX / 1000);
-        let expires_at = record.expires_at.unwrap_or(activated_at + Duration::seconds(seconds));
+        let expires_at = grant_end(record, activated_at);
         let name = record.role.clone();
         let role = self.inner.store.read(move |r| role_document(r, &name)).await?;
         self.grant_context(record, target, role.as_ref(), activated_at, expires_at)
+            .await
+    }
+
+    /// A grant that still holds access, with its target, role and secrets;
+    /// or what to answer for one that no longer does (an expiry finds it
+    /// done; anything else is refused).
+    fn still_holding(
+        &self,
+        ending: Ending,
+        kind: EndKind,
+    ) -> AppResult<Result<(RequestRecord, EndingTarget), api::AccessRequest>> {
+        let (record, version) = (ending.record, ending.version);
+        if !record.state.holds_access() {
+            if kind == EndKind::Expire {
+                return Ok(Err(self.to_api(&record, version)));
+            }
+            return Err(hallpass_core::RuleError::WrongState {
+                id: record.id.clone(),
+                state: record.state,
+                action: kind.as_str(),
+            }
+            .into());
+        }
+        match ending.target {
+            Some(target) => Ok(Ok((record, target))),
+            None => Err(AppError::internal(format!(
+                "grant on missing target {:?}",
+                record.target
+            ))),
+        }
+    }
+
+    /// What ending a grant needs, in one read: the record and, while it
+    /// holds access, its target (with secrets) and its role as they are
+    /// now. `None` when there is no such request.
+    async fn read_ending(&self, id: &str) -> AppResult<Option<Ending>> {
+        let (id, sealer) = (id.to_string(), self.inner.sealer.clone());
+        self.inner
+            .store
+            .read(move |r| -> AppResult<Option<Ending>> {
+                let Some((record, version)) = r.request(&id)? else {
+                    return Ok(None);
+                };
+                let mut target = None;
+                if record.state.holds_access()
+                    && let Some(row) = r.config(ConfigKind::Target, &record.target)?
+                {
+                    let role = role_document(r, &record.role)?;
+                    target = Some((row, role, unseal_all(r, &sealer, &record.target)?));
+                }
+                Ok(Some(Ending {
+                    record,
+                    version,
+                    target,
+                }))
+            })
             .await
     }
 
@@ -362,23 +450,17 @@ impl App {
         kind: EndKind,
         reason: Option<String>,
     ) -> AppResult<api::AccessRequest> {
-        let lookup = id.clone();
-        let found = self.inner.store.read(move |r| r.request(&lookup)).await?;
-        let (record, version) = found.ok_or_else(|| unknown_request(&id))?;
-        if !record.state.holds_access() {
-            if kind == EndKind::Expire {
-                return Ok(self.to_api(&record, version));
-            }
-            return Err(hallpass_core::RuleError::WrongState {
-                id: record.id.clone(),
-                state: record.state,
-                action: kind.as_str(),
-            }
-            .into());
-        }
-        let (provider, target) = self.provider_for(&record.target).await?;
+        let Some(ending) = self.read_ending(&id).await? else {
+            return Err(unknown_request(&id));
+        };
+        let (record, (target_row, role, secrets)) = match self.still_holding(ending, kind)? {
+            Ok(holding) => holding,
+            Err(already_ended) => return Ok(already_ended),
+        };
+        let (provider, target) = self.with_provider(&target_row)?;
         let activated_at = record.activated_at.unwrap_or(record.created_at);
-        let mut context = self.stored_grant_context(&record, &target, activated_at).await?;
+        let window = (activated_at, grant_end(&record, activated_at));
+        let mut context = self.grant_context_with(&record, &target, role.as_ref(), secrets, window);
         let metadata = record.credential.clone().unwrap_or(Value::Null);
         let early = record.expires_at.is_none_or(|at| self.now() < at);
         // Held until the list is written and verified, so that a revoke

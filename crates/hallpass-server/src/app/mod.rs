@@ -249,6 +249,21 @@ impl App {
         }
     }
 
+    /// Stored deadlines after `after` (all earlier ones when `None`) up to
+    /// `until`, for the scheduler's timer.
+    pub(crate) async fn deadlines(
+        &self,
+        after: Option<DateTime<Utc>>,
+        until: DateTime<Utc>,
+    ) -> AppResult<Vec<(DateTime<Utc>, String)>> {
+        Ok(self.inner.store.read(move |r| r.deadlines(after, until)).await?)
+    }
+
+    /// How many grants still hold access past their deadline at `at`.
+    pub(crate) async fn count_overdue_grants(&self, at: DateTime<Utc>) -> AppResult<u64> {
+        Ok(self.inner.store.read(move |r| r.count_overdue_grants(at)).await?)
+    }
+
     /// Claims due work (expiries, revoke retries) for this server, so that
     /// among several replicas each record is handled by one.
     pub(crate) async fn claim_due(&self, limit: u32) -> AppResult<Vec<String>> {

@@ -196,7 +196,8 @@ async fn a_second_open_record_for_one_requester_and_role_is_refused(db: Db) {
 async fn deadlines_list_every_pending_deadline(db: Db) {
     let f = Fixture::open(db);
     seed(&f).await;
-    let mut deadlines: Vec<(DateTime<Utc>, String)> = f.store.read(|r| r.deadlines()).await.expect("read");
+    let mut deadlines: Vec<(DateTime<Utc>, String)> =
+        f.store.read(|r| r.deadlines(None, at(1_000_000))).await.expect("read");
     deadlines.sort();
     let expected: Vec<(DateTime<Utc>, String)> = vec![
         (at(5), "b2".into()),    // approved: to be issued now
@@ -206,4 +207,13 @@ async fn deadlines_list_every_pending_deadline(db: Db) {
         (at(3607), "b4".into()),
     ];
     assert_eq!(deadlines, expected, "ended and denied requests have none");
+    let mut window = f
+        .store
+        .read(|r| r.deadlines(Some(at(5)), at(3606)))
+        .await
+        .expect("read");
+    window.sort();
+    assert_eq!(window, expected[1..4], "after excludes, until includes");
+    let overdue = f.store.read(|r| r.deadlines(None, at(600))).await.expect("read");
+    assert_eq!(overdue.len(), 2, "without a start, however overdue: {overdue:?}");
 }
