@@ -267,3 +267,57 @@ pub async fn drain_due(app: &App) -> anyhow::Result<usize> {
         tokio::time::sleep(OTHERS_POLL).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use hallpass_api as api;
+    use hallpass_core::SystemClock;
+
+    use super::*;
+    use crate::testing::{self, caller};
+
+    /// Replicas starting together: one has claimed an overdue grant and is
+    /// still ending it; another must not start serving until it has ended.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn start_up_waits_for_overdue_grants_another_server_claimed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _inbox) = testing::app_in(dir.path(), Arc::new(SystemClock), Vec::new()).unwrap();
+        let apply: api::ApplyRequest = serde_json::from_value(serde_json::json!({
+            "targets": [{"name": "svc", "type": "jwt", "config": {"audience": "svc"}}],
+            "roles": [{"name": "ops", "target": "svc", "max_duration": "1h", "requestable_by": ["group:dev"],
+                       "auto_approve": true}]
+        }))
+        .unwrap();
+        app.apply(&caller("root", &["admins"]), apply).await.unwrap();
+        let body: api::CreateRequest =
+            serde_json::from_value(serde_json::json!({"role": "ops", "reason": "INC-1", "duration": "1s"})).unwrap();
+        let alice = caller("alice", &["dev"]);
+        let id = app.create_request(&alice, body).await.unwrap().request.id;
+        tokio::time::sleep(StdDuration::from_millis(1100)).await;
+
+        // The other server's claim: the lease keeps it from this one.
+        let held = app.claim_due(CLAIM_BATCH).await.unwrap();
+        assert_eq!(held, vec![id.clone()]);
+        let starting = tokio::spawn({
+            let app = app.clone();
+            async move { drain_due(&app).await }
+        });
+        tokio::time::sleep(StdDuration::from_millis(500)).await;
+        assert!(
+            !starting.is_finished(),
+            "start-up went on while an overdue grant held access"
+        );
+
+        process(&app, held).await;
+        let ended_here = tokio::time::timeout(StdDuration::from_secs(2), starting)
+            .await
+            .expect("start-up goes on once the other server ended it")
+            .unwrap()
+            .unwrap();
+        assert_eq!(ended_here, 0, "the other server ended it, not this one");
+        let (request, _) = app.get_request(&alice, id).await.unwrap();
+        assert_eq!(request.state, api::RequestState::Expired);
+    }
+}
