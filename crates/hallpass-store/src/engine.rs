@@ -294,10 +294,6 @@ fn writer_loop(
         for pending in pendings {
             (pending.deliver)(error.as_ref());
         }
-        if error.is_none() {
-            // After the callers have their answers.
-            conn.after_commit();
-        }
         if conn.is_broken() {
             match reconnect(&connect, "store writer") {
                 Some(fresh) => conn = fresh,

@@ -153,9 +153,6 @@ pub trait Conn: Send {
     fn is_broken(&self) -> bool {
         false
     }
-    /// Upkeep the writer does between batches (SQLite: keeping the WAL
-    /// small).
-    fn after_commit(&mut self) {}
 }
 
 impl dyn Conn + '_ {

@@ -15,8 +15,6 @@ use crate::sql::{Conn, Dialect, Row, SqlValue};
 
 pub struct SqliteConn {
     conn: Connection,
-    /// The writer's `-wal` file, watched by [`Conn::after_commit`].
-    wal: Option<PathBuf>,
 }
 
 impl ToSql for SqlValue {
@@ -71,22 +69,6 @@ impl Conn for SqliteConn {
 
     fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         Ok(self.conn.execute_batch(sql)?)
-    }
-
-    /// SQLite's own checkpoints (after commits that cross
-    /// `wal_autocheckpoint`) are PASSIVE: while readers keep reading they
-    /// copy pages back but can never start the WAL over, and under steady
-    /// load it grows without end (hundreds of MiB at 20,000 grants), making
-    /// every read slower. Past [`WAL_LIMIT_BYTES`], a TRUNCATE checkpoint
-    /// waits for the readers' current transactions (short) and empties it.
-    fn after_commit(&mut self) {
-        let Some(wal) = &self.wal else { return };
-        let size = fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
-        if size > WAL_LIMIT_BYTES
-            && let Err(error) = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-        {
-            tracing::warn!(%error, wal_bytes = size, "cannot truncate the SQLite WAL; trying after the next commit");
-        }
     }
 }
 
@@ -181,9 +163,6 @@ pub fn lock_dir(data_dir: &Path) -> Result<DirLock, StoreError> {
     }
 }
 
-/// The WAL size past which the writer empties it (see
-/// [`Conn::after_commit`]).
-const WAL_LIMIT_BYTES: u64 = 64 << 20;
 /// The writer's page cache, in KiB (SQLite's default is 2 MiB). Its pages
 /// stay valid across commits (readers' caches do not), and the expiry burst
 /// and the request path touch index pages all over the file.
@@ -202,17 +181,12 @@ pub fn open_writer(path: &Path) -> Result<SqliteConn, StoreError> {
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    Ok(SqliteConn {
-        conn,
-        wal: Some(PathBuf::from(wal)),
-    })
+    Ok(SqliteConn { conn })
 }
 
 pub fn open_reader(path: &Path) -> Result<SqliteConn, StoreError> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    Ok(SqliteConn { conn, wal: None })
+    Ok(SqliteConn { conn })
 }
