@@ -12,11 +12,12 @@
 //! and fed as this server's grants activate or fail. So a million grants
 //! ending hours from now cost no memory here and no time at start-up.
 //! Between deadlines the scheduler also polls, to see other servers'
-//! grants and lapsed claims. Claimed work runs as tasks, at most [`CONCURRENCY`] at
-//! once, so a burst of expiries shares the store's group commits; the
-//! scheduler claims again whenever a deadline comes, while earlier work
-//! still runs, so one slow revoke never holds back grants that fall due
-//! after it.
+//! grants and lapsed claims. Claimed work runs as tasks, at most
+//! [`CONCURRENCY`] at once, so a burst of expiries shares the store's group
+//! commits; the scheduler claims again while earlier work still runs, as
+//! soon as [`MIN_CLAIM`] slots are free, so slow revokes hold back grants
+//! that fall due after them only when more than
+//! `CONCURRENCY - MIN_CLAIM` of them hang at once.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
