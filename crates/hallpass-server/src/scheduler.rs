@@ -12,9 +12,11 @@
 //! and fed as this server's grants activate or fail. So a million grants
 //! ending hours from now cost no memory here and no time at start-up.
 //! Between deadlines the scheduler also polls, to see other servers'
-//! grants and lapsed claims. Claimed work runs as tasks, at most
-//! [`CONCURRENCY`] at once, so a burst of expiries shares the store's group
-//! commits; the scheduler claims again while earlier work still runs, as
+//! grants and lapsed claims. Claimed work runs as tasks of [`BATCH`]
+//! records each, at most [`CONCURRENCY`] records at once: a batch of due
+//! grants is read in one store read and ended in one write job
+//! ([`crate::app::expiry`]), and the tasks share the store's group
+//! commits. The scheduler claims again while earlier work still runs, as
 //! soon as [`MIN_CLAIM`] slots are free, so slow revokes hold back grants
 //! that fall due after them only when more than
 //! `CONCURRENCY - MIN_CLAIM` of them hang at once.
@@ -37,6 +39,10 @@ const CONCURRENCY: usize = 1024;
 /// this many slots are free (or nothing runs): claiming a record each time
 /// one task ends made a burst of expiries as slow as one commit per grant.
 const MIN_CLAIM: usize = 256;
+/// Records handled together: read in one store read, ended in one write
+/// job. Small enough that a claim of [`MIN_CLAIM`] spreads over several
+/// tasks (and store readers).
+const BATCH: usize = 64;
 /// Most records claimed per round.
 const CLAIM_BATCH: u32 = 1000;
 /// Longest sleep between looks at the store.
@@ -52,11 +58,11 @@ const REFRESH_EVERY: StdDuration = StdDuration::from_secs(30);
 
 pub type Deadline = (DateTime<Utc>, String);
 
-/// The records this server is working on, each in its own task.
+/// The records this server is working on, a batch per task.
 #[derive(Default)]
 struct Running {
     tasks: JoinSet<()>,
-    ids: HashMap<Id, String>,
+    batches: HashMap<Id, Vec<String>>,
     /// The same ids, to tell a record already in hand.
     records: HashSet<String>,
 }
@@ -66,21 +72,21 @@ impl Running {
         CONCURRENCY.saturating_sub(self.records.len())
     }
 
-    /// Starts work on `id`, unless a task of this server has it already:
-    /// a revoke that outlives its claim's lease can be claimed again, and
-    /// must not be run twice at once.
-    fn start(&mut self, app: &App, id: String) {
-        if !self.records.insert(id.clone()) {
-            return;
+    /// Starts work on `ids`, [`BATCH`] to a task, leaving out those a task
+    /// of this server has already: a revoke that outlives its claim's lease
+    /// can be claimed again, and must not be run twice at once.
+    fn start(&mut self, app: &App, ids: Vec<String>) {
+        let fresh: Vec<String> = ids.into_iter().filter(|id| self.records.insert(id.clone())).collect();
+        for batch in fresh.chunks(BATCH) {
+            let (app, batch) = (app.clone(), batch.to_vec());
+            let task_ids = batch.clone();
+            let handle = self.tasks.spawn(async move { process_batch(&app, task_ids).await });
+            self.batches.insert(handle.id(), batch);
         }
-        let app = app.clone();
-        let task_id = id.clone();
-        let handle = self.tasks.spawn(async move { process_one(&app, task_id).await });
-        self.ids.insert(handle.id(), id);
     }
 
-    /// Waits for the next task to end. A task that panicked has its record
-    /// retried like one whose work failed.
+    /// Waits for the next task to end. A task that panicked has its
+    /// records retried like ones whose work failed.
     async fn next(&mut self, app: &App) {
         let Some(done) = self.tasks.join_next_with_id().await else {
             return;
@@ -89,11 +95,13 @@ impl Running {
             Ok((task, ())) => *task,
             Err(error) => error.id(),
         };
-        if let Some(id) = self.ids.remove(&task) {
-            self.records.remove(&id);
-            if let Err(error) = done {
-                tracing::error!(request_id = %id, %error, "scheduled work panicked; retrying in 5s");
-                app.retry_later(id);
+        if let Some(batch) = self.batches.remove(&task) {
+            for id in batch {
+                self.records.remove(&id);
+                if let Err(error) = &done {
+                    tracing::error!(request_id = %id, %error, "scheduled work panicked; retrying in 5s");
+                    app.retry_later(id);
+                }
             }
         }
     }
@@ -156,9 +164,7 @@ pub async fn run(app: App, mut incoming: mpsc::UnboundedReceiver<Deadline>, mut 
             match app.claim_due(limit).await {
                 Ok(claimed) => {
                     more_due = claimed.len() >= limit as usize;
-                    for id in claimed {
-                        running.start(&app, id);
-                    }
+                    running.start(&app, claimed);
                 }
                 Err(error) => {
                     more_due = false;
@@ -202,19 +208,20 @@ pub async fn run(app: App, mut incoming: mpsc::UnboundedReceiver<Deadline>, mut 
     }
 }
 
-/// Acts on one claimed record; a failure is logged and retried.
-async fn process_one(app: &App, id: String) {
-    if let Err(error) = app.process_due(id.clone()).await {
+/// Acts on a batch of claimed records; failures are logged and retried.
+async fn process_batch(app: &App, ids: Vec<String>) {
+    for (id, error) in app.process_due_batch(ids).await {
         tracing::error!(request_id = %id, error = %error, "scheduled work failed; retrying in 5s");
         app.retry_later(id);
     }
 }
 
-/// Processes claimed records, [`CONCURRENCY`] at a time, until all are
-/// done; failures are logged and retried.
+/// Processes claimed records, [`CONCURRENCY`] at a time in batches of
+/// [`BATCH`], until all are done; failures are logged and retried.
 pub async fn process(app: &App, due: Vec<String>) {
-    futures::stream::iter(due)
-        .for_each_concurrent(CONCURRENCY, |id| process_one(app, id))
+    let batches: Vec<Vec<String>> = due.chunks(BATCH).map(<[String]>::to_vec).collect();
+    futures::stream::iter(batches)
+        .for_each_concurrent(CONCURRENCY / BATCH, |batch| process_batch(app, batch))
         .await;
 }
 

@@ -64,6 +64,8 @@ pub struct Store {
 struct Inner {
     writes: Mutex<Option<mpsc::Sender<WriteJob>>>,
     reads: Mutex<Option<mpsc::Sender<ReadJob>>>,
+    /// SQLite: dropped to stop the WAL checkpointer.
+    checkpointer: Mutex<Option<mpsc::Sender<()>>>,
     /// Sequence number of the newest committed audit event, here or (on
     /// PostgreSQL) on any replica. Every state change writes one, so this is
     /// the change counter long-polls wait on.
@@ -87,10 +89,11 @@ fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<thread::Joi
 impl Store {
     /// Opens the backend, applies migrations, and starts the threads.
     pub fn open(backend: Backend, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
-        let mut dir_lock = None;
+        let (mut dir_lock, mut sqlite_file) = (None, None);
         let (writer_connect, reader_connect): (Connect, Connect) = match &backend {
             Backend::Sqlite { data_dir } => {
                 let path = sqlite::prepare_file(data_dir)?;
+                sqlite_file = Some(path.clone());
                 dir_lock = Some(sqlite::lock_dir(data_dir)?);
                 let reader_path = path.clone();
                 (
@@ -127,6 +130,13 @@ impl Store {
             })?);
         }
 
+        let mut checkpointer = None;
+        if let Some(path) = &sqlite_file {
+            let (handle, stop) = sqlite::spawn_checkpointer(path)?;
+            threads.push(handle);
+            checkpointer = Some(stop);
+        }
+
         if let Backend::Postgres { url } = &backend {
             // Detached: it blocks on the socket and ends with the process.
             let listener = pg::connect(url)?;
@@ -140,6 +150,7 @@ impl Store {
             inner: Arc::new(Inner {
                 writes: Mutex::new(Some(write_tx)),
                 reads: Mutex::new(Some(read_tx)),
+                checkpointer: Mutex::new(checkpointer),
                 changes: changes_rx,
                 threads: Mutex::new(threads),
                 backend,
@@ -214,6 +225,7 @@ impl Store {
     pub fn close(&self) {
         close_queue(&self.inner.writes);
         close_queue(&self.inner.reads);
+        close_queue(&self.inner.checkpointer);
         if let Ok(mut threads) = self.inner.threads.lock() {
             for handle in threads.drain(..) {
                 let _ = handle.join();

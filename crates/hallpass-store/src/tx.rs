@@ -1,6 +1,8 @@
 //! The operations a write or read closure can perform, in SQL shared by both
 //! backends.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Duration, Utc};
 use hallpass_core::audit::{AuditDraft, AuditEvent};
 use hallpass_core::request::RequestRecord;
@@ -83,26 +85,39 @@ impl<'a> WriteTx<'a> {
     ) -> Result<AuditEvent, StoreError> {
         let time = format_time(self.clock.now());
         let draft = make(self.head.seq, &self.head.hash, &time);
-        let event = draft.seal(self.head.seq + 1, time, &self.head.hash);
+        let event = self.seal(draft, time);
         self.conn.execute(
-            "INSERT INTO audit (seq, time, actor, kind, request_id, data, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            sql_params![
-                event.seq,
-                &event.time,
-                &event.actor,
-                &event.kind,
-                event.request_id.as_ref(),
-                json_text(&event.data)?,
-                &event.prev_hash,
-                &event.hash
-            ],
+            &format!("{AUDIT_INSERT} {}", placeholders(1, 8)),
+            &audit_params(&event)?,
         )?;
+        Ok(event)
+    }
+
+    /// Appends events in this order after the current head, in one
+    /// statement (one round trip for a batch of ends).
+    pub fn append_audits(&mut self, drafts: Vec<AuditDraft>) -> Result<Vec<AuditEvent>, StoreError> {
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let time = format_time(self.clock.now());
+        let mut params = Vec::with_capacity(drafts.len() * 8);
+        let events: Vec<AuditEvent> = drafts.into_iter().map(|draft| self.seal(draft, time.clone())).collect();
+        for event in &events {
+            params.extend(audit_params(event)?);
+        }
+        let sql = format!("{AUDIT_INSERT} {}", placeholders(events.len(), 8));
+        self.conn.execute(&sql, &params)?;
+        Ok(events)
+    }
+
+    /// Seals `draft` as the next event and moves the head to it.
+    fn seal(&mut self, draft: AuditDraft, time: String) -> AuditEvent {
+        let event = draft.seal(self.head.seq + 1, time, &self.head.hash);
         self.head = ChainHead {
             seq: event.seq,
             hash: event.hash.clone(),
         };
-        Ok(event)
+        event
     }
 
     /// Inserts or replaces a request record and releases any claim on it.
@@ -115,30 +130,38 @@ impl<'a> WriteTx<'a> {
     /// the key existed keep no key, so they never block each other.)
     pub fn put_request(&mut self, record: &RequestRecord) -> Result<u64, StoreError> {
         let version = self.head.seq;
-        let key = record.is_open().then(|| open_key(&record.requester.name, &record.role));
-        self.conn.execute(
-            "INSERT INTO requests (id, state, requester, role, activated, next_deadline, claimed_by, claim_until,
-                                   created_at, version, record, review, open_key)
-             VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $9, $10, $11)
-             ON CONFLICT (id) DO UPDATE SET state = excluded.state, activated = excluded.activated,
-                 next_deadline = excluded.next_deadline, claimed_by = NULL, claim_until = NULL,
-                 version = excluded.version, record = excluded.record, review = excluded.review,
-                 open_key = CASE WHEN excluded.open_key IS NULL THEN NULL ELSE requests.open_key END",
-            sql_params![
-                &record.id,
-                record.state.as_str(),
-                &record.requester.name,
-                &record.role,
-                record.activated_at.is_some(),
-                record.next_deadline().map(format_time),
-                format_time(record.created_at),
-                version,
-                json_text(record)?,
-                review_code(record),
-                key
-            ],
-        )?;
+        let sql = format!(
+            "{REQUEST_UPSERT_HEAD} {} {REQUEST_UPSERT_TAIL}",
+            request_placeholders(1)
+        );
+        self.conn.execute(&sql, &request_params(record, version)?)?;
         Ok(version)
+    }
+
+    /// Writes records that are stored already, each with its own version
+    /// (that of its own audit event), in one statement; otherwise as
+    /// [`WriteTx::put_request`]. The ids must differ.
+    pub fn put_requests(&mut self, records: &[(&RequestRecord, u64)]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut params = Vec::with_capacity(records.len() * 11);
+        for (record, version) in records {
+            if !ids.insert(record.id.as_str()) {
+                return Err(StoreError::Conflict(format!(
+                    "request {} is twice in one write",
+                    record.id
+                )));
+            }
+            params.extend(request_params(record, *version)?);
+        }
+        let sql = format!(
+            "{REQUEST_UPSERT_HEAD} {} {REQUEST_UPSERT_TAIL}",
+            request_placeholders(records.len())
+        );
+        self.conn.execute(&sql, &params)?;
+        Ok(())
     }
 
     /// Claims up to `limit` records whose deadline has passed and that nobody
@@ -376,6 +399,71 @@ impl<'a> WriteTx<'a> {
 }
 
 /// The `review` column: 0 no review, 1 open, 2 acknowledged.
+/// The start of every audit insert; `VALUES` rows of 8 follow.
+const AUDIT_INSERT: &str = "INSERT INTO audit (seq, time, actor, kind, request_id, data, prev_hash, hash) VALUES";
+
+fn audit_params(event: &AuditEvent) -> Result<[SqlValue; 8], StoreError> {
+    Ok([
+        event.seq.into(),
+        event.time.as_str().into(),
+        event.actor.as_str().into(),
+        event.kind.as_str().into(),
+        event.request_id.as_deref().into(),
+        json_text(&event.data)?.into(),
+        event.prev_hash.as_str().into(),
+        event.hash.as_str().into(),
+    ])
+}
+
+/// A request upsert is this, `VALUES` rows of [`request_placeholders`], and
+/// [`REQUEST_UPSERT_TAIL`]. Writing a record releases any claim on it.
+const REQUEST_UPSERT_HEAD: &str = "INSERT INTO requests (id, state, requester, role, activated, next_deadline,
+    claimed_by, claim_until, created_at, version, record, review, open_key) VALUES";
+const REQUEST_UPSERT_TAIL: &str = "ON CONFLICT (id) DO UPDATE SET state = excluded.state,
+    activated = excluded.activated, next_deadline = excluded.next_deadline, claimed_by = NULL,
+    claim_until = NULL, version = excluded.version, record = excluded.record, review = excluded.review,
+    open_key = CASE WHEN excluded.open_key IS NULL THEN NULL ELSE requests.open_key END";
+
+/// `rows` value rows of a request upsert: 11 parameters each, the claim
+/// columns `NULL`.
+fn request_placeholders(rows: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let numbers: Vec<String> = (1..=11).map(|c| format!("${}", row * 11 + c)).collect();
+            format!("({}, NULL, NULL, {})", numbers[..6].join(", "), numbers[6..].join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn request_params(record: &RequestRecord, version: u64) -> Result<[SqlValue; 11], StoreError> {
+    let key = record.is_open().then(|| open_key(&record.requester.name, &record.role));
+    Ok([
+        record.id.as_str().into(),
+        record.state.as_str().into(),
+        record.requester.name.as_str().into(),
+        record.role.as_str().into(),
+        record.activated_at.is_some().into(),
+        record.next_deadline().map(format_time).into(),
+        format_time(record.created_at).into(),
+        version.into(),
+        json_text(record)?.into(),
+        review_code(record).into(),
+        key.into(),
+    ])
+}
+
+/// `rows` rows of `columns` numbered parameters: `($1, $2), ($3, $4)`.
+fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let numbers: Vec<String> = (1..=columns).map(|c| format!("${}", row * columns + c)).collect();
+            format!("({})", numbers.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn review_code(record: &RequestRecord) -> i64 {
     match &record.review {
         None => 0,
@@ -517,6 +605,27 @@ impl<'a> ReadTx<'a> {
             sql_params![id],
             request_from_row,
         )
+    }
+
+    /// A request's version alone: whether a record read earlier is still
+    /// current, without reading (and parsing) it again.
+    pub fn request_version(&mut self, id: &str) -> Result<Option<u64>, StoreError> {
+        let row = self
+            .conn
+            .query_one("SELECT version FROM requests WHERE id = $1", sql_params![id])?;
+        row.map(|row| row.int(0).map(|version| version as u64)).transpose()
+    }
+
+    /// The versions of those of `ids` that exist, in one statement.
+    pub fn request_versions(&mut self, ids: &[String]) -> Result<HashMap<String, u64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let numbers: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+        let sql = format!("SELECT id, version FROM requests WHERE id IN ({})", numbers.join(", "));
+        let params: Vec<SqlValue> = ids.iter().map(SqlValue::from).collect();
+        let rows = self.conn.query(&sql, &params)?;
+        rows.iter().map(|row| Ok((row.text(0)?, row.int(1)? as u64))).collect()
     }
 
     /// Newest first.

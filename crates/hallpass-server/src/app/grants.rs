@@ -2,6 +2,7 @@
 //! secret to its requester, ending grants (release, revoke, expiry) through
 //! their provider, and token introspection for services.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -12,12 +13,13 @@ use hallpass_core::documents::{Document, RoleDocument, TargetDocument};
 use hallpass_core::request::{Decision, EndKind, RequestRecord, revoke_backoff};
 use hallpass_core::text::{self, TextField};
 use hallpass_providers::{CredentialProvider, GrantContext, Seed, TargetContext, TargetSecrets, Verification};
-use hallpass_store::{ConfigKind, ConfigRow, RevocationRow};
+use hallpass_store::{ConfigKind, ConfigRow, ReadTx, RevocationRow, WriteTx};
 use serde_json::{Value, json};
 
 use super::caller::SYSTEM_ACTOR;
 use super::decisions::take_effect_check;
 use super::requests::{activation_data, current_role, role_document};
+use super::seal::Sealer;
 use super::secrets::unseal_all;
 use super::targets::StoredTarget;
 use super::{App, AppError, AppResult, Caller, ErrorKind, load_request, save_with_event, unknown_request};
@@ -56,8 +58,8 @@ async fn revoke_and_verify(
 }
 
 /// A grant about to end, as [`App::read_ending`] found it.
-struct Ending {
-    record: RequestRecord,
+pub(super) struct Ending {
+    pub(super) record: RequestRecord,
     version: u64,
     target: Option<EndingTarget>,
 }
@@ -69,6 +71,151 @@ type EndingTarget = (ConfigRow, Option<RoleDocument>, TargetSecrets);
 fn grant_end(record: &RequestRecord, activated_at: DateTime<Utc>) -> DateTime<Utc> {
     let seconds = i64::try_from(record.duration_seconds).unwrap_or(i64::MAX / 1000);
     record.expires_at.unwrap_or(activated_at + Duration::seconds(seconds))
+}
+
+/// A grant whose revoke is about to run: what was read, and what the
+/// provider needs.
+pub(super) struct Revoking {
+    record: RequestRecord,
+    version: u64,
+    kind: EndKind,
+    provider: Arc<dyn CredentialProvider>,
+    target: StoredTarget,
+    context: GrantContext,
+}
+
+/// A grant after its revoke ran: the outcome, still to be recorded.
+pub(super) struct Revoked {
+    record: RequestRecord,
+    version: u64,
+    pub(super) kind: EndKind,
+    outcome: Result<Option<bool>, String>,
+}
+
+impl Revoked {
+    pub(super) fn id(&self) -> &str {
+        &self.record.id
+    }
+}
+
+/// Who ends a grant, and why.
+pub(super) struct EndBy {
+    pub(super) actor: String,
+    pub(super) reason: Option<String>,
+}
+
+/// Records a revoke's outcome on its grant: ended, or `revoke_failed` with
+/// its retry.
+pub(super) fn record_end(wtx: &mut WriteTx<'_>, by: &EndBy, revoked: Revoked) -> AppResult<(RequestRecord, u64)> {
+    let current = wtx.read().request_version(revoked.id())?;
+    let (record, event, data) = decide_end(wtx, by, revoked, current)??;
+    let version = save_with_event(wtx, &record, &by.actor, event, data)?;
+    Ok((record, version))
+}
+
+/// What ending a grant writes: the record, its event and the event's data.
+pub(super) type EndWrite = (RequestRecord, AuditKind, Value);
+
+/// What [`record_end`] writes, decided without writing anything. The
+/// record read before the revoke is used as it was unless it changed since
+/// (its `current_version` in the store is another: an extension or another
+/// end meanwhile): then it is read again and the
+/// state rules decide. The outer error is the store's (the transaction may
+/// be unusable); the inner one is the state rules' refusal, after which the
+/// transaction goes on.
+pub(super) fn decide_end(
+    wtx: &mut WriteTx<'_>,
+    by: &EndBy,
+    revoked: Revoked,
+    current_version: Option<u64>,
+) -> AppResult<AppResult<EndWrite>> {
+    let Revoked {
+        record,
+        version,
+        kind,
+        outcome,
+    } = revoked;
+    let mut record = if current_version == Some(version) {
+        record
+    } else {
+        load_request(wtx, &record.id)?
+    };
+    let now = wtx.now();
+    let decision = Decision {
+        by: by.actor.clone(),
+        comment: by.reason.clone(),
+        at: now,
+    };
+    let reason = &by.reason;
+    let (event, data) = match outcome {
+        Ok(verified) => {
+            let event = match record.finish_end(kind, decision, now) {
+                Ok(event) => event,
+                Err(refused) => return Ok(Err(refused.into())),
+            };
+            let lag = record.expires_at.map(|at| (now - at).num_milliseconds().max(0));
+            (
+                event,
+                json!({"reason": reason, "attempts": record.revoke_attempts + 1, "lag_ms": lag,
+                           "verified": verified}),
+            )
+        }
+        Err(message) => {
+            let retry_at = now + revoke_backoff(record.revoke_attempts);
+            let event = match record.record_end_failure(kind, decision, message.clone(), retry_at, now) {
+                Ok(event) => event,
+                Err(refused) => return Ok(Err(refused.into())),
+            };
+            (
+                event,
+                json!({"reason": reason, "error": message, "attempts": record.revoke_attempts,
+                           "retry_at": retry_at, "verified": false}),
+            )
+        }
+    };
+    Ok(Ok((record, event, data)))
+}
+
+/// What [`ending_in`] reads per target and per role, kept across the
+/// records of one read: a batch of expiries mostly shares a few of each.
+#[derive(Default)]
+pub(super) struct EndingCache {
+    targets: HashMap<String, Option<(ConfigRow, TargetSecrets)>>,
+    roles: HashMap<String, Option<RoleDocument>>,
+}
+
+/// Reads what ending grant `id` needs (see [`App::read_ending`]).
+pub(super) fn ending_in(
+    r: &mut ReadTx<'_>,
+    sealer: &Sealer,
+    cache: &mut EndingCache,
+    id: &str,
+) -> AppResult<Option<Ending>> {
+    let Some((record, version)) = r.request(id)? else {
+        return Ok(None);
+    };
+    let mut target = None;
+    if record.state.holds_access() {
+        if !cache.targets.contains_key(&record.target) {
+            let found = match r.config(ConfigKind::Target, &record.target)? {
+                Some(row) => Some((row, unseal_all(r, sealer, &record.target)?)),
+                None => None,
+            };
+            cache.targets.insert(record.target.clone(), found);
+        }
+        if !cache.roles.contains_key(&record.role) {
+            cache.roles.insert(record.role.clone(), role_document(r, &record.role)?);
+        }
+        if let Some(Some((row, secrets))) = cache.targets.get(&record.target) {
+            let role = cache.roles.get(&record.role).cloned().flatten();
+            target = Some((row.clone(), role, secrets.clone()));
+        }
+    }
+    Ok(Some(Ending {
+        record,
+        version,
+        target,
+    }))
 }
 
 impl App {
@@ -211,23 +358,7 @@ impl App {
         let (id, sealer) = (id.to_string(), self.inner.sealer.clone());
         self.inner
             .store
-            .read(move |r| -> AppResult<Option<Ending>> {
-                let Some((record, version)) = r.request(&id)? else {
-                    return Ok(None);
-                };
-                let mut target = None;
-                if record.state.holds_access()
-                    && let Some(row) = r.config(ConfigKind::Target, &record.target)?
-                {
-                    let role = role_document(r, &record.role)?;
-                    target = Some((row, role, unseal_all(r, &sealer, &record.target)?));
-                }
-                Ok(Some(Ending {
-                    record,
-                    version,
-                    target,
-                }))
-            })
+            .read(move |r| ending_in(r, &sealer, &mut EndingCache::default(), &id))
             .await
     }
 
@@ -453,14 +584,54 @@ impl App {
         let Some(ending) = self.read_ending(&id).await? else {
             return Err(unknown_request(&id));
         };
+        let revoking = match self.prepare_end(ending, kind)? {
+            Ok(revoking) => revoking,
+            Err(already_ended) => return Ok(already_ended),
+        };
+        let revoked = self.revoke_on_target(revoking).await?;
+        let by = EndBy {
+            actor: actor.to_string(),
+            reason,
+        };
+        let (record, version) = self.inner.store.write(move |wtx| record_end(wtx, &by, revoked)).await?;
+        self.after_end(&record, kind);
+        Ok(self.to_api(&record, version))
+    }
+
+    /// The provider and the context a grant's revoke needs; or what to
+    /// answer when it no longer holds access (see [`App::still_holding`]).
+    pub(super) fn prepare_end(&self, ending: Ending, kind: EndKind) -> AppResult<Result<Revoking, api::AccessRequest>> {
+        let version = ending.version;
         let (record, (target_row, role, secrets)) = match self.still_holding(ending, kind)? {
             Ok(holding) => holding,
-            Err(already_ended) => return Ok(already_ended),
+            Err(already_ended) => return Ok(Err(already_ended)),
         };
         let (provider, target) = self.with_provider(&target_row)?;
         let activated_at = record.activated_at.unwrap_or(record.created_at);
         let window = (activated_at, grant_end(&record, activated_at));
-        let mut context = self.grant_context_with(&record, &target, role.as_ref(), secrets, window);
+        let context = self.grant_context_with(&record, &target, role.as_ref(), secrets, window);
+        Ok(Ok(Revoking {
+            record,
+            version,
+            kind,
+            provider,
+            target,
+            context,
+        }))
+    }
+
+    /// Revokes on the target and verifies; the outcome (a failure too) is
+    /// what gets recorded. Errs only when the revocation list could not
+    /// be written, with nothing revoked.
+    pub(super) async fn revoke_on_target(&self, revoking: Revoking) -> AppResult<Revoked> {
+        let Revoking {
+            record,
+            version,
+            kind,
+            provider,
+            target,
+            mut context,
+        } = revoking;
         let metadata = record.credential.clone().unwrap_or(Value::Null);
         let early = record.expires_at.is_none_or(|at| self.now() < at);
         // Held until the list is written and verified, so that a revoke
@@ -478,47 +649,15 @@ impl App {
         }
         let outcome = revoke_and_verify(provider.as_ref(), &context, &metadata).await;
         drop(list_writer);
-        let actor = actor.to_string();
-        let (record, version) = self
-            .inner
-            .store
-            .write(move |wtx| -> AppResult<(RequestRecord, u64)> {
-                let mut record = load_request(wtx, &id)?;
-                let now = wtx.now();
-                let by = Decision {
-                    by: actor.clone(),
-                    comment: reason.clone(),
-                    at: now,
-                };
-                let (event, data) = match &outcome {
-                    Ok(verified) => {
-                        let event = record.finish_end(kind, by, now)?;
-                        let lag = record.expires_at.map(|at| (now - at).num_milliseconds().max(0));
-                        (
-                            event,
-                            json!({"reason": reason, "attempts": record.revoke_attempts + 1, "lag_ms": lag,
-                                       "verified": verified}),
-                        )
-                    }
-                    Err(message) => {
-                        let retry_at = now + revoke_backoff(record.revoke_attempts);
-                        let event = record.record_end_failure(kind, by, message.clone(), retry_at, now)?;
-                        (
-                            event,
-                            json!({"reason": reason, "error": message, "attempts": record.revoke_attempts,
-                                       "retry_at": retry_at, "verified": false}),
-                        )
-                    }
-                };
-                let version = save_with_event(wtx, &record, &actor, event, data)?;
-                Ok((record, version))
-            })
-            .await?;
-        self.after_end(&record, kind);
-        Ok(self.to_api(&record, version))
+        Ok(Revoked {
+            record,
+            version,
+            kind,
+            outcome,
+        })
     }
 
-    fn after_end(&self, record: &RequestRecord, kind: EndKind) {
+    pub(super) fn after_end(&self, record: &RequestRecord, kind: EndKind) {
         if let Some((ended, expired)) = record
             .ended_at
             .zip(record.expires_at)

@@ -26,6 +26,7 @@ pub mod decisions;
 pub mod due;
 pub mod error;
 pub mod events;
+pub mod expiry;
 pub mod extensions;
 pub mod grants;
 pub mod listing;

@@ -5,12 +5,13 @@ use hallpass_core::audit::{AuditDraft, AuditEvent, ChainVerifier};
 use hallpass_store::{StoreError, format_time};
 use serde_json::json;
 
-use crate::support::{Db, Fixture};
+use crate::support::{Db, Fixture, active, at, expired};
 
 on_both_backends!(
     appends_chain_across_writes_and_reopening,
     a_failed_closure_leaves_no_audit_event,
     audit_reads_by_position_request_and_limit,
+    a_batch_of_ends_is_one_insert_and_one_upsert_with_each_record_at_its_own_event,
 );
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -132,4 +133,70 @@ async fn audit_reads_by_position_request_and_limit(db: Db) {
     assert_eq!(read(1, Some("r1"), 1).await.expect("read"), [4]);
     assert!(read(6, None, 100).await.expect("read").is_empty());
     assert!(read(0, Some("r9"), 100).await.expect("read").is_empty());
+}
+
+/// `append_audits` and `put_requests`, as a batch of expiries uses them:
+/// the events chain in order from the head, each record's version is its
+/// own event, claims are released, and an id twice is refused with
+/// nothing written.
+async fn a_batch_of_ends_is_one_insert_and_one_upsert_with_each_record_at_its_own_event(db: Db) {
+    let f = Fixture::open(db);
+    for id in ["r1", "r2", "r3"] {
+        f.put(&active(id, id, "db", at(0), 60)).await;
+    }
+    f.advance(61);
+    assert_eq!(f.claim_due("server-a", 600, 10).await, ["r1", "r2", "r3"]);
+    let head = f.store.read(|r| r.audit_head_seq()).await.expect("read");
+
+    let ended: Vec<_> = ["r1", "r2", "r3"]
+        .iter()
+        .map(|id| expired(id, id, "db", at(61)))
+        .collect();
+    let written = ended.clone();
+    let events = f
+        .store
+        .write(move |w| -> Result<Vec<AuditEvent>, StoreError> {
+            let drafts = written
+                .iter()
+                .map(|r| AuditDraft::new("hallpass", "grant.expired", Some(r.id.clone()), json!({})))
+                .collect();
+            let events = w.append_audits(drafts)?;
+            let records: Vec<_> = written.iter().zip(&events).map(|(r, e)| (r, e.seq)).collect();
+            w.put_requests(&records)?;
+            Ok(events)
+        })
+        .await
+        .expect("batch");
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, vec![head + 1, head + 2, head + 3]);
+    for (record, event) in ended.iter().zip(&events) {
+        let id = record.id.clone();
+        let (stored, version) = f
+            .store
+            .read(move |r| r.request(&id))
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!(stored.state, record.state);
+        assert_eq!(version, event.seq, "{}: its version is its own event", record.id);
+    }
+    let stored = f.store.read(|r| r.audit(0, None, 100)).await.expect("read");
+    let mut verifier = ChainVerifier::from_genesis();
+    stored.iter().for_each(|event| verifier.push(event));
+    assert!(verifier.finish().ok);
+    f.advance(600);
+    assert!(
+        f.claim_due("server-b", 600, 10).await.is_empty(),
+        "ended: nothing due, no claim left"
+    );
+
+    let twice = [expired("r1", "r1", "db", at(62)), expired("r1", "r1", "db", at(63))];
+    let refused = f
+        .store
+        .write(move |w| {
+            let records: Vec<_> = twice.iter().map(|r| (r, 1_000)).collect();
+            w.put_requests(&records)
+        })
+        .await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
 }

@@ -108,3 +108,38 @@ fn a_second_store_on_the_same_dir_is_refused_until_the_first_is_gone() {
     drop(first);
     open(&dir).expect("the lock went with the first store").close();
 }
+
+/// Committed pages reach `hallpass.db` from the checkpointer's thread,
+/// while they are far fewer than the writer's own checkpoint limit: the
+/// writer's commits never wait for a checkpoint and its `fsync`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpointer_copies_commits_into_the_database_file() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("data");
+    let store = open(&dir).expect("open");
+    let before = fs::metadata(dir.join("hallpass.db")).expect("db").len();
+    // About 2 MiB of events: some 500 pages, far below the 16,384 at which
+    // the writer would checkpoint by itself.
+    for batch in 0..20 {
+        store
+            .write(move |w| -> Result<(), StoreError> {
+                for n in 0..100 {
+                    let data = serde_json::json!({"batch": batch, "n": n, "pad": "x".repeat(1000)});
+                    w.append_audit(hallpass_core::audit::AuditDraft::new("alice", "test.event", None, data))?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("write");
+    }
+    let grown = |len: u64| len > before + 1_000_000;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !grown(fs::metadata(dir.join("hallpass.db")).expect("db").len()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the commits are still only in the WAL after 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    store.close();
+}
