@@ -618,14 +618,32 @@ impl<'a> ReadTx<'a> {
 
     /// The versions of those of `ids` that exist, in one statement.
     pub fn request_versions(&mut self, ids: &[String]) -> Result<HashMap<String, u64>, StoreError> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let numbers: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
-        let sql = format!("SELECT id, version FROM requests WHERE id IN ({})", numbers.join(", "));
-        let params: Vec<SqlValue> = ids.iter().map(SqlValue::from).collect();
-        let rows = self.conn.query(&sql, &params)?;
+        let rows = self.by_ids("id, version", ids)?;
         rows.iter().map(|row| Ok((row.text(0)?, row.int(1)? as u64))).collect()
+    }
+
+    /// Those of `ids` that exist, by id, in one statement.
+    pub fn requests_by_id(&mut self, ids: &[String]) -> Result<HashMap<String, (RequestRecord, u64)>, StoreError> {
+        let rows = self.by_ids("record, version", ids)?;
+        rows.iter()
+            .map(|row| {
+                let (record, version) = request_from_row(row)?;
+                Ok((record.id.clone(), (record, version)))
+            })
+            .collect()
+    }
+
+    /// `columns` of the requests with these ids.
+    fn by_ids(&mut self, columns: &str, ids: &[String]) -> Result<Vec<Row>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {columns} FROM requests WHERE id IN {}",
+            placeholders(1, ids.len())
+        );
+        let params: Vec<SqlValue> = ids.iter().map(SqlValue::from).collect();
+        self.conn.query(&sql, &params)
     }
 
     /// Newest first.

@@ -17,7 +17,7 @@ use hallpass_core::RequestState;
 use hallpass_core::request::{EndKind, RequestRecord};
 
 use super::caller::SYSTEM_ACTOR;
-use super::grants::{EndBy, Ending, EndingCache, Revoked, decide_end, ending_in};
+use super::grants::{EndBy, Ending, EndingCache, Revoked, decide_end, ending_of};
 use hallpass_core::audit::AuditDraft;
 use hallpass_store::WriteTx;
 
@@ -98,16 +98,21 @@ impl App {
         failed
     }
 
-    /// Everything ending the records `ids` needs, in one store read.
+    /// Everything ending the records `ids` needs, in one store read (the
+    /// records in one statement).
     async fn read_endings(&self, ids: Vec<String>) -> AppResult<Vec<(String, Option<Ending>)>> {
         let sealer = self.inner.sealer.clone();
         self.inner
             .store
             .read(move |r| {
                 let mut cache = EndingCache::default();
+                let mut records = r.requests_by_id(&ids)?;
                 ids.into_iter()
                     .map(|id| {
-                        let found = ending_in(r, &sealer, &mut cache, &id)?;
+                        let found = match records.remove(&id) {
+                            Some((record, version)) => Some(ending_of(r, &sealer, &mut cache, record, version)?),
+                            None => None,
+                        };
                         Ok((id, found))
                     })
                     .collect()

@@ -194,6 +194,17 @@ pub(super) fn ending_in(
     let Some((record, version)) = r.request(id)? else {
         return Ok(None);
     };
+    ending_of(r, sealer, cache, record, version).map(Some)
+}
+
+/// [`ending_in`] for a record already read.
+pub(super) fn ending_of(
+    r: &mut ReadTx<'_>,
+    sealer: &Sealer,
+    cache: &mut EndingCache,
+    record: RequestRecord,
+    version: u64,
+) -> AppResult<Ending> {
     let mut target = None;
     if record.state.holds_access() {
         if !cache.targets.contains_key(&record.target) {
@@ -211,11 +222,11 @@ pub(super) fn ending_in(
             target = Some((row.clone(), role, secrets.clone()));
         }
     }
-    Ok(Some(Ending {
+    Ok(Ending {
         record,
         version,
         target,
-    }))
+    })
 }
 
 impl App {
