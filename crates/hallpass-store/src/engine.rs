@@ -342,16 +342,30 @@ fn run_batch(conn: &mut dyn Conn, batch: Vec<WriteJob>, clock: &dyn Clock) -> (V
     };
     let mut pendings = Vec::with_capacity(batch.len());
     let mut current = head.clone();
+    // PostgreSQL: a job's RELEASE goes with the next job's SAVEPOINT (or
+    // the COMMIT), one round trip fewer per job.
+    let merge_release = dialect == crate::sql::Dialect::Postgres;
+    let mut release_due = false;
     for job in batch {
-        if let Err(error) = statement(conn, "SAVEPOINT job") {
+        let open = if release_due {
+            "RELEASE SAVEPOINT job; SAVEPOINT job"
+        } else {
+            "SAVEPOINT job"
+        };
+        if let Err(error) = statement(conn, open) {
             return (pendings, Err(error));
         }
         let mut wtx = WriteTx::new(conn, current.clone(), clock);
         let pending = job(&mut wtx);
         let after = wtx.head().clone();
+        release_due = pending.ok && merge_release;
         let step = if pending.ok {
             current = after;
-            statement(conn, "RELEASE SAVEPOINT job")
+            if merge_release {
+                Ok(())
+            } else {
+                statement(conn, "RELEASE SAVEPOINT job")
+            }
         } else {
             conn.batch("ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job")
         };
@@ -378,8 +392,8 @@ fn run_batch(conn: &mut dyn Conn, batch: Vec<WriteJob>, clock: &dyn Clock) -> (V
 }
 
 /// A statement without parameters that runs once per job: prepared once
-/// on SQLite (a batch is parsed anew each time); a simple query on
-/// PostgreSQL, one round trip either way.
+/// on SQLite (a batch is parsed anew each time; one statement only); a
+/// simple query on PostgreSQL (one round trip, several statements allowed).
 fn statement(conn: &mut dyn Conn, sql: &str) -> Result<(), StoreError> {
     match conn.dialect() {
         crate::sql::Dialect::Sqlite => conn.execute(sql, &[]).map(drop),

@@ -26,7 +26,7 @@ pub use engine::{Backend, Store};
 pub use outbox::{DeliveryOutcome, DeliveryRow, NewDelivery};
 pub use sessions::SsoSessionRow;
 pub use sqlite::prepare_data_dir;
-pub use tx::{ReadTx, WriteTx, open_key};
+pub use tx::{DecisionFacts, ReadTx, WriteTx, open_key};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use thiserror::Error;

@@ -128,6 +128,13 @@ impl Row {
         }
     }
 
+    pub fn opt_int(&self, index: usize) -> Result<Option<i64>, StoreError> {
+        match self.value(index)? {
+            SqlValue::Null => Ok(None),
+            _ => self.int(index).map(Some),
+        }
+    }
+
     pub fn time(&self, index: usize) -> Result<DateTime<Utc>, StoreError> {
         parse_time(&self.text(index)?)
     }

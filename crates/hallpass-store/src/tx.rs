@@ -24,6 +24,18 @@ pub fn open_key(requester: &str, role: &str) -> String {
 /// index `requests_open_by_requester`, so both databases use it.
 const OPEN_STATES: &str = "state IN ('pending', 'approved', 'scheduled', 'active', 'revoke_failed')";
 
+/// See [`ReadTx::decision_facts`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionFacts {
+    /// Why the requester is locked, if they are.
+    pub lock_reason: Option<String>,
+    pub role_version: Option<u64>,
+    /// The requester's open request or grant of the role: id and version.
+    pub open: Option<(String, u64)>,
+    /// The `meta` value asked for.
+    pub meta_value: Option<String>,
+}
+
 /// The head of the audit chain inside the current transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainHead {
@@ -688,6 +700,32 @@ impl<'a> ReadTx<'a> {
 
     /// The requester's open request or grant of `role`, if any: the record
     /// holding the `(requester, role)` key.
+    /// What a decision about `requester`'s request for `role` rests on,
+    /// in one statement (one round trip inside the writer's transaction).
+    pub fn decision_facts(&mut self, requester: &str, role: &str, meta_key: &str) -> Result<DecisionFacts, StoreError> {
+        let row = self
+            .conn
+            .query_one(
+                "SELECT (SELECT reason FROM locks WHERE principal = $1),
+                        (SELECT version FROM roles WHERE name = $2),
+                        (SELECT id FROM requests WHERE open_key = $3),
+                        (SELECT version FROM requests WHERE open_key = $3),
+                        (SELECT value FROM meta WHERE key = $4)",
+                sql_params![requester, role, open_key(requester, role), meta_key],
+            )?
+            .ok_or_else(|| StoreError::Corrupt("a query of scalar subqueries returned no row".into()))?;
+        let open = match (row.opt_text(2)?, row.opt_int(3)?) {
+            (Some(id), Some(version)) => Some((id, version as u64)),
+            _ => None,
+        };
+        Ok(DecisionFacts {
+            lock_reason: row.opt_text(0)?,
+            role_version: row.opt_int(1)?.map(|version| version as u64),
+            open,
+            meta_value: row.opt_text(4)?,
+        })
+    }
+
     pub fn open_request(&mut self, requester: &str, role: &str) -> Result<Option<(RequestRecord, u64)>, StoreError> {
         self.one(
             "SELECT record, version FROM requests WHERE open_key = $1",

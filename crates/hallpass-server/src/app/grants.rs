@@ -293,7 +293,7 @@ impl App {
 
     /// [`App::grant_context`] with the target's secrets already unsealed;
     /// `window` is when the grant starts and ends.
-    fn grant_context_with(
+    pub(crate) fn grant_context_with(
         &self,
         record: &RequestRecord,
         target: &StoredTarget,
@@ -462,11 +462,13 @@ impl App {
 
     /// The secret credential, for the requester of an active grant only.
     pub async fn credentials(&self, caller: &Caller, id: String) -> AppResult<api::Credential> {
-        let lookup = id.clone();
-        let found = self.inner.store.read(move |r| r.request(&lookup)).await?;
-        let (record, _) = found
-            .filter(|(record, _)| caller.may_see(record))
+        // The record with its target, role and secrets, in one store read.
+        let ending = self
+            .read_ending(&id)
+            .await?
+            .filter(|ending| caller.may_see(&ending.record))
             .ok_or_else(|| unknown_request(&id))?;
+        let (record, target) = (ending.record, ending.target);
         if record.requester.name != caller.name() {
             return Err(AppError::forbidden(format!(
                 "credentials of request {id} are for its requester ({}) only",
@@ -485,9 +487,12 @@ impl App {
                 format!("grant {id} is {}; its credentials are gone", record.state),
             ));
         }
-        let (provider, target) = self.provider_for(&record.target).await?;
+        let (target_row, role, secrets) =
+            target.ok_or_else(|| AppError::internal(format!("grant on missing target {:?}", record.target)))?;
+        let (provider, target) = self.with_provider(&target_row)?;
         let metadata = record.credential.clone().unwrap_or(Value::Null);
-        let context = self.stored_grant_context(&record, &target, activated_at).await?;
+        let window = (activated_at, grant_end(&record, activated_at));
+        let context = self.grant_context_with(&record, &target, role.as_ref(), secrets, window);
         let secret = provider.credential(&context, &metadata).await.map_err(|e| {
             AppError::new(
                 ErrorKind::TargetFailed,

@@ -16,14 +16,14 @@ use hallpass_core::documents::{Document, FlowDocument, RoleDocument, TargetDocum
 use hallpass_core::flow::FlowRules;
 use hallpass_core::request::{NewRequest, PolicyRecord, RequestRecord, RoleApproval, RoleRules, Route, TerraformPlan};
 use hallpass_core::{AuditKind, Principal, RequestState, parse_duration};
+use hallpass_providers::TargetSecrets;
 use hallpass_store::{ConfigKind, ReadTx, WriteTx};
 use serde_json::{Value, json};
 
 use super::caller::SYSTEM_ACTOR;
+use super::secrets::unseal_all;
 use super::targets::StoredTarget;
-use super::{
-    App, AppError, AppResult, Caller, ErrorKind, claim_if_approved, new_request_id, save_with_event, unknown_role,
-};
+use super::{App, AppError, AppResult, Caller, ErrorKind, claim_if_approved, new_request_id, unknown_role};
 use crate::app::access_config::{flow_rules, role_rules};
 use crate::gate::{self, Asked, FlowLookup, POLICY_SET_HASH_KEY, RoleFacts};
 
@@ -50,20 +50,14 @@ impl Snapshot {
     /// True when everything the decision read is still as it was. A locked
     /// requester never holds: their requests are refused.
     pub fn holds(&self, r: &mut ReadTx<'_>) -> AppResult<bool> {
-        if let Some(lock) = r.lock(&self.requester)? {
+        let facts = r.decision_facts(&self.requester, &self.role, POLICY_SET_HASH_KEY)?;
+        if let Some(reason) = facts.lock_reason {
             return Err(AppError::conflict(
                 ErrorCode::Locked,
-                format!("{} is locked: {}", lock.principal, lock.reason),
+                format!("{} is locked: {reason}", self.requester),
             ));
         }
-        let role_version = r.config(ConfigKind::Role, &self.role)?.map(|row| row.version);
-        if role_version != Some(self.role_version) {
-            return Ok(false);
-        }
-        let open = r
-            .open_request(&self.requester, &self.role)?
-            .map(|(record, version)| (record.id, version));
-        if open != self.open {
+        if facts.role_version != Some(self.role_version) || facts.open != self.open {
             return Ok(false);
         }
         if let Some(grants) = self.grants
@@ -71,7 +65,7 @@ impl Snapshot {
         {
             return Ok(false);
         }
-        if r.meta(POLICY_SET_HASH_KEY)? != self.policy_hash {
+        if facts.meta_value != self.policy_hash {
             return Ok(false);
         }
         for (flow, version) in &self.flows {
@@ -93,6 +87,9 @@ pub(crate) struct RoleContext {
     /// The requester's open request or grant of this role, with its version.
     pub open: Option<(RequestRecord, u64)>,
     pub snapshot: Snapshot,
+    /// The target's secrets, read along when its provider issues locally
+    /// (a grant is then issued before the write, with no read between).
+    pub local_secrets: Option<TargetSecrets>,
 }
 
 /// A decision: what the policies said, the route, and what it read.
@@ -169,6 +166,7 @@ fn read_context(r: &mut ReadTx<'_>, role_name: &str, requester: &str) -> AppResu
         rules,
         role,
         snapshot,
+        local_secrets: None,
     }))
 }
 
@@ -191,8 +189,21 @@ impl App {
     /// What a decision about `role` for `requester` needs; `None` when the
     /// role does not exist.
     pub(crate) async fn role_context(&self, role: &str, requester: &str) -> AppResult<Option<RoleContext>> {
-        let (role, requester) = (role.to_string(), requester.to_string());
-        self.inner.store.read(move |r| read_context(r, &role, &requester)).await
+        let (role, requester, app) = (role.to_string(), requester.to_string(), self.clone());
+        self.inner
+            .store
+            .read(move |r| {
+                let mut context = read_context(r, &role, &requester)?;
+                if let Some(context) = &mut context {
+                    let target = &context.target.document;
+                    let provider = app.inner.registry.get(&target.target_type);
+                    if provider.is_some_and(|provider| provider.issues_locally()) {
+                        context.local_secrets = Some(unseal_all(r, &app.inner.sealer, &target.name)?);
+                    }
+                }
+                Ok(context)
+            })
+            .await
     }
 
     /// Asks the policies and returns their decision and the route it
@@ -313,7 +324,7 @@ impl App {
         caller: &Caller,
         body: &api::CreateRequest,
         duration_seconds: Option<u64>,
-        context: RoleContext,
+        mut context: RoleContext,
     ) -> AppResult<Option<api::AccessRequest>> {
         if let Some(key) = &body.ssh_public_key {
             self.check_public_key(&context.target, key)?;
@@ -351,7 +362,8 @@ impl App {
             self.now(),
         )?;
         let local_issue = if preview.state == RequestState::Approved {
-            self.issue_locally(&context.target, &context.role, &preview, &context.rules)
+            let secrets = context.local_secrets.take();
+            self.issue_locally(&context.target, &context.role, &preview, &context.rules, secrets)
                 .await?
         } else {
             None
@@ -437,6 +449,7 @@ impl App {
         role: &RoleDocument,
         record: &RequestRecord,
         rules: &RoleRules,
+        secrets: Option<TargetSecrets>,
     ) -> AppResult<Option<Value>> {
         let Some(provider) = self
             .inner
@@ -451,7 +464,10 @@ impl App {
         let now = self.now();
         let seconds = record.duration_seconds.min(rules.max_duration_seconds);
         let expires_at = now + chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(i64::MAX / 1000));
-        let context = self.grant_context(record, target, Some(role), now, expires_at).await?;
+        let context = match secrets {
+            Some(secrets) => self.grant_context_with(record, target, Some(role), secrets, (now, expires_at)),
+            None => self.grant_context(record, target, Some(role), now, expires_at).await?,
+        };
         let metadata = provider.issue(&context).await.map_err(|error| {
             AppError::new(
                 ErrorKind::TargetFailed,
@@ -516,20 +532,24 @@ fn write_new_request(
     owner: &str,
 ) -> AppResult<(RequestRecord, u64)> {
     let now = wtx.now();
-    wtx.append_audit(AuditDraft::new(
+    let created = AuditDraft::new(
         &principal.name,
         kind,
         Some(record.id.clone()),
         created_data(&record, principal),
-    ))?;
+    );
     match local_issue {
         Some(metadata) if record.state == RequestState::Approved => {
             let kind = record.activate(metadata.clone(), rules.max_duration_seconds, now)?;
             let data = activation_data(&record, &metadata);
-            let version = save_with_event(wtx, &record, SYSTEM_ACTOR, kind, data)?;
+            let activated = AuditDraft::new(SYSTEM_ACTOR, kind, Some(record.id.clone()), data);
+            // Both events in one statement: one round trip on PostgreSQL.
+            wtx.append_audits(vec![created, activated])?;
+            let version = wtx.put_request(&record)?;
             Ok((record, version))
         }
         _ => {
+            wtx.append_audit(created)?;
             let version = wtx.put_request(&record)?;
             claim_if_approved(wtx, &record, owner)?;
             Ok((record, version))
