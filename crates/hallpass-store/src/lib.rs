@@ -16,6 +16,7 @@
 mod engine;
 mod outbox;
 mod pg;
+mod requests_sql;
 mod schema;
 mod sessions;
 pub mod sql;

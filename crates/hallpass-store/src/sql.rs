@@ -3,7 +3,7 @@
 //! Statements are written once, with `$1, $2, ...` placeholders and only
 //! TEXT and BIGINT values (times are fixed-width RFC 3339 text, documents are
 //! JSON text), so the same SQL runs on both. The few statements that differ
-//! (locking, claims) ask [`Dialect`].
+//! (locking, claims, an index SQLite must be told) ask [`Dialect`].
 
 use chrono::{DateTime, Utc};
 
@@ -30,6 +30,18 @@ impl Dialect {
             (Dialect::Sqlite, _) => "",
             (Dialect::Postgres, false) => " FOR UPDATE",
             (Dialect::Postgres, true) => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// Names the index a query must use (it follows the table name):
+    /// SQLite keeps no statistics (no `ANALYZE`), so its planner judges
+    /// indexes by shape alone and may pick one that reads every row; a
+    /// statement that names an index it cannot use fails to prepare rather
+    /// than scanning. PostgreSQL's planner has statistics: nothing.
+    pub fn indexed_by(self, index: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!(" INDEXED BY {index}"),
+            Dialect::Postgres => String::new(),
         }
     }
 }

@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
+use hallpass_core::Clock;
 use hallpass_core::audit::{AuditDraft, AuditEvent};
 use hallpass_core::request::RequestRecord;
-use hallpass_core::{Clock, RequestState};
 
 use crate::sql::{Conn, Row, SqlValue};
 use crate::{
     ConfigKind, ConfigRow, LockRow, RequestFilter, RevocationRow, SecretOwner, SecretRow, StoreError, TokenRow,
-    format_time, sql_params,
+    format_time, requests_sql, sql_params,
 };
 
 /// The key that allows one open request or grant per requester and role.
@@ -214,10 +214,7 @@ impl<'a> WriteTx<'a> {
     /// Drops every claim. Only for a store no other server uses (SQLite):
     /// claims left by a crashed predecessor are certainly dead.
     pub fn release_all_claims(&mut self) -> Result<u64, StoreError> {
-        self.conn.execute(
-            "UPDATE requests SET claimed_by = NULL, claim_until = NULL WHERE claimed_by IS NOT NULL",
-            &[],
-        )
+        self.conn.execute(requests_sql::RELEASE_ALL_CLAIMS, &[])
     }
 
     pub fn insert_token(&mut self, token: &TokenRow) -> Result<(), StoreError> {
@@ -660,41 +657,7 @@ impl<'a> ReadTx<'a> {
 
     /// Newest first.
     pub fn requests(&mut self, filter: &RequestFilter) -> Result<Vec<(RequestRecord, u64)>, StoreError> {
-        let mut sql = String::from("SELECT record, version FROM requests WHERE 1 = 1");
-        let mut params: Vec<SqlValue> = Vec::new();
-        if let Some(state) = filter.state {
-            params.push(state.as_str().into());
-            sql.push_str(&format!(" AND state = ${}", params.len()));
-        }
-        if let Some(requester) = &filter.requester {
-            params.push(requester.into());
-            sql.push_str(&format!(" AND requester = ${}", params.len()));
-        }
-        if filter.grants_only {
-            sql.push_str(" AND activated = 1");
-        }
-        if filter.holding_access {
-            sql.push_str(&format!(
-                " AND state IN ('{}', '{}')",
-                RequestState::Active.as_str(),
-                RequestState::RevokeFailed.as_str()
-            ));
-        }
-        match filter.review_open {
-            Some(true) => sql.push_str(" AND review = 1"),
-            Some(false) => sql.push_str(" AND review > 0"),
-            None => {}
-        }
-        if let Some((created_at, id)) = &filter.before {
-            params.push(format_time(*created_at).into());
-            params.push(id.into());
-            let (at, id) = (params.len() - 1, params.len());
-            sql.push_str(&format!(
-                " AND (created_at < ${at} OR (created_at = ${at} AND id < ${id}))"
-            ));
-        }
-        let limit = if filter.limit == 0 { 1000 } else { filter.limit };
-        sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT {limit}"));
+        let (sql, params) = requests_sql::list(filter);
         all(self.conn.query(&sql, &params)?, request_from_row)
     }
 
@@ -737,11 +700,8 @@ impl<'a> ReadTx<'a> {
     /// Grants that hold access past their deadline at `at`: what start-up
     /// must see ended before the API serves.
     pub fn count_overdue_grants(&mut self, at: DateTime<Utc>) -> Result<u64, StoreError> {
-        let row = self.conn.query_one(
-            "SELECT COUNT(*) FROM requests WHERE next_deadline IS NOT NULL AND next_deadline <= $1
-               AND state IN ('active', 'revoke_failed')",
-            sql_params![format_time(at)],
-        )?;
+        let sql = requests_sql::count_overdue(self.conn.dialect());
+        let row = self.conn.query_one(&sql, sql_params![format_time(at)])?;
         Ok(row.map(|row| row.int(0)).transpose()?.unwrap_or(0) as u64)
     }
 

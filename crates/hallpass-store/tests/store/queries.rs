@@ -12,6 +12,8 @@ use crate::support::{Db, Fixture, active, approved, at, break_glass, denied, exp
 on_both_backends!(
     a_record_reads_back_as_written_with_its_version,
     filters_select_and_order_newest_first,
+    grants_holding_access_page_newest_first_across_their_states,
+    count_overdue_grants_counts_grants_holding_access_past_their_deadline,
     open_request_and_count_grants_see_the_open_record_and_the_grants,
     a_second_open_record_for_one_requester_and_role_is_refused,
     deadlines_list_every_pending_deadline,
@@ -124,6 +126,59 @@ async fn filters_select_and_order_newest_first(db: Db) {
         ..all()
     };
     assert_eq!(list(s, combined).await, ["b4"], "filters combine with AND");
+}
+
+/// Grants holding access are read one state at a time and merged (see
+/// `requests_sql::list`): pages and cursors still run across both states.
+async fn grants_holding_access_page_newest_first_across_their_states(db: Db) {
+    let f = Fixture::open(db);
+    seed(&f).await;
+    let s = &f.store;
+    let holding = |limit, before: Option<(i64, &str)>| RequestFilter {
+        grants_only: true,
+        holding_access: true,
+        before: before.map(|(seconds, id)| (at(seconds), id.to_string())),
+        limit,
+        ..RequestFilter::default()
+    };
+    assert_eq!(list(s, holding(2, None)).await, ["b4", "b3"]);
+    assert_eq!(
+        list(s, holding(2, Some((6, "b3")))).await,
+        ["b1", "a1"],
+        "after b3: revoke_failed b1 and active a1, in order"
+    );
+    assert_eq!(list(s, holding(1, Some((6, "b3")))).await, ["b1"]);
+    assert_eq!(list(s, holding(1, Some((4, "b1")))).await, ["a1"]);
+    assert!(list(s, holding(5, Some((1, "a1")))).await.is_empty());
+    let bobs = RequestFilter {
+        requester: Some("bob".into()),
+        ..holding(0, None)
+    };
+    assert_eq!(list(s, bobs).await, ["b4", "b3", "b1"]);
+    let alices = RequestFilter {
+        requester: Some("alice".into()),
+        ..holding(0, None)
+    };
+    assert_eq!(list(s, alices).await, ["a1"]);
+}
+
+async fn count_overdue_grants_counts_grants_holding_access_past_their_deadline(db: Db) {
+    let f = Fixture::open(db);
+    f.put(&active("in-a-minute", "alice", "db", at(0), 60)).await;
+    f.put(&revoke_failed("retry-at-30", "alice", "ssh", at(0), at(30)))
+        .await;
+    f.put(&active("in-an-hour", "bob", "db", at(0), 3600)).await;
+    f.put(&approved("approved", "bob", "ssh", at(0))).await;
+    f.put(&expired("ended", "carol", "db", at(0))).await;
+    let overdue = |seconds| f.store.read(move |r| r.count_overdue_grants(at(seconds)));
+    assert_eq!(overdue(29).await.expect("count"), 0, "an approved request is no grant");
+    assert_eq!(
+        overdue(30).await.expect("count"),
+        1,
+        "a deadline of exactly then counts"
+    );
+    assert_eq!(overdue(60).await.expect("count"), 2);
+    assert_eq!(overdue(3600).await.expect("count"), 3);
 }
 
 async fn open_request_and_count_grants_see_the_open_record_and_the_grants(db: Db) {
