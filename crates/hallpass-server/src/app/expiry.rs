@@ -366,4 +366,70 @@ mod tests {
         }
         assert_eq!(state(&setup.app, "p0", &revoked_id).await, api::RequestState::Revoked);
     }
+
+    /// Fifty grants expire in one batch while admins revoke half of them
+    /// in parallel: each grant ends once, with one end event, as expired
+    /// or as revoked, and the batch reports exactly the revoked ones.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn fifty_expiries_racing_parallel_revokes_end_each_grant_once() {
+        let names: Vec<String> = (0..50).map(|n| format!("p{n}")).collect();
+        let gated: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut setup = due_grants(50, &gated).await;
+        let ids: Vec<String> = setup.grants.iter().map(|(_, id)| id.clone()).collect();
+        let batch = tokio::spawn({
+            let (app, ids) = (setup.app.clone(), ids.clone());
+            async move { app.process_due_batch(ids).await }
+        });
+        for _ in 0..50 {
+            setup.started.recv().await.unwrap();
+        }
+        let revoked: Vec<String> = ids.iter().step_by(2).cloned().collect();
+        let revokes: Vec<_> = revoked
+            .iter()
+            .map(|id| {
+                let (app, id) = (setup.app.clone(), id.clone());
+                tokio::spawn(async move {
+                    app.revoke_grant(&caller("root", &["admins"]), id, "left the incident".into())
+                        .await
+                })
+            })
+            .collect();
+        for revoke in revokes {
+            assert_eq!(revoke.await.unwrap().unwrap().state, api::RequestState::Revoked);
+        }
+        setup.open.send(true).unwrap();
+        let mut failed: Vec<String> = batch.await.unwrap().into_iter().map(|(id, _)| id).collect();
+        failed.sort();
+        let mut expected = revoked.clone();
+        expected.sort();
+        assert_eq!(
+            failed, expected,
+            "the batch refuses exactly the grants revoked meanwhile"
+        );
+
+        let admin = caller("root", &["admins"]);
+        for (principal, id) in &setup.grants {
+            let query = crate::app::audit::AuditQuery {
+                since: 0,
+                request: Some(id.clone()),
+                limit: 100,
+            };
+            let ends: Vec<String> = setup
+                .app
+                .audit_page(&admin, query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|event| event.kind)
+                .filter(|kind| kind == "grant.expired" || kind == "grant.revoked")
+                .collect();
+            let want = if revoked.contains(id) {
+                ("grant.revoked", api::RequestState::Revoked)
+            } else {
+                ("grant.expired", api::RequestState::Expired)
+            };
+            assert_eq!(ends, vec![want.0.to_string()], "{principal}: one end event");
+            assert_eq!(state(&setup.app, principal, id).await, want.1);
+        }
+    }
 }
