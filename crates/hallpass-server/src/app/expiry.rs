@@ -14,13 +14,12 @@ use std::time::Duration as StdDuration;
 use chrono::{DateTime, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
 use hallpass_core::RequestState;
+use hallpass_core::audit::AuditDraft;
 use hallpass_core::request::{EndKind, RequestRecord};
+use hallpass_store::WriteTx;
 
 use super::caller::SYSTEM_ACTOR;
 use super::grants::{EndBy, Ending, EndingCache, Revoked, decide_end, ending_of};
-use hallpass_core::audit::AuditDraft;
-use hallpass_store::WriteTx;
-
 use super::{App, AppError, AppResult};
 
 /// How long a batch's write waits, after its first revoke finished, for
