@@ -142,17 +142,13 @@ impl<'a> WriteTx<'a> {
     /// the key existed keep no key, so they never block each other.)
     pub fn put_request(&mut self, record: &RequestRecord) -> Result<u64, StoreError> {
         let version = self.head.seq;
-        let sql = format!(
-            "{REQUEST_UPSERT_HEAD} {} {REQUEST_UPSERT_TAIL}",
-            request_placeholders(1)
-        );
-        self.conn.execute(&sql, &request_params(record, version)?)?;
+        self.put_requests(&[(record, version)])?;
         Ok(version)
     }
 
-    /// Writes records that are stored already, each with its own version
-    /// (that of its own audit event), in one statement; otherwise as
-    /// [`WriteTx::put_request`]. The ids must differ.
+    /// [`WriteTx::put_request`] for several records, each with its own
+    /// version (that of its own audit event), in one statement. The ids
+    /// must differ.
     pub fn put_requests(&mut self, records: &[(&RequestRecord, u64)]) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
@@ -170,7 +166,7 @@ impl<'a> WriteTx<'a> {
         }
         let sql = format!(
             "{REQUEST_UPSERT_HEAD} {} {REQUEST_UPSERT_TAIL}",
-            request_placeholders(records.len())
+            placeholders(records.len(), 11)
         );
         self.conn.execute(&sql, &params)?;
         Ok(())
@@ -424,27 +420,17 @@ fn audit_params(event: &AuditEvent) -> Result<[SqlValue; 8], StoreError> {
     ])
 }
 
-/// A request upsert is this, `VALUES` rows of [`request_placeholders`], and
-/// [`REQUEST_UPSERT_TAIL`]. Writing a record releases any claim on it.
+/// A request upsert is this, `VALUES` rows of 11 parameters, and
+/// [`REQUEST_UPSERT_TAIL`]. Writing a record releases any claim on it (a
+/// new row starts without one).
 const REQUEST_UPSERT_HEAD: &str = "INSERT INTO requests (id, state, requester, role, activated, next_deadline,
-    claimed_by, claim_until, created_at, version, record, review, open_key) VALUES";
+    created_at, version, record, review, open_key) VALUES";
 const REQUEST_UPSERT_TAIL: &str = "ON CONFLICT (id) DO UPDATE SET state = excluded.state,
     activated = excluded.activated, next_deadline = excluded.next_deadline, claimed_by = NULL,
     claim_until = NULL, version = excluded.version, record = excluded.record, review = excluded.review,
     open_key = CASE WHEN excluded.open_key IS NULL THEN NULL ELSE requests.open_key END";
 
-/// `rows` value rows of a request upsert: 11 parameters each, the claim
-/// columns `NULL`.
-fn request_placeholders(rows: usize) -> String {
-    (0..rows)
-        .map(|row| {
-            let numbers: Vec<String> = (1..=11).map(|c| format!("${}", row * 11 + c)).collect();
-            format!("({}, NULL, NULL, {})", numbers[..6].join(", "), numbers[6..].join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
+/// One record's row of a request upsert.
 fn request_params(record: &RequestRecord, version: u64) -> Result<[SqlValue; 11], StoreError> {
     let key = record.is_open().then(|| open_key(&record.requester.name, &record.role));
     Ok([
