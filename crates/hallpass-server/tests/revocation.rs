@@ -4,8 +4,8 @@
 //! the final state. (A real target that fails on cue cannot run here; this
 //! provider stands in at the provider-trait level.)
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -19,10 +19,13 @@ use hallpass_server::testing::caller;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-/// Fails the first `failures` revokes, then succeeds.
+/// Fails the first `failures` revokes, then succeeds. Hands out a
+/// credential naming the target it is for, and notes the target of each
+/// revoke.
 struct FlakyProvider {
     failures: u32,
     revokes: AtomicU32,
+    revoked_on: Mutex<Vec<String>>,
 }
 
 impl CredentialProvider for FlakyProvider {
@@ -37,15 +40,19 @@ impl CredentialProvider for FlakyProvider {
     }
     fn credential<'a>(
         &'a self,
-        _grant: &'a GrantContext,
+        grant: &'a GrantContext,
         _metadata: &'a Value,
     ) -> BoxFuture<'a, Result<SecretCredential, ProviderError>> {
-        async move { Ok(SecretCredential::new("flaky", "secret", Default::default())) }.boxed()
+        let token = format!("secret for {}", grant.target.name);
+        async move { Ok(SecretCredential::new("flaky", &token, Default::default())) }.boxed()
     }
     fn revoke<'a>(&'a self, grant: &'a GrantContext, _metadata: &'a Value) -> BoxFuture<'a, Result<(), ProviderError>> {
         let attempt = self.revokes.fetch_add(1, Ordering::SeqCst) + 1;
         let fail = attempt <= self.failures;
         let target = grant.target.name.clone();
+        if let Ok(mut revoked_on) = self.revoked_on.lock() {
+            revoked_on.push(target.clone());
+        }
         async move {
             if fail {
                 Err(ProviderError::Target {
@@ -84,21 +91,38 @@ async fn harness(failures: u32) -> Harness {
     let provider = Arc::new(FlakyProvider {
         failures,
         revokes: AtomicU32::new(0),
+        revoked_on: Mutex::new(Vec::new()),
     });
     let (app, rx) = hallpass_server::testing::app_in(dir.path(), clock, vec![provider.clone()]).unwrap();
     let (stop, stop_rx) = watch::channel(false);
     tokio::spawn(hallpass_server::scheduler::run(app.clone(), rx, stop_rx));
     let admin = caller("admin", &["admins"]);
-    let config = api::ApplyRequest {
-        targets: vec![api::TargetSpec {
-            name: "db".into(),
-            target_type: "flaky".into(),
-            config: Map::new(),
-            secrets: None,
-        }],
+    let config = config_with_role_on("db");
+    app.apply(&admin, config).await.unwrap();
+    Harness {
+        app,
+        provider,
+        admin,
+        alice: caller("alice", &["dev"]),
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+/// Targets `db` and `db2` (both of the flaky type) and role `db-read` on
+/// `target`.
+fn config_with_role_on(target: &str) -> api::ApplyRequest {
+    let target_spec = |name: &str| api::TargetSpec {
+        name: name.into(),
+        target_type: "flaky".into(),
+        config: Map::new(),
+        secrets: None,
+    };
+    api::ApplyRequest {
+        targets: vec![target_spec("db"), target_spec("db2")],
         roles: vec![api::RoleSpec {
             name: "db-read".into(),
-            target: "db".into(),
+            target: target.into(),
             description: String::new(),
             default_duration: None,
             max_duration: "1h".into(),
@@ -113,15 +137,6 @@ async fn harness(failures: u32) -> Harness {
             grant: Default::default(),
         }],
         ..api::ApplyRequest::default()
-    };
-    app.apply(&admin, config).await.unwrap();
-    Harness {
-        app,
-        provider,
-        admin,
-        alice: caller("alice", &["dev"]),
-        _dir: dir,
-        _stop: stop,
     }
 }
 
@@ -256,4 +271,33 @@ async fn a_failed_write_changes_nothing_and_appends_no_audit() {
     assert_eq!(audit(&h.app, None).await.len(), before);
     let listed = h.app.list_requests(&h.admin, Default::default()).await.unwrap();
     assert!(listed.items.is_empty());
+}
+
+/// A grant is handed out and ended on the target it was issued on, also
+/// after its role was moved to another target (the role's target is read
+/// together with the grant; it is not the grant's any more).
+#[tokio::test]
+async fn a_grant_keeps_its_target_after_its_role_moves_to_another() {
+    let h = harness(0).await;
+    let request = ask(&h, "db-read", Some("30m"), "INC-9").await.unwrap().request;
+    assert_eq!(request.state, RequestState::Active);
+    let before = h.app.credentials(&h.alice, request.id.clone()).await.unwrap();
+    assert_eq!(before.token, "secret for db");
+
+    h.app.apply(&h.admin, config_with_role_on("db2")).await.unwrap();
+    let after = h.app.credentials(&h.alice, request.id.clone()).await.unwrap();
+    assert_eq!(
+        after.token, "secret for db",
+        "the grant's own target, not the role's new one"
+    );
+    h.app
+        .revoke_grant(&h.admin, request.id.clone(), "moved".into())
+        .await
+        .unwrap();
+    assert_eq!(*h.provider.revoked_on.lock().unwrap(), ["db"]);
+
+    // A new grant of the role is on its new target.
+    let second = ask(&h, "db-read", Some("30m"), "INC-10").await.unwrap().request;
+    let credential = h.app.credentials(&h.alice, second.id.clone()).await.unwrap();
+    assert_eq!(credential.token, "secret for db2");
 }

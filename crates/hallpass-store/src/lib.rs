@@ -13,6 +13,7 @@
 //! Records are stored as JSON documents beside a few indexed columns; the
 //! store does not interpret targets or roles, it only keeps them.
 
+mod context_sql;
 mod engine;
 mod outbox;
 mod pg;
@@ -23,6 +24,7 @@ pub mod sql;
 mod sqlite;
 mod tx;
 
+pub use context_sql::{RequestWithRole, RoleWithContext};
 pub use engine::{Backend, Store};
 pub use outbox::{DeliveryOutcome, DeliveryRow, NewDelivery};
 pub use sessions::SsoSessionRow;

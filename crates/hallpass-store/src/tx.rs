@@ -468,7 +468,7 @@ fn review_code(record: &RequestRecord) -> i64 {
 }
 
 const TOKEN_COLUMNS: &str = "id, secret_hash, principal, groups_json, created_at, created_by, expires_at, revoked_at";
-const CONFIG_COLUMNS: &str = "name, reference, document, created_at, updated_at, version";
+pub(crate) const CONFIG_COLUMNS: &str = "name, reference, document, created_at, updated_at, version";
 const LOCK_COLUMNS: &str = "principal, reason, locked_by, locked_at";
 const AUDIT_COLUMNS: &str = "seq, time, actor, kind, request_id, data, prev_hash, hash";
 
@@ -486,13 +486,18 @@ fn token_from_row(row: &Row) -> Result<TokenRow, StoreError> {
 }
 
 fn config_from_row(row: &Row) -> Result<ConfigRow, StoreError> {
+    config_at(row, 0)
+}
+
+/// The [`CONFIG_COLUMNS`] of `row` from column `start` on.
+pub(crate) fn config_at(row: &Row, start: usize) -> Result<ConfigRow, StoreError> {
     Ok(ConfigRow {
-        name: row.text(0)?,
-        reference: row.text(1)?,
-        document: row.json(2)?,
-        created_at: row.time(3)?,
-        updated_at: row.time(4)?,
-        version: row.int(5)? as u64,
+        name: row.text(start)?,
+        reference: row.text(start + 1)?,
+        document: row.json(start + 2)?,
+        created_at: row.time(start + 3)?,
+        updated_at: row.time(start + 4)?,
+        version: row.int(start + 5)? as u64,
     })
 }
 
@@ -506,16 +511,26 @@ fn lock_from_row(row: &Row) -> Result<LockRow, StoreError> {
 }
 
 fn secret_from_row(row: &Row) -> Result<SecretRow, StoreError> {
+    secret_at(row, 0)
+}
+
+/// A secret's four columns of `row` from column `start` on.
+pub(crate) fn secret_at(row: &Row, start: usize) -> Result<SecretRow, StoreError> {
     Ok(SecretRow {
-        target: row.text(0)?,
-        name: row.text(1)?,
-        sealed: row.text(2)?,
-        updated_at: row.time(3)?,
+        target: row.text(start)?,
+        name: row.text(start + 1)?,
+        sealed: row.text(start + 2)?,
+        updated_at: row.time(start + 3)?,
     })
 }
 
 fn request_from_row(row: &Row) -> Result<(RequestRecord, u64), StoreError> {
-    Ok((row.json(0)?, row.int(1)? as u64))
+    request_at(row, 0)
+}
+
+/// A request's `record, version` columns of `row` from column `start` on.
+pub(crate) fn request_at(row: &Row, start: usize) -> Result<(RequestRecord, u64), StoreError> {
+    Ok((row.json(start)?, row.int(start + 1)? as u64))
 }
 
 fn audit_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
@@ -647,8 +662,6 @@ impl<'a> ReadTx<'a> {
         all(self.conn.query(&sql, &params)?, request_from_row)
     }
 
-    /// The requester's open request or grant of `role`, if any: the record
-    /// holding the `(requester, role)` key.
     /// What a decision about `requester`'s request for `role` rests on,
     /// in one statement (one round trip inside the writer's transaction).
     pub fn decision_facts(&mut self, requester: &str, role: &str, meta_key: &str) -> Result<DecisionFacts, StoreError> {
@@ -675,6 +688,8 @@ impl<'a> ReadTx<'a> {
         })
     }
 
+    /// The requester's open request or grant of `role`, if any: the record
+    /// holding the `(requester, role)` key.
     pub fn open_request(&mut self, requester: &str, role: &str) -> Result<Option<(RequestRecord, u64)>, StoreError> {
         self.one(
             "SELECT record, version FROM requests WHERE open_key = $1",

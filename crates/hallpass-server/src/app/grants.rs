@@ -13,14 +13,14 @@ use hallpass_core::documents::{Document, RoleDocument, TargetDocument};
 use hallpass_core::request::{Decision, EndKind, RequestRecord, revoke_backoff};
 use hallpass_core::text::{self, TextField};
 use hallpass_providers::{CredentialProvider, GrantContext, Seed, TargetContext, TargetSecrets, Verification};
-use hallpass_store::{ConfigKind, ConfigRow, ReadTx, RevocationRow, WriteTx};
+use hallpass_store::{ConfigKind, ConfigRow, ReadTx, RevocationRow, SecretOwner, WriteTx};
 use serde_json::{Value, json};
 
 use super::caller::SYSTEM_ACTOR;
 use super::decisions::take_effect_check;
 use super::requests::{activation_data, current_role, role_document};
 use super::seal::Sealer;
-use super::secrets::unseal_all;
+use super::secrets::{unseal_all, unseal_rows};
 use super::targets::StoredTarget;
 use super::{App, AppError, AppResult, Caller, ErrorKind, load_request, save_with_event, unknown_request};
 
@@ -191,10 +191,22 @@ pub(super) fn ending_in(
     cache: &mut EndingCache,
     id: &str,
 ) -> AppResult<Option<Ending>> {
-    let Some((record, version)) = r.request(id)? else {
+    let Some(found) = r.request_with_role(id)? else {
         return Ok(None);
     };
-    ending_of(r, sealer, cache, record, version).map(Some)
+    let record = found.record;
+    if record.state.holds_access() {
+        // Read in the same statement: the role, and its target when it is
+        // still the grant's (a role moved to another target since leaves
+        // the grant's own to `ending_of`).
+        let role = found.role.map(|row| RoleDocument::decode(&row.document)).transpose()?;
+        cache.roles.insert(record.role.clone(), role);
+        if let Some(target) = found.target.filter(|target| target.name == record.target) {
+            let secrets = unseal_rows(sealer, SecretOwner::Target, &target.name, found.target_secrets)?;
+            cache.targets.insert(record.target.clone(), Some((target, secrets)));
+        }
+    }
+    ending_of(r, sealer, cache, record, found.version).map(Some)
 }
 
 /// [`ending_in`] for a record already read.

@@ -17,11 +17,11 @@ use hallpass_core::flow::FlowRules;
 use hallpass_core::request::{NewRequest, PolicyRecord, RequestRecord, RoleApproval, RoleRules, Route, TerraformPlan};
 use hallpass_core::{AuditKind, Principal, RequestState, parse_duration};
 use hallpass_providers::TargetSecrets;
-use hallpass_store::{ConfigKind, ReadTx, WriteTx};
+use hallpass_store::{ConfigKind, ReadTx, SecretOwner, SecretRow, WriteTx};
 use serde_json::{Value, json};
 
 use super::caller::SYSTEM_ACTOR;
-use super::secrets::unseal_all;
+use super::secrets::unseal_rows;
 use super::targets::StoredTarget;
 use super::{App, AppError, AppResult, Caller, ErrorKind, claim_if_approved, new_request_id, unknown_role};
 use crate::app::access_config::{flow_rules, role_rules};
@@ -129,14 +129,28 @@ pub(crate) fn role_document(r: &mut ReadTx<'_>, name: &str) -> AppResult<Option<
     }
 }
 
-fn read_context(r: &mut ReadTx<'_>, role_name: &str, requester: &str) -> AppResult<Option<RoleContext>> {
-    let Some(row) = r.config(ConfigKind::Role, role_name)? else {
+/// What [`App::role_context`] reads, in one statement in the usual case;
+/// with the target's sealed secrets.
+fn read_context(
+    r: &mut ReadTx<'_>,
+    role_name: &str,
+    requester: &str,
+) -> AppResult<Option<(RoleContext, Vec<SecretRow>)>> {
+    let Some(found) = r.role_with_context(role_name, requester, POLICY_SET_HASH_KEY)? else {
         return Ok(None);
     };
-    let role = RoleDocument::decode(&row.document)?;
+    let role = RoleDocument::decode(&found.role.document)?;
     let rules = role_rules(&role)?;
-    let target = r
-        .config(ConfigKind::Target, &role.target)?
+    // The role's document names its target; `reference` is kept equal to
+    // it, but the document is what counts.
+    let (target, target_secrets) = match found.target {
+        Some(target) if target.name == role.target => (Some(target), found.target_secrets),
+        _ => (
+            r.config(ConfigKind::Target, &role.target)?,
+            r.target_secrets(&role.target)?,
+        ),
+    };
+    let target = target
         .ok_or_else(|| AppError::internal(format!("role {role_name:?} names a missing target {:?}", role.target)))?;
     let (role_flow, flows) = match &rules.approval {
         RoleApproval::Auto => (FlowLookup::None, Vec::new()),
@@ -146,17 +160,17 @@ fn read_context(r: &mut ReadTx<'_>, role_name: &str, requester: &str) -> AppResu
             (lookup, vec![(name.clone(), version)])
         }
     };
-    let open = r.open_request(requester, role_name)?;
+    let open = found.open;
     let snapshot = Snapshot {
         requester: requester.to_string(),
         role: role_name.to_string(),
-        role_version: row.version,
+        role_version: found.role.version,
         open: open.as_ref().map(|(record, version)| (record.id.clone(), *version)),
         grants: None,
-        policy_hash: r.meta(POLICY_SET_HASH_KEY)?,
+        policy_hash: found.meta_value,
         flows,
     };
-    Ok(Some(RoleContext {
+    let context = RoleContext {
         target: StoredTarget {
             document: TargetDocument::decode(&target.document)?,
             created_at: target.created_at,
@@ -167,7 +181,8 @@ fn read_context(r: &mut ReadTx<'_>, role_name: &str, requester: &str) -> AppResu
         role,
         snapshot,
         local_secrets: None,
-    }))
+    };
+    Ok(Some((context, target_secrets)))
 }
 
 impl RoleContext {
@@ -193,15 +208,16 @@ impl App {
         self.inner
             .store
             .read(move |r| {
-                let mut context = read_context(r, &role, &requester)?;
-                if let Some(context) = &mut context {
-                    let target = &context.target.document;
-                    let provider = app.inner.registry.get(&target.target_type);
-                    if provider.is_some_and(|provider| provider.issues_locally()) {
-                        context.local_secrets = Some(unseal_all(r, &app.inner.sealer, &target.name)?);
-                    }
+                let Some((mut context, sealed)) = read_context(r, &role, &requester)? else {
+                    return Ok(None);
+                };
+                let target = &context.target.document;
+                let provider = app.inner.registry.get(&target.target_type);
+                if provider.is_some_and(|provider| provider.issues_locally()) {
+                    let secrets = unseal_rows(&app.inner.sealer, SecretOwner::Target, &target.name, sealed)?;
+                    context.local_secrets = Some(secrets);
                 }
-                Ok(context)
+                Ok(Some(context))
             })
             .await
     }

@@ -125,9 +125,20 @@ pub(crate) fn unseal_all_of(
     owner: SecretOwner,
     target: &str,
 ) -> AppResult<TargetSecrets> {
+    let rows = r.secrets(owner, target)?;
+    unseal_rows(sealer, owner, target, rows)
+}
+
+/// Unseals secret rows of a target or notifier already read.
+pub(crate) fn unseal_rows(
+    sealer: &Sealer,
+    owner: SecretOwner,
+    target: &str,
+    rows: Vec<SecretRow>,
+) -> AppResult<TargetSecrets> {
     let mut secrets = TargetSecrets::new();
     let word = owner_word(owner);
-    for row in r.secrets(owner, target)? {
+    for row in rows {
         let plain = sealer
             .open(&seal_label(owner, target, &row.name), &row.sealed)
             .ok_or_else(|| {

@@ -14,6 +14,7 @@ mod support;
 mod audit;
 mod claims;
 mod config_meta;
+mod contexts;
 mod data_dir;
 mod migrations;
 mod outbox;
