@@ -3,7 +3,8 @@
 //!
 //! [`FlowRules`] is what the configuration says; [`ApprovalProgress`] is one
 //! request's (or one extension's) way through it. A copy of the rules travels
-//! with the progress, so editing a flow never changes requests in flight.
+//! with the progress, so editing a flow never changes requests in flight;
+//! their serde form is the stored record's lean one (`request::stored`).
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,7 @@ use crate::text::{self, TextField};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
     pub approver: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     pub at: DateTime<Utc>,
 }
@@ -79,13 +81,16 @@ pub struct StageRules {
     pub approvers: Vec<Subject>,
     pub required: u32,
     /// After this long open, `escalate_to` may approve the stage too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub escalate_to: Vec<Subject>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FlowRules {
     /// `None` for a role's inline one-stage `approval` block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub pending_ttl_seconds: u64,
     pub stages: Vec<StageRules>,
@@ -131,9 +136,12 @@ impl FlowRules {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct StageProgress {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvals: Vec<Approval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opened_at: Option<DateTime<Utc>>,
     /// When the escalation was recorded (the `request.escalated` event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalated_at: Option<DateTime<Utc>>,
 }
 

@@ -16,6 +16,7 @@ mod extension;
 mod open;
 mod plan;
 mod review;
+mod stored;
 pub mod transitions;
 
 #[cfg(test)]
@@ -52,6 +53,7 @@ pub const SYSTEM_ACTOR: &str = "hallpass";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     pub at: DateTime<Utc>,
 }
@@ -182,18 +184,28 @@ impl std::fmt::Display for ExtensionState {
     }
 }
 
-/// A request to lengthen an active grant.
+/// A request to lengthen an active grant. Stored inside its record, in the
+/// record's lean form (see `stored`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Extension {
     pub number: u32,
     pub by_seconds: u64,
     pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<String>,
     pub requested_at: DateTime<Utc>,
     pub state: ExtensionState,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub auto_approved: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalProgress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "stored::lean_policy"
+    )]
     pub policy: Option<PolicyRecord>,
     /// What was asked, when the role as it was at approval allowed less
     /// (`by_seconds` is then what was granted).
@@ -222,12 +234,14 @@ pub struct NewExtension {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Review {
     pub opened_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledged: Option<Decision>,
 }
 
 /// One access request and, once active, its grant. Serialises to the store's
-/// record form (not the wire shape, which lives in `hallpass-api`); fields
-/// added since the first release have defaults, so older records decode.
+/// record form (not the wire shape, which lives in `hallpass-api`), the lean
+/// form of `stored`: a member holding what its absence decodes to is left
+/// out, and records of earlier releases, written in full, decode the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestRecord {
     pub id: String,
@@ -237,12 +251,15 @@ pub struct RequestRecord {
     pub state: RequestState,
     pub duration_seconds: u64,
     pub reason: String,
+    // Members that are empty are left out of the stored JSON: most records
+    // never use most of them, and every write and read of a record (and
+    // every page of the table) pays for its size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub auto_approved: bool,
-    // New fields are left out of the stored JSON when empty: most records
-    // never use them, and every write and read of a record pays for its size.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub emergency: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,24 +271,39 @@ pub struct RequestRecord {
     pub approval: Option<ApprovalProgress>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub role_approvers: Vec<Subject>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "stored::lean_policy"
+    )]
     pub policy: Option<PolicyRecord>,
     /// Denial, cancellation or time-out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<Decision>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activated_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
     /// The duration asked for, when the role's maximum had been lowered by
     /// the time the grant started and `duration_seconds` was cut to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capped_from_seconds: Option<u64>,
     /// Set when the grant started to end (or the request was closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<EndKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_by: Option<Decision>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<DateTime<Utc>>,
-    /// Non-secret description of what was issued (issuer, audience, key id...).
+    /// Non-secret description of what was issued (issuer, audience, key
+    /// id...), stored as the provider gave it: its own nulls are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoke_error: Option<String>,
+    #[serde(default, skip_serializing_if = "stored::is_zero")]
     pub revoke_attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_revoke_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extensions: Vec<Extension>,

@@ -6,20 +6,20 @@ use crate::role::DEFAULT_TOTAL_DURATION_FACTOR;
 use crate::text::TextField;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
-fn now() -> DateTime<Utc> {
+pub(super) fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 21, 10, 0, 0)
         .single()
         .unwrap_or_default()
 }
 
-fn principal(name: &str, groups: &[&str]) -> Principal {
+pub(super) fn principal(name: &str, groups: &[&str]) -> Principal {
     Principal {
         name: name.into(),
         groups: groups.iter().map(|g| g.to_string()).collect(),
     }
 }
 
-fn subject(text: &str) -> Subject {
+pub(super) fn subject(text: &str) -> Subject {
     text.parse().unwrap()
 }
 
@@ -27,7 +27,7 @@ fn flow(required: u32) -> FlowRules {
     FlowRules::single_stage(vec![subject("group:approvers"), subject("user:carol")], required)
 }
 
-fn role() -> RoleRules {
+pub(super) fn role() -> RoleRules {
     RoleRules {
         name: "prod-db".into(),
         target: "pg".into(),

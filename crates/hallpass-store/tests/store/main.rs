@@ -19,4 +19,5 @@ mod data_dir;
 mod migrations;
 mod outbox;
 mod queries;
+mod records;
 mod sessions;
