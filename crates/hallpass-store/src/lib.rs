@@ -22,6 +22,7 @@ mod schema;
 mod sessions;
 pub mod sql;
 mod sqlite;
+mod sqlite_page_cache;
 mod tx;
 
 pub use context_sql::{RequestWithRole, RoleWithContext};

@@ -15,6 +15,7 @@ use rusqlite::{Connection, OpenFlags, ToSql};
 
 use crate::StoreError;
 use crate::sql::{Conn, Dialect, Row, SqlValue};
+use crate::sqlite_page_cache;
 
 pub struct SqliteConn {
     conn: Connection,
@@ -168,7 +169,8 @@ pub fn lock_dir(data_dir: &Path) -> Result<DirLock, StoreError> {
 
 /// The writer's page cache, in KiB (SQLite's default is 2 MiB). Its pages
 /// stay valid across commits (readers' caches do not), and the expiry burst
-/// and the request path touch index pages all over the file.
+/// and the request path touch index pages all over the file. Its size
+/// costs nothing per commit because of `sqlite_page_cache`.
 const WRITER_CACHE_KIB: i64 = 64 << 10;
 
 /// Prepared statements kept per connection: more than the distinct
@@ -188,6 +190,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 16_384;
 
 pub fn open_writer(path: &Path) -> Result<SqliteConn, StoreError> {
+    sqlite_page_cache::install();
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: every commit is fsynced before we acknowledge it.
@@ -203,6 +206,7 @@ pub fn open_writer(path: &Path) -> Result<SqliteConn, StoreError> {
 }
 
 pub fn open_reader(path: &Path) -> Result<SqliteConn, StoreError> {
+    sqlite_page_cache::install();
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -213,6 +217,7 @@ pub fn open_reader(path: &Path) -> Result<SqliteConn, StoreError> {
 /// writer's commits, until `stop` is dropped; then once more. PASSIVE:
 /// it never waits for, nor blocks, the writer or the readers.
 pub(crate) fn spawn_checkpointer(path: &Path) -> Result<(std::thread::JoinHandle<()>, mpsc::Sender<()>), StoreError> {
+    sqlite_page_cache::install();
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     let (stop_tx, stop) = mpsc::channel::<()>();
