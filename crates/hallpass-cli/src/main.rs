@@ -207,6 +207,13 @@ enum Command {
     PolicyWorker,
 }
 
+/// jemalloc rather than glibc's malloc: the server allocates and frees
+/// many small buffers per request on several threads, where glibc's
+/// arenas spent 12-14 % of its CPU (figures in docs/benchmarks.md).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     // A policy worker (started by the server) needs no async runtime and
     // none of its threads: each would count against the worker's memory
