@@ -1,7 +1,8 @@
 //! The policy sandbox with the real `hallpass` binary as its worker: the
 //! same decisions as in-process, builtins and memory bombs stopped at the
 //! limits, a pool that serves many threads and refuses a flood, and no
-//! worker process left behind.
+//! worker process left behind. The memory limit is checked against the
+//! allocator the binary really uses, jemalloc, for Rust and C code alike.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -309,4 +310,20 @@ fn the_worker_subcommand_is_hidden_from_help() {
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(help.contains("policy"), "{help}");
     assert!(!help.contains(hallpass_policy::WORKER_SUBCOMMAND), "{help}");
+}
+
+/// The binary allocates with jemalloc, SQLite's C code included: jemalloc
+/// (and only jemalloc) prints its statistics at exit when `MALLOC_CONF`
+/// asks it to, and it reads the unprefixed variable only when it has
+/// replaced `malloc` itself rather than sitting beside glibc's.
+#[test]
+fn the_binary_allocates_with_jemalloc_in_place_of_malloc() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hallpass"))
+        .arg("--version")
+        .env("MALLOC_CONF", "stats_print:true")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Begin jemalloc statistics"), "{stderr}");
 }
