@@ -189,9 +189,15 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// writer's time in an expiry burst.
 const WRITER_AUTOCHECKPOINT_PAGES: i64 = 16_384;
 
-pub fn open_writer(path: &Path) -> Result<SqliteConn, StoreError> {
+/// Every connection the store opens comes through here, so the page-cache
+/// layer is in place before SQLite's first use in the process.
+fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
     sqlite_page_cache::install();
-    let conn = Connection::open(path)?;
+    Ok(Connection::open_with_flags(path, flags)?)
+}
+
+pub fn open_writer(path: &Path) -> Result<SqliteConn, StoreError> {
+    let conn = connect(path, OpenFlags::default())?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: every commit is fsynced before we acknowledge it.
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -206,8 +212,7 @@ pub fn open_writer(path: &Path) -> Result<SqliteConn, StoreError> {
 }
 
 pub fn open_reader(path: &Path) -> Result<SqliteConn, StoreError> {
-    sqlite_page_cache::install();
-    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    let conn = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(SqliteConn { conn })
@@ -217,8 +222,7 @@ pub fn open_reader(path: &Path) -> Result<SqliteConn, StoreError> {
 /// writer's commits, until `stop` is dropped; then once more. PASSIVE:
 /// it never waits for, nor blocks, the writer or the readers.
 pub(crate) fn spawn_checkpointer(path: &Path) -> Result<(std::thread::JoinHandle<()>, mpsc::Sender<()>), StoreError> {
-    sqlite_page_cache::install();
-    let conn = Connection::open(path)?;
+    let conn = connect(path, OpenFlags::default())?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     let (stop_tx, stop) = mpsc::channel::<()>();
     let handle = std::thread::Builder::new()
