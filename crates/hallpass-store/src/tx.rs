@@ -8,7 +8,7 @@ use hallpass_core::Clock;
 use hallpass_core::audit::{AuditDraft, AuditEvent};
 use hallpass_core::request::RequestRecord;
 
-use crate::sql::{Conn, Row, SqlValue};
+use crate::sql::{Conn, Dialect, Row, SqlValue};
 use crate::{
     ConfigKind, ConfigRow, LockRow, RequestFilter, RevocationRow, SecretOwner, SecretRow, StoreError, TokenRow,
     format_time, requests_sql, sql_params,
@@ -164,11 +164,30 @@ impl<'a> WriteTx<'a> {
             }
             params.extend(request_params(record, *version)?);
         }
-        let sql = format!(
+        let upsert = format!(
             "{REQUEST_UPSERT_HEAD} {} {REQUEST_UPSERT_TAIL}",
             placeholders(records.len(), 11)
         );
-        self.conn.execute(&sql, &params)?;
+        // Writing a record releases any claim on it.
+        match self.conn.dialect() {
+            // One round trip: the release rides along with the upsert, as
+            // a statement on the ids the upsert returns.
+            Dialect::Postgres => {
+                let sql = format!(
+                    "WITH written AS ({upsert} RETURNING id) \
+                     DELETE FROM claims WHERE request_id IN (SELECT id FROM written)"
+                );
+                self.conn.execute(&sql, &params)?;
+            }
+            // In-process, a second statement costs no round trip; SQLite
+            // has no DELETE in a CTE.
+            Dialect::Sqlite => {
+                let ids: Vec<SqlValue> = records.iter().map(|(record, _)| record.id.as_str().into()).collect();
+                let sql = format!("DELETE FROM claims WHERE request_id IN {}", placeholders(1, ids.len()));
+                self.conn.execute(&sql, &ids)?;
+                self.conn.execute(&upsert, &params)?;
+            }
+        }
         Ok(())
     }
 
@@ -177,15 +196,26 @@ impl<'a> WriteTx<'a> {
     /// ends when the record is next written; work that failed without
     /// writing waits for its lease to lapse, even for the same server, so a
     /// persistent failure cannot spin.
+    ///
+    /// A claim is a row of `claims`, not a change to the request's row: on
+    /// PostgreSQL rewriting the request would write a new version of its
+    /// whole record and an entry in most of its indexes, twice per grant
+    /// ended (once to claim, once to end). Claims run in the writer's
+    /// batches, under the `audit_head` lock, so replicas take turns; `FOR
+    /// UPDATE SKIP LOCKED` and the conflict clause (which sees the newest
+    /// committed claim whatever the statement's snapshot) would keep a
+    /// record to one claimer even without that.
     pub fn claim_due(&mut self, owner: &str, lease: Duration, limit: u32) -> Result<Vec<String>, StoreError> {
         let now = self.clock.now();
         let sql = format!(
-            "UPDATE requests SET claimed_by = $1, claim_until = $2 WHERE id IN (
-                 SELECT id FROM requests
-                 WHERE next_deadline IS NOT NULL AND next_deadline <= $3
-                   AND (claim_until IS NULL OR claim_until < $3)
-                 ORDER BY next_deadline LIMIT $4{})
-             RETURNING id",
+            "INSERT INTO claims (request_id, claimed_by, claim_until)
+             SELECT id, $1, $2 FROM requests
+              WHERE next_deadline IS NOT NULL AND next_deadline <= $3
+                AND NOT EXISTS (SELECT 1 FROM claims AS held
+                                 WHERE held.request_id = requests.id AND held.claim_until >= $3)
+              ORDER BY next_deadline LIMIT $4{}
+             {CLAIM_CONFLICT} WHERE claims.claim_until < $3
+             RETURNING request_id",
             self.conn.dialect().for_update(true)
         );
         let rows = self.conn.query(
@@ -197,11 +227,14 @@ impl<'a> WriteTx<'a> {
 
     /// Claims one record for `owner` (e.g. an approved request this server
     /// is about to activate), so no other server takes it unless the lease
-    /// lapses.
+    /// lapses. A record that does not exist is not claimed.
     pub fn claim(&mut self, id: &str, owner: &str, lease: Duration) -> Result<(), StoreError> {
         let until = format_time(self.clock.now() + lease);
         self.conn.execute(
-            "UPDATE requests SET claimed_by = $1, claim_until = $2 WHERE id = $3",
+            &format!(
+                "INSERT INTO claims (request_id, claimed_by, claim_until)
+                 SELECT id, $1, $2 FROM requests WHERE id = $3 {CLAIM_CONFLICT}"
+            ),
             sql_params![owner, until, id],
         )?;
         Ok(())
@@ -420,14 +453,17 @@ fn audit_params(event: &AuditEvent) -> Result<[SqlValue; 8], StoreError> {
     ])
 }
 
+/// How a claim replaces the one already on its record.
+const CLAIM_CONFLICT: &str =
+    "ON CONFLICT (request_id) DO UPDATE SET claimed_by = excluded.claimed_by, claim_until = excluded.claim_until";
+
 /// A request upsert is this, `VALUES` rows of 11 parameters, and
-/// [`REQUEST_UPSERT_TAIL`]. Writing a record releases any claim on it (a
-/// new row starts without one).
+/// [`REQUEST_UPSERT_TAIL`].
 const REQUEST_UPSERT_HEAD: &str = "INSERT INTO requests (id, state, requester, role, activated, next_deadline,
     created_at, version, record, review, open_key) VALUES";
 const REQUEST_UPSERT_TAIL: &str = "ON CONFLICT (id) DO UPDATE SET state = excluded.state,
-    activated = excluded.activated, next_deadline = excluded.next_deadline, claimed_by = NULL,
-    claim_until = NULL, version = excluded.version, record = excluded.record, review = excluded.review,
+    activated = excluded.activated, next_deadline = excluded.next_deadline,
+    version = excluded.version, record = excluded.record, review = excluded.review,
     open_key = CASE WHEN excluded.open_key IS NULL THEN NULL ELSE requests.open_key END";
 
 /// One record's row of a request upsert.

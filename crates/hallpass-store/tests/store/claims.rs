@@ -13,6 +13,7 @@ on_both_backends!(
     writing_a_record_releases_its_claim,
     claiming_one_record_holds_it_for_the_lease,
     release_all_claims_frees_every_claim,
+    claiming_a_record_that_does_not_exist_claims_nothing,
 );
 
 async fn claim_due_takes_the_earliest_due_unclaimed_records_up_to_the_limit(db: Db) {
@@ -116,6 +117,59 @@ async fn release_all_claims_frees_every_claim(db: Db) {
     let mut all = f.claim_due("server-b", 3600, 10).await;
     all.sort();
     assert_eq!(all, ["r1", "r2", "r3"]);
+}
+
+async fn claiming_a_record_that_does_not_exist_claims_nothing(db: Db) {
+    let f = Fixture::open(db);
+    f.store
+        .write(|w| w.claim("ghost", "server-a", Duration::seconds(30)))
+        .await
+        .expect("claim");
+    assert!(f.db.strings("SELECT request_id FROM claims").is_empty());
+
+    // A record created later under that id starts unclaimed.
+    f.put(&approved("ghost", "alice", "ghost", at(0))).await;
+    assert_eq!(f.claim_due("server-b", 60, 10).await, ["ghost"]);
+}
+
+/// On PostgreSQL, claiming a due grant used to write a new version of its
+/// request's row (the whole record, and an entry in each of its indexes)
+/// before ending it did the same again. A claim now leaves the row alone:
+/// its `xmin`, the transaction that wrote the version, stays the same,
+/// and the claim sits in `claims` until the record is written.
+mod claiming_leaves_the_request_row_as_it_was {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::claiming_leaves_the_request_row_as_it_was(super::Db::postgres()).await;
+    }
+}
+
+async fn claiming_leaves_the_request_row_as_it_was(db: Db) {
+    let f = Fixture::open(db);
+    f.put(&approved("r1", "alice", "r1", at(0))).await;
+    f.put(&approved("r2", "alice", "r2", at(0))).await;
+    let versions = || {
+        f.db.strings("SELECT id || ' ' || CAST(xmin AS TEXT) FROM requests ORDER BY id")
+    };
+    let before = versions();
+
+    assert_eq!(f.claim_due("server-a", 60, 1).await.len(), 1);
+    f.store
+        .write(|w| w.claim("r2", "server-a", Duration::seconds(60)))
+        .await
+        .expect("claim");
+    assert_eq!(versions(), before, "no request row was rewritten");
+    assert_eq!(
+        f.db.strings("SELECT request_id || ' ' || claimed_by FROM claims ORDER BY request_id"),
+        ["r1 server-a", "r2 server-a"]
+    );
+
+    f.put(&approved("r1", "alice", "r1", at(0))).await;
+    assert_eq!(
+        f.db.strings("SELECT request_id FROM claims"),
+        ["r2"],
+        "writing r1 released its claim, and only its"
+    );
 }
 
 /// Only PostgreSQL serves several replicas.

@@ -11,15 +11,17 @@ on_both_backends!(
     reopening_is_idempotent,
     a_newer_schema_is_refused_and_left_alone,
     revocations_list_what_has_not_expired_once_per_grant,
+    a_claim_held_before_the_upgrade_still_holds_after_it,
 );
 
 /// The number of migrations in `schema.rs`: bump it with each one added.
-const CURRENT_SCHEMA_VERSION: i64 = 7;
+const CURRENT_SCHEMA_VERSION: i64 = 8;
 
-const TABLES: [&str; 18] = [
+const TABLES: [&str; 19] = [
     "approval_flows",
     "audit",
     "audit_head",
+    "claims",
     "deliveries",
     "locks",
     "meta",
@@ -140,6 +142,51 @@ async fn revocations_list_what_has_not_expired_once_per_grant(db: Db) {
         f.db.strings("SELECT grant_id FROM revocations"),
         ["g3"],
         "other targets keep theirs"
+    );
+}
+
+/// Migration 8 moves claims out of `requests` into `claims`. A database
+/// left at version 7 by a server that stopped mid-claim keeps the claim:
+/// another server does not take the record until the lease lapses.
+async fn a_claim_held_before_the_upgrade_still_holds_after_it(db: Db) {
+    let f = Fixture::open(db);
+    f.put(&approved("held", "alice", "held", at(0))).await;
+    f.put(&approved("free", "alice", "free", at(0))).await;
+    let Fixture { clock, store, db } = f;
+    store.close();
+    drop(store);
+
+    // Back to version 7, as that release left it, with "held" claimed.
+    let lease_end = crate::support::t0() + chrono::Duration::seconds(60);
+    db.execute(&format!(
+        "DROP TABLE claims;
+         CREATE INDEX requests_claimed ON requests (claimed_by) WHERE claimed_by IS NOT NULL;
+         UPDATE requests SET claimed_by = 'server-a', claim_until = '{}' WHERE id = 'held';
+         UPDATE schema_version SET version = 7;",
+        hallpass_store::format_time(lease_end)
+    ));
+
+    let store = db.open(clock.clone()).expect("open, migrating");
+    let f = Fixture { clock, store, db };
+    assert_eq!(
+        f.db.strings("SELECT request_id || ' ' || claimed_by FROM claims"),
+        ["held server-a"]
+    );
+    assert_eq!(
+        f.db.strings("SELECT id FROM requests WHERE claimed_by IS NOT NULL OR claim_until IS NOT NULL"),
+        Vec::<String>::new(),
+        "the old columns are cleared"
+    );
+    assert_eq!(
+        f.claim_due("server-b", 3600, 10).await,
+        ["free"],
+        "the held one stays held"
+    );
+    f.advance(61);
+    assert_eq!(
+        f.claim_due("server-b", 3600, 10).await,
+        ["held"],
+        "until its lease lapses"
     );
 }
 
