@@ -133,7 +133,7 @@ async fn claiming_a_record_that_does_not_exist_claims_nothing(db: Db) {
 }
 
 /// On PostgreSQL, claiming a due grant used to write a new version of its
-/// request's row (the whole record, and an entry in each of its indexes)
+/// request's row (the whole record, and an entry in most of its indexes)
 /// before ending it did the same again. A claim now leaves the row alone:
 /// its `xmin`, the transaction that wrote the version, stays the same,
 /// and the claim sits in `claims` until the record is written.
