@@ -15,6 +15,7 @@ use hallpass_core::Clock;
 use tokio::sync::{oneshot, watch};
 
 use crate::sql::Conn;
+use crate::token_cache::{TokenCache, TokenForAuth};
 use crate::tx::{ChainHead, ReadTx, WriteTx};
 use crate::{StoreError, pg, schema, sqlite};
 
@@ -71,6 +72,8 @@ struct Inner {
     /// the change counter long-polls wait on.
     changes: watch::Receiver<u64>,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,
+    /// SQLite only: authentication's token look-ups (see `token_cache`).
+    tokens: Option<Arc<TokenCache>>,
     backend: Backend,
     /// SQLite: the data directory's lock, held while the store is open.
     _dir_lock: Option<sqlite::DirLock>,
@@ -107,17 +110,22 @@ impl Store {
                 (connect.clone(), connect)
             }
         };
-        let mut writer = writer_connect()?;
-        schema::migrate(writer.as_mut())?;
-        let head = load_head(writer.as_mut())?;
+        let mut first_conn = writer_connect()?;
+        schema::migrate(first_conn.as_mut())?;
+        let head = load_head(first_conn.as_mut())?;
         let (changes_tx, changes_rx) = watch::channel(head.seq);
         let changes_tx = Arc::new(changes_tx);
 
+        let tokens = matches!(backend, Backend::Sqlite { .. }).then(|| Arc::new(TokenCache::default()));
         let mut threads = Vec::new();
         let (write_tx, write_rx) = mpsc::channel::<WriteJob>();
-        let writer_changes = changes_tx.clone();
+        let writer = Writer {
+            connect: writer_connect,
+            changes: changes_tx.clone(),
+            tokens: tokens.clone(),
+        };
         threads.push(spawn("hallpass-store-writer", move || {
-            writer_loop(writer, writer_connect, write_rx, &writer_changes, clock.as_ref())
+            writer_loop(writer, first_conn, write_rx, clock.as_ref())
         })?);
 
         let (read_tx, read_rx) = mpsc::channel::<ReadJob>();
@@ -153,6 +161,7 @@ impl Store {
                 checkpointer: Mutex::new(checkpointer),
                 changes: changes_rx,
                 threads: Mutex::new(threads),
+                tokens,
                 backend,
                 _dir_lock: dir_lock,
             }),
@@ -213,6 +222,27 @@ impl Store {
         });
         submit(&self.inner.reads, job)?;
         reply_rx.await.map_err(|_| E::from(StoreError::Closed))?
+    }
+
+    /// The token with this secret hash and whether its principal is
+    /// locked: what every API call's authentication asks. On SQLite from
+    /// memory when nothing that touched tokens or locks has committed since
+    /// it was last read (see `token_cache`); from a reader otherwise.
+    pub async fn token_for_auth(&self, secret_hash: &str) -> Result<Option<TokenForAuth>, StoreError> {
+        let lookup = secret_hash.to_string();
+        let Some(cache) = &self.inner.tokens else {
+            return self.read(move |r| r.token_for_auth(&lookup)).await;
+        };
+        if let Some(found) = cache.get(secret_hash) {
+            return Ok(Some(found));
+        }
+        let read_at = cache.generation();
+        let found = self.read(move |r| r.token_for_auth(&lookup)).await?;
+        // An unknown token is not kept: guesses would fill the cache.
+        if let Some(found) = &found {
+            cache.put(secret_hash, read_at, found);
+        }
+        Ok(found)
     }
 
     /// Sequence number of the newest committed audit event; changes whenever
@@ -276,13 +306,14 @@ fn reconnect(connect: &Connect, what: &str) -> Option<Box<dyn Conn>> {
     None
 }
 
-fn writer_loop(
-    mut conn: Box<dyn Conn>,
+/// What the writer thread tells others through.
+struct Writer {
     connect: Connect,
-    jobs: mpsc::Receiver<WriteJob>,
-    changes: &watch::Sender<u64>,
-    clock: &dyn Clock,
-) {
+    changes: Arc<watch::Sender<u64>>,
+    tokens: Option<Arc<TokenCache>>,
+}
+
+fn writer_loop(writer: Writer, mut conn: Box<dyn Conn>, jobs: mpsc::Receiver<WriteJob>, clock: &dyn Clock) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -291,10 +322,17 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let (pendings, committed) = run_batch(conn.as_mut(), batch, clock);
-        let error = match committed {
+        let outcome = run_batch(conn.as_mut(), batch, clock);
+        // Before anyone hears of the commit, callers or the change counter:
+        // a revocation that has returned is never answered from memory.
+        if outcome.touched_tokens
+            && let Some(cache) = &writer.tokens
+        {
+            cache.invalidate();
+        }
+        let error = match outcome.committed {
             Ok(seq) => {
-                advance(changes, seq);
+                advance(&writer.changes, seq);
                 None
             }
             Err(error) => {
@@ -303,11 +341,11 @@ fn writer_loop(
                 Some(error)
             }
         };
-        for pending in pendings {
+        for pending in outcome.pendings {
             (pending.deliver)(error.as_ref());
         }
         if conn.is_broken() {
-            match reconnect(&connect, "store writer") {
+            match reconnect(&writer.connect, "store writer") {
                 Some(fresh) => conn = fresh,
                 None => return,
             }
@@ -315,9 +353,36 @@ fn writer_loop(
     }
 }
 
-/// Runs one batch in one transaction; returns each job's outcome and the
-/// audit head after commit.
-fn run_batch(conn: &mut dyn Conn, batch: Vec<WriteJob>, clock: &dyn Clock) -> (Vec<Pending>, Result<u64, StoreError>) {
+/// What became of one batch.
+struct BatchOutcome {
+    /// Each job's outcome, in order (fewer than the jobs when the batch
+    /// failed part-way: the rest never ran).
+    pendings: Vec<Pending>,
+    /// The audit head after commit.
+    committed: Result<u64, StoreError>,
+    /// Whether a job wrote `tokens` or `locks` (kept or rolled back).
+    touched_tokens: bool,
+}
+
+/// Runs one batch in one transaction.
+fn run_batch(conn: &mut dyn Conn, batch: Vec<WriteJob>, clock: &dyn Clock) -> BatchOutcome {
+    let mut touched_tokens = false;
+    let (pendings, committed) = run_jobs(conn, batch, clock, &mut touched_tokens);
+    BatchOutcome {
+        pendings,
+        committed,
+        touched_tokens,
+    }
+}
+
+/// [`run_batch`]'s work: returns each job's outcome and the audit head
+/// after commit, and notes whether a job touched tokens or locks.
+fn run_jobs(
+    conn: &mut dyn Conn,
+    batch: Vec<WriteJob>,
+    clock: &dyn Clock,
+    touched_tokens: &mut bool,
+) -> (Vec<Pending>, Result<u64, StoreError>) {
     let dialect = conn.dialect();
     let start = conn.batch(dialect.begin()).and_then(|()| {
         let sql = format!(
@@ -357,6 +422,7 @@ fn run_batch(conn: &mut dyn Conn, batch: Vec<WriteJob>, clock: &dyn Clock) -> (V
         }
         let mut wtx = WriteTx::new(conn, current.clone(), clock);
         let pending = job(&mut wtx);
+        *touched_tokens |= wtx.touched_tokens;
         let after = wtx.head().clone();
         release_due = pending.ok && merge_release;
         let step = if pending.ok {

@@ -23,6 +23,7 @@ mod sessions;
 pub mod sql;
 mod sqlite;
 mod sqlite_page_cache;
+mod token_cache;
 mod tx;
 
 pub use context_sql::{RequestWithRole, RoleWithContext};
@@ -30,6 +31,7 @@ pub use engine::{Backend, Store};
 pub use outbox::{DeliveryOutcome, DeliveryRow, NewDelivery};
 pub use sessions::SsoSessionRow;
 pub use sqlite::prepare_data_dir;
+pub use token_cache::TokenForAuth;
 pub use tx::{DecisionFacts, ReadTx, WriteTx, open_key};
 
 use chrono::{DateTime, SecondsFormat, Utc};

@@ -65,6 +65,7 @@ impl WriteTx<'_> {
 
     /// Gives a live token new groups; false when it is no longer live.
     pub fn set_token_groups(&mut self, token_id: &str, groups: &[String]) -> Result<bool, StoreError> {
+        self.touched_tokens = true;
         let groups = serde_json::to_string(groups).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let changed = self.conn.execute(
             "UPDATE tokens SET groups_json = $1 WHERE id = $2 AND revoked_at IS NULL",

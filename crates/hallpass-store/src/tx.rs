@@ -10,8 +10,8 @@ use hallpass_core::request::RequestRecord;
 
 use crate::sql::{Conn, Dialect, Row, SqlValue};
 use crate::{
-    ConfigKind, ConfigRow, LockRow, RequestFilter, RevocationRow, SecretOwner, SecretRow, StoreError, TokenRow,
-    format_time, requests_sql, sql_params,
+    ConfigKind, ConfigRow, LockRow, RequestFilter, RevocationRow, SecretOwner, SecretRow, StoreError, TokenForAuth,
+    TokenRow, format_time, requests_sql, sql_params,
 };
 
 /// The key that allows one open request or grant per requester and role.
@@ -48,6 +48,9 @@ pub struct WriteTx<'a> {
     pub(crate) conn: &'a mut dyn Conn,
     head: ChainHead,
     pub(crate) clock: &'a dyn Clock,
+    /// Set by every write to `tokens` or `locks`: what authentication reads
+    /// (see `token_cache`).
+    pub(crate) touched_tokens: bool,
 }
 
 /// What a read closure works with.
@@ -61,7 +64,12 @@ fn json_text<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
 
 impl<'a> WriteTx<'a> {
     pub(crate) fn new(conn: &'a mut dyn Conn, head: ChainHead, clock: &'a dyn Clock) -> Self {
-        Self { conn, head, clock }
+        Self {
+            conn,
+            head,
+            clock,
+            touched_tokens: false,
+        }
     }
 
     /// The audit chain's head as this transaction sees it: its newest
@@ -247,6 +255,7 @@ impl<'a> WriteTx<'a> {
     }
 
     pub fn insert_token(&mut self, token: &TokenRow) -> Result<(), StoreError> {
+        self.touched_tokens = true;
         self.conn.execute(
             "INSERT INTO tokens (id, secret_hash, principal, groups_json, created_at, created_by, expires_at, revoked_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -267,6 +276,7 @@ impl<'a> WriteTx<'a> {
     /// Moves an unrevoked token's expiry (the token of a grant that was
     /// extended); false when it does not exist or is revoked.
     pub fn set_token_expiry(&mut self, id: &str, expires_at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.touched_tokens = true;
         let changed = self.conn.execute(
             "UPDATE tokens SET expires_at = $1 WHERE id = $2 AND revoked_at IS NULL",
             sql_params![format_time(expires_at), id],
@@ -276,6 +286,7 @@ impl<'a> WriteTx<'a> {
 
     /// Marks a token revoked; false when it does not exist or already was.
     pub fn revoke_token(&mut self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.touched_tokens = true;
         let changed = self.conn.execute(
             "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
             sql_params![format_time(at), id],
@@ -375,6 +386,7 @@ impl<'a> WriteTx<'a> {
     }
 
     pub fn put_lock(&mut self, lock: &LockRow) -> Result<(), StoreError> {
+        self.touched_tokens = true;
         self.conn.execute(
             "INSERT INTO locks (principal, reason, locked_by, locked_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (principal) DO UPDATE SET reason = excluded.reason, locked_by = excluded.locked_by,
@@ -391,6 +403,7 @@ impl<'a> WriteTx<'a> {
 
     /// Removes a lock; false when the principal was not locked.
     pub fn delete_lock(&mut self, principal: &str) -> Result<bool, StoreError> {
+        self.touched_tokens = true;
         Ok(self
             .conn
             .execute("DELETE FROM locks WHERE principal = $1", sql_params![principal])?
@@ -399,6 +412,7 @@ impl<'a> WriteTx<'a> {
 
     /// Revokes every live token of `principal`; returns their ids.
     pub fn revoke_tokens_of(&mut self, principal: &str, at: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+        self.touched_tokens = true;
         let rows = self.conn.query(
             "UPDATE tokens SET revoked_at = $1 WHERE principal = $2 AND revoked_at IS NULL RETURNING id",
             sql_params![format_time(at), principal],
@@ -606,8 +620,9 @@ impl<'a> ReadTx<'a> {
     }
 
     /// The token with this hash and whether its principal is locked, in one
-    /// round trip: every API call asks this.
-    pub fn token_for_auth(&mut self, secret_hash: &str) -> Result<Option<(TokenRow, bool)>, StoreError> {
+    /// round trip. Authentication asks [`crate::Store::token_for_auth`],
+    /// which may answer from memory.
+    pub fn token_for_auth(&mut self, secret_hash: &str) -> Result<Option<TokenForAuth>, StoreError> {
         let sql = format!(
             "SELECT {TOKEN_COLUMNS}, (SELECT COUNT(*) FROM locks WHERE locks.principal = tokens.principal)
              FROM tokens WHERE secret_hash = $1"

@@ -241,8 +241,7 @@ impl App {
         if !secret.starts_with(TOKEN_PREFIX) {
             return Err(self.failed_authentication(None, &hash, remote, "malformed token"));
         }
-        let lookup = hash.clone();
-        let found = self.inner.store.read(move |r| r.token_for_auth(&lookup)).await?;
+        let found = self.inner.store.token_for_auth(&hash).await?;
         let now = self.now();
         let failure = match &found {
             None => Some("unknown token"),

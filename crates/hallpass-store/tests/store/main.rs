@@ -21,3 +21,4 @@ mod outbox;
 mod queries;
 mod records;
 mod sessions;
+mod tokens;
