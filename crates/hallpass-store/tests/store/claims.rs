@@ -180,7 +180,7 @@ mod replicas_claiming_at_once_never_get_the_same_record {
     }
 }
 
-/// Two stores on one database (two replicas), many claimers each, all at
+/// Two stores on one database (two replicas), 50 claimers in all, at
 /// once: every due record is claimed exactly once.
 async fn replicas_claiming_at_once_never_get_the_same_record(db: Db) {
     const RECORDS: usize = 300;
@@ -197,7 +197,7 @@ async fn replicas_claiming_at_once_never_get_the_same_record(db: Db) {
         .await
         .expect("seed");
 
-    let claimers = (0..16).map(|i| {
+    let claimers = (0..50).map(|i| {
         let store = if i % 2 == 0 { f.store.clone() } else { replica.clone() };
         tokio::spawn(async move {
             let mut mine = Vec::new();
