@@ -141,6 +141,7 @@ fn start_idp(tools: &Tools, redirect_uri: &str, accounts_file: &Path) -> (Runnin
         .env("OIDC_CLIENT_SECRET", CLIENT_SECRET)
         .env("OIDC_REDIRECT_URIS", redirect_uri)
         .env("OIDC_ACCOUNTS_FILE", accounts_file)
+        .env("OIDC_HOLD_FILE", hold_file(accounts_file))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -449,6 +450,46 @@ fn check_lock_ends_session(server: &Server, cookie: &str) {
     assert!(location.starts_with("/login"), "{location}");
 }
 
+/// While this file (beside the IdP's accounts) exists, the IdP holds its
+/// token endpoint's answers.
+fn hold_file(accounts_file: &Path) -> PathBuf {
+    accounts_file.with_file_name("idp-hold")
+}
+
+/// A request whose client goes away while its recheck waits on the
+/// provider does not leave the check half-done: the check ends, and the
+/// next request rechecks (`check_groups_follow_the_provider` runs next).
+/// A check dropped with its request kept its 30 s lease, and every request
+/// meanwhile went on with the stored groups.
+fn check_an_abandoned_recheck_blocks_nothing(server: &Server, accounts_file: &Path, cookie: &str) {
+    let hold = hold_file(accounts_file);
+    let held = hold.with_extension("held");
+    std::fs::write(&hold, "").expect("hold the IdP's answers");
+    let host = server.addr.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).expect("connect");
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nCookie: hallpass_session={cookie}\r\n\r\n");
+    std::io::Write::write_all(&mut stream, request.as_bytes()).expect("send");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !held.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the server never asked the IdP to recheck the session"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The client goes away while its request waits on the provider.
+    drop(stream);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::remove_file(&hold).expect("release the IdP's answers");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held.exists() {
+        assert!(Instant::now() < deadline, "the IdP never answered the held request");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The server records the answer (one store write) and ends the check.
+    std::thread::sleep(Duration::from_millis(500));
+}
+
 /// A session follows the provider (`recheck_every = "0s"`): bob's groups
 /// changed there are his on the next request, with an audit event, and
 /// once the provider no longer knows him his session ends.
@@ -583,6 +624,7 @@ fn sso_request_live_approval_credential_revocation_csrf_and_sign_out_in_a_real_b
         result["approver_cookie"].as_str().expect("approver_cookie"),
     );
     check_lock_ends_session(&server, auditor);
+    check_an_abandoned_recheck_blocks_nothing(&server, &accounts_file, approver);
     check_groups_follow_the_provider(&server, &accounts_file, approver);
     check_audit(&server, &id);
     check_no_secret_at_rest(

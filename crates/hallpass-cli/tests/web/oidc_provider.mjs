@@ -11,6 +11,11 @@
 //   OIDC_ACCOUNTS_FILE  instead: a file holding that JSON, read again at every
 //                       sign-in and refresh (a test changes someone's groups,
 //                       or removes them, by rewriting it)
+//   OIDC_HOLD_FILE      optional: while this file exists, requests to the
+//                       token endpoint wait (a test sees what a server does
+//                       while its refresh is outstanding); FILE.held exists
+//                       from when one is held until it is answered or its
+//                       client goes away
 //
 // The issuer is http://127.0.0.1:PORT. Only the authorization code flow,
 // with PKCE (S256) required, and refresh tokens (issued at every sign-in,
@@ -23,7 +28,7 @@
 // connections; exits on SIGTERM or SIGINT.
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 
 import Provider from 'oidc-provider';
@@ -223,6 +228,22 @@ async function interaction(provider, req, res) {
   res.end();
 }
 
+const holdFile = process.env.OIDC_HOLD_FILE;
+
+// Answers a token request once the hold file is gone.
+function hold(req, res, handle) {
+  const held = `${holdFile}.held`;
+  writeFileSync(held, '');
+  res.on('close', () => rmSync(held, { force: true }));
+  console.error('oidc_provider: a token request is held');
+  const timer = setInterval(() => {
+    if (!existsSync(holdFile)) {
+      clearInterval(timer);
+      handle(req, res);
+    }
+  }, 20);
+}
+
 const server = http.createServer();
 server.listen(port, '127.0.0.1', () => {
   const issuer = `http://127.0.0.1:${server.address().port}`;
@@ -240,6 +261,8 @@ server.listen(port, '127.0.0.1', () => {
         if (!res.headersSent) sendHtml(res, 400, `<pre role="alert">${escapeHtml(error?.message ?? error)}</pre>`);
         else res.end();
       });
+    } else if (holdFile && req.url.startsWith('/token') && existsSync(holdFile)) {
+      hold(req, res, handle);
     } else {
       handle(req, res);
     }

@@ -4,7 +4,8 @@
 //! the next request after that, and a person the provider no longer vouches
 //! for (disabled, the grant revoked) is signed out. One caller of one
 //! replica checks at a time (a compare-and-set on the session's last
-//! check); the others go on with the groups the store holds.
+//! check); the others go on with the groups the store holds. The check
+//! runs to its end even when the request that took it is dropped.
 //!
 //! A provider that cannot be reached keeps the session as it is until the
 //! next check: its outage does not sign everyone out.
@@ -131,17 +132,40 @@ impl App {
             return Ok(caller);
         };
         sso.remember_check(&caller.token_id, std::time::Duration::ZERO);
+        // The check this request now holds runs to its end on a task of its
+        // own: were it dropped with the request (its client went away, a
+        // browser closed), its lease would stop every other request from
+        // rechecking the session until it lapsed.
+        let app = self.clone();
+        tokio::spawn(async move { app.complete_recheck(&sso, caller, session).await })
+            .await
+            .map_err(AppError::internal)?
+    }
+
+    /// Asks the provider about a session whose check this server holds, and
+    /// acts on the answer; every path ends the check.
+    async fn complete_recheck(
+        &self,
+        sso: &Arc<SsoProvider>,
+        caller: Caller,
+        session: SsoSessionRow,
+    ) -> AppResult<Caller> {
         let answer = match self
             .inner
             .sealer
             .open(REFRESH_SEAL, &session.sealed_refresh)
             .and_then(|bytes| String::from_utf8(bytes).ok())
         {
-            Some(refresh) => sso.ask(&refresh).await?,
+            Some(refresh) => match sso.ask(&refresh).await {
+                Ok(answer) => answer,
+                // E.g. its discovery document cannot be fetched: the
+                // provider cannot be asked, which keeps the session.
+                Err(error) => Answer::Unknown(error.to_string()),
+            },
             None => Answer::Unknown("the refresh token does not unseal (another seal key?)".into()),
         };
         match answer {
-            Answer::Claims(claims, rotated) => self.apply_recheck(&sso, caller, &claims, rotated).await,
+            Answer::Claims(claims, rotated) => self.apply_recheck(sso, caller, &claims, rotated).await,
             Answer::Refused(why) => {
                 tracing::warn!(token_id = %caller.token_id, principal = %caller.principal.name, %why,
                     "the identity provider no longer vouches for a session: signed out");
