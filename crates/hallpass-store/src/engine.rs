@@ -360,7 +360,7 @@ struct BatchOutcome {
     pendings: Vec<Pending>,
     /// The audit head after commit.
     committed: Result<u64, StoreError>,
-    /// Whether a job wrote `tokens` or `locks` (kept or rolled back).
+    /// Whether a job changed a token or a lock (kept or rolled back).
     touched_tokens: bool,
 }
 

@@ -3,8 +3,8 @@
 //! token from the store costs a hop to a reader thread and back; most calls
 //! come from tokens seen a moment before.
 //!
-//! Exactness comes from a generation number. Every write batch that touched
-//! `tokens` or `locks` moves it on after its commit and before anyone hears
+//! Exactness comes from a generation number. Every write batch that changed
+//! a token or a lock moves it on after its commit and before anyone hears
 //! of the commit (its callers, the change counter). An entry is served only
 //! while the generation it was read at is still current, and a look-up
 //! stores what it read only if no such batch finished meanwhile. So once a

@@ -48,8 +48,8 @@ pub struct WriteTx<'a> {
     pub(crate) conn: &'a mut dyn Conn,
     head: ChainHead,
     pub(crate) clock: &'a dyn Clock,
-    /// Set by every write to `tokens` or `locks`: what authentication reads
-    /// (see `token_cache`).
+    /// Set by every write that changes an existing row of `tokens` or any
+    /// of `locks`: what authentication reads (see `token_cache`).
     pub(crate) touched_tokens: bool,
 }
 
@@ -254,8 +254,9 @@ impl<'a> WriteTx<'a> {
         self.conn.execute(requests_sql::RELEASE_ALL_CLAIMS, &[])
     }
 
+    /// Adds a token. It leaves the token cache as it is: the cache never
+    /// holds a hash it did not find, and a hash is unique.
     pub fn insert_token(&mut self, token: &TokenRow) -> Result<(), StoreError> {
-        self.touched_tokens = true;
         self.conn.execute(
             "INSERT INTO tokens (id, secret_hash, principal, groups_json, created_at, created_by, expires_at, revoked_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
