@@ -87,10 +87,10 @@ fn optional<T>(
     start: usize,
     read: fn(&Row, usize) -> Result<T, StoreError>,
 ) -> Result<Option<T>, StoreError> {
-    match row.opt_text(start)? {
-        None => Ok(None),
-        Some(_) => read(row, start).map(Some),
+    if row.is_null(start)? {
+        return Ok(None);
     }
+    read(row, start).map(Some)
 }
 
 impl ReadTx<'_> {

@@ -11,11 +11,14 @@
 //! chain. Reads run on reader threads with their own connections.
 //!
 //! Records are stored as JSON documents beside a few indexed columns; the
-//! store does not interpret targets or roles, it only keeps them.
+//! store does not interpret targets or roles, it only keeps them. Request
+//! records and audit event data, the documents every grant writes, are
+//! kept compressed ([`stored_document_json`] reads them back).
 
 mod context_sql;
 mod engine;
 mod outbox;
+mod packed_json;
 mod pg;
 mod requests_sql;
 mod schema;
@@ -29,6 +32,7 @@ mod tx;
 pub use context_sql::{RequestWithRole, RoleWithContext};
 pub use engine::{Backend, Store};
 pub use outbox::{DeliveryOutcome, DeliveryRow, NewDelivery};
+pub use packed_json::{stored_documents, unpack as stored_document_json};
 pub use sessions::SsoSessionRow;
 pub use sqlite::prepare_data_dir;
 pub use token_cache::TokenForAuth;

@@ -23,11 +23,12 @@ impl ToSql for SqlValue {
             SqlValue::Int(value) if *ty == Type::INT4 => i32::try_from(*value)?.to_sql(ty, out),
             SqlValue::Int(value) => value.to_sql(ty, out),
             SqlValue::Text(text) => text.as_str().to_sql(ty, out),
+            SqlValue::Bytes(bytes) => bytes.as_slice().to_sql(ty, out),
         }
     }
 
     fn accepts(ty: &Type) -> bool {
-        matches!(*ty, Type::INT8 | Type::INT4 | Type::TEXT | Type::VARCHAR)
+        matches!(*ty, Type::INT8 | Type::INT4 | Type::TEXT | Type::VARCHAR | Type::BYTEA)
     }
 
     to_sql_checked!();
@@ -126,6 +127,7 @@ impl Conn for PgConn {
                         Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
                             row.try_get::<_, Option<String>>(index)?.map(SqlValue::Text)
                         }
+                        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(index)?.map(SqlValue::Bytes),
                         // Nothing the store selects has another type; `void`
                         // results (e.g. of functions) read as NULL.
                         _ => None,

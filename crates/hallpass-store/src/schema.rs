@@ -1,5 +1,7 @@
 //! Schema migrations, applied in order at start-up. The same DDL runs on
-//! SQLite and PostgreSQL (TEXT and BIGINT only). `schema_version` records how
+//! SQLite and PostgreSQL (TEXT and BIGINT), except where the types differ
+//! (packed documents: BLOB values in SQLite's TEXT columns, BYTEA on
+//! PostgreSQL). `schema_version` records how
 //! many have run; on PostgreSQL an advisory lock makes replicas that start at
 //! the same time apply them once.
 
@@ -9,8 +11,29 @@ use crate::sql::{Conn, Dialect};
 /// Arbitrary, fixed: the advisory lock id that serialises migrations.
 const MIGRATION_LOCK: i64 = 0x4841_4c4c_5041_5353;
 
-const MIGRATIONS: &[&str] = &[
-    r#"
+/// One step of the schema: the same SQL on both backends, or one each
+/// where their types differ.
+enum Migration {
+    Both(&'static str),
+    Each {
+        sqlite: &'static str,
+        postgres: &'static str,
+    },
+}
+
+impl Migration {
+    fn sql(&self, dialect: Dialect) -> &'static str {
+        match (self, dialect) {
+            (Migration::Both(sql), _) => sql,
+            (Migration::Each { sqlite, .. }, Dialect::Sqlite) => sqlite,
+            (Migration::Each { postgres, .. }, Dialect::Postgres) => postgres,
+        }
+    }
+}
+
+const MIGRATIONS: &[Migration] = &[
+    Migration::Both(
+        r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -74,7 +97,9 @@ CREATE TABLE audit_head (
 );
 INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
 "#,
-    r#"
+    ),
+    Migration::Both(
+        r#"
 CREATE TABLE approval_flows (
     name       TEXT PRIMARY KEY,
     reference  TEXT NOT NULL,
@@ -94,6 +119,7 @@ CREATE INDEX requests_by_review ON requests (review, created_at) WHERE review > 
 CREATE INDEX requests_holding_by_requester ON requests (requester, role, created_at)
     WHERE state IN ('active', 'revoke_failed');
 "#,
+    ),
     // Target secrets sealed apart from their documents; principal locks;
     // an index of audit checkpoints (partial exports start at one);
     // one open request or grant per requester and role, enforced by a
@@ -101,7 +127,8 @@ CREATE INDEX requests_holding_by_requester ON requests (requester, role, created
     // place: only the newest of each pair takes the key); configuration
     // versions (the audit seq of their last change) so decisions can check
     // they still hold.
-    r#"
+    Migration::Both(
+        r#"
 CREATE TABLE target_secrets (
     target     TEXT NOT NULL,
     name       TEXT NOT NULL,
@@ -134,10 +161,12 @@ ALTER TABLE approval_flows ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE policies ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX audit_checkpoints ON audit (seq) WHERE kind = 'audit.checkpoint';
 "#,
+    ),
     // Grants ended before their expiry on targets whose clients check a
     // revocation list (SSH certificates in a KRL): listed before the
     // revoke is attempted, kept until the grant would have expired.
-    r#"
+    Migration::Both(
+        r#"
 CREATE TABLE revocations (
     target     TEXT NOT NULL,
     grant_id   TEXT NOT NULL,
@@ -147,11 +176,13 @@ CREATE TABLE revocations (
 );
 CREATE INDEX revocations_by_expiry ON revocations (target, expires_at);
 "#,
+    ),
     // Notifiers (configuration, with sealed secrets like targets'); the
     // deliveries the notification dispatcher derives from the audit log
     // (its cursor is in `meta`), sent in order per `order_key`, retried,
     // dead-lettered; and the replay register of signed callbacks (Slack).
-    r#"
+    Migration::Both(
+        r#"
 CREATE TABLE notifiers (
     name       TEXT PRIMARY KEY,
     reference  TEXT NOT NULL,
@@ -194,10 +225,12 @@ CREATE TABLE seen_nonces (
 );
 CREATE INDEX seen_nonces_by_expiry ON seen_nonces (expires_at);
 "#,
+    ),
     // Single sign-on sessions: a signed-in token's sealed refresh token,
     // when the identity provider last vouched for its claims, and the lease
     // of the one server asking it again (a refresh token is spent once).
-    r#"
+    Migration::Both(
+        r#"
 CREATE TABLE sso_sessions (
     token_id       TEXT PRIMARY KEY,
     sealed_refresh TEXT NOT NULL,
@@ -205,14 +238,17 @@ CREATE TABLE sso_sessions (
     checking_until TEXT
 );
 "#,
+    ),
     // The claimed records, for start-up on SQLite to release what a dead
     // predecessor held without reading every request (a scan of the whole
     // table, 0.5 s with a million grants, before the server could serve).
     // Claims are few and short-lived, so the index stays small. Building
     // it reads the table once, at the first start of this release.
-    r#"
+    Migration::Both(
+        r#"
 CREATE INDEX requests_claimed ON requests (claimed_by) WHERE claimed_by IS NOT NULL;
 "#,
+    ),
     // Claims move to a table of their own. Claiming a due grant rewrote its
     // row: on PostgreSQL a new version of the whole record and an entry in
     // seven of its eight indexes, and ending it did much the same again
@@ -220,7 +256,8 @@ CREATE INDEX requests_claimed ON requests (claimed_by) WHERE claimed_by IS NOT N
     // them). A claim is now a short row here, deleted when the record is
     // next written. The old columns stay, always NULL: dropping a column
     // rewrites every row of a SQLite table.
-    r#"
+    Migration::Both(
+        r#"
 CREATE TABLE claims (
     request_id  TEXT PRIMARY KEY,
     claimed_by  TEXT NOT NULL,
@@ -232,6 +269,43 @@ INSERT INTO claims (request_id, claimed_by, claim_until)
 UPDATE requests SET claimed_by = NULL, claim_until = NULL WHERE claimed_by IS NOT NULL;
 DROP INDEX requests_claimed;
 "#,
+    ),
+    // Request records and audit event data are stored packed (see
+    // `packed_json`), and audit hashes as their 32 bytes: binary, which a
+    // PostgreSQL TEXT column cannot hold. The documents already there
+    // become their UTF-8 bytes, which read as before, and the hashes their
+    // bytes (this rewrites both tables once). A column that is no longer
+    // text is left as it is. SQLite keeps any value in any column: old
+    // rows keep their text, which reads as before; nothing to change.
+    Migration::Each {
+        sqlite: "SELECT 1",
+        postgres: r#"
+DO $$
+DECLARE
+    audit_columns TEXT;
+BEGIN
+    IF EXISTS (SELECT 1 FROM information_schema.columns
+                WHERE table_schema = current_schema() AND table_name = 'requests'
+                  AND column_name = 'record' AND data_type = 'text') THEN
+        ALTER TABLE requests ALTER COLUMN record TYPE BYTEA USING convert_to(record, 'UTF8');
+    END IF;
+    -- One ALTER for all three: one rewrite of the table.
+    SELECT string_agg(format('ALTER COLUMN %I TYPE BYTEA USING %s', column_name,
+                             CASE column_name
+                                 WHEN 'data' THEN 'convert_to(data, ''UTF8'')'
+                                 ELSE format('decode(%I, ''hex'')', column_name)
+                             END), ', ')
+      INTO audit_columns
+      FROM information_schema.columns
+     WHERE table_schema = current_schema() AND table_name = 'audit'
+       AND column_name IN ('data', 'prev_hash', 'hash') AND data_type = 'text';
+    IF audit_columns IS NOT NULL THEN
+        EXECUTE 'ALTER TABLE audit ' || audit_columns;
+    END IF;
+END
+$$;
+"#,
+    },
 ];
 
 pub fn migrate(conn: &mut dyn Conn) -> Result<(), StoreError> {
@@ -265,7 +339,7 @@ fn apply_pending(conn: &mut dyn Conn) -> Result<(), StoreError> {
     }
     for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
         conn.batch(conn.dialect().begin())?;
-        let step = conn.batch(migration).and_then(|()| {
+        let step = conn.batch(migration.sql(conn.dialect())).and_then(|()| {
             conn.execute(
                 "UPDATE schema_version SET version = $1",
                 crate::sql_params![(index + 1) as i64],

@@ -1,8 +1,9 @@
 //! The small SQL surface the store needs, over SQLite and PostgreSQL alike.
 //!
-//! Statements are written once, with `$1, $2, ...` placeholders and only
+//! Statements are written once, with `$1, $2, ...` placeholders and
 //! TEXT and BIGINT values (times are fixed-width RFC 3339 text, documents are
-//! JSON text), so the same SQL runs on both. The few statements that differ
+//! JSON text, or packed bytes for request records and audit data), so the
+//! same SQL runs on both. The few statements that differ
 //! (locking, claims, an index SQLite must be told) ask [`Dialect`].
 
 use chrono::{DateTime, Utc};
@@ -47,11 +48,27 @@ impl Dialect {
 }
 
 /// A parameter or column value.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum SqlValue {
     Null,
     Int(i64),
     Text(String),
+    /// A packed document (see `packed_json`): BLOB on SQLite, BYTEA on
+    /// PostgreSQL.
+    Bytes(Vec<u8>),
+}
+
+/// Bytes show as their length: a packed document in an error message
+/// would be noise at best.
+impl std::fmt::Debug for SqlValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SqlValue::Null => f.write_str("Null"),
+            SqlValue::Int(value) => f.debug_tuple("Int").field(value).finish(),
+            SqlValue::Text(text) => f.debug_tuple("Text").field(text).finish(),
+            SqlValue::Bytes(bytes) => write!(f, "Bytes({} bytes)", bytes.len()),
+        }
+    }
 }
 
 impl From<&str> for SqlValue {
@@ -115,6 +132,10 @@ impl Row {
             .ok_or_else(|| StoreError::Corrupt(format!("missing column {index}")))
     }
 
+    pub fn is_null(&self, index: usize) -> Result<bool, StoreError> {
+        Ok(matches!(self.value(index)?, SqlValue::Null))
+    }
+
     pub fn text(&self, index: usize) -> Result<String, StoreError> {
         match self.value(index)? {
             SqlValue::Text(text) => Ok(text.clone()),
@@ -155,8 +176,27 @@ impl Row {
         self.opt_text(index)?.as_deref().map(parse_time).transpose()
     }
 
+    /// An audit hash as lowercase hex: stored as 32 bytes, or as the hex
+    /// text rows of SQLite stores written before kept.
+    pub fn hash(&self, index: usize) -> Result<String, StoreError> {
+        match self.value(index)? {
+            SqlValue::Bytes(bytes) => Ok(hex::encode(bytes)),
+            _ => self.text(index),
+        }
+    }
+
+    /// A JSON document, stored as text or packed (see `packed_json`).
     pub fn json<T: serde::de::DeserializeOwned>(&self, index: usize) -> Result<T, StoreError> {
-        serde_json::from_str(&self.text(index)?).map_err(|e| StoreError::Corrupt(format!("column {index}: {e}")))
+        let parsed = match self.value(index)? {
+            SqlValue::Text(text) => serde_json::from_str(text),
+            SqlValue::Bytes(stored) => serde_json::from_slice(&crate::packed_json::unpack(stored)?),
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "column {index}: expected a document, found {other:?}"
+                )));
+            }
+        };
+        parsed.map_err(|e| StoreError::Corrupt(format!("column {index}: {e}")))
     }
 }
 

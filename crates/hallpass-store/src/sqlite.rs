@@ -27,6 +27,7 @@ impl ToSql for SqlValue {
             SqlValue::Null => ToSqlOutput::Borrowed(ValueRef::Null),
             SqlValue::Int(value) => ToSqlOutput::Borrowed(ValueRef::Integer(*value)),
             SqlValue::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            SqlValue::Bytes(bytes) => ToSqlOutput::Borrowed(ValueRef::Blob(bytes)),
         })
     }
 }
@@ -58,6 +59,7 @@ impl Conn for SqliteConn {
                     ValueRef::Null => SqlValue::Null,
                     ValueRef::Integer(value) => SqlValue::Int(value),
                     ValueRef::Text(bytes) => SqlValue::Text(String::from_utf8_lossy(bytes).into_owned()),
+                    ValueRef::Blob(bytes) => SqlValue::Bytes(bytes.to_vec()),
                     other => {
                         return Err(StoreError::Corrupt(format!(
                             "unexpected column type {:?}",

@@ -8,6 +8,7 @@ use hallpass_core::Clock;
 use hallpass_core::audit::{AuditDraft, AuditEvent};
 use hallpass_core::request::RequestRecord;
 
+use crate::packed_json;
 use crate::sql::{Conn, Dialect, Row, SqlValue};
 use crate::{
     ConfigKind, ConfigRow, LockRow, RequestFilter, RevocationRow, SecretOwner, SecretRow, StoreError, TokenForAuth,
@@ -462,10 +463,21 @@ fn audit_params(event: &AuditEvent) -> Result<[SqlValue; 8], StoreError> {
         event.actor.as_str().into(),
         event.kind.as_str().into(),
         event.request_id.as_deref().into(),
-        json_text(&event.data)?.into(),
-        event.prev_hash.as_str().into(),
-        event.hash.as_str().into(),
+        SqlValue::Bytes(packed_json::pack(&event.data)?),
+        SqlValue::Bytes(hash_bytes(&event.prev_hash)?),
+        SqlValue::Bytes(hash_bytes(&event.hash)?),
     ])
+}
+
+/// An audit hash as stored: its 32 bytes, half its hex. The store computes
+/// every hash it writes, so one that is not 64 hex digits is a bug.
+fn hash_bytes(hash: &str) -> Result<Vec<u8>, StoreError> {
+    match hex::decode(hash) {
+        Ok(bytes) if bytes.len() == 32 => Ok(bytes),
+        _ => Err(StoreError::Corrupt(format!(
+            "an audit hash is not 64 hex digits: {hash:?}"
+        ))),
+    }
 }
 
 /// How a claim replaces the one already on its record.
@@ -493,7 +505,7 @@ fn request_params(record: &RequestRecord, version: u64) -> Result<[SqlValue; 11]
         record.next_deadline().map(format_time).into(),
         format_time(record.created_at).into(),
         version.into(),
-        json_text(record)?.into(),
+        SqlValue::Bytes(packed_json::pack(record)?),
         review_code(record).into(),
         key.into(),
     ])
@@ -592,8 +604,8 @@ fn audit_from_row(row: &Row) -> Result<AuditEvent, StoreError> {
         kind: row.text(3)?,
         request_id: row.opt_text(4)?,
         data: row.json(5)?,
-        prev_hash: row.text(6)?,
-        hash: row.text(7)?,
+        prev_hash: row.hash(6)?,
+        hash: row.hash(7)?,
     })
 }
 

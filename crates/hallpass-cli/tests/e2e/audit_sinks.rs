@@ -285,10 +285,12 @@ fn caught_up(server: &Server, sinks: &[&str]) -> String {
 
 /// The stored log as (seq, hash, kind), read from the database directly.
 fn stored_log(server: &Server) -> Vec<(u64, String, String)> {
-    let rows = server
-        .database()
-        // Sorted by the number: on PostgreSQL `ORDER BY seq` would sort the text column.
-        .rows("SELECT CAST(seq AS TEXT) AS seq_text, hash, kind FROM audit ORDER BY audit.seq");
+    let mut database = server.database();
+    let hash = database.hex("hash");
+    // Sorted by the number: on PostgreSQL `ORDER BY seq` would sort the text column.
+    let rows = database.rows(&format!(
+        "SELECT CAST(seq AS TEXT) AS seq_text, {hash}, kind FROM audit ORDER BY audit.seq"
+    ));
     rows.into_iter()
         .map(|row| {
             let text = |i: usize| row[i].clone().expect("not null");

@@ -70,12 +70,25 @@ impl Database {
     /// The rows of `query`, whose columns must all be text (cast the
     /// others); NULL is `None`.
     pub fn rows(&mut self, query: &str) -> Vec<Vec<Option<String>>> {
+        self.select(
+            query,
+            |row| (0..row.as_ref().column_count()).map(|i| row.get(i)).collect(),
+            |row| (0..row.len()).map(|i| row.get(i)).collect(),
+        )
+    }
+
+    /// Each row of `query`, read by the backend's reader.
+    fn select<T>(
+        &mut self,
+        query: &str,
+        from_sqlite: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+        from_postgres: impl Fn(&postgres::Row) -> T,
+    ) -> Vec<T> {
         match self {
             Database::Sqlite(connection) => {
                 let mut statement = connection.prepare(query).expect("prepare");
-                let columns = statement.column_count();
                 statement
-                    .query_map([], |row| (0..columns).map(|i| row.get(i)).collect())
+                    .query_map([], from_sqlite)
                     .expect("query")
                     .collect::<Result<_, _>>()
                     .expect("read rows")
@@ -84,9 +97,49 @@ impl Database {
                 .query(query, &[])
                 .expect("query")
                 .iter()
-                .map(|row| (0..row.len()).map(|i| row.get(i)).collect())
+                .map(from_postgres)
                 .collect(),
         }
+    }
+
+    /// SQL that reads `column`, an audit hash (stored as bytes), as the
+    /// lowercase hex everything else shows.
+    pub fn hex(&self, column: &str) -> String {
+        match self {
+            Database::Sqlite(_) => format!("lower(hex({column}))"),
+            Database::Postgres(_) => format!("encode({column}, 'hex')"),
+        }
+    }
+
+    /// SQL for parameter `$n`, a hash in hex, as the store keeps audit
+    /// hashes: their bytes.
+    pub fn hash_param(&self, n: usize) -> String {
+        match self {
+            Database::Sqlite(_) => format!("unhex(${n})"),
+            Database::Postgres(_) => format!("decode(${n}, 'hex')"),
+        }
+    }
+
+    /// The first column of every row of `query`, a stored document (a
+    /// request record or an audit event's data), as its JSON.
+    pub fn documents(&mut self, query: &str) -> Vec<serde_json::Value> {
+        let stored: Vec<Vec<u8>> = self.select(
+            query,
+            |row| {
+                Ok(match row.get_ref(0)? {
+                    rusqlite::types::ValueRef::Blob(bytes) | rusqlite::types::ValueRef::Text(bytes) => bytes.to_vec(),
+                    other => panic!("{query}: a document of type {:?}", other.data_type()),
+                })
+            },
+            |row| row.get(0),
+        );
+        stored
+            .iter()
+            .map(|bytes| {
+                let json = hallpass_store::stored_document_json(bytes).expect("a readable document");
+                serde_json::from_slice(&json).expect("JSON")
+            })
+            .collect()
     }
 
     /// Runs `statement` with text `params`; returns the rows it changed.
@@ -335,10 +388,18 @@ impl Server {
     }
 
     /// Everything the store holds at rest, as text: the SQLite files, or a
-    /// `pg_dump` of the PostgreSQL database. For checking that no secret is
-    /// stored in clear.
+    /// `pg_dump` of the PostgreSQL database, and the packed documents
+    /// unpacked, as anyone reading the database can. For checking that no
+    /// secret is stored in clear.
     pub fn dump_storage(&self) -> String {
-        match &self.database_url {
+        let backend = match &self.database_url {
+            Some(url) => hallpass_store::Backend::Postgres { url: url.clone() },
+            None => hallpass_store::Backend::Sqlite {
+                data_dir: self.data_dir.clone(),
+            },
+        };
+        let documents = hallpass_store::stored_documents(&backend).expect("the stored documents");
+        let raw = match &self.database_url {
             Some(url) => {
                 let output = Command::new("pg_dump").arg(url).output().expect("run pg_dump");
                 assert!(
@@ -354,7 +415,8 @@ impl Server {
                 .filter(|entry| entry.file_name() != "seal.key")
                 .map(|entry| String::from_utf8_lossy(&std::fs::read(entry.path()).unwrap_or_default()).into_owned())
                 .collect(),
-        }
+        };
+        raw + &documents
     }
 
     /// A connection of its own to the server's store, as someone with

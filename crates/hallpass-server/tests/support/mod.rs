@@ -103,9 +103,17 @@ pub fn app(kind: Kind, start: DateTime<Utc>, providers: Vec<Arc<dyn CredentialPr
 impl TestApp {
     /// Everything the store holds, as text, for "is this secret anywhere
     /// in clear?" checks: the SQLite files byte for byte (WAL included), or
-    /// every row of every table on PostgreSQL.
+    /// every row of every table on PostgreSQL; and the packed documents
+    /// unpacked, as anyone reading the database can.
     pub fn dump(&self) -> String {
-        match &self._database {
+        let backend = match &self._database {
+            None => Backend::Sqlite {
+                data_dir: self._dir.path().join("data"),
+            },
+            Some(database) => Backend::Postgres { url: database.url() },
+        };
+        let documents = hallpass_store::stored_documents(&backend).expect("the stored documents");
+        let raw = match &self._database {
             None => {
                 let mut text = String::new();
                 let entries = std::fs::read_dir(self._dir.path().join("data")).expect("data dir");
@@ -117,7 +125,8 @@ impl TestApp {
                 text
             }
             Some(database) => database.dump(),
-        }
+        };
+        raw + &documents
     }
 }
 

@@ -124,7 +124,8 @@ async fn the_checkpointer_copies_commits_into_the_database_file() {
         store
             .write(move |w| -> Result<(), StoreError> {
                 for n in 0..100 {
-                    let data = serde_json::json!({"batch": batch, "n": n, "pad": "x".repeat(1000)});
+                    // Stored packed, so the padding must not compress.
+                    let data = serde_json::json!({"batch": batch, "n": n, "pad": noise(batch * 100 + n, 1400)});
                     w.append_audit(hallpass_core::audit::AuditDraft::new("alice", "test.event", None, data))?;
                 }
                 Ok(())
@@ -142,4 +143,19 @@ async fn the_checkpointer_copies_commits_into_the_database_file() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     store.close();
+}
+
+/// `len` characters that zstd cannot squeeze much (six bits of a
+/// xorshift generator each), different for each `seed`.
+fn noise(seed: u64, len: usize) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(ALPHABET[(state & 63) as usize])
+        })
+        .collect()
 }

@@ -1,6 +1,7 @@
 //! Schema migrations: a fresh store is at the current version, reopening
 //! changes nothing, and a database from a newer build is refused untouched.
 
+use hallpass_core::audit::{AuditDraft, ChainVerifier};
 use hallpass_store::{RevocationRow, StoreError};
 use serde_json::json;
 
@@ -12,10 +13,11 @@ on_both_backends!(
     a_newer_schema_is_refused_and_left_alone,
     revocations_list_what_has_not_expired_once_per_grant,
     a_claim_held_before_the_upgrade_still_holds_after_it,
+    documents_stored_as_text_before_packing_read_and_verify_after_it,
 );
 
 /// The number of migrations in `schema.rs`: bump it with each one added.
-const CURRENT_SCHEMA_VERSION: i64 = 8;
+const CURRENT_SCHEMA_VERSION: i64 = 9;
 
 const TABLES: [&str; 19] = [
     "approval_flows",
@@ -233,4 +235,96 @@ async fn a_newer_schema_is_refused_and_left_alone(db: Db) {
     let stored = store.read(|r| r.request("r1")).await.expect("read");
     assert!(stored.is_some());
     store.close();
+}
+
+/// A store of version 8 kept request records and audit event data as JSON
+/// text and audit hashes as hex (TEXT columns on PostgreSQL). After the
+/// upgrade those rows read as they were, their events still verify, and
+/// the chain goes on with packed events.
+async fn documents_stored_as_text_before_packing_read_and_verify_after_it(db: Db) {
+    let f = Fixture::open(db);
+    let Fixture { clock, store, db } = f;
+    store.close();
+    drop(store);
+    let record = approved("old", "alice", "db", at(0));
+    let record_json = serde_json::to_string(&record).expect("json");
+    let genesis = "0".repeat(64);
+    let first = AuditDraft::new(
+        "alice",
+        "request.created",
+        Some("old".into()),
+        json!({"reason": "it's old"}),
+    )
+    .seal(1, hallpass_store::format_time(at(0)), &genesis);
+    let second = AuditDraft::new("hallpass", "grant.activated", Some("old".into()), json!({"n": 2.5})).seal(
+        2,
+        hallpass_store::format_time(at(1)),
+        &first.hash,
+    );
+    let back_to_text = match db.kind {
+        Kind::Postgres => {
+            "ALTER TABLE requests ALTER COLUMN record TYPE TEXT USING convert_from(record, 'UTF8');
+             ALTER TABLE audit ALTER COLUMN data TYPE TEXT USING convert_from(data, 'UTF8'),
+                               ALTER COLUMN prev_hash TYPE TEXT USING encode(prev_hash, 'hex'),
+                               ALTER COLUMN hash TYPE TEXT USING encode(hash, 'hex');"
+        }
+        Kind::Sqlite => "",
+    };
+    let quote = |text: &str| text.replace('\'', "''");
+    let event_row = |event: &hallpass_core::audit::AuditEvent| {
+        format!(
+            "({}, '{}', '{}', '{}', 'old', '{}', '{}', '{}')",
+            event.seq,
+            event.time,
+            event.actor,
+            event.kind,
+            quote(&event.data.to_string()),
+            event.prev_hash,
+            event.hash
+        )
+    };
+    db.execute(&format!(
+        "{back_to_text}
+         UPDATE schema_version SET version = 8;
+         INSERT INTO requests (id, state, requester, role, activated, created_at, version, record, review)
+              VALUES ('old', 'approved', 'alice', 'db', 0, '{created}', 2, '{record}', 0);
+         INSERT INTO audit (seq, time, actor, kind, request_id, data, prev_hash, hash) VALUES {one}, {two};
+         UPDATE audit_head SET seq = 2, hash = '{head}';",
+        created = hallpass_store::format_time(at(0)),
+        record = quote(&record_json),
+        one = event_row(&first),
+        two = event_row(&second),
+        head = second.hash
+    ));
+
+    let store = db.open(clock.clone()).expect("open, migrating");
+    let f = Fixture { clock, store, db };
+    let (read, version) = f
+        .store
+        .read(|r| r.request("old"))
+        .await
+        .expect("read")
+        .expect("the old record");
+    assert_eq!((read, version), (record, 2));
+    f.store
+        .write(|w| {
+            w.append_audit(AuditDraft::new(
+                "bob",
+                "request.approved",
+                Some("old".into()),
+                json!({}),
+            ))
+        })
+        .await
+        .expect("append after the upgrade");
+    let events = f.store.read(|r| r.audit(0, None, 100)).await.expect("read");
+    assert_eq!(events[..2], [first, second], "the old events read as written");
+    let mut verifier = ChainVerifier::from_genesis();
+    events.iter().for_each(|event| verifier.push(event));
+    let report = verifier.finish();
+    assert!(report.ok && report.last_seq == Some(3), "{report:?}");
+    // The old rows are as they were; the new one is packed.
+    let stored = f.db.documents("SELECT data FROM audit ORDER BY seq");
+    let sizes: Vec<bool> = stored.iter().map(|(bytes, json)| *bytes == json.len()).collect();
+    assert_eq!(sizes, [true, true, false], "{stored:?}");
 }

@@ -1,5 +1,6 @@
-//! The stored form of a request record: lean JSON written, read back as
-//! written, and records written in full by earlier builds read as before.
+//! The stored form of a request record: lean JSON, packed, read back as
+//! written, and records written in full (and as text) by earlier builds
+//! read as before.
 
 use hallpass_core::RequestState;
 use hallpass_core::request::RequestRecord;
@@ -9,6 +10,7 @@ use crate::support::{Db, Fixture, active, approved, at, break_glass, denied, exp
 on_both_backends!(
     records_in_every_state_read_back_as_written_and_are_stored_lean,
     records_written_in_full_by_an_earlier_build_read_as_before,
+    stored_documents_show_what_packed_rows_hold,
 );
 
 async fn read(f: &Fixture, id: &str) -> RequestRecord {
@@ -34,8 +36,9 @@ async fn records_in_every_state_read_back_as_written_and_are_stored_lean(db: Db)
     for record in &records {
         assert_eq!(&read(&f, &record.id).await, record);
     }
-    for text in f.db.strings("SELECT record FROM requests") {
+    for (stored, text) in f.db.documents("SELECT record FROM requests") {
         assert!(!text.contains("null"), "nothing empty is stored: {text}");
+        assert!(stored * 2 < text.len(), "stored packed: {stored} bytes for {text}");
     }
 }
 
@@ -82,8 +85,35 @@ async fn records_written_in_full_by_an_earlier_build_read_as_before(db: Db) {
         f.put(record).await;
         assert_eq!(&read(&f, &record.id).await, record);
     }
-    let stored = f.db.strings("SELECT record FROM requests ORDER BY created_at");
-    let lengths: Vec<usize> = stored.iter().map(String::len).collect();
+    let stored = f.db.documents("SELECT record FROM requests ORDER BY created_at");
+    let lengths: Vec<usize> = stored.iter().map(|(_, json)| json.len()).collect();
     assert_eq!((ACTIVE_FULL.len(), PENDING_FULL.len()), (1261, 1379));
     assert_eq!(lengths, [894, 978], "{stored:?}");
+    // And packed: under half the lean JSON.
+    for (packed, json) in &stored {
+        assert!(packed * 2 < json.len(), "{packed} bytes for {json}");
+    }
+}
+
+/// Packed rows hide nothing from someone reading the database: checks for
+/// secrets at rest read them through `stored_documents`.
+async fn stored_documents_show_what_packed_rows_hold(db: Db) {
+    let f = Fixture::open(db);
+    let mut record = approved("r1", "alice", "db", at(0));
+    record.reason = "pasted by mistake: hp_SENTINEL_0123456789".into();
+    f.put(&record).await;
+    f.store
+        .write(|w| {
+            w.append_audit(hallpass_core::audit::AuditDraft::new(
+                "alice",
+                "request.created",
+                Some("r1".into()),
+                serde_json::json!({"reason": "hp_EVENT_SENTINEL_987"}),
+            ))
+        })
+        .await
+        .expect("append");
+    let documents = hallpass_store::stored_documents(&f.db.backend).expect("documents");
+    assert!(documents.contains("hp_SENTINEL_0123456789"), "{documents}");
+    assert!(documents.contains("hp_EVENT_SENTINEL_987"), "{documents}");
 }

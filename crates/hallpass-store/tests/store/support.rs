@@ -176,6 +176,43 @@ impl Db {
     }
 }
 
+impl Db {
+    /// The first column of every row of `sql`, a stored document (a
+    /// request record or audit event data): how many bytes it takes in the
+    /// database, and the JSON it holds, as someone reading the database
+    /// would get it.
+    pub fn documents(&self, sql: &str) -> Vec<(usize, String)> {
+        let stored: Vec<Vec<u8>> = match &self.backend {
+            Backend::Sqlite { data_dir } => {
+                let conn = rusqlite::Connection::open(data_dir.join("hallpass.db")).expect("open hallpass.db");
+                let mut statement = conn.prepare(sql).expect(sql);
+                let rows = statement
+                    .query_map([], |row| {
+                        Ok(match row.get_ref(0)? {
+                            rusqlite::types::ValueRef::Text(text) => text.to_vec(),
+                            rusqlite::types::ValueRef::Blob(blob) => blob.to_vec(),
+                            other => panic!("{sql}: a document of type {:?}", other.data_type()),
+                        })
+                    })
+                    .expect(sql);
+                rows.collect::<Result<_, _>>().expect(sql)
+            }
+            Backend::Postgres { url } => off_runtime(|| {
+                let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+                let rows = client.query(sql, &[]).expect(sql);
+                rows.iter().map(|row| row.get::<_, Vec<u8>>(0)).collect()
+            }),
+        };
+        stored
+            .into_iter()
+            .map(|bytes| {
+                let json = hallpass_store::stored_document_json(&bytes).expect("a readable document");
+                (bytes.len(), String::from_utf8(json).expect("UTF-8 JSON"))
+            })
+            .collect()
+    }
+}
+
 /// 2030-01-01 09:00:00 UTC: where every test's clock starts.
 pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 1, 1, 9, 0, 0)
