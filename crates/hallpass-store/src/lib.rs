@@ -15,6 +15,7 @@
 //! records and audit event data, the documents every grant writes, are
 //! kept compressed ([`stored_document_json`] reads them back).
 
+mod at_rest;
 mod context_sql;
 mod engine;
 mod outbox;
@@ -29,10 +30,11 @@ mod sqlite_page_cache;
 mod token_cache;
 mod tx;
 
+pub use at_rest::stored_documents;
 pub use context_sql::{RequestWithRole, RoleWithContext};
 pub use engine::{Backend, Store};
 pub use outbox::{DeliveryOutcome, DeliveryRow, NewDelivery};
-pub use packed_json::{stored_documents, unpack as stored_document_json};
+pub use packed_json::unpack as stored_document_json;
 pub use sessions::SsoSessionRow;
 pub use sqlite::prepare_data_dir;
 pub use token_cache::TokenForAuth;

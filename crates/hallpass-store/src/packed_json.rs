@@ -23,8 +23,7 @@ use std::cell::RefCell;
 use zstd::bulk::{Compressor, Decompressor};
 use zstd::zstd_safe::CParameter;
 
-use crate::sql::Conn;
-use crate::{Backend, StoreError, pg, sqlite};
+use crate::StoreError;
 
 /// Marks a value packed with [`DICTIONARY_1`]. JSON text never starts
 /// with this byte.
@@ -129,34 +128,6 @@ pub fn unpack(stored: &[u8]) -> Result<Vec<u8>, StoreError> {
         )));
     }
     Ok(json)
-}
-
-/// Every request record and audit event's data in the database at
-/// `backend`, as JSON text, one per line: what someone who reads the
-/// database (and knows this format) gets. For checks that no secret is
-/// kept in clear, which packing must not fool. Runs on a thread of its
-/// own (the PostgreSQL client must not run on an async runtime's).
-pub fn stored_documents(backend: &Backend) -> Result<String, StoreError> {
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                let mut conn: Box<dyn Conn> = match backend {
-                    Backend::Sqlite { data_dir } => Box::new(sqlite::open_reader(&data_dir.join("hallpass.db"))?),
-                    Backend::Postgres { url } => Box::new(pg::connect(url)?),
-                };
-                let mut text = String::new();
-                for sql in ["SELECT record FROM requests", "SELECT data FROM audit"] {
-                    for row in conn.query(sql, &[])? {
-                        let document: serde_json::Value = row.json(0)?;
-                        text.push_str(&document.to_string());
-                        text.push('\n');
-                    }
-                }
-                Ok(text)
-            })
-            .join()
-            .unwrap_or_else(|_| Err(StoreError::Corrupt("reading the stored documents panicked".into())))
-    })
 }
 
 /// Reads the LEB128 length after the tag; returns it and the frame.
