@@ -1,7 +1,7 @@
 //! Schema migrations, applied in order at start-up. The same DDL runs on
 //! SQLite and PostgreSQL (TEXT and BIGINT), except where the types differ
-//! (packed documents: BLOB values in SQLite's TEXT columns, BYTEA on
-//! PostgreSQL). `schema_version` records how
+//! (packed documents and audit hashes: BLOB values in SQLite's TEXT
+//! columns, BYTEA on PostgreSQL). `schema_version` records how
 //! many have run; on PostgreSQL an advisory lock makes replicas that start at
 //! the same time apply them once.
 
