@@ -41,8 +41,9 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// on documents this small.
 const LEVEL: i32 = 3;
 
-/// The largest document a packed value may claim to hold: a corrupt
-/// length must not make the reader allocate without bound.
+/// The largest document the store packs, and so the most a packed value
+/// may claim to hold: a corrupt length must not make the reader allocate
+/// without bound. Request bodies are far smaller.
 const MAX_UNPACKED: usize = 16 * 1024 * 1024;
 
 thread_local! {
@@ -71,6 +72,13 @@ pub(crate) fn pack<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, S
 }
 
 fn pack_bytes(json: &[u8]) -> Result<Vec<u8>, StoreError> {
+    // What could not be read back is not written.
+    if json.len() > MAX_UNPACKED {
+        return Err(StoreError::Corrupt(format!(
+            "a document of {} bytes is larger than the {MAX_UNPACKED} the store keeps",
+            json.len()
+        )));
+    }
     let frame = COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let compressor = match slot.as_mut() {
@@ -162,7 +170,7 @@ mod tests {
         let documents = [
             json!({}),
             json!({"id": "0193c2d1", "reason": "ünïcode ✓ \u{0}", "n": 1.5, "list": [null, true, -3]}),
-            json!({"big": "x".repeat(200_000)}),
+            json!({"big": "x".repeat(10_000_000), "quotes": "'\"\\\u{1b}[0m"}),
         ];
         for document in documents {
             let packed = pack(&document).expect("pack");
@@ -188,6 +196,12 @@ mod tests {
             packed.len(),
             text.len()
         );
+    }
+
+    #[test]
+    fn a_document_too_large_to_read_back_is_refused() {
+        let huge = json!({"big": "x".repeat(MAX_UNPACKED)});
+        assert!(matches!(pack(&huge), Err(StoreError::Corrupt(_))));
     }
 
     #[test]
